@@ -1,0 +1,28 @@
+//! `alerts`: Checks job runs and data freshness and notifies the people on duty.
+//!
+//! Not built yet: the command parses the common settings and says so. Its design is in
+//! `docs/architecture.md`; the shared pieces it will use live in `zakaz-core`.
+
+use clap::Parser;
+use zakaz_core::cli::{CommonArgs, JobCli};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "alerts",
+    version,
+    about = "Checks job runs and data freshness and notifies the people on duty"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl JobCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+pub async fn run(_cli: Cli) -> anyhow::Result<()> {
+    anyhow::bail!("`alerts` is not implemented yet")
+}

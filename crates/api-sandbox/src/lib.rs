@@ -1,0 +1,28 @@
+//! `api-sandbox`: Local stand-in for the QTickets, VK Ads, Yandex Direct, Gmail and Telegram APIs.
+//!
+//! Not built yet: the command parses the common settings and says so. Its design is in
+//! `docs/architecture.md`; the shared pieces it will use live in `zakaz-core`.
+
+use clap::Parser;
+use zakaz_core::cli::{CommonArgs, JobCli};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "api-sandbox",
+    version,
+    about = "Local stand-in for the QTickets, VK Ads, Yandex Direct, Gmail and Telegram APIs"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl JobCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+pub async fn run(_cli: Cli) -> anyhow::Result<()> {
+    anyhow::bail!("`api-sandbox` is not implemented yet")
+}

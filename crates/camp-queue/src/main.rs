@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    zakaz_core::cli::main(camp_queue::run)
+}

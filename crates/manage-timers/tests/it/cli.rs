@@ -1,0 +1,174 @@
+use std::process::{Command, Output};
+
+use zakaz_core::testing::TestDb;
+
+fn manage_timers(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_manage-timers"));
+    cmd.args(args);
+    for key in [
+        "CLICKHOUSE_URL",
+        "CLICKHOUSE_USER",
+        "CLICKHOUSE_PASSWORD",
+        "CLICKHOUSE_DB",
+        "LOG_LEVEL",
+        "LOG_FILE",
+        "JOURNAL_STREAM",
+    ] {
+        cmd.env_remove(key);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("manage-timers runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn migrate_creates_the_schema_and_is_idempotent() {
+    let db = TestDb::empty();
+    let first = manage_timers(&["migrate"], &db.env());
+    assert!(first.status.success(), "{}", stderr(&first));
+    let text = String::from_utf8_lossy(&first.stdout);
+    assert!(text.contains(&format!("database `{}`", db.name)), "{text}");
+    assert!(text.contains("applied now: [1]"), "{text}");
+    let second = manage_timers(&["migrate"], &db.env());
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(String::from_utf8_lossy(&second.stdout).contains("applied now: []"));
+}
+
+#[test]
+fn malformed_setting_fails_with_one_line_naming_it() {
+    let out = manage_timers(
+        &["migrate"],
+        &[("CLICKHOUSE_URL", "ftp://127.0.0.1:8123".into())],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        err.contains("CLICKHOUSE_URL") && err.contains("scheme must be http or https"),
+        "{err}"
+    );
+
+    let out = manage_timers(&["migrate"], &[("CLICKHOUSE_DB", "zakaz; DROP".into())]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("CLICKHOUSE_DB"), "{}", stderr(&out));
+
+    let out = manage_timers(&["list"], &[("LOG_LEVEL", "loud=".into())]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("`LOG_LEVEL`"), "{err}");
+}
+
+#[test]
+fn unreachable_clickhouse_fails_clearly_before_any_run() {
+    // Nothing listens on loopback port 9.
+    let out = manage_timers(
+        &["migrate"],
+        &[("CLICKHOUSE_URL", "http://127.0.0.1:9".into())],
+    );
+    assert_eq!(out.status.code(), Some(69));
+    let err = stderr(&out);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(last.contains("ERROR"), "{err}");
+    assert!(
+        last.contains(
+            "ClickHouse at `http://127.0.0.1:9` (setting `CLICKHOUSE_URL`) is not reachable"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_secret_never_appears_in_logs_or_errors_of_a_failing_run() {
+    let secret = "pw-Zq8-never-print-me";
+    let dir = std::env::temp_dir().join(format!("zakaz-logtest-{}", std::process::id()));
+    let log_file = dir.join("logs/manage-timers.log");
+    let db = TestDb::empty();
+    let mut env = db.env();
+    env.push(("CLICKHOUSE_PASSWORD", secret.into()));
+    env.push(("LOG_LEVEL", "trace".into()));
+    env.push(("LOG_FILE", log_file.display().to_string()));
+    // The local server's `default` user has no password: the run fails on authentication.
+    let out = manage_timers(&["migrate"], &env);
+    let _cleanup = scopeguard(&dir);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("rejected user `default`"), "{err}");
+    let file = std::fs::read_to_string(&log_file).unwrap();
+    assert!(file.contains("rejected user `default`"), "{file}");
+    for text in [
+        &err,
+        &file,
+        &String::from_utf8_lossy(&out.stdout).into_owned(),
+    ] {
+        assert!(!text.contains(secret), "secret leaked: {text}");
+    }
+
+    // Nor in `--help`, even when the secret is set in the environment.
+    let help = manage_timers(&["migrate", "--help"], &env);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("CLICKHOUSE_PASSWORD"), "{help}");
+    assert!(!help.contains(secret), "{help}");
+}
+
+#[test]
+fn under_systemd_lines_carry_syslog_priorities_and_no_timestamps() {
+    // JOURNAL_STREAM must name stderr's own inode; without /proc metadata matching, the
+    // process falls back to the terminal format. Point stderr at a file and name it.
+    use std::os::unix::fs::MetadataExt;
+    let path = std::env::temp_dir().join(format!("zakaz-journal-{}.txt", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let meta = file.metadata().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_manage-timers"))
+        .args(["migrate"])
+        .env("CLICKHOUSE_URL", "http://127.0.0.1:9")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(file)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("<4>")),
+        "retries are warnings: {text}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("<3>ClickHouse at `http://127.0.0.1:9`"),
+        "{text}"
+    );
+    assert!(
+        lines.iter().all(|l| l.starts_with('<')),
+        "one prefixed line per event: {text}"
+    );
+}
+
+#[test]
+fn list_shows_every_job_of_the_table() {
+    let out = manage_timers(&["list"], &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for job in zakaz_core::jobs::JOBS {
+        assert!(text.contains(job.name), "{text}");
+    }
+    assert!(text.contains("*-*-* 00:00:00 Europe/Moscow"), "{text}");
+}
+
+struct Cleanup(std::path::PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+fn scopeguard(dir: &std::path::Path) -> Cleanup {
+    Cleanup(dir.to_owned())
+}

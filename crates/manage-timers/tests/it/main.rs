@@ -1,0 +1,3 @@
+//! `manage-timers` as an operator runs it: real process, real ClickHouse.
+
+mod cli;

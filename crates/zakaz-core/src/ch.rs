@@ -1,0 +1,286 @@
+//! ClickHouse access on the official `clickhouse` crate: settings, server version detection
+//! (row-schema validation needs a new server), and retries for idempotent reads only.
+
+use std::future::Future;
+use std::time::Duration;
+
+use clap::Args;
+use clickhouse::Client;
+
+use crate::error::{ConfigError, UnavailableError, config_error};
+use crate::secret::Secret;
+
+/// Settings common to every binary that talks to ClickHouse.
+#[derive(Debug, Clone, Args)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP endpoint.
+    #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123", value_parser = parse_http_url)]
+    pub clickhouse_url: String,
+
+    /// ClickHouse user.
+    #[arg(long, env = "CLICKHOUSE_USER", default_value = "default")]
+    pub clickhouse_user: String,
+
+    /// ClickHouse password (secret).
+    #[arg(long, env = "CLICKHOUSE_PASSWORD", hide_env_values = true)]
+    pub clickhouse_password: Option<Secret>,
+
+    /// ClickHouse database holding every table of the jobs.
+    #[arg(long, env = "CLICKHOUSE_DB", default_value = "zakaz", value_parser = parse_identifier)]
+    pub clickhouse_db: String,
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme must be http or https, not `{}`",
+            url.scheme()
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "put credentials in CLICKHOUSE_USER/CLICKHOUSE_PASSWORD, not in the URL".into(),
+        );
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+/// Database names go into DDL text, so only plain identifiers are accepted.
+pub fn parse_identifier(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("use letters, digits and `_` only, not starting with a digit".into())
+    }
+}
+
+/// A ClickHouse server version, e.g. 18.16.1 or 24.8.4.13.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(ServerVersion { major, minor })
+    }
+
+    /// `RowBinaryWithNamesAndTypes`, which the crate's validation reads, is new; old servers
+    /// (Debian's 18.16) reject it.
+    pub fn supports_validation(self) -> bool {
+        self >= ServerVersion {
+            major: 24,
+            minor: 10,
+        }
+    }
+}
+
+/// A connected ClickHouse: one client bound to the jobs' database, one without a database
+/// (to create it).
+#[derive(Clone)]
+pub struct Ch {
+    client: Client,
+    server: Client,
+    db: String,
+    url: String,
+    pub version: ServerVersion,
+}
+
+impl Ch {
+    /// Connect and detect the server version. Unreachable → `UnavailableError`; rejected
+    /// credentials → `ConfigError`; both name the URL or setting.
+    pub async fn connect(args: &ClickHouseArgs) -> anyhow::Result<Ch> {
+        let mut server = Client::default()
+            .with_url(&args.clickhouse_url)
+            .with_user(&args.clickhouse_user);
+        if let Some(password) = &args.clickhouse_password {
+            server = server.with_password(password.expose());
+        }
+        let url = args.clickhouse_url.clone();
+        let probe = server.clone().with_validation(false);
+        let version_text = retry_read(&url, "SELECT version()", || async {
+            probe.query("SELECT version()").fetch_one::<String>().await
+        })
+        .await
+        .map_err(|e| classify_connect_error(&url, &args.clickhouse_user, e))?;
+        let version = ServerVersion::parse(&version_text).ok_or_else(|| {
+            anyhow::anyhow!("ClickHouse at `{url}` reported an unknown version `{version_text}`")
+        })?;
+        let server = server.with_validation(version.supports_validation());
+        let client = server.clone().with_database(&args.clickhouse_db);
+        tracing::debug!(%url, version = %version_text, "connected to ClickHouse");
+        Ok(Ch {
+            client,
+            server,
+            db: args.clickhouse_db.clone(),
+            url,
+            version,
+        })
+    }
+
+    /// The client bound to the jobs' database.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The client with no database selected (for `CREATE DATABASE`).
+    pub fn server(&self) -> &Client {
+        &self.server
+    }
+
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Run an idempotent read, retrying network failures a few times.
+    pub async fn read<T, F, Fut>(&self, what: &str, f: F) -> anyhow::Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = clickhouse::error::Result<T>>,
+    {
+        self.read_with(&self.client, what, f).await
+    }
+
+    /// `read` without a database selected: for `system.*` tables before the database exists.
+    pub async fn read_server<T, F, Fut>(&self, what: &str, f: F) -> anyhow::Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = clickhouse::error::Result<T>>,
+    {
+        self.read_with(&self.server, what, f).await
+    }
+
+    async fn read_with<T, F, Fut>(&self, client: &Client, what: &str, f: F) -> anyhow::Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = clickhouse::error::Result<T>>,
+    {
+        retry_read(&self.url, what, || f(client.clone()))
+            .await
+            .map_err(|e| anyhow::anyhow!("ClickHouse query failed ({what}): {}", short(&e)))
+    }
+
+    /// Insert `rows` in one `INSERT` (one request, so a failure writes nothing).
+    pub async fn insert_all<T>(&self, table: &str, rows: &[T]) -> anyhow::Result<()>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let fail = |e: clickhouse::error::Error| {
+            anyhow::anyhow!("ClickHouse insert into `{table}` failed: {}", short(&e))
+        };
+        let mut insert = self.client.insert::<T>(table).await.map_err(fail)?;
+        for row in rows {
+            insert.write(row).await.map_err(fail)?;
+        }
+        insert.end().await.map_err(fail)
+    }
+
+    /// Run one statement (DDL or `INSERT … SELECT`), no retries: it may not be idempotent.
+    pub async fn execute(&self, sql: &str) -> anyhow::Result<()> {
+        self.client.query(sql).execute().await.map_err(|e| {
+            anyhow::anyhow!(
+                "ClickHouse statement failed: {} (statement: {})",
+                short(&e),
+                first_words(sql)
+            )
+        })
+    }
+}
+
+const READ_ATTEMPTS: u32 = 4;
+
+async fn retry_read<T, F, Fut>(url: &str, what: &str, f: F) -> clickhouse::error::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = clickhouse::error::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(clickhouse::error::Error::Network(e)) if attempt < READ_ATTEMPTS => {
+                let delay = Duration::from_millis(200 * 2u64.pow(attempt - 1));
+                tracing::warn!(%url, what, attempt, "ClickHouse network error, retrying: {e}");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn classify_connect_error(url: &str, user: &str, e: clickhouse::error::Error) -> anyhow::Error {
+    let text = short(&e);
+    match e {
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
+            UnavailableError(format!(
+                "ClickHouse at `{url}` (setting `CLICKHOUSE_URL`) is not reachable: {text}"
+            ))
+            .into()
+        }
+        // 192 unknown user, 193 wrong password, 516 authentication failed (newer servers).
+        clickhouse::error::Error::BadResponse(ref body)
+            if ["Code: 192", "Code: 193", "Code: 516"]
+                .iter()
+                .any(|c| body.contains(c)) =>
+        {
+            ConfigError(format!(
+                "ClickHouse at `{url}` rejected user `{user}`: check `CLICKHOUSE_USER` and `CLICKHOUSE_PASSWORD`"
+            ))
+            .into()
+        }
+        _ => config_error(format!("ClickHouse at `{url}` answered unexpectedly: {text}")),
+    }
+}
+
+/// The first line of a ClickHouse error, without the server's stack trace.
+pub fn short(e: &clickhouse::error::Error) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    let line = line.split(", Stack trace").next().unwrap_or(line);
+    crate::secret::redact(line.trim())
+}
+
+fn first_words(sql: &str) -> String {
+    let flat: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_gate_validation() {
+        let old = ServerVersion::parse("18.16.1").unwrap();
+        assert!(!old.supports_validation());
+        let new = ServerVersion::parse("25.3.2.39").unwrap();
+        assert!(new.supports_validation());
+        assert!(ServerVersion::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn url_and_identifier_validation() {
+        assert!(parse_http_url("http://127.0.0.1:8123/").is_ok());
+        assert!(parse_http_url("tcp://x").is_err());
+        assert!(parse_http_url("http://u:p@x").is_err());
+        assert!(parse_identifier("zakaz_test_1").is_ok());
+        assert!(parse_identifier("zakaz; DROP").is_err());
+        assert!(parse_identifier("1abc").is_err());
+    }
+}

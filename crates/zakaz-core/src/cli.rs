@@ -1,0 +1,257 @@
+//! The start of every binary: `--env-file`, clap parsing with one-line errors, logging, the
+//! tokio runtime, and the mapping of the final result to an exit code.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser};
+
+use crate::error::{exit, exit_code_for, one_line};
+use crate::logging::LogArgs;
+
+/// Flags every binary accepts.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Load `KEY=VALUE` settings from this file first (as systemd's `EnvironmentFile=` does);
+    /// variables already set in the environment win.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub env_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// A binary's top-level arguments.
+pub trait JobCli: Parser {
+    fn common(&self) -> &CommonArgs;
+}
+
+/// Parse, set up logging, run `body` on a tokio runtime and turn the outcome into an exit
+/// code. Errors are printed as one line with the whole cause chain and no secrets.
+pub fn main<C, F, Fut>(body: F) -> ExitCode
+where
+    C: JobCli,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let cli = match parse::<C>(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(Exit { code, message }) => {
+            if code == exit::OK {
+                print!("{message}");
+            } else {
+                eprintln!("{message}");
+            }
+            return ExitCode::from(code);
+        }
+    };
+    if let Err(err) = crate::logging::init(&cli.common().log) {
+        eprintln!("error: {}", one_line(&err));
+        return ExitCode::from(exit_code_for(&err));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(body(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{}", one_line(&err));
+            ExitCode::from(exit_code_for(&err))
+        }
+    }
+}
+
+/// What to print and which code to exit with when parsing does not yield a command.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+/// Load `--env-file` (if given) into the environment, then parse. Help and version come back
+/// as `Exit` with code 0; every error as one line naming the setting.
+pub fn parse<C: Parser>(args: Vec<OsString>) -> Result<C, Exit> {
+    if let Some(path) = env_file_arg(&args)
+        && let Err(err) = crate::env_file::load(&path)
+    {
+        return Err(Exit {
+            code: exit_code_for(&err),
+            message: format!("error: {}", one_line(&err)),
+        });
+    }
+    C::try_parse_from(args).map_err(|err| clap_exit::<C>(&err))
+}
+
+fn env_file_arg(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--" {
+            break;
+        }
+        if arg == "--env-file" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--env-file=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
+}
+
+fn clap_exit<C: CommandFactory>(err: &clap::Error) -> Exit {
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit {
+            code: exit::OK,
+            message: err.render().to_string(),
+        },
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Exit {
+            code: exit::USAGE,
+            message: err.render().to_string(),
+        },
+        kind => {
+            let code = match kind {
+                ErrorKind::InvalidValue
+                | ErrorKind::ValueValidation
+                | ErrorKind::MissingRequiredArgument
+                | ErrorKind::ArgumentConflict
+                | ErrorKind::WrongNumberOfValues
+                | ErrorKind::TooManyValues
+                | ErrorKind::TooFewValues => exit::CONFIG,
+                _ => exit::USAGE,
+            };
+            Exit {
+                code,
+                message: crate::secret::redact(&one_line_clap::<C>(err)),
+            }
+        }
+    }
+}
+
+/// clap's message up to its first blank line, folded into one line, plus the environment
+/// variable behind each flag it mentions (operators set env files, not flags).
+fn one_line_clap<C: CommandFactory>(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let mut parts = Vec::new();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            break;
+        }
+        parts.push(line);
+    }
+    let mut message = parts.join(" ");
+    let mut mentioned = Vec::new();
+    if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+        mentioned.push(arg.clone());
+    }
+    if let Some(ContextValue::Strings(args)) = err.get(ContextKind::InvalidArg) {
+        mentioned.extend(args.iter().cloned());
+    }
+    let cmd = C::command();
+    let mut envs = Vec::new();
+    for flag in mentioned {
+        let long = flag
+            .trim_start_matches("--")
+            .split([' ', '='])
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(env) = env_of(&cmd, &long) {
+            envs.push(format!("`{env}`"));
+        }
+    }
+    if !envs.is_empty() {
+        message.push_str(&format!(" (setting {})", envs.join(", ")));
+    }
+    message
+}
+
+fn env_of(cmd: &clap::Command, long: &str) -> Option<String> {
+    for arg in cmd.get_arguments() {
+        if arg.get_long() == Some(long) {
+            return arg.get_env().map(|e| e.to_string_lossy().into_owned());
+        }
+    }
+    cmd.get_subcommands().find_map(|sub| env_of(sub, long))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Demo {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// A required token.
+        #[arg(long, env = "DEMO_TOKEN_FOR_CLI_TEST", hide_env_values = true)]
+        demo_token: crate::Secret,
+        #[arg(long, env = "DEMO_COUNT_FOR_CLI_TEST", default_value = "1")]
+        demo_count: u32,
+    }
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn missing_setting_is_one_line_naming_it() {
+        let err = parse::<Demo>(args(&["demo"])).unwrap_err();
+        assert_eq!(err.code, exit::CONFIG);
+        assert!(!err.message.contains('\n'), "{}", err.message);
+        assert!(
+            err.message.contains("--demo-token") && err.message.contains("DEMO_TOKEN_FOR_CLI_TEST"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn malformed_setting_is_one_line_naming_it() {
+        let err = parse::<Demo>(args(&["demo", "--demo-token", "x", "--demo-count", "many"]))
+            .unwrap_err();
+        assert_eq!(err.code, exit::CONFIG);
+        assert!(!err.message.contains('\n'), "{}", err.message);
+        assert!(
+            err.message.contains("DEMO_COUNT_FOR_CLI_TEST"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("'many'"), "{}", err.message);
+    }
+
+    #[test]
+    fn env_file_argument_is_found_in_both_spellings() {
+        assert_eq!(
+            env_file_arg(&args(&["x", "--env-file", "a.env"])),
+            Some(PathBuf::from("a.env"))
+        );
+        assert_eq!(
+            env_file_arg(&args(&["x", "--env-file=b.env"])),
+            Some(PathBuf::from("b.env"))
+        );
+        assert_eq!(env_file_arg(&args(&["x", "--", "--env-file=b.env"])), None);
+    }
+
+    #[test]
+    fn missing_env_file_is_a_config_error() {
+        let err = parse::<Demo>(args(&["demo", "--env-file", "/nonexistent/x.env"])).unwrap_err();
+        assert_eq!(err.code, exit::CONFIG);
+        assert!(
+            err.message
+                .starts_with("error: cannot read env file `/nonexistent/x.env`")
+        );
+    }
+}

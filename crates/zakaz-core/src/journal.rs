@@ -1,0 +1,193 @@
+//! The run journal in `meta_job_runs`: a run is recorded when it starts (`running`) and when it
+//! ends (`ok` or `error`). The view folds both rows into one; a run whose end never arrived
+//! shows `unfinished` once its deadline (start + the job's timeout) has passed, so a killed
+//! run (timeout, OOM, reboot) is told apart from one still running.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::ch::Ch;
+use crate::error::one_line;
+use crate::jobs::Job;
+use crate::time::{DateWindow, ch_date, ch_datetime};
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub rows: u64,
+    pub message: String,
+    pub metrics: serde_json::Value,
+}
+
+#[derive(Debug, clickhouse::Row, Serialize)]
+struct RunEventRow {
+    job: String,
+    run_id: String,
+    seq: u8,
+    status: String,
+    started_at: u32,
+    finished_at: Option<u32>,
+    deadline_at: u32,
+    rows_processed: u64,
+    message: String,
+    metrics: String,
+    window_from: Option<u16>,
+    window_to: Option<u16>,
+    host: String,
+    pid: u32,
+}
+
+/// A run in progress.
+pub struct Run {
+    ch: Ch,
+    job: &'static str,
+    pub run_id: String,
+    started_at: DateTime<Utc>,
+    deadline_at: DateTime<Utc>,
+    window: Option<DateWindow>,
+}
+
+/// How long a job without a timeout (a manual tool) may take before it counts as unfinished.
+const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+const MESSAGE_LIMIT: usize = 1000;
+
+impl Run {
+    /// Record `running`; the deadline is the job's timeout.
+    pub async fn start(
+        ch: &Ch,
+        job: &'static Job,
+        window: Option<DateWindow>,
+    ) -> anyhow::Result<Run> {
+        Self::start_with_timeout(ch, job, window, job.timeout().unwrap_or(DEFAULT_DEADLINE)).await
+    }
+
+    /// Record `running` with an explicit deadline.
+    pub async fn start_with_timeout(
+        ch: &Ch,
+        job: &'static Job,
+        window: Option<DateWindow>,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Run> {
+        let started_at = Utc::now();
+        let run = Run {
+            ch: ch.clone(),
+            job: job.name,
+            run_id: uuid::Uuid::new_v4().to_string(),
+            started_at,
+            deadline_at: started_at + chrono::Duration::from_std(timeout)?,
+            window,
+        };
+        run.write(0, "running", None, &Outcome::default()).await?;
+        tracing::info!(job = run.job, run_id = %run.run_id, window = ?window.map(|w| w.to_string()), "run started");
+        Ok(run)
+    }
+
+    /// Record `ok` with rows processed, a short message and metrics.
+    pub async fn finish_ok(self, outcome: &Outcome) -> anyhow::Result<()> {
+        self.write(1, "ok", Some(Utc::now()), outcome).await?;
+        tracing::info!(job = self.job, run_id = %self.run_id, rows = outcome.rows, "run finished: {}", outcome.message);
+        Ok(())
+    }
+
+    /// Record `error` with the one-line reason.
+    pub async fn finish_error(self, err: &anyhow::Error, partial: &Outcome) -> anyhow::Result<()> {
+        let outcome = Outcome {
+            message: one_line(err),
+            ..partial.clone()
+        };
+        self.write(1, "error", Some(Utc::now()), &outcome).await
+    }
+
+    async fn write(
+        &self,
+        seq: u8,
+        status: &str,
+        finished_at: Option<DateTime<Utc>>,
+        outcome: &Outcome,
+    ) -> anyhow::Result<()> {
+        let message: String = crate::secret::redact(&outcome.message)
+            .chars()
+            .take(MESSAGE_LIMIT)
+            .collect();
+        let metrics = if outcome.metrics.is_null() {
+            "{}".to_owned()
+        } else {
+            crate::secret::redact(&outcome.metrics.to_string())
+        };
+        let row = RunEventRow {
+            job: self.job.to_owned(),
+            run_id: self.run_id.clone(),
+            seq,
+            status: status.to_owned(),
+            started_at: ch_datetime(&self.started_at),
+            finished_at: finished_at.map(|t| ch_datetime(&t)),
+            deadline_at: ch_datetime(&self.deadline_at),
+            rows_processed: outcome.rows,
+            message,
+            metrics,
+            window_from: self.window.map(|w| ch_date(w.from)),
+            window_to: self.window.map(|w| ch_date(w.to)),
+            host: hostname(),
+            pid: std::process::id(),
+        };
+        self.ch
+            .insert_all("meta_job_run_events", &[row])
+            .await
+            .map_err(|e| e.context(format!("cannot record run of `{}` as {status}", self.job)))
+    }
+}
+
+/// Run `body` inside a journaled run: `running` first, then `ok` with its outcome or `error`
+/// with its reason. SIGTERM/SIGINT (systemd's timeout or `systemctl stop`) end the run as
+/// `error` too, so only SIGKILL, OOM and power loss leave a run `unfinished`.
+pub async fn journaled<F, Fut>(
+    ch: &Ch,
+    job: &'static Job,
+    window: Option<DateWindow>,
+    body: F,
+) -> anyhow::Result<Outcome>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = anyhow::Result<Outcome>>,
+{
+    let run = Run::start(ch, job, window).await?;
+    let result = tokio::select! {
+        result = body(run.run_id.clone()) => result,
+        signal = termination() => Err(anyhow::anyhow!("interrupted by {signal} before the run finished")),
+    };
+    match result {
+        Ok(outcome) => {
+            run.finish_ok(&outcome).await?;
+            Ok(outcome)
+        }
+        Err(err) => {
+            if let Err(record_err) = run.finish_error(&err, &Outcome::default()).await {
+                tracing::warn!("{}", one_line(&record_err));
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn termination() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}

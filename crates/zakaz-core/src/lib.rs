@@ -1,0 +1,18 @@
+//! The shared library of the zakaz jobs: everything two binaries would otherwise write twice.
+
+pub mod ch;
+pub mod cli;
+pub mod env_file;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod journal;
+pub mod logging;
+pub mod schema;
+pub mod secret;
+pub mod settings;
+/// Test support shared by every crate's tests (small; no extra dependencies).
+pub mod testing;
+pub mod time;
+
+pub use secret::Secret;

@@ -1,0 +1,490 @@
+//! Versioned, idempotent ClickHouse migrations, embedded in every binary.
+//!
+//! Every statement is `IF NOT EXISTS`-safe, so two binaries starting at once can both apply a
+//! migration without harm. `{db}` in a statement is replaced by the configured database.
+//! Written for Debian's ClickHouse 18.16 as much as for current releases: no LowCardinality,
+//! DateTime64, TTL, Map or JSON types; `ADD COLUMN IF NOT EXISTS` is unavailable there, so
+//! later migrations add columns through [`Step::AddColumn`], which checks `system.columns`.
+
+use crate::ch::{Ch, short};
+use crate::error::{ConfigError, UnavailableError};
+
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub steps: &'static [Step],
+}
+
+pub enum Step {
+    /// A statement that is safe to run twice (`CREATE … IF NOT EXISTS`).
+    Sql(&'static str),
+    /// `ALTER TABLE {db}.table ADD COLUMN name type`, skipped when the column exists.
+    AddColumn {
+        table: &'static str,
+        column: &'static str,
+        definition: &'static str,
+    },
+}
+
+/// Every migration, in order. Append; never edit one that has shipped.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial schema: run journal, alerts, QTickets, VK Ads, Direct, mail, freshness",
+    steps: &[
+        // One row per state change of a run (`running`, then `ok`/`error`); the view below
+        // folds them into one row per run and tells a run that never finished from a live one.
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.meta_job_run_events (
+                job String,
+                run_id String,
+                seq UInt8,
+                status String,
+                started_at DateTime('Europe/Moscow'),
+                finished_at Nullable(DateTime('Europe/Moscow')),
+                deadline_at DateTime('Europe/Moscow'),
+                rows_processed UInt64,
+                message String,
+                metrics String,
+                window_from Nullable(Date),
+                window_to Nullable(Date),
+                host String,
+                pid UInt32
+            ) ENGINE = MergeTree
+            PARTITION BY toYYYYMM(started_at)
+            ORDER BY (job, started_at, run_id, seq)",
+        ),
+        // Columns are renamed in the inner query so that aliases of the outer one never
+        // shadow them (ClickHouse substitutes aliases inside other expressions).
+        Step::Sql(
+            "CREATE VIEW IF NOT EXISTS {db}.meta_job_runs AS
+            SELECT
+                job,
+                run_id,
+                min(e_started_at) AS started_at,
+                argMax(e_finished_at, e_seq) AS finished_at,
+                if(argMax(e_status, e_seq) = 'running' AND now() > max(e_deadline_at),
+                   'unfinished', argMax(e_status, e_seq)) AS status,
+                argMax(e_rows, e_seq) AS rows_processed,
+                argMax(e_message, e_seq) AS message,
+                argMax(e_metrics, e_seq) AS metrics,
+                any(e_window_from) AS window_from,
+                any(e_window_to) AS window_to,
+                any(e_host) AS host,
+                any(e_pid) AS pid,
+                max(e_deadline_at) AS deadline_at
+            FROM (
+                SELECT job, run_id, seq AS e_seq, status AS e_status,
+                       started_at AS e_started_at, finished_at AS e_finished_at,
+                       deadline_at AS e_deadline_at, rows_processed AS e_rows,
+                       message AS e_message, metrics AS e_metrics,
+                       window_from AS e_window_from, window_to AS e_window_to,
+                       host AS e_host, pid AS e_pid
+                FROM {db}.meta_job_run_events
+            )
+            GROUP BY job, run_id",
+        ),
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.alerts (
+                created_at DateTime('Europe/Moscow'),
+                alert_id String,
+                fingerprint String,
+                job String,
+                alert_type String,
+                severity String,
+                state String,
+                title String,
+                message String,
+                details String,
+                channels String,
+                channel_errors String
+            ) ENGINE = MergeTree
+            PARTITION BY toYYYYMM(created_at)
+            ORDER BY (fingerprint, created_at)",
+        ),
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.dim_events (
+                event_id UInt64,
+                name String,
+                city String,
+                city_timezone String,
+                place_name String,
+                place_address String,
+                currency String,
+                is_active UInt8,
+                is_deleted UInt8,
+                first_show_at Nullable(DateTime('Europe/Moscow')),
+                last_show_at Nullable(DateTime('Europe/Moscow')),
+                shows UInt32,
+                loaded_at DateTime('Europe/Moscow'),
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            ORDER BY event_id",
+        ),
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.stg_qtickets_orders (
+                order_id UInt64,
+                event_id UInt64,
+                payed UInt8,
+                payed_at Nullable(DateTime('Europe/Moscow')),
+                created_at DateTime('Europe/Moscow'),
+                updated_at DateTime('Europe/Moscow'),
+                deleted_at Nullable(DateTime('Europe/Moscow')),
+                price Decimal(18, 2),
+                original_price Decimal(18, 2),
+                currency String,
+                tickets UInt32,
+                utm_source String,
+                utm_medium String,
+                utm_campaign String,
+                utm_content String,
+                utm_term String,
+                client_hash String,
+                loaded_at DateTime('Europe/Moscow'),
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            ORDER BY order_id",
+        ),
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.stg_qtickets_tickets (
+                basket_id UInt64,
+                order_id UInt64,
+                event_id UInt64,
+                show_id UInt64,
+                seat_id String,
+                seat_name String,
+                price Decimal(18, 2),
+                original_price Decimal(18, 2),
+                discount_value Decimal(18, 2),
+                quantity UInt32,
+                refunded_amount Decimal(18, 2),
+                is_paid UInt8,
+                is_cancelled UInt8,
+                is_refunded UInt8,
+                payed_at Nullable(DateTime('Europe/Moscow')),
+                created_at DateTime('Europe/Moscow'),
+                deleted_at Nullable(DateTime('Europe/Moscow')),
+                refunded_at Nullable(DateTime('Europe/Moscow')),
+                utm_source String,
+                utm_medium String,
+                utm_campaign String,
+                utm_content String,
+                utm_term String,
+                loaded_at DateTime('Europe/Moscow'),
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            ORDER BY (order_id, basket_id)",
+        ),
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.fact_qtickets_sales_daily (
+                sales_date Date,
+                event_id UInt64,
+                city String,
+                tickets_sold UInt64,
+                revenue Decimal(18, 2),
+                refunds Decimal(18, 2),
+                net_revenue Decimal(18, 2),
+                orders UInt64,
+                loaded_at DateTime('Europe/Moscow'),
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            PARTITION BY toYYYYMM(sales_date)
+            ORDER BY (sales_date, event_id, city)",
+        ),
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.fact_qtickets_sales_utm_daily (
+                sales_date Date,
+                event_id UInt64,
+                city String,
+                utm_source String,
+                utm_medium String,
+                utm_campaign String,
+                utm_content String,
+                utm_term String,
+                tickets_sold UInt64,
+                revenue Decimal(18, 2),
+                refunds Decimal(18, 2),
+                net_revenue Decimal(18, 2),
+                orders UInt64,
+                loaded_at DateTime('Europe/Moscow'),
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            PARTITION BY toYYYYMM(sales_date)
+            ORDER BY (sales_date, event_id, city, utm_source, utm_medium, utm_campaign, utm_content, utm_term)",
+        ),
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.fact_qtickets_inventory (
+                snapshot_at DateTime('Europe/Moscow'),
+                event_id UInt64,
+                show_id UInt64,
+                city String,
+                show_start Nullable(DateTime('Europe/Moscow')),
+                capacity UInt64,
+                sold UInt64,
+                free UInt64,
+                run_id String
+            ) ENGINE = MergeTree
+            PARTITION BY toYYYYMM(snapshot_at)
+            ORDER BY (event_id, show_id, snapshot_at)",
+        ),
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.fact_vk_ads_daily (
+                stat_date Date,
+                ad_plan_id UInt64,
+                ad_group_id UInt64,
+                banner_id UInt64,
+                ad_plan_name String,
+                banner_name String,
+                shows UInt64,
+                clicks UInt64,
+                goals UInt64,
+                spent Decimal(18, 2),
+                utm_source String,
+                utm_medium String,
+                utm_campaign String,
+                utm_content String,
+                utm_term String,
+                loaded_at DateTime('Europe/Moscow'),
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            PARTITION BY toYYYYMM(stat_date)
+            ORDER BY (stat_date, ad_plan_id, ad_group_id, banner_id)",
+        ),
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.fact_direct_daily (
+                stat_date Date,
+                client_login String,
+                campaign_id UInt64,
+                campaign_name String,
+                ad_group_id UInt64,
+                ad_id UInt64,
+                impressions UInt64,
+                clicks UInt64,
+                cost Decimal(18, 2),
+                loaded_at DateTime('Europe/Moscow'),
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            PARTITION BY toYYYYMM(stat_date)
+            ORDER BY (stat_date, client_login, campaign_id, ad_group_id, ad_id)",
+        ),
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.stg_mail_sales (
+                report_date Date,
+                event_name String,
+                city String,
+                tickets_sold UInt64,
+                revenue Decimal(18, 2),
+                refunds Decimal(18, 2),
+                currency String,
+                message_id String,
+                row_no UInt32,
+                received_at DateTime('Europe/Moscow'),
+                loaded_at DateTime('Europe/Moscow'),
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            PARTITION BY toYYYYMM(report_date)
+            ORDER BY (message_id, row_no)",
+        ),
+        // One row per source, named as in the job table. An empty source shows 1970-01-01 and
+        // total_rows = 0, which every freshness threshold treats as stale.
+        Step::Sql(
+            "CREATE VIEW IF NOT EXISTS {db}.v_data_freshness AS
+            SELECT 'qtickets' AS source, max(sales_date) AS latest_date,
+                   toInt32(toDate(now(), 'Europe/Moscow')) - toInt32(max(sales_date)) AS days_behind,
+                   count() AS total_rows
+            FROM {db}.fact_qtickets_sales_daily FINAL
+            UNION ALL
+            SELECT 'vk_ads', max(stat_date),
+                   toInt32(toDate(now(), 'Europe/Moscow')) - toInt32(max(stat_date)), count()
+            FROM {db}.fact_vk_ads_daily FINAL
+            UNION ALL
+            SELECT 'direct', max(stat_date),
+                   toInt32(toDate(now(), 'Europe/Moscow')) - toInt32(max(stat_date)), count()
+            FROM {db}.fact_direct_daily FINAL
+            UNION ALL
+            SELECT 'gmail_ingest', max(report_date),
+                   toInt32(toDate(now(), 'Europe/Moscow')) - toInt32(max(report_date)), count()
+            FROM {db}.stg_mail_sales FINAL",
+        ),
+    ],
+}];
+
+/// The schema version these binaries expect.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub applied: Vec<u32>,
+    pub already: Vec<u32>,
+}
+
+/// Create the database and apply every missing migration, in order.
+pub async fn migrate(ch: &Ch) -> anyhow::Result<MigrationReport> {
+    let db = ch.db();
+    run(
+        ch,
+        ch.server(),
+        &format!("CREATE DATABASE IF NOT EXISTS `{db}`"),
+    )
+    .await?;
+    run(
+        ch,
+        ch.server(),
+        &format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.schema_migrations (
+                version UInt32,
+                name String,
+                applied_at DateTime('Europe/Moscow')
+            ) ENGINE = ReplacingMergeTree ORDER BY version"
+        ),
+    )
+    .await?;
+    let done = applied_versions(ch).await?;
+    let mut report = MigrationReport {
+        applied: Vec::new(),
+        already: Vec::new(),
+    };
+    for migration in MIGRATIONS {
+        if done.contains(&migration.version) {
+            report.already.push(migration.version);
+            continue;
+        }
+        for step in migration.steps {
+            apply_step(ch, step).await.map_err(|e| {
+                e.context(format!(
+                    "migration {} ({}) failed",
+                    migration.version, migration.name
+                ))
+            })?;
+        }
+        run(
+            ch,
+            ch.server(),
+            &format!(
+                "INSERT INTO `{db}`.schema_migrations (version, name, applied_at) SELECT {}, '{}', now()",
+                migration.version,
+                migration.name.replace('\'', "")
+            ),
+        )
+        .await?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied ClickHouse migration"
+        );
+        report.applied.push(migration.version);
+    }
+    Ok(report)
+}
+
+/// At start-up: apply what is missing, warn when the database is newer than this binary.
+pub async fn ensure(ch: &Ch) -> anyhow::Result<()> {
+    let current = current_version(ch).await.unwrap_or(0);
+    if current >= latest_version() {
+        if current > latest_version() {
+            tracing::warn!(
+                database = current,
+                binary = latest_version(),
+                "ClickHouse schema is newer than this binary; continuing"
+            );
+        }
+        return Ok(());
+    }
+    migrate(ch).await.map(|_| ())
+}
+
+/// The highest applied migration, or 0 for an empty server.
+pub async fn current_version(ch: &Ch) -> anyhow::Result<u32> {
+    Ok(applied_versions(ch).await?.into_iter().max().unwrap_or(0))
+}
+
+async fn applied_versions(ch: &Ch) -> anyhow::Result<Vec<u32>> {
+    let db = ch.db().to_owned();
+    let exists: u8 = ch
+        .read_server("schema_migrations exists", |c| {
+            let db = db.clone();
+            async move {
+                c.query("SELECT toUInt8(count()) FROM system.tables WHERE database = ? AND name = 'schema_migrations'")
+                    .bind(db)
+                    .fetch_one::<u8>()
+                    .await
+            }
+        })
+        .await?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    ch.read("applied migrations", |c| async move {
+        c.query("SELECT DISTINCT version FROM schema_migrations ORDER BY version")
+            .fetch_all::<u32>()
+            .await
+    })
+    .await
+}
+
+async fn apply_step(ch: &Ch, step: &Step) -> anyhow::Result<()> {
+    let db = format!("`{}`", ch.db());
+    match step {
+        Step::Sql(sql) => run(ch, ch.server(), &sql.replace("{db}", &db)).await,
+        Step::AddColumn {
+            table,
+            column,
+            definition,
+        } => {
+            let (database, table_name, column_name) =
+                (ch.db().to_owned(), table.to_string(), column.to_string());
+            let present: u8 = ch
+                .read_server("column exists", |c| {
+                    let (d, t, n) = (database.clone(), table_name.clone(), column_name.clone());
+                    async move {
+                        c.query("SELECT toUInt8(count()) FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+                            .bind(d)
+                            .bind(t)
+                            .bind(n)
+                            .fetch_one::<u8>()
+                            .await
+                    }
+                })
+                .await?;
+            if present > 0 {
+                return Ok(());
+            }
+            run(
+                ch,
+                ch.server(),
+                &format!("ALTER TABLE {db}.{table} ADD COLUMN {column} {definition}"),
+            )
+            .await
+        }
+    }
+}
+
+async fn run(ch: &Ch, client: &clickhouse::Client, sql: &str) -> anyhow::Result<()> {
+    match client.query(sql).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let text = short(&e);
+            // 164 readonly, 497 access denied: the operator must grant rights or migrate
+            // with a privileged user; retrying will not help.
+            if text.contains("Code: 164") || text.contains("Code: 497") {
+                Err(ConfigError(format!(
+                    "ClickHouse user lacks the rights to change the schema of `{}`: {text}",
+                    ch.db()
+                ))
+                .into())
+            } else if matches!(e, clickhouse::error::Error::Network(_)) {
+                Err(UnavailableError(format!(
+                    "ClickHouse at `{}` is not reachable: {text}",
+                    ch.url()
+                ))
+                .into())
+            } else {
+                Err(anyhow::anyhow!(
+                    "ClickHouse schema statement failed: {text}"
+                ))
+            }
+        }
+    }
+}

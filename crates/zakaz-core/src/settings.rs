@@ -1,0 +1,92 @@
+//! The registry of settings is the binaries' own clap definitions: every flag that has an
+//! environment variable is a setting. `docs/configuration.md` is rendered from them (and a
+//! test fails when the committed page drifts), so flags, `--help` and docs never disagree.
+
+use std::collections::BTreeMap;
+
+/// One environment setting as the binaries declare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub env: String,
+    pub flag: String,
+    pub default: Option<String>,
+    pub secret: bool,
+    pub help: String,
+    pub binaries: Vec<String>,
+}
+
+/// Every setting of every command given, merged by variable name.
+pub fn collect(commands: &[clap::Command]) -> Vec<Setting> {
+    let mut by_env: BTreeMap<String, Setting> = BTreeMap::new();
+    for cmd in commands {
+        let bin = cmd.get_name().to_owned();
+        visit(cmd, &bin, &mut by_env);
+    }
+    by_env.into_values().collect()
+}
+
+fn visit(cmd: &clap::Command, bin: &str, out: &mut BTreeMap<String, Setting>) {
+    for arg in cmd.get_arguments() {
+        let Some(env) = arg.get_env() else { continue };
+        let env = env.to_string_lossy().into_owned();
+        let entry = out.entry(env.clone()).or_insert_with(|| Setting {
+            env,
+            flag: arg.get_long().map(|l| format!("--{l}")).unwrap_or_default(),
+            default: arg
+                .get_default_values()
+                .first()
+                .map(|v| v.to_string_lossy().into_owned()),
+            secret: arg.is_hide_env_values_set(),
+            help: arg
+                .get_help()
+                .map(|h| h.to_string().replace('\n', " "))
+                .unwrap_or_default(),
+            binaries: Vec::new(),
+        });
+        if !entry.binaries.iter().any(|b| b == bin) {
+            entry.binaries.push(bin.to_owned());
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        visit(sub, bin, out);
+    }
+}
+
+/// Names that look like secrets must be declared with `hide_env_values`, or `--help` would
+/// print their values.
+pub fn looks_secret(env: &str) -> bool {
+    ["TOKEN", "SECRET", "PASSWORD", "KEY"]
+        .iter()
+        .any(|w| env.contains(w))
+}
+
+/// The reference page.
+pub fn render_markdown(commands: &[clap::Command]) -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated from the binaries' own flag definitions by the test `configuration_docs` \
+         (`UPDATE_DOCS=1 cargo test -p zakaz-e2e configuration_docs` rewrites it). Every \
+         setting is an environment variable (systemd loads them from `EnvironmentFile=` \
+         under `secrets/`) with a flag that overrides it; `--env-file PATH` loads a \
+         `KEY=VALUE` file for manual runs, and variables already set win over the file. \
+         Secret values never appear in `--help`, logs or errors.\n\n\
+         | Variable | Flag | Default | Used by | Meaning |\n\
+         |---|---|---|---|---|\n",
+    );
+    for s in collect(commands) {
+        let default = match (&s.default, s.secret) {
+            (_, true) => "(secret)".to_owned(),
+            (Some(d), false) => format!("`{d}`"),
+            (None, false) => "—".to_owned(),
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} | {} |\n",
+            s.env,
+            s.flag,
+            default,
+            s.binaries.join(", "),
+            s.help.replace('|', "\\|")
+        ));
+    }
+    out
+}

@@ -1,0 +1,114 @@
+//! Test support: a fresh ClickHouse database per test, so tests run in
+//! parallel against the real server and never see each other's rows.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::ch::{Ch, ClickHouseArgs};
+
+/// The ClickHouse the tests use: `CLICKHOUSE_URL` or the local default.
+pub fn clickhouse_url() -> String {
+    std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".to_owned())
+}
+
+/// A uniquely named database, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub args: ClickHouseArgs,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    /// A name and settings only; nothing is created (for tests of `migrate` itself).
+    pub fn empty() -> TestDb {
+        let name = format!(
+            "zakaz_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u16>()
+        );
+        TestDb {
+            args: ClickHouseArgs {
+                clickhouse_url: clickhouse_url(),
+                clickhouse_user: "default".to_owned(),
+                clickhouse_password: None,
+                clickhouse_db: name.clone(),
+            },
+            name,
+        }
+    }
+
+    /// A database with every migration applied, and a connection to it.
+    pub async fn migrated() -> (TestDb, Ch) {
+        let db = TestDb::empty();
+        let ch = db.connect().await;
+        crate::schema::migrate(&ch).await.expect("migrations apply");
+        (db, ch)
+    }
+
+    pub async fn connect(&self) -> Ch {
+        Ch::connect(&self.args)
+            .await
+            .expect("the test ClickHouse is reachable (run scripts/setup.sh)")
+    }
+
+    /// Environment variables that point a binary at this database.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CLICKHOUSE_URL", self.args.clickhouse_url.clone()),
+            ("CLICKHOUSE_DB", self.name.clone()),
+        ]
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_TEST_DB").is_some() {
+            eprintln!("keeping test database {}", self.name);
+            return;
+        }
+        let _ = http_post(
+            &clickhouse_url(),
+            &format!("DROP DATABASE IF EXISTS `{}`", self.name),
+        );
+    }
+}
+
+/// A blocking `POST /` of one query over plain HTTP/1.0 (no chunked answer to undo): usable from `Drop` inside or outside a
+/// runtime. Returns the body, or the error text.
+pub fn http_post(base: &str, query: &str) -> Result<String, String> {
+    let hostport = base
+        .strip_prefix("http://")
+        .ok_or("only http:// is supported by test cleanup")?
+        .trim_end_matches('/');
+    let mut stream = TcpStream::connect(hostport).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "POST / HTTP/1.0\r\nHost: {hostport}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{query}",
+        query.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
+        Ok(body.to_owned())
+    } else {
+        Err(body.to_owned())
+    }
+}
+
+/// A query's result as TSV text, for assertions.
+pub fn query_tsv(query: &str) -> String {
+    http_post(&clickhouse_url(), &format!("{query} FORMAT TabSeparated"))
+        .unwrap_or_else(|e| panic!("query failed: {query}: {e}"))
+}

@@ -1,0 +1,218 @@
+//! Time is explicit: business dates are Moscow dates; API timestamps carry their offset.
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use clap::Args;
+
+use crate::error::config_error;
+
+pub const MOSCOW: Tz = chrono_tz::Europe::Moscow;
+
+/// Today's date in Moscow.
+pub fn moscow_today() -> NaiveDate {
+    Utc::now().with_timezone(&MOSCOW).date_naive()
+}
+
+/// The Moscow date of an instant.
+pub fn moscow_date<Z: TimeZone>(t: &DateTime<Z>) -> NaiveDate {
+    t.with_timezone(&MOSCOW).date_naive()
+}
+
+/// Days since 1970-01-01: ClickHouse's `Date` on the wire.
+pub fn ch_date(d: NaiveDate) -> u16 {
+    let days = d.num_days_from_ce()
+        - NaiveDate::from_ymd_opt(1970, 1, 1)
+            .unwrap()
+            .num_days_from_ce();
+    days.clamp(0, i32::from(u16::MAX)) as u16
+}
+
+/// Seconds since the epoch: ClickHouse's `DateTime` on the wire.
+pub fn ch_datetime<Z: TimeZone>(t: &DateTime<Z>) -> u32 {
+    t.timestamp().clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// Parse the timestamp forms the remote APIs use: RFC 3339 with `Z`, `+03:00` or `+0300`,
+/// `T` or a space between date and time; a timestamp without an offset is Moscow time
+/// (VK Ads writes `YYYY-MM-DD HH:MM:SS` in MSK).
+pub fn parse_api_timestamp(text: &str) -> anyhow::Result<DateTime<FixedOffset>> {
+    let s = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t);
+    }
+    let with_t = s.replacen(' ', "T", 1);
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(&with_t, fmt) {
+            return Ok(t);
+        }
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(&with_t, fmt)
+            && let Some(t) = MOSCOW.from_local_datetime(&naive).earliest()
+        {
+            return Ok(t.fixed_offset());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && let Some(t) = MOSCOW
+            .from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
+            .earliest()
+    {
+        return Ok(t.fixed_offset());
+    }
+    Err(anyhow::anyhow!("unrecognised timestamp `{s}`"))
+}
+
+/// `--since/--until/--days`: the dates a run covers.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WindowArgs {
+    /// First date to (re)load, inclusive (YYYY-MM-DD, Moscow).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub since: Option<NaiveDate>,
+
+    /// Last date to (re)load, inclusive (YYYY-MM-DD, Moscow); default: the job's usual last day.
+    #[arg(long, value_name = "YYYY-MM-DD", requires = "since")]
+    pub until: Option<NaiveDate>,
+
+    /// Number of days ending at the job's usual last day (instead of `--since`).
+    #[arg(long, value_name = "N", conflicts_with = "since")]
+    pub days: Option<u32>,
+}
+
+/// An inclusive range of Moscow dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateWindow {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl DateWindow {
+    /// Resolve the flags against `last_day` (today for sales, yesterday for ad statistics);
+    /// without flags the window is `default_days` long.
+    pub fn resolve(
+        args: &WindowArgs,
+        last_day: NaiveDate,
+        default_days: u32,
+    ) -> anyhow::Result<Self> {
+        let window = match (args.since, args.days) {
+            (Some(since), _) => DateWindow {
+                from: since,
+                to: args.until.unwrap_or(last_day),
+            },
+            (None, Some(0)) => return Err(config_error("`--days` must be at least 1")),
+            (None, days) => {
+                let days = days.unwrap_or(default_days.max(1));
+                DateWindow {
+                    from: last_day - chrono::Days::new(u64::from(days - 1)),
+                    to: last_day,
+                }
+            }
+        };
+        if window.from > window.to {
+            return Err(config_error(format!(
+                "`--since` {} is after `--until` {}",
+                window.from, window.to
+            )));
+        }
+        Ok(window)
+    }
+
+    pub fn days(&self) -> impl Iterator<Item = NaiveDate> {
+        self.from.iter_days().take_while({
+            let to = self.to;
+            move |d| *d <= to
+        })
+    }
+
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        self.from <= d && d <= self.to
+    }
+}
+
+impl std::fmt::Display for DateWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..{}", self.from, self.to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_every_api_timestamp_form() {
+        let msk = parse_api_timestamp("2025-05-01T10:00:00+03:00").unwrap();
+        assert_eq!(msk.timestamp(), 1746082800);
+        assert_eq!(
+            parse_api_timestamp("2025-05-01T10:00:00+0300").unwrap(),
+            msk
+        );
+        assert_eq!(
+            parse_api_timestamp("2025-05-01 10:00:00+03:00").unwrap(),
+            msk
+        );
+        assert_eq!(parse_api_timestamp("2025-05-01T07:00:00Z").unwrap(), msk);
+        assert_eq!(parse_api_timestamp("2025-05-01 10:00:00").unwrap(), msk);
+        let novosibirsk = parse_api_timestamp("2025-05-01T14:00:00+07:00").unwrap();
+        assert_eq!(novosibirsk.timestamp(), msk.timestamp());
+        assert!(parse_api_timestamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn moscow_date_of_late_evening_utc_is_next_day() {
+        let t = parse_api_timestamp("2025-05-01T22:30:00Z").unwrap();
+        assert_eq!(moscow_date(&t), d("2025-05-02"));
+    }
+
+    #[test]
+    fn windows_resolve_from_flags() {
+        let last = d("2025-05-10");
+        let none = WindowArgs::default();
+        assert_eq!(
+            DateWindow::resolve(&none, last, 1).unwrap(),
+            DateWindow {
+                from: last,
+                to: last
+            }
+        );
+        let days = WindowArgs {
+            days: Some(7),
+            ..Default::default()
+        };
+        assert_eq!(
+            DateWindow::resolve(&days, last, 1).unwrap().from,
+            d("2025-05-04")
+        );
+        let since = WindowArgs {
+            since: Some(d("2025-05-01")),
+            until: Some(d("2025-05-03")),
+            days: None,
+        };
+        let w = DateWindow::resolve(&since, last, 1).unwrap();
+        assert_eq!(w.days().count(), 3);
+        let bad = WindowArgs {
+            since: Some(d("2025-05-05")),
+            until: Some(d("2025-05-03")),
+            days: None,
+        };
+        let err = DateWindow::resolve(&bad, last, 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`--since` 2025-05-05 is after `--until` 2025-05-03"
+        );
+    }
+
+    #[test]
+    fn clickhouse_wire_dates() {
+        assert_eq!(ch_date(d("1970-01-02")), 1);
+        assert_eq!(ch_date(d("2025-05-01")), 20209);
+    }
+}

@@ -1,0 +1,102 @@
+use zakaz_core::schema::{self, MigrationReport};
+use zakaz_core::testing::{TestDb, query_tsv};
+
+const TABLES: &[&str] = &[
+    "alerts",
+    "dim_events",
+    "fact_direct_daily",
+    "fact_qtickets_inventory",
+    "fact_qtickets_sales_daily",
+    "fact_qtickets_sales_utm_daily",
+    "fact_vk_ads_daily",
+    "meta_job_run_events",
+    "meta_job_runs",
+    "schema_migrations",
+    "stg_mail_sales",
+    "stg_qtickets_orders",
+    "stg_qtickets_tickets",
+    "v_data_freshness",
+];
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_server_then_are_a_no_op() {
+    let db = TestDb::empty();
+    let ch = db.connect().await;
+    assert_eq!(schema::current_version(&ch).await.unwrap(), 0);
+
+    let first = schema::migrate(&ch).await.unwrap();
+    let all: Vec<u32> = schema::MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(
+        first,
+        MigrationReport {
+            applied: all.clone(),
+            already: vec![]
+        }
+    );
+
+    let tables = query_tsv(&format!(
+        "SELECT name FROM system.tables WHERE database = '{}' ORDER BY name",
+        db.name
+    ));
+    assert_eq!(tables.lines().collect::<Vec<_>>(), TABLES);
+
+    let second = schema::migrate(&ch).await.unwrap();
+    assert_eq!(
+        second,
+        MigrationReport {
+            applied: vec![],
+            already: all
+        }
+    );
+    assert_eq!(
+        schema::current_version(&ch).await.unwrap(),
+        schema::latest_version()
+    );
+    let rows = query_tsv(&format!(
+        "SELECT count() FROM `{}`.schema_migrations FINAL",
+        db.name
+    ));
+    assert_eq!(rows.trim(), schema::MIGRATIONS.len().to_string());
+
+    // `ensure` (what every binary calls at start) is a no-op on an up-to-date schema.
+    schema::ensure(&ch).await.unwrap();
+}
+
+#[tokio::test]
+async fn freshness_view_lists_every_source_even_when_empty() {
+    let (db, _ch) = TestDb::migrated().await;
+    let rows = query_tsv(&format!(
+        "SELECT source, total_rows, days_behind > 10000 FROM `{}`.v_data_freshness ORDER BY source",
+        db.name
+    ));
+    assert_eq!(
+        rows,
+        "direct\t0\t1\ngmail_ingest\t0\t1\nqtickets\t0\t1\nvk_ads\t0\t1\n"
+    );
+    // Every source named in the job table has a row in the view.
+    for job in zakaz_core::jobs::JOBS {
+        if let Some(f) = job.freshness {
+            assert!(
+                rows.contains(f.source),
+                "{} missing from v_data_freshness",
+                f.source
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn freshness_view_counts_days_behind() {
+    let (db, ch) = TestDb::migrated().await;
+    ch.execute(
+        "INSERT INTO fact_vk_ads_daily (stat_date, ad_plan_id, ad_group_id, banner_id, spent, _version)
+         SELECT toDate(now(), 'Europe/Moscow') - 1, 1, 2, 3, toDecimal64(10.5, 2), 1",
+    )
+    .await
+    .unwrap();
+    let row = query_tsv(&format!(
+        "SELECT days_behind, total_rows FROM `{}`.v_data_freshness WHERE source = 'vk_ads'",
+        db.name
+    ));
+    assert_eq!(row, "1\t1\n");
+}
