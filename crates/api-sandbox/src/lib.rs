@@ -1,10 +1,99 @@
-//! `api-sandbox`: Local stand-in for the QTickets, VK Ads, Yandex Direct, Gmail and Telegram APIs.
+//! `api-sandbox`: a faithful local stand-in for QTickets, VK Ads, Yandex Direct, Gmail and
+//! Telegram, with the quirks of the real services (see `docs/remote-apis.md` of the shared
+//! docs), deterministic data from a seed, fault injection and a request log for tests.
 //!
-//! Not built yet: the command parses the common settings and says so. Its design is in
-//! `docs/architecture.md`; the shared pieces it will use live in `zakaz-core`.
+//! One port, one path prefix per service: `/qtickets/api/rest/v1/…`, `/vk/api/v2/…`,
+//! `/direct/json/v5/reports`, `/gmail/gmail/v1/users/me/…`, `/google/token`,
+//! `/telegram/bot<TOKEN>/sendMessage`; the control API lives under `/_sandbox/`.
 
-use clap::Parser;
+pub mod direct;
+pub mod encode;
+pub mod gmail;
+pub mod http;
+pub mod qtickets;
+pub mod rng;
+pub mod telegram;
+pub mod vk;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use clap::{Args, Parser};
+use serde_json::{Value, json};
 use zakaz_core::cli::{CommonArgs, JobCli};
+use zakaz_core::error::config_error;
+
+use crate::http::{Req, Resp};
+use crate::rng::Rng;
+
+/// Every credential the sandbox accepts (documented in `docs/sandbox.md`).
+pub mod credentials {
+    pub const TOKEN: &str = "sandbox-token";
+    pub const CLIENT_ID: &str = "sandbox-client";
+    pub const CLIENT_SECRET: &str = "sandbox-secret";
+    pub const GOOGLE_REFRESH_TOKEN: &str = "sandbox-refresh";
+}
+
+/// The data a sandbox serves: all of it follows from these numbers.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxConfig {
+    /// Seed of the generated data; the same seed serves byte-identical data.
+    #[arg(long, env = "SANDBOX_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// QTickets events (each with 1–3 shows in one of five cities).
+    #[arg(long, default_value_t = 20)]
+    pub events: u32,
+    /// QTickets orders per day (±20%).
+    #[arg(long, default_value_t = 40)]
+    pub orders_per_day: u32,
+    /// Days of history before the sandbox's "now".
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Days of orders after "now", revealed as the clock advances.
+    #[arg(long, default_value_t = 7)]
+    pub future_days: u32,
+    /// VK Ads ad plans (each with 2 ad groups).
+    #[arg(long, default_value_t = 4)]
+    pub vk_campaigns: u32,
+    /// VK Ads banners per ad group.
+    #[arg(long, default_value_t = 2)]
+    pub vk_banners_per_group: u32,
+    /// Yandex Direct client logins (`client-a`, `client-b`, …).
+    #[arg(long, default_value_t = 2)]
+    pub direct_logins: u32,
+    /// Yandex Direct campaigns per login (each with 2 ad groups of 2 ads).
+    #[arg(long, default_value_t = 3)]
+    pub direct_campaigns: u32,
+    /// Gmail sales-report e-mails (unrelated mail comes on top).
+    #[arg(long, default_value_t = 6)]
+    pub emails: u32,
+    /// The sandbox's "now" at start (RFC 3339); default: the real time, to the second.
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub now: Option<String>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            seed: 42,
+            events: 20,
+            orders_per_day: 40,
+            days: 30,
+            future_days: 7,
+            vk_campaigns: 4,
+            vk_banners_per_group: 2,
+            direct_logins: 2,
+            direct_campaigns: 3,
+            emails: 6,
+            now: None,
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,6 +104,17 @@ use zakaz_core::cli::{CommonArgs, JobCli};
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, env = "SANDBOX_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    /// Allow listening on an address other than loopback.
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+
+    #[command(flatten)]
+    pub config: SandboxConfig,
 }
 
 impl JobCli for Cli {
@@ -23,6 +123,585 @@ impl JobCli for Cli {
     }
 }
 
-pub async fn run(_cli: Cli) -> anyhow::Result<()> {
-    anyhow::bail!("`api-sandbox` is not implemented yet")
+pub struct Data {
+    pub qtickets: qtickets::QData,
+    pub vk: vk::VkData,
+    pub direct: direct::DirectData,
+    pub gmail: gmail::GmailData,
+}
+
+/// A fault injected by a test.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub route: String,
+    pub status: Option<u16>,
+    pub body: Option<Value>,
+    pub headers: Vec<(String, String)>,
+    pub delay_ms: u64,
+    pub truncate: bool,
+    /// How many more requests it applies to (`None`: until cleared).
+    pub remaining: Option<u32>,
+    /// Apply to this fraction of matching requests (deterministic).
+    pub fraction: Option<f64>,
+    /// Let this many matching requests through first.
+    pub after: u32,
+}
+
+impl Fault {
+    fn parse(v: &Value) -> Result<Fault, String> {
+        let route = v
+            .get("route")
+            .and_then(Value::as_str)
+            .ok_or("`route` is required")?
+            .to_owned();
+        let headers = match v.get("headers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    )
+                })
+                .collect(),
+            Some(_) => return Err("`headers` must be an object".into()),
+        };
+        Ok(Fault {
+            route,
+            status: v.get("status").and_then(Value::as_u64).map(|s| s as u16),
+            body: v.get("body").cloned().filter(|b| !b.is_null()),
+            headers,
+            delay_ms: v.get("delay_ms").and_then(Value::as_u64).unwrap_or(0),
+            truncate: v.get("truncate").and_then(Value::as_bool).unwrap_or(false),
+            remaining: v.get("count").and_then(Value::as_u64).map(|c| c as u32),
+            fraction: v.get("fraction").and_then(Value::as_f64),
+            after: v.get("after").and_then(Value::as_u64).unwrap_or(0) as u32,
+        })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self.route.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => self.route == path,
+        }
+    }
+}
+
+/// Mutable state: what the tests and the clients change.
+pub struct State {
+    pub faults: Vec<Fault>,
+    fault_rng: Rng,
+    pub log: Vec<Value>,
+    pub qtickets_date_filters: bool,
+    pub vk_tokens: Vec<vk::Token>,
+    pub vk_token_counter: u64,
+    pub vk_daily_remaining: u64,
+    pub direct_pending: HashMap<String, u32>,
+    pub direct_names: HashMap<String, String>,
+    pub direct_retry_in: u64,
+    pub google_tokens: Vec<(String, bool)>,
+    pub gmail_labels: HashMap<String, Vec<String>>,
+    pub gmail_user_labels: Vec<(String, String)>,
+    pub telegram_messages: Vec<telegram::SentMessage>,
+    pub telegram_last_ms: HashMap<String, u64>,
+    pub telegram_min_interval_ms: u64,
+}
+
+impl State {
+    fn new(seed: u64) -> State {
+        State {
+            faults: Vec::new(),
+            fault_rng: Rng::stream(seed, "faults"),
+            log: Vec::new(),
+            qtickets_date_filters: true,
+            vk_tokens: Vec::new(),
+            vk_token_counter: 0,
+            vk_daily_remaining: vk::DAILY_LIMIT,
+            direct_pending: HashMap::new(),
+            direct_names: HashMap::new(),
+            direct_retry_in: 1,
+            google_tokens: Vec::new(),
+            gmail_labels: HashMap::new(),
+            gmail_user_labels: Vec::new(),
+            telegram_messages: Vec::new(),
+            telegram_last_ms: HashMap::new(),
+            telegram_min_interval_ms: 0,
+        }
+    }
+}
+
+/// The request log keeps at most this many entries (oldest dropped), bounding memory in
+/// benchmarks.
+const LOG_LIMIT: usize = 100_000;
+
+pub struct Sandbox {
+    pub config: SandboxConfig,
+    /// The sandbox's "now" at start, seconds since the epoch.
+    pub start: i64,
+    pub data: Data,
+    clock_offset: AtomicI64,
+    wall_start: Instant,
+    state: Mutex<State>,
+}
+
+/// The Moscow date of an instant.
+pub fn moscow_date(t: i64) -> NaiveDate {
+    let utc = chrono::DateTime::from_timestamp(t, 0).expect("valid timestamp");
+    zakaz_core::time::moscow_date(&utc)
+}
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig) -> anyhow::Result<Sandbox> {
+        let start = match &config.now {
+            Some(text) => zakaz_core::time::parse_api_timestamp(text)
+                .map_err(|e| config_error(format!("`--now`: {e}")))?
+                .timestamp(),
+            None => chrono::Utc::now().timestamp(),
+        };
+        let data = Data {
+            qtickets: qtickets::QData::generate(&config, start),
+            vk: vk::VkData::generate(&config),
+            direct: direct::DirectData::generate(&config),
+            gmail: gmail::GmailData::generate(&config, start),
+        };
+        Ok(Sandbox {
+            state: Mutex::new(State::new(config.seed)),
+            config,
+            start,
+            data,
+            clock_offset: AtomicI64::new(0),
+            wall_start: Instant::now(),
+        })
+    }
+
+    /// The sandbox clock: start plus every advance.
+    pub fn now(&self) -> i64 {
+        self.start + self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    pub fn today(&self) -> NaiveDate {
+        moscow_date(self.now())
+    }
+
+    /// Milliseconds of real time since start (for rate limits).
+    pub fn wall_ms(&self) -> u64 {
+        self.wall_start.elapsed().as_millis() as u64
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.clock_offset.fetch_add(seconds, Ordering::Relaxed);
+    }
+
+    /// Forget faults, log, tokens, queues, labels and messages; rewind the clock.
+    pub fn reset(&self) {
+        *self.state() = State::new(self.config.seed);
+        self.clock_offset.store(0, Ordering::Relaxed);
+    }
+
+    pub fn add_fault(&self, fault: Fault) {
+        self.state().faults.push(fault);
+    }
+
+    /// Every QTickets order visible now, as the API would serve it.
+    pub fn qtickets_orders(&self) -> Vec<Value> {
+        let now = self.now();
+        let data = &self.data.qtickets;
+        data.visible(now)
+            .iter()
+            .map(|o| qtickets::order_json(data, o, now))
+            .collect()
+    }
+
+    /// Answer one request (the control API included).
+    pub fn respond(&self, req: &Req) -> Resp {
+        if let Some(path) = req.path.strip_prefix("/_sandbox") {
+            return self.control(req, path);
+        }
+        self.log(req);
+        let fault = self.take_fault(&req.path);
+        if let Some(f) = &fault {
+            if f.delay_ms > 0 {
+                std::thread::sleep(Duration::from_millis(f.delay_ms));
+            }
+            if let Some(status) = f.status {
+                let mut resp = match &f.body {
+                    Some(Value::String(text)) => {
+                        Resp::text(status, "text/plain; charset=utf-8", text.clone())
+                    }
+                    Some(value) => Resp::json(status, value),
+                    None => self.vendor_fault(&req.path, status),
+                };
+                if req.path.starts_with("/vk/") {
+                    resp = vk::with_rate_headers(self, resp);
+                }
+                resp.headers.extend(f.headers.iter().cloned());
+                return resp;
+            }
+        }
+        let mut resp = self.route(req);
+        if let Some(f) = fault {
+            resp.headers.extend(f.headers);
+            if f.truncate {
+                let keep = resp.body.len() / 2;
+                resp.body.truncate(keep);
+            }
+        }
+        resp
+    }
+
+    fn route(&self, req: &Req) -> Resp {
+        let path = req.path.as_str();
+        if let Some(rest) = path.strip_prefix("/qtickets/api/rest/v1") {
+            qtickets::handle(self, req, rest)
+        } else if let Some(rest) = path.strip_prefix("/vk/api/v2") {
+            vk::handle(self, req, rest)
+        } else if path == "/direct/json/v5/reports" {
+            direct::handle(self, req)
+        } else if let Some(rest) = path.strip_prefix("/gmail/gmail/v1/users/me") {
+            gmail::handle(self, req, rest)
+        } else if path == "/google/token" {
+            gmail::token(self, req)
+        } else if let Some(rest) = path.strip_prefix("/telegram/") {
+            telegram::handle(self, req, rest)
+        } else {
+            Resp::html_404()
+        }
+    }
+
+    /// The body the real service would send with this status.
+    fn vendor_fault(&self, path: &str, status: u16) -> Resp {
+        if path.starts_with("/qtickets/") {
+            qtickets::fault_body(status)
+        } else if path.starts_with("/vk/") {
+            vk::fault_body(status)
+        } else if path.starts_with("/direct/") {
+            direct::fault_body(status)
+        } else if path.starts_with("/gmail/") || path.starts_with("/google/") {
+            gmail::fault_body(status)
+        } else if path.starts_with("/telegram/") {
+            telegram::fault_body(status)
+        } else {
+            Resp::empty(status)
+        }
+    }
+
+    fn take_fault(&self, path: &str) -> Option<Fault> {
+        let mut state = self.state();
+        let State {
+            faults, fault_rng, ..
+        } = &mut *state;
+        let idx = faults.iter().position(|f| f.matches(path))?;
+        let fault = &mut faults[idx];
+        if fault.after > 0 {
+            fault.after -= 1;
+            return None;
+        }
+        if let Some(fraction) = fault.fraction
+            && (fault_rng.next_u64() % 10_000) as f64 >= fraction * 10_000.0
+        {
+            return None;
+        }
+        let taken = fault.clone();
+        if let Some(remaining) = &mut fault.remaining {
+            *remaining -= 1;
+            if *remaining == 0 {
+                faults.remove(idx);
+            }
+        }
+        Some(taken)
+    }
+
+    fn log(&self, req: &Req) {
+        let headers: serde_json::Map<String, Value> = req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(mask_header(k, v))))
+            .collect();
+        let entry = json!({
+            "method": req.method,
+            "path": req.path,
+            "query": req.query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&req.body),
+        });
+        let mut state = self.state();
+        if state.log.len() >= LOG_LIMIT {
+            state.log.remove(0);
+        }
+        state.log.push(entry);
+    }
+
+    fn control(&self, req: &Req, path: &str) -> Resp {
+        let body = req.json().unwrap_or(Value::Null);
+        match (req.method.as_str(), path) {
+            ("POST", "/faults") => {
+                let list = match &body {
+                    Value::Array(items) => items.clone(),
+                    other => vec![other.clone()],
+                };
+                for item in &list {
+                    match Fault::parse(item) {
+                        Ok(f) => self.add_fault(f),
+                        Err(e) => return Resp::json(400, &json!({"error": e})),
+                    }
+                }
+                Resp::json(
+                    200,
+                    &json!({"ok": true, "faults": self.state().faults.len()}),
+                )
+            }
+            ("DELETE", "/faults") => {
+                self.state().faults.clear();
+                Resp::json(200, &json!({"ok": true}))
+            }
+            ("GET", "/requests") => {
+                let prefix = req.query_param("path_prefix").unwrap_or("");
+                let log: Vec<Value> = self
+                    .state()
+                    .log
+                    .iter()
+                    .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with(prefix)))
+                    .cloned()
+                    .collect();
+                Resp::json(200, &Value::Array(log))
+            }
+            ("DELETE", "/requests") => {
+                self.state().log.clear();
+                Resp::json(200, &json!({"ok": true}))
+            }
+            ("POST", "/advance") => {
+                let secs = ["seconds", "minutes", "hours", "days"]
+                    .iter()
+                    .zip([1, 60, 3600, 86_400])
+                    .filter_map(|(k, mult)| body.get(*k).and_then(Value::as_i64).map(|n| n * mult))
+                    .sum::<i64>();
+                if secs < 0 {
+                    return Resp::json(400, &json!({"error": "the clock only moves forward"}));
+                }
+                self.advance(secs);
+                Resp::json(200, &json!({"now": qtickets::iso(self.now(), 3)}))
+            }
+            ("POST", "/reset") => {
+                self.reset();
+                Resp::json(200, &json!({"ok": true}))
+            }
+            ("POST", "/config") => {
+                let mut state = self.state();
+                if let Some(mode) = body.get("qtickets_date_filters").and_then(Value::as_str) {
+                    state.qtickets_date_filters = mode != "ignored";
+                }
+                if let Some(n) = body.get("vk_daily_remaining").and_then(Value::as_u64) {
+                    state.vk_daily_remaining = n;
+                }
+                if let Some(n) = body.get("direct_retry_in").and_then(Value::as_u64) {
+                    state.direct_retry_in = n;
+                }
+                if let Some(n) = body.get("telegram_min_interval_ms").and_then(Value::as_u64) {
+                    state.telegram_min_interval_ms = n;
+                }
+                Resp::json(200, &json!({"ok": true}))
+            }
+            ("POST", "/vk/expire") => {
+                for t in &mut self.state().vk_tokens {
+                    t.expired = true;
+                }
+                Resp::json(200, &json!({"ok": true}))
+            }
+            ("POST", "/google/expire") => {
+                for t in &mut self.state().google_tokens {
+                    t.1 = true;
+                }
+                Resp::json(200, &json!({"ok": true}))
+            }
+            ("GET", "/state") => {
+                let state = self.state();
+                Resp::json(
+                    200,
+                    &json!({
+                        "now": qtickets::iso(self.now(), 3),
+                        "vk_tokens": state.vk_tokens.len(),
+                        "direct_pending": state.direct_pending.len(),
+                        "faults": state.faults.len(),
+                        "requests": state.log.len(),
+                    }),
+                )
+            }
+            ("GET", "/qtickets/orders") => Resp::json(200, &Value::Array(self.qtickets_orders())),
+            ("GET", "/telegram/messages") => {
+                Resp::json(200, &json!(self.state().telegram_messages))
+            }
+            ("GET", "/gmail/reports") => Resp::json(200, &json!(self.data.gmail.reports)),
+            _ => Resp::json(
+                404,
+                &json!({"error": format!("unknown control route {} /_sandbox{path}", req.method)}),
+            ),
+        }
+    }
+}
+
+/// Secrets in headers are masked in the request log; everything else stays as sent so that
+/// tests can see a secret that leaked into a URL or body.
+fn mask_header(name: &str, value: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    if lower == "authorization" {
+        match value.split_once(' ') {
+            Some((scheme, _)) => format!("{scheme} ***"),
+            None => "***".to_owned(),
+        }
+    } else if ["token", "secret", "key", "password", "cookie"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        "***".to_owned()
+    } else {
+        value.to_owned()
+    }
+}
+
+/// A running sandbox server. Dropping it stops the server.
+pub struct Server {
+    sandbox: Arc<Sandbox>,
+    http: Arc<tiny_http::Server>,
+    workers: Vec<JoinHandle<()>>,
+    pub base_url: String,
+}
+
+const WORKERS: usize = 8;
+
+impl Server {
+    pub fn start(config: SandboxConfig, listen: SocketAddr) -> anyhow::Result<Server> {
+        let sandbox = Arc::new(Sandbox::new(config)?);
+        let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+            anyhow::anyhow!("cannot listen on `{listen}` (setting `SANDBOX_LISTEN`): {e}")
+        })?;
+        // Accepted sockets inherit TCP_NODELAY on Linux. Without it, tiny_http's separate
+        // writes of head and body meet the client's delayed ACK: 40 ms per large answer.
+        socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+        let http = Arc::new(
+            tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| anyhow::anyhow!("cannot serve on `{listen}`: {e}"))?,
+        );
+        let addr = http
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| anyhow::anyhow!("the sandbox listens on a non-IP address"))?;
+        let workers = (0..WORKERS)
+            .map(|_| {
+                let (sandbox, http) = (sandbox.clone(), http.clone());
+                std::thread::spawn(move || serve(&sandbox, &http))
+            })
+            .collect();
+        Ok(Server {
+            sandbox,
+            http,
+            workers,
+            base_url: format!("http://{addr}"),
+        })
+    }
+
+    /// An in-process sandbox on a free loopback port, for tests.
+    pub fn start_local(config: SandboxConfig) -> anyhow::Result<Server> {
+        Server::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// The base URL of every service, as each loader's base-URL setting wants it.
+    pub fn urls(&self) -> Value {
+        let b = &self.base_url;
+        json!({
+            "base_url": b,
+            "qtickets": format!("{b}/qtickets/api/rest/v1"),
+            "vk": format!("{b}/vk"),
+            "direct": format!("{b}/direct/json/v5/reports"),
+            "gmail": format!("{b}/gmail"),
+            "google_token": format!("{b}/google/token"),
+            "telegram": format!("{b}/telegram"),
+            "control": format!("{b}/_sandbox"),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for _ in &self.workers {
+            self.http.unblock();
+        }
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn serve(sandbox: &Sandbox, http: &tiny_http::Server) {
+    while let Ok(mut request) = http.recv() {
+        let mut body = Vec::new();
+        if std::io::Read::read_to_end(request.as_reader(), &mut body).is_err() {
+            continue;
+        }
+        let url = request.url().to_owned();
+        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+        let req = Req {
+            method: request.method().as_str().to_owned(),
+            path: percent_decode(path),
+            query: url::form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+            headers: request
+                .headers()
+                .iter()
+                .map(|h| {
+                    (
+                        h.field.as_str().as_str().to_owned(),
+                        h.value.as_str().to_owned(),
+                    )
+                })
+                .collect(),
+            body,
+        };
+        let resp = sandbox.respond(&req);
+        let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
+        for (k, v) in resp.headers {
+            if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                out.add_header(h);
+            }
+        }
+        let _ = request.respond(out);
+    }
+}
+
+fn percent_decode(path: &str) -> String {
+    url::form_urlencoded::parse(format!("p={}", path.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| path.to_owned())
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if !cli.listen.ip().is_loopback() && !cli.allow_non_loopback {
+        return Err(config_error(format!(
+            "`SANDBOX_LISTEN` {} is not a loopback address; pass --allow-non-loopback to expose the sandbox",
+            cli.listen
+        )));
+    }
+    let server = Server::start(cli.config, cli.listen)?;
+    println!("{}", server.urls());
+    tracing::info!(base_url = %server.base_url, "api-sandbox is serving");
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("api-sandbox stopping");
+    drop(server);
+    Ok(())
 }

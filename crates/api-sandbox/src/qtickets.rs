@@ -1,0 +1,866 @@
+//! QTickets REST API v1: lists are GET requests with a JSON body, query-string filters are
+//! ignored, page sizes are the server's, `utm` is `[]` when empty, `reserved` is a bool or
+//! 0/1, timestamps carry the event city's offset, a bad token answers 403 and unknown routes
+//! an HTML 404. Every order's life (payment, cancellation, refunds) is generated up front;
+//! the sandbox clock decides which part of it is visible.
+
+use chrono::{FixedOffset, TimeZone};
+use serde_json::{Value, json};
+
+use crate::http::{Req, Resp};
+use crate::rng::Rng;
+use crate::{Sandbox, SandboxConfig};
+
+pub const TOKEN: &str = "sandbox-token";
+pub const ORDERS_PER_PAGE: usize = 50;
+pub const EVENTS_PER_PAGE: usize = 10;
+pub const CLIENTS_PER_PAGE: usize = 100;
+
+pub struct City {
+    pub id: u64,
+    pub name: &'static str,
+    pub timezone: &'static str,
+    /// These zones have had no daylight saving since 2014/2016: a fixed offset is exact.
+    pub offset_hours: i32,
+}
+
+pub const CITIES: &[City] = &[
+    City {
+        id: 1,
+        name: "Москва",
+        timezone: "Europe/Moscow",
+        offset_hours: 3,
+    },
+    City {
+        id: 2,
+        name: "Санкт-Петербург",
+        timezone: "Europe/Moscow",
+        offset_hours: 3,
+    },
+    City {
+        id: 3,
+        name: "Новосибирск",
+        timezone: "Asia/Novosibirsk",
+        offset_hours: 7,
+    },
+    City {
+        id: 4,
+        name: "Екатеринбург",
+        timezone: "Asia/Yekaterinburg",
+        offset_hours: 5,
+    },
+    City {
+        id: 5,
+        name: "Казань",
+        timezone: "Europe/Moscow",
+        offset_hours: 3,
+    },
+];
+
+pub struct Zone {
+    pub id: u64,
+    pub name: String,
+    pub admission: bool,
+    pub rows: u32,
+    pub places: u32,
+    /// For general admission: one seat entry with this quantity.
+    pub capacity: u32,
+    pub price_cents: i64,
+}
+
+pub struct Show {
+    pub id: u64,
+    pub start: i64,
+    pub is_active: bool,
+    pub zones: Vec<Zone>,
+}
+
+pub struct Event {
+    pub id: u64,
+    pub name: String,
+    pub name_is_object: bool,
+    pub city: usize,
+    pub is_active: bool,
+    pub deleted_at: Option<i64>,
+    pub created: i64,
+    pub shows: Vec<Show>,
+}
+
+pub struct Basket {
+    pub id: u64,
+    pub show_id: u64,
+    pub zone: usize,
+    pub row: u32,
+    pub place: u32,
+    pub price_cents: i64,
+    pub original_cents: i64,
+    pub refunded_at: Option<i64>,
+    pub refund_cents: i64,
+    pub barcode: String,
+}
+
+pub struct Order {
+    pub id: u64,
+    pub event: usize,
+    pub created: i64,
+    pub payed_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+    pub client_id: u64,
+    pub utm: Option<[String; 5]>,
+    pub reserved_style: u8,
+    pub baskets: Vec<Basket>,
+}
+
+/// An order as seen at one instant.
+pub struct OrderView {
+    pub payed_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl Order {
+    pub fn view(&self, now: i64) -> OrderView {
+        let payed_at = self.payed_at.filter(|t| *t <= now);
+        let deleted_at = self.deleted_at.filter(|t| *t <= now);
+        let refunds = self
+            .baskets
+            .iter()
+            .filter_map(|b| b.refunded_at)
+            .filter(|t| *t <= now);
+        let updated_at = [Some(self.created), payed_at, deleted_at]
+            .into_iter()
+            .flatten()
+            .chain(refunds)
+            .max()
+            .unwrap_or(self.created);
+        OrderView {
+            payed_at,
+            deleted_at,
+            updated_at,
+        }
+    }
+}
+
+pub struct QData {
+    pub events: Vec<Event>,
+    /// Sorted by `created` and `id` alike.
+    pub orders: Vec<Order>,
+}
+
+const EVENT_WORDS: &[&str] = &[
+    "Щелкунчик",
+    "Лебединое озеро",
+    "Джазовый вечер",
+    "Стендап",
+    "Органный концерт",
+    "Рок-фестиваль",
+    "Детский спектакль",
+    "Симфония №5",
+    "Мастер и Маргарита",
+    "Квартирник",
+];
+const UTM_SOURCES: &[&str] = &["vk", "yandex", "telegram", "email", "google"];
+const UTM_MEDIUMS: &[&str] = &["cpc", "social", "newsletter", "banner"];
+
+impl QData {
+    pub fn generate(cfg: &SandboxConfig, start: i64) -> QData {
+        let mut rng = Rng::stream(cfg.seed, "qtickets");
+        let day = 86_400;
+        let history_from = start - i64::from(cfg.days) * day;
+        let mut events = Vec::new();
+        let mut zone_id = 1;
+        for i in 0..cfg.events {
+            let id = 1001 + u64::from(i);
+            let city = (rng.next_u64() % CITIES.len() as u64) as usize;
+            let deleted = rng.chance(8);
+            let shows = (0..rng.range(1, 3))
+                .map(|s| {
+                    let zones = (0..rng.range(1, 3))
+                        .map(|z| {
+                            let admission = z == 2 || rng.chance(25);
+                            let zone = Zone {
+                                id: zone_id,
+                                name: if admission {
+                                    "Танцпол".into()
+                                } else {
+                                    format!("Партер {}", z + 1)
+                                },
+                                admission,
+                                rows: if admission {
+                                    1
+                                } else {
+                                    rng.range(4, 10) as u32
+                                },
+                                places: if admission {
+                                    1
+                                } else {
+                                    rng.range(8, 20) as u32
+                                },
+                                capacity: if admission {
+                                    rng.range(100, 400) as u32
+                                } else {
+                                    1
+                                },
+                                price_cents: rng.range(5, 50) as i64 * 10_000
+                                    + if rng.chance(20) { 5_000 } else { 0 },
+                            };
+                            zone_id += 1;
+                            zone
+                        })
+                        .collect();
+                    Show {
+                        id: id * 100 + s,
+                        start: start + rng.range(2, 60) as i64 * day + 19 * 3600,
+                        is_active: !deleted && rng.chance(90),
+                        zones,
+                    }
+                })
+                .collect();
+            events.push(Event {
+                id,
+                name: format!("{} #{}", rng.pick(EVENT_WORDS), id),
+                name_is_object: id % 7 == 0,
+                city,
+                is_active: !deleted,
+                deleted_at: deleted.then(|| start - rng.range(1, 10) as i64 * day),
+                created: history_from - 30 * day,
+                shows,
+            });
+        }
+        let sellable: Vec<usize> = (0..events.len())
+            .filter(|i| events[*i].deleted_at.is_none())
+            .collect();
+        let mut orders = Vec::new();
+        let total_days = cfg.days + cfg.future_days;
+        let mut basket_id = 5_000_001;
+        for d in 0..total_days {
+            let day_start = history_from + i64::from(d) * day;
+            let jitter = (cfg.orders_per_day / 5).max(1);
+            let n = cfg.orders_per_day + rng.range(0, u64::from(jitter) * 2) as u32
+                - jitter.min(cfg.orders_per_day);
+            let mut created: Vec<i64> = (0..n)
+                .map(|_| day_start + rng.range(0, day as u64 - 1) as i64)
+                .collect();
+            created.sort_unstable();
+            for created in created {
+                if sellable.is_empty() {
+                    break;
+                }
+                let event = *rng.pick(&sellable);
+                let roll = rng.range(0, 99);
+                let paid_at = created + rng.range(60, 900) as i64;
+                let (payed_at, deleted_at) = match roll {
+                    0..=77 => (Some(paid_at), None),
+                    78..=87 => (None, None),
+                    88..=93 => (None, Some(created + rng.range(1800, 7200) as i64)),
+                    _ => (
+                        Some(paid_at),
+                        Some(paid_at + rng.range(3600, 48 * 3600) as i64),
+                    ),
+                };
+                let ev = &events[event];
+                let mut baskets = Vec::new();
+                for _ in 0..rng.range(1, 4) {
+                    let show = rng.pick(&ev.shows);
+                    let zone_idx = (rng.next_u64() % show.zones.len() as u64) as usize;
+                    let zone = &show.zones[zone_idx];
+                    let discounted = rng.chance(15);
+                    let price = if discounted {
+                        zone.price_cents * 93 / 100
+                    } else {
+                        zone.price_cents
+                    };
+                    let refunded_at = match (payed_at, deleted_at) {
+                        (Some(p), None) if rng.chance(7) => {
+                            Some(p + rng.range(3600, 72 * 3600) as i64)
+                        }
+                        _ => None,
+                    };
+                    let refund_cents = match refunded_at {
+                        Some(_) if rng.chance(30) => price / 2,
+                        Some(_) => price,
+                        None => 0,
+                    };
+                    baskets.push(Basket {
+                        id: basket_id,
+                        show_id: show.id,
+                        zone: zone_idx,
+                        row: rng.range(1, u64::from(zone.rows)) as u32,
+                        place: rng.range(1, u64::from(zone.places)) as u32,
+                        price_cents: price,
+                        original_cents: zone.price_cents,
+                        refunded_at,
+                        refund_cents,
+                        barcode: format!("{:012}", rng.next_u64() % 1_000_000_000_000),
+                    });
+                    basket_id += 1;
+                }
+                let utm = rng.chance(55).then(|| {
+                    [
+                        rng.pick(UTM_SOURCES).to_string(),
+                        rng.pick(UTM_MEDIUMS).to_string(),
+                        format!("camp_{}", rng.range(1, 6)),
+                        format!("ad_{}", rng.range(1, 20)),
+                        if rng.chance(50) {
+                            "билеты".to_owned()
+                        } else {
+                            String::new()
+                        },
+                    ]
+                });
+                orders.push(Order {
+                    id: 0,
+                    event,
+                    created,
+                    payed_at,
+                    deleted_at,
+                    client_id: 70_000 + rng.range(1, 5_000),
+                    utm,
+                    reserved_style: (rng.next_u64() % 3) as u8,
+                    baskets,
+                });
+            }
+        }
+        orders.sort_by_key(|o| o.created);
+        for (i, order) in orders.iter_mut().enumerate() {
+            order.id = 100_001 + i as u64;
+        }
+        QData { events, orders }
+    }
+
+    /// Orders created by `now`: a prefix of the list.
+    pub fn visible(&self, now: i64) -> &[Order] {
+        let n = self.orders.partition_point(|o| o.created <= now);
+        &self.orders[..n]
+    }
+
+    fn show(&self, show_id: u64) -> Option<(&Event, &Show)> {
+        self.events
+            .iter()
+            .find_map(|e| e.shows.iter().find(|s| s.id == show_id).map(|s| (e, s)))
+    }
+}
+
+/// `2025-05-01T10:00:00+03:00` in the given offset.
+pub fn iso(t: i64, offset_hours: i32) -> String {
+    let tz = FixedOffset::east_opt(offset_hours * 3600).expect("valid offset");
+    tz.timestamp_opt(t, 0)
+        .single()
+        .expect("valid timestamp")
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
+}
+
+/// Money as QTickets writes it: an integer when whole, a float otherwise.
+pub fn money(cents: i64) -> Value {
+    if cents % 100 == 0 {
+        json!(cents / 100)
+    } else {
+        json!(cents as f64 / 100.0)
+    }
+}
+
+fn opt_time(t: Option<i64>, offset: i32) -> Value {
+    t.map_or(Value::Null, |t| json!(iso(t, offset)))
+}
+
+pub fn order_json(data: &QData, order: &Order, now: i64) -> Value {
+    let event = &data.events[order.event];
+    let offset = CITIES[event.city].offset_hours;
+    let view = order.view(now);
+    let paid = view.payed_at.is_some();
+    let baskets: Vec<Value> = order
+        .baskets
+        .iter()
+        .map(|b| {
+            let refunded_at = b.refunded_at.filter(|t| *t <= now);
+            let show = event.shows.iter().find(|s| s.id == b.show_id).expect("basket show");
+            let zone = &show.zones[b.zone];
+            json!({
+                "id": b.id,
+                "show_id": b.show_id,
+                "seat_id": format!("{}-{};{}", zone.id, b.row, b.place),
+                "seat_name": if zone.admission { zone.name.clone() } else { format!("{}, ряд {}, место {}", zone.name, b.row, b.place) },
+                "price": money(b.price_cents),
+                "original_price": money(b.original_cents),
+                "discount_value": money(b.original_cents - b.price_cents),
+                "quantity": 1,
+                "barcode": if paid { json!(b.barcode) } else { Value::Null },
+                "checked_at": Value::Null,
+                "created_at": iso(order.created, offset),
+                "updated_at": iso([Some(order.created), view.payed_at, view.deleted_at, refunded_at].into_iter().flatten().max().unwrap_or(order.created), offset),
+                "deleted_at": opt_time(view.deleted_at, offset),
+                "refunded_at": opt_time(refunded_at, offset),
+                "refunded_amount": if refunded_at.is_some() { money(b.refund_cents) } else { Value::Null },
+                "client_name": "Иван",
+                "client_surname": "Петров",
+                "client_email": format!("client{}@example.com", order.client_id),
+                "client_phone": format!("+7999{:07}", order.client_id),
+            })
+        })
+        .collect();
+    let refunds: Vec<Value> = order
+        .baskets
+        .iter()
+        .filter(|b| b.refunded_at.is_some_and(|t| t <= now))
+        .map(|b| json!({"basket_id": b.id, "amount": money(b.refund_cents), "created_at": opt_time(b.refunded_at, offset)}))
+        .collect();
+    let price: i64 = order.baskets.iter().map(|b| b.price_cents).sum();
+    let original: i64 = order.baskets.iter().map(|b| b.original_cents).sum();
+    let utm = match &order.utm {
+        None => json!([]),
+        Some([source, medium, campaign, content, term]) => json!({
+            "utm_source": source, "utm_medium": medium, "utm_campaign": campaign,
+            "utm_content": content, "utm_term": term,
+        }),
+    };
+    let reserved = match order.reserved_style {
+        0 => json!(false),
+        1 => json!(0),
+        _ => json!(!paid && view.deleted_at.is_none()),
+    };
+    json!({
+        "id": order.id,
+        "uniqid": format!("{:x}", order.id * 2_654_435_761 % 0xffff_ffff),
+        "site_id": 1,
+        "payed": paid,
+        "payed_at": opt_time(view.payed_at, offset),
+        "created_at": iso(order.created, offset),
+        "updated_at": iso(view.updated_at, offset),
+        "deleted_at": opt_time(view.deleted_at, offset),
+        "client_id": order.client_id,
+        "client": {
+            "id": order.client_id,
+            "email": format!("client{}@example.com", order.client_id),
+            "details": {"name": "Иван", "surname": "Петров", "middlename": "Сергеевич", "phone": format!("+7999{:07}", order.client_id)}
+        },
+        "event_id": event.id,
+        "price": money(price),
+        "original_price": money(original),
+        "currency_id": "RUB",
+        "utm": utm,
+        "custom": Value::Null,
+        "fields": [],
+        "integrations": if order.id.is_multiple_of(2) { json!([]) } else { json!({"amocrm": {"lead_id": order.id}}) },
+        "reserved": reserved,
+        "refunds": refunds,
+        "baskets": baskets,
+        "payment_method": "card",
+        "card_mask": "427600******1234",
+        "promo_code": Value::Null,
+        "comment": Value::Null,
+        "lang": "ru",
+        "source": "widget",
+        "is_test": false,
+        "ip": "192.0.2.10",
+        "user_agent": "Mozilla/5.0",
+        "referer": Value::Null,
+        "discount_id": Value::Null,
+        "tickets_count": order.baskets.len(),
+        "paid_amount": if paid { money(price) } else { json!(0) },
+    })
+}
+
+fn event_json(event: &Event) -> Value {
+    let city = &CITIES[event.city];
+    let off = city.offset_hours;
+    let shows: Vec<Value> = event
+        .shows
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "is_active": u8::from(s.is_active),
+                "start_date": iso(s.start, off),
+                "finish_date": iso(s.start + 2 * 3600, off),
+                "sale_start_date": iso(event.created, off),
+                "sale_finish_date": iso(s.start, off),
+                "prices": s.zones.iter().map(|z| json!({"id": z.id, "default_price": money(z.price_cents), "zone_id": z.id})).collect::<Vec<_>>(),
+                "deleted_at": opt_time(event.deleted_at, off),
+            })
+        })
+        .collect();
+    let name = if event.name_is_object {
+        json!({"ru": event.name, "en": format!("Event #{}", event.id)})
+    } else {
+        json!(event.name)
+    };
+    json!({
+        "id": event.id,
+        "name": name,
+        "is_active": u8::from(event.is_active),
+        "city": {"id": city.id, "name": city.name, "timezone": city.timezone},
+        "place_name": format!("Зал {}", event.id % 13 + 1),
+        "place_address": format!("ул. Ленина, {}", event.id % 90 + 1),
+        "currency_id": "RUB",
+        "created_at": iso(event.created, off),
+        "deleted_at": opt_time(event.deleted_at, off),
+        "shows": shows,
+    })
+}
+
+/// Seats of a show, flat: `{"<seat_id>": Seat}`. Seated zones have one entry per seat,
+/// general admission one entry with its whole quantity.
+pub fn seats_json(seed: u64, show: &Show) -> Value {
+    let mut rng = Rng::stream(seed, &format!("seats-{}", show.id));
+    let mut map = serde_json::Map::new();
+    for zone in &show.zones {
+        for row in 1..=zone.rows {
+            for place in 1..=zone.places {
+                let max = if zone.admission { zone.capacity } else { 1 };
+                let payed = if zone.admission {
+                    rng.range(0, u64::from(max)) as u32
+                } else {
+                    u32::from(rng.chance(45))
+                };
+                let disabled = !zone.admission && payed == 0 && rng.chance(3);
+                let free = if disabled { 0 } else { max - payed };
+                let id = format!("{}-{};{}", zone.id, row, place);
+                map.insert(
+                    id.clone(),
+                    json!({
+                        "id": id, "zone_id": zone.id,
+                        "name": if zone.admission { zone.name.clone() } else { format!("Ряд {row}, место {place}") },
+                        "row": row, "place": place, "admission": zone.admission,
+                        "max_quantity": max, "free_quantity": free, "payed_quantity": payed,
+                        "available": free > 0, "disabled": disabled, "price": money(zone.price_cents),
+                    }),
+                );
+            }
+        }
+    }
+    json!({"data": Value::Object(map)})
+}
+
+fn qt_error(status: u16, code: &str, message: &str) -> Resp {
+    Resp::json(
+        status,
+        &json!({"error": message, "status": status, "code": code, "info": []}),
+    )
+}
+
+/// The vendor-shaped body for an injected fault of this status.
+pub fn fault_body(status: u16) -> Resp {
+    match status {
+        404 => Resp::html_404(),
+        403 => qt_error(403, "ACCESS_DENIED", "Access denied"),
+        429 => qt_error(429, "TOO_MANY_REQUESTS", "Too many requests"),
+        s => qt_error(s, "UNKNOWN_ERROR", "Unknown error"),
+    }
+}
+
+struct Cond {
+    column: String,
+    op: String,
+    value: Value,
+}
+
+fn parse_where(body: &Value) -> Result<Vec<Cond>, String> {
+    let Some(list) = body.get("where") else {
+        return Ok(Vec::new());
+    };
+    let list = list.as_array().ok_or("`where` must be an array")?;
+    list.iter()
+        .map(|c| {
+            Ok(Cond {
+                column: c
+                    .get("column")
+                    .and_then(Value::as_str)
+                    .ok_or("`column` is required")?
+                    .to_owned(),
+                op: c
+                    .get("operator")
+                    .and_then(Value::as_str)
+                    .unwrap_or("=")
+                    .to_owned(),
+                value: c.get("value").cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect()
+}
+
+/// A filter value's timestamp. The real service wants `+03:00`; `+0300` is refused.
+fn time_value(v: &Value) -> Result<i64, String> {
+    let s = v.as_str().ok_or("a date filter needs a string value")?;
+    let tail = &s[s.len().saturating_sub(5)..];
+    if tail.starts_with(['+', '-']) && !tail.contains(':') {
+        return Err(format!("invalid date `{s}`: write the offset as +03:00"));
+    }
+    zakaz_core::time::parse_api_timestamp(s)
+        .map(|t| t.timestamp())
+        .map_err(|e| e.to_string())
+}
+
+fn compare<T: PartialOrd>(a: Option<T>, op: &str, b: &[T]) -> bool {
+    match (op, a) {
+        ("null", a) => a.is_none(),
+        ("not null", a) => a.is_some(),
+        (_, None) => false,
+        ("=", Some(a)) => b.first().is_some_and(|b| a == *b),
+        ("!=", Some(a)) => b.first().is_some_and(|b| a != *b),
+        ("<", Some(a)) => b.first().is_some_and(|b| a < *b),
+        (">", Some(a)) => b.first().is_some_and(|b| a > *b),
+        ("<=", Some(a)) => b.first().is_some_and(|b| a <= *b),
+        (">=", Some(a)) => b.first().is_some_and(|b| a >= *b),
+        ("in", Some(a)) => b.contains(&a),
+        ("not in", Some(a)) => !b.contains(&a),
+        _ => false,
+    }
+}
+
+fn ints(v: &Value) -> Vec<i64> {
+    match v {
+        Value::Array(items) => items.iter().filter_map(as_int).collect(),
+        other => as_int(other).into_iter().collect(),
+    }
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_bool().map(i64::from))
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+fn matches(
+    order: &Order,
+    view: &OrderView,
+    data: &QData,
+    conds: &[Cond],
+    honour_dates: bool,
+) -> Result<bool, String> {
+    for c in conds {
+        let ok = match c.column.as_str() {
+            "id" => compare(Some(order.id as i64), &c.op, &ints(&c.value)),
+            "event_id" => compare(
+                Some(data.events[order.event].id as i64),
+                &c.op,
+                &ints(&c.value),
+            ),
+            "client_id" => compare(Some(order.client_id as i64), &c.op, &ints(&c.value)),
+            "payed" => compare(
+                Some(i64::from(view.payed_at.is_some())),
+                &c.op,
+                &ints(&c.value),
+            ),
+            "deleted_at" if c.op == "null" || c.op == "not null" => {
+                compare(view.deleted_at, &c.op, &[])
+            }
+            col @ ("payed_at" | "created_at" | "updated_at" | "deleted_at") => {
+                let t = if c.value.is_null() {
+                    None
+                } else {
+                    Some(time_value(&c.value)?)
+                };
+                if !honour_dates {
+                    true
+                } else {
+                    let actual = match col {
+                        "payed_at" => view.payed_at,
+                        "created_at" => Some(order.created),
+                        "updated_at" => Some(view.updated_at),
+                        _ => view.deleted_at,
+                    };
+                    compare(actual, &c.op, &t.into_iter().collect::<Vec<_>>())
+                }
+            }
+            // The real service ignores filters on columns it does not know.
+            _ => true,
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn page_of(body: &Value) -> usize {
+    body.get("page")
+        .and_then(as_int)
+        .filter(|p| *p >= 1)
+        .unwrap_or(1) as usize
+}
+
+fn paged(items: Vec<Value>, per_page: usize, page: usize, total: usize) -> Value {
+    json!({"data": items, "paging": {"perPage": per_page, "currentPage": page, "total": total}})
+}
+
+pub fn handle(sb: &Sandbox, req: &Req, path: &str) -> Resp {
+    if req.bearer() != Some(TOKEN) {
+        return qt_error(403, "ACCESS_DENIED", "Access denied");
+    }
+    if req.method != "GET" {
+        // Only `POST /shows/{id}/barcode/{bc}` exists (it marks a ticket scanned); our
+        // loaders must never send it. It is answered and logged so tests can catch it.
+        return Resp::json(200, &json!({"data": {"checked": true}}));
+    }
+    let body = match req.json() {
+        Ok(v) => v,
+        Err(e) => return qt_error(400, "BAD_REQUEST", &format!("Invalid JSON body: {e}")),
+    };
+    let now = sb.now();
+    let data = &sb.data.qtickets;
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["orders"] => list_orders(sb, &body, now),
+        ["orders", id] => match id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| data.visible(now).iter().find(|o| o.id == id))
+        {
+            Some(order) => Resp::json(200, &json!({"data": order_json(data, order, now)})),
+            None => qt_error(404, "RESOURCE_NOT_FOUND", "Resource \"Order\" not found"),
+        },
+        ["events"] => {
+            let page = page_of(&body);
+            let conds = match parse_where(&body) {
+                Ok(c) => c,
+                Err(e) => return qt_error(400, "VALIDATION_ERROR", &e),
+            };
+            let all: Vec<&Event> = data
+                .events
+                .iter()
+                .filter(|e| {
+                    conds.iter().all(|c| {
+                        c.column != "id" || compare(Some(e.id as i64), &c.op, &ints(&c.value))
+                    })
+                })
+                .collect();
+            let items = all
+                .iter()
+                .skip((page - 1) * EVENTS_PER_PAGE)
+                .take(EVENTS_PER_PAGE)
+                .map(|e| event_json(e))
+                .collect();
+            Resp::json(200, &paged(items, EVENTS_PER_PAGE, page, all.len()))
+        }
+        ["shows", id, "seats"] => match id.parse::<u64>().ok().and_then(|id| data.show(id)) {
+            Some((_, show)) => Resp::json(200, &seats_json(sb.config.seed, show)),
+            None => qt_error(404, "RESOURCE_NOT_FOUND", "Resource \"Show\" not found"),
+        },
+        ["shows", id, "barcodes"] => match id.parse::<u64>().ok() {
+            Some(show_id) => {
+                let list: Vec<Value> = data
+                    .visible(now)
+                    .iter()
+                    .filter(|o| o.view(now).payed_at.is_some())
+                    .flat_map(|o| o.baskets.iter().filter(move |b| b.show_id == show_id))
+                    .map(|b| json!({"barcode": b.barcode, "basket_id": b.id, "checked_at": Value::Null}))
+                    .collect();
+                // A bare array, without the `data` envelope.
+                Resp::json(200, &Value::Array(list))
+            }
+            None => Resp::html_404(),
+        },
+        ["clients"] => {
+            let page = page_of(&body);
+            let total = 300;
+            let items = ((page - 1) * CLIENTS_PER_PAGE..(page * CLIENTS_PER_PAGE).min(total))
+                .map(|i| json!({"id": 70_001 + i, "email": format!("client{}@example.com", 70_001 + i)}))
+                .collect();
+            Resp::json(200, &paged(items, CLIENTS_PER_PAGE, page, total))
+        }
+        ["discounts"] => Resp::json(
+            200,
+            &paged(
+                vec![json!({"id": 1, "name": "Скидка 10%", "value": 10})],
+                100,
+                1,
+                1,
+            ),
+        ),
+        ["promo-codes"] => Resp::json(
+            200,
+            &paged(vec![json!({"id": 1, "code": "SPRING"})], 500, 1, 1),
+        ),
+        ["color-themes"] => Resp::json(200, &json!({"data": [{"id": 1, "name": "default"}]})),
+        _ => Resp::html_404(),
+    }
+}
+
+fn list_orders(sb: &Sandbox, body: &Value, now: i64) -> Resp {
+    let data = &sb.data.qtickets;
+    let conds = match parse_where(body) {
+        Ok(c) => c,
+        Err(e) => return qt_error(400, "VALIDATION_ERROR", &e),
+    };
+    let honour_dates = sb.state().qtickets_date_filters;
+    let mut candidates = data.visible(now);
+    // Narrow by an id lower bound first: keyset paging stays cheap on large histories.
+    for c in &conds {
+        if c.column == "id"
+            && (c.op == ">" || c.op == ">=")
+            && let Some(v) = as_int(&c.value)
+        {
+            let start = candidates.partition_point(|o| {
+                if c.op == ">" {
+                    o.id as i64 <= v
+                } else {
+                    (o.id as i64) < v
+                }
+            });
+            candidates = &candidates[start..];
+        }
+    }
+    let page = page_of(body);
+    let order_by_id = body
+        .get("orderBy")
+        .and_then(Value::as_object)
+        .is_none_or(|o| o.keys().all(|k| k == "id"));
+    let only_id_bounds = conds
+        .iter()
+        .all(|c| c.column == "id" && matches!(c.op.as_str(), ">" | ">=" | "<" | "<="));
+    if only_id_bounds && order_by_id {
+        // Keyset paging, the common case: the answer is a slice, no scan needed.
+        for c in &conds {
+            if let Some(v) = as_int(&c.value) {
+                let end = match c.op.as_str() {
+                    "<" => candidates.partition_point(|o| (o.id as i64) < v),
+                    "<=" => candidates.partition_point(|o| o.id as i64 <= v),
+                    _ => candidates.len(),
+                };
+                candidates = &candidates[..end];
+            }
+        }
+        let desc = body.pointer("/orderBy/id").and_then(Value::as_str) == Some("desc");
+        let ordered: Box<dyn Iterator<Item = &Order>> = if desc {
+            Box::new(candidates.iter().rev())
+        } else {
+            Box::new(candidates.iter())
+        };
+        let items = ordered
+            .skip((page - 1) * ORDERS_PER_PAGE)
+            .take(ORDERS_PER_PAGE)
+            .map(|o| order_json(data, o, now))
+            .collect();
+        return Resp::json(200, &paged(items, ORDERS_PER_PAGE, page, candidates.len()));
+    }
+    let mut hits: Vec<(&Order, OrderView)> = Vec::new();
+    for order in candidates {
+        let view = order.view(now);
+        match matches(order, &view, data, &conds, honour_dates) {
+            Ok(true) => hits.push((order, view)),
+            Ok(false) => {}
+            Err(e) => return qt_error(400, "VALIDATION_ERROR", &e),
+        }
+    }
+    if let Some(order_by) = body.get("orderBy").and_then(Value::as_object)
+        && let Some((key, dir)) = order_by.iter().next()
+    {
+        let desc = dir.as_str() == Some("desc");
+        match key.as_str() {
+            "updated_at" => hits.sort_by_key(|(o, v)| (v.updated_at, o.id)),
+            "payed_at" => hits.sort_by_key(|(o, v)| (v.payed_at, o.id)),
+            _ => {}
+        }
+        if desc {
+            hits.reverse();
+        }
+    }
+    let items = hits
+        .iter()
+        .skip((page - 1) * ORDERS_PER_PAGE)
+        .take(ORDERS_PER_PAGE)
+        .map(|(o, _)| order_json(data, o, now))
+        .collect();
+    Resp::json(200, &paged(items, ORDERS_PER_PAGE, page, hits.len()))
+}

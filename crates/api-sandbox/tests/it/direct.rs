@@ -1,0 +1,146 @@
+use serde_json::{Value, json};
+
+use crate::{Sb, json_of};
+
+fn body(name: &str, from: &str, to: &str) -> Value {
+    json!({"params": {
+        "SelectionCriteria": {"DateFrom": from, "DateTo": to},
+        "FieldNames": ["Date", "CampaignId", "AdId", "Impressions", "Clicks", "Cost"],
+        "ReportName": name, "ReportType": "AD_PERFORMANCE_REPORT",
+        "DateRangeType": "CUSTOM_DATE", "Format": "TSV", "IncludeVAT": "YES", "IncludeDiscount": "NO"
+    }})
+}
+
+fn report(
+    sb: &Sb,
+    login: &str,
+    body: &Value,
+    skip: bool,
+    micros: bool,
+) -> reqwest::blocking::Response {
+    let mut req = sb
+        .post("/direct/json/v5/reports")
+        .bearer_auth("sandbox-token")
+        .header("Client-Login", login)
+        .header("processingMode", "offline")
+        .json(body);
+    if skip {
+        req = req
+            .header("skipReportHeader", "true")
+            .header("skipColumnHeader", "true")
+            .header("skipReportSummary", "true");
+    }
+    if !micros {
+        req = req.header("returnMoneyInMicros", "false");
+    }
+    req.send().unwrap()
+}
+
+#[test]
+fn offline_report_goes_201_202_200_and_honours_the_headers() {
+    let sb = Sb::new();
+    let b = body("r1", "2026-11-20", "2026-11-21");
+    let first = report(&sb, "client-a", &b, false, true);
+    assert_eq!(first.status(), 201);
+    assert_eq!(first.headers()["retryIn"], "1");
+    assert!(first.headers().contains_key("reportsInQueue"));
+    assert_eq!(report(&sb, "client-a", &b, false, true).status(), 202);
+    let done = report(&sb, "client-a", &b, false, true);
+    assert_eq!(done.status(), 200);
+    let tsv = done.text().unwrap();
+    let lines: Vec<&str> = tsv.lines().collect();
+    assert!(lines[0].starts_with("\"r1 ("), "title: {}", lines[0]);
+    assert_eq!(
+        lines[1],
+        "Date\tCampaignId\tAdId\tImpressions\tClicks\tCost"
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(*last, format!("Total rows: {}", lines.len() - 3));
+    let cost_micros: u64 = lines[2].split('\t').nth(5).unwrap().parse().unwrap();
+    assert_eq!(cost_micros % 10_000, 0, "money in micros by default");
+
+    // The same report without headers, in rubles.
+    let b2 = body("r2", "2026-11-20", "2026-11-21");
+    for _ in 0..2 {
+        report(&sb, "client-a", &b2, true, false);
+    }
+    let plain = report(&sb, "client-a", &b2, true, false).text().unwrap();
+    let plain_lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(
+        plain_lines.len(),
+        lines.len() - 3,
+        "no title, no header, no summary"
+    );
+    let cost: f64 = plain_lines[0].split('\t').nth(5).unwrap().parse().unwrap();
+    assert!((cost * 1_000_000.0 - cost_micros as f64).abs() < 1.0);
+}
+
+#[test]
+fn online_mode_answers_at_once() {
+    let sb = Sb::new();
+    let resp = sb
+        .post("/direct/json/v5/reports")
+        .bearer_auth("sandbox-token")
+        .header("Client-Login", "client-b")
+        .header("processingMode", "online")
+        .json(&body("o1", "2026-11-24", "2026-11-24"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[test]
+fn sixth_queued_report_is_refused_with_9000_and_names_are_unique() {
+    let sb = Sb::new();
+    for i in 0..5 {
+        assert_eq!(
+            report(
+                &sb,
+                "client-a",
+                &body(&format!("q{i}"), "2026-11-01", "2026-11-02"),
+                true,
+                false
+            )
+            .status(),
+            201
+        );
+    }
+    let sixth = report(
+        &sb,
+        "client-a",
+        &body("q5", "2026-11-01", "2026-11-02"),
+        true,
+        false,
+    );
+    assert_eq!(sixth.status(), 400);
+    assert_eq!(json_of(sixth)["error"]["error_code"], 9000);
+    let reused = report(
+        &sb,
+        "client-a",
+        &body("q0", "2026-10-01", "2026-10-02"),
+        true,
+        false,
+    );
+    assert_eq!(json_of(reused)["error"]["error_code"], 4000);
+}
+
+#[test]
+fn wrong_token_and_login_get_vendor_error_codes() {
+    let sb = Sb::new();
+    let bad = sb
+        .post("/direct/json/v5/reports")
+        .bearer_auth("nope")
+        .header("Client-Login", "client-a")
+        .json(&body("x", "2026-11-01", "2026-11-01"))
+        .send()
+        .unwrap();
+    assert_eq!(json_of(bad)["error"]["error_code"], 53);
+    let login = report(
+        &sb,
+        "stranger",
+        &body("y", "2026-11-01", "2026-11-01"),
+        true,
+        false,
+    );
+    assert_eq!(json_of(login)["error"]["error_code"], 54);
+}

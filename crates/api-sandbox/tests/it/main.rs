@@ -1,0 +1,88 @@
+//! Protocol tests of the sandbox, written against the real services' shapes
+//! (docs/remote-apis.md of the shared docs).
+
+mod determinism;
+mod direct;
+mod faults;
+mod gmail;
+mod qtickets;
+mod telegram;
+mod vk;
+
+use api_sandbox::{SandboxConfig, Server};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::Value;
+
+pub const NOW: &str = "2026-11-25T12:00:00+03:00";
+
+/// A sandbox on a free loopback port with a pinned clock, and a client for it.
+pub struct Sb {
+    pub server: Server,
+    pub http: Client,
+}
+
+impl Default for Sb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sb {
+    pub fn new() -> Sb {
+        Sb::with(SandboxConfig {
+            now: Some(NOW.into()),
+            ..Default::default()
+        })
+    }
+
+    pub fn with(config: SandboxConfig) -> Sb {
+        Sb {
+            server: Server::start_local(config).unwrap(),
+            http: Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.base_url)
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.http.get(self.url(path))
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.http.post(self.url(path))
+    }
+
+    pub fn control(&self, path: &str, body: Value) -> Value {
+        let resp = self
+            .post(&format!("/_sandbox{path}"))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "control {path}");
+        resp.json().unwrap()
+    }
+
+    pub fn requests(&self, prefix: &str) -> Vec<Value> {
+        self.get(&format!("/_sandbox/requests?path_prefix={prefix}"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// QTickets list call: GET with a JSON body, the real token.
+    pub fn qt(&self, path: &str, body: Value) -> Response {
+        self.get(&format!("/qtickets/api/rest/v1{path}"))
+            .bearer_auth("sandbox-token")
+            .json(&body)
+            .send()
+            .unwrap()
+    }
+}
+
+pub fn json_of(resp: Response) -> Value {
+    let text = resp.text().unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Benchmarks; each prints its numbers and a ratio against a baseline measured in the same run.
+# Results are recorded in docs/performance.md. Usage: scripts/bench.sh [sandbox|qtickets|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+
+if [ "$what" = sandbox ] || [ "$what" = all ]; then
+    echo "==> api-sandbox: QTickets order pages"
+    cargo bench -q -p api-sandbox --bench serve
+fi
