@@ -27,6 +27,11 @@ pub fn ch_date(d: NaiveDate) -> u16 {
     days.clamp(0, i32::from(u16::MAX)) as u16
 }
 
+/// ClickHouse's `Date` back to a date.
+pub fn ch_date_to_naive(days: u16) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Days::new(u64::from(days))
+}
+
 /// Seconds since the epoch: ClickHouse's `DateTime` on the wire.
 pub fn ch_datetime<Z: TimeZone>(t: &DateTime<Z>) -> u32 {
     t.timestamp().clamp(0, i64::from(u32::MAX)) as u32

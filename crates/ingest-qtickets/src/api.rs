@@ -1,0 +1,202 @@
+//! The QTickets REST API as the loader uses it: list calls are GET requests with a JSON body
+//! (query strings are ignored by the real service), paging follows `perPage/total` and stops
+//! on an empty or short page, and nothing but GET is ever sent (a POST marks tickets scanned).
+
+use serde_json::{Value, json};
+use zakaz_core::Secret;
+use zakaz_core::error::ConfigError;
+use zakaz_core::http::{HttpClient, body_excerpt};
+
+pub struct QTickets {
+    http: HttpClient,
+    base: String,
+    token: Secret,
+}
+
+/// One page of a list: its rows and the server's paging numbers.
+pub struct Page {
+    pub data: Vec<Value>,
+    pub per_page: usize,
+    pub total: usize,
+}
+
+impl QTickets {
+    pub fn new(http: HttpClient, base: &str, token: Secret) -> Self {
+        QTickets {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    pub fn requests_made(&self) -> u32 {
+        self.http.requests_made()
+    }
+
+    /// `GET {path}` with a JSON body; the answer parsed, vendor errors turned into one line.
+    pub async fn get(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .send(|c| {
+                c.get(&url)
+                    .bearer_auth(self.token.expose())
+                    .header("Accept", "application/json")
+                    .json(body)
+            })
+            .await?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| anyhow::anyhow!("QTickets: reading the answer of `{path}` failed: {e}"))?;
+        match status {
+            200 => serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("QTickets answered invalid JSON for `{path}` ({e}); the answer may have been cut off")
+            }),
+            401 | 403 => Err(ConfigError(format!(
+                "QTickets rejected the token (HTTP {status}) for `{path}`: check `QTICKETS_TOKEN`"
+            ))
+            .into()),
+            404 if text.trim_start().starts_with('<') => Err(ConfigError(format!(
+                "QTickets has no route `{path}` (HTML 404): check `QTICKETS_BASE_URL`"
+            ))
+            .into()),
+            _ => Err(anyhow::anyhow!(
+                "QTickets answered HTTP {status} for `{path}`: {}",
+                body_excerpt(&text)
+            )),
+        }
+    }
+
+    /// One page of a list endpoint.
+    pub async fn page(&self, path: &str, body: &Value) -> anyhow::Result<Page> {
+        let answer = self.get(path, body).await?;
+        let data = answer
+            .get("data")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("QTickets: `{path}` answered without a `data` list"))?;
+        let paging = answer.get("paging");
+        let num = |k: &str| {
+            paging
+                .and_then(|p| p.get(k))
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+        };
+        Ok(Page {
+            per_page: num("perPage").unwrap_or(data.len().max(1)),
+            total: num("total").unwrap_or(data.len()),
+            data,
+        })
+    }
+
+    /// Every row of a list that pages by `page` (events, clients): stops at
+    /// `ceil(total/perPage)` pages, or earlier on an empty or short page.
+    pub async fn all_pages(&self, path: &str, filters: Value) -> anyhow::Result<Vec<Value>> {
+        let mut rows = Vec::new();
+        for page_no in 1.. {
+            let mut body = filters.clone();
+            body["page"] = json!(page_no);
+            let page = self.page(path, &body).await?;
+            let len = page.data.len();
+            rows.extend(page.data);
+            let pages = page.total.div_ceil(page.per_page.max(1));
+            if len == 0 || len < page.per_page || page_no >= pages {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Orders with `id > after` (and `id < before`), ascending, one page: keyset paging.
+    /// `extra` conditions are added to `where`.
+    pub async fn orders_after(
+        &self,
+        after: u64,
+        before: Option<u64>,
+        extra: &[Value],
+    ) -> anyhow::Result<Page> {
+        let mut conditions = vec![json!({"column": "id", "operator": ">", "value": after})];
+        if let Some(before) = before {
+            conditions.push(json!({"column": "id", "operator": "<", "value": before}));
+        }
+        conditions.extend(extra.iter().cloned());
+        let page = self
+            .page(
+                "/orders",
+                &json!({"where": conditions, "orderBy": {"id": "asc"}, "page": 1}),
+            )
+            .await?;
+        // A server that ignored the id filter would loop forever: refuse it.
+        if let Some(bad) = page
+            .data
+            .iter()
+            .filter_map(|o| o.get("id").and_then(Value::as_u64))
+            .find(|id| *id <= after || before.is_some_and(|b| *id >= b))
+        {
+            anyhow::bail!(
+                "QTickets ignored the `id` filter (order {bad} outside the requested range)"
+            );
+        }
+        Ok(page)
+    }
+
+    /// The newest order id, or 0 when there are no orders.
+    pub async fn max_order_id(&self) -> anyhow::Result<u64> {
+        let page = self
+            .page("/orders", &json!({"orderBy": {"id": "desc"}, "page": 1}))
+            .await?;
+        let ids = page
+            .data
+            .iter()
+            .filter_map(|o| o.get("id").and_then(Value::as_u64));
+        Ok(ids.max().unwrap_or(0))
+    }
+
+    /// The first order with `id >= id`, as (id, created_at text).
+    async fn first_from(&self, id: u64) -> anyhow::Result<Option<(u64, String)>> {
+        let page = self.orders_after(id.saturating_sub(1), None, &[]).await?;
+        Ok(page.data.first().and_then(|o| {
+            Some((
+                o.get("id")?.as_u64()?,
+                o.get("created_at")?.as_str()?.to_owned(),
+            ))
+        }))
+    }
+
+    /// The smallest order id created at or after `since` (Unix seconds). Order ids grow with
+    /// creation time, so a binary search over ids needs only id filters, which the real
+    /// service honours (date filters are not to be relied on).
+    pub async fn first_id_created_since(&self, since: i64, max_id: u64) -> anyhow::Result<u64> {
+        let (mut lo, mut hi) = (1u64, max_id + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.first_from(mid).await? {
+                None => hi = mid,
+                Some((id, created)) => {
+                    let t = zakaz_core::time::parse_api_timestamp(&created)?.timestamp();
+                    if t >= since {
+                        hi = mid.min(id);
+                    } else {
+                        lo = id + 1;
+                    }
+                }
+            }
+        }
+        Ok(lo)
+    }
+
+    pub async fn seats(&self, show_id: u64) -> anyhow::Result<Value> {
+        let answer = self
+            .get(
+                &format!("/shows/{show_id}/seats"),
+                &json!({"select": ["id", "zone_id", "admission", "max_quantity", "free_quantity", "payed_quantity", "disabled"], "flat": true}),
+            )
+            .await?;
+        answer
+            .get("data")
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("QTickets: seats of show {show_id} came without `data`"))
+    }
+}

@@ -1,0 +1,478 @@
+//! From QTickets JSON to rows. Tolerant where the API is loose (`utm` is an object or `[]`,
+//! `reserved` a bool or 0/1, money an integer or a float, an event name a string or an object
+//! keyed by locale); strict where a wrong guess would corrupt totals (ids, timestamps).
+//! Personal data (names, e-mails, phones, card masks) is never copied into rows; with a salt
+//! configured, a salted SHA-256 of the client's e-mail is kept instead.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use zakaz_core::Secret;
+use zakaz_core::time::{ch_datetime, moscow_date, parse_api_timestamp};
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct OrderRow {
+    pub order_id: u64,
+    pub event_id: u64,
+    pub payed: u8,
+    pub payed_at: Option<u32>,
+    pub created_at: u32,
+    pub updated_at: u32,
+    pub deleted_at: Option<u32>,
+    /// Kopecks (`Decimal(18, 2)` on the wire).
+    pub price: i64,
+    pub original_price: i64,
+    pub currency: String,
+    pub tickets: u32,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub utm_content: String,
+    pub utm_term: String,
+    pub client_hash: String,
+    pub loaded_at: u32,
+    pub _version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct TicketRow {
+    pub basket_id: u64,
+    pub order_id: u64,
+    pub event_id: u64,
+    pub show_id: u64,
+    pub seat_id: String,
+    pub seat_name: String,
+    pub price: i64,
+    pub original_price: i64,
+    pub discount_value: i64,
+    pub quantity: u32,
+    pub refunded_amount: i64,
+    pub is_paid: u8,
+    pub is_cancelled: u8,
+    pub is_refunded: u8,
+    pub payed_at: Option<u32>,
+    pub created_at: u32,
+    pub deleted_at: Option<u32>,
+    pub refunded_at: Option<u32>,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub utm_content: String,
+    pub utm_term: String,
+    pub loaded_at: u32,
+    pub _version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct EventRow {
+    pub event_id: u64,
+    pub name: String,
+    pub city: String,
+    pub city_timezone: String,
+    pub place_name: String,
+    pub place_address: String,
+    pub currency: String,
+    pub is_active: u8,
+    pub is_deleted: u8,
+    pub first_show_at: Option<u32>,
+    pub last_show_at: Option<u32>,
+    pub shows: u32,
+    pub loaded_at: u32,
+    pub _version: u64,
+}
+
+/// An active show worth an inventory snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShowRef {
+    pub show_id: u64,
+    pub event_id: u64,
+    pub city: String,
+    pub start: Option<u32>,
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
+}
+
+fn id(v: &Value, key: &str, what: &str) -> anyhow::Result<u64> {
+    let f = field(v, key);
+    f.as_u64()
+        .or_else(|| f.as_str().and_then(|s| s.parse().ok()))
+        .ok_or_else(|| anyhow::anyhow!("{what}: `{key}` is missing or not an id ({f})"))
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match field(v, key) {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `true`, `1`, `"1"` → true.
+pub fn flag(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => matches!(s.as_str(), "1" | "true"),
+        _ => false,
+    }
+}
+
+/// Money as kopecks: integers, floats and numeric strings (with `.` or `,`); null is 0.
+pub fn kopecks(v: &Value, what: &str) -> anyhow::Result<i64> {
+    match v {
+        Value::Null => Ok(0),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Ok(i * 100)
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                anyhow::ensure!(f.is_finite(), "{what}: money `{n}` is not a number");
+                Ok((f * 100.0).round() as i64)
+            }
+        }
+        Value::String(s) => {
+            let f: f64 = s
+                .trim()
+                .replace(',', ".")
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{what}: money `{s}` is not a number"))?;
+            Ok((f * 100.0).round() as i64)
+        }
+        other => anyhow::bail!("{what}: money `{other}` is not a number"),
+    }
+}
+
+fn timestamp(v: &Value, key: &str, what: &str) -> anyhow::Result<Option<DateTime<FixedOffset>>> {
+    match field(v, key) {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => parse_api_timestamp(s)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{what}: `{key}`: {e}")),
+        other => anyhow::bail!("{what}: `{key}` is not a timestamp ({other})"),
+    }
+}
+
+fn ch(t: Option<DateTime<FixedOffset>>) -> Option<u32> {
+    t.map(|t| ch_datetime(&t))
+}
+
+/// UTM tags of an order: an object when filled, `[]` (or null) when empty.
+pub fn utm(order: &Value) -> [String; 5] {
+    let u = field(order, "utm");
+    let get = |k: &str| {
+        u.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    [
+        get("utm_source"),
+        get("utm_medium"),
+        get("utm_campaign"),
+        get("utm_content"),
+        get("utm_term"),
+    ]
+}
+
+/// The row version: newer `updated_at` wins; for the same update, the later load.
+pub fn version(updated_at: u32, loaded_at: u32) -> u64 {
+    (u64::from(updated_at) << 20) | u64::from(loaded_at & 0xF_FFFF)
+}
+
+pub struct Transformed {
+    pub order: OrderRow,
+    pub tickets: Vec<TicketRow>,
+    /// Moscow date of payment: the sales date.
+    pub sales_date: Option<chrono::NaiveDate>,
+}
+
+pub fn transform_order(
+    v: &Value,
+    loaded_at: u32,
+    salt: Option<&Secret>,
+) -> anyhow::Result<Transformed> {
+    let order_id = id(v, "id", "order")?;
+    let what = format!("order {order_id}");
+    let event_id = id(v, "event_id", &what)?;
+    let payed = flag(field(v, "payed"));
+    let payed_at = timestamp(v, "payed_at", &what)?;
+    let created_at = timestamp(v, "created_at", &what)?
+        .ok_or_else(|| anyhow::anyhow!("{what}: `created_at` is missing"))?;
+    let updated_at = timestamp(v, "updated_at", &what)?.unwrap_or(created_at);
+    let deleted_at = timestamp(v, "deleted_at", &what)?;
+    let [utm_source, utm_medium, utm_campaign, utm_content, utm_term] = utm(v);
+    let updated = ch_datetime(&updated_at);
+    let ver = version(updated, loaded_at);
+    let client_hash = match salt {
+        Some(salt) if !salt.is_empty() => {
+            let email = field(field(v, "client"), "email")
+                .as_str()
+                .unwrap_or_default()
+                .trim()
+                .to_lowercase();
+            if email.is_empty() {
+                String::new()
+            } else {
+                let digest = Sha256::digest(format!("{}{email}", salt.expose()).as_bytes());
+                digest.iter().map(|b| format!("{b:02x}")).collect()
+            }
+        }
+        _ => String::new(),
+    };
+    let paid = payed && payed_at.is_some();
+    let cancelled = deleted_at.is_some();
+    let baskets = field(v, "baskets").as_array().cloned().unwrap_or_default();
+    let mut tickets = Vec::with_capacity(baskets.len());
+    for b in &baskets {
+        let basket_id = id(b, "id", &what)?;
+        let bwhat = format!("{what} basket {basket_id}");
+        let refunded_at = timestamp(b, "refunded_at", &bwhat)?;
+        let basket_deleted = timestamp(b, "deleted_at", &bwhat)?;
+        let quantity = field(b, "quantity").as_u64().unwrap_or(1) as u32;
+        tickets.push(TicketRow {
+            basket_id,
+            order_id,
+            event_id,
+            show_id: id(b, "show_id", &bwhat)?,
+            seat_id: text(b, "seat_id"),
+            seat_name: text(b, "seat_name"),
+            price: kopecks(field(b, "price"), &bwhat)?,
+            original_price: kopecks(field(b, "original_price"), &bwhat)?,
+            discount_value: kopecks(field(b, "discount_value"), &bwhat)?,
+            quantity,
+            refunded_amount: if refunded_at.is_some() {
+                kopecks(field(b, "refunded_amount"), &bwhat)?
+            } else {
+                0
+            },
+            is_paid: u8::from(paid),
+            is_cancelled: u8::from(cancelled || basket_deleted.is_some()),
+            is_refunded: u8::from(refunded_at.is_some()),
+            payed_at: ch(payed_at),
+            created_at: ch_datetime(&created_at),
+            deleted_at: ch(basket_deleted.or(deleted_at)),
+            refunded_at: ch(refunded_at),
+            utm_source: utm_source.clone(),
+            utm_medium: utm_medium.clone(),
+            utm_campaign: utm_campaign.clone(),
+            utm_content: utm_content.clone(),
+            utm_term: utm_term.clone(),
+            loaded_at,
+            _version: ver,
+        });
+    }
+    let order = OrderRow {
+        order_id,
+        event_id,
+        payed: u8::from(payed),
+        payed_at: ch(payed_at),
+        created_at: ch_datetime(&created_at),
+        updated_at: updated,
+        deleted_at: ch(deleted_at),
+        price: kopecks(field(v, "price"), &what)?,
+        original_price: kopecks(field(v, "original_price"), &what)?,
+        currency: match text(v, "currency_id") {
+            c if c.is_empty() => "RUB".to_owned(),
+            c => c,
+        },
+        tickets: tickets.iter().map(|t| t.quantity).sum(),
+        utm_source,
+        utm_medium,
+        utm_campaign,
+        utm_content,
+        utm_term,
+        client_hash,
+        loaded_at,
+        _version: ver,
+    };
+    Ok(Transformed {
+        order,
+        tickets,
+        sales_date: payed_at.filter(|_| payed).map(|t| moscow_date(&t)),
+    })
+}
+
+/// An event name: a string, or an object keyed by locale (Russian first).
+pub fn event_name(v: &Value) -> String {
+    match field(v, "name") {
+        Value::String(s) => s.clone(),
+        Value::Object(m) => m
+            .get("ru")
+            .or_else(|| m.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        _ => String::new(),
+    }
+}
+
+pub fn transform_event(
+    v: &Value,
+    loaded_at: u32,
+    now: i64,
+) -> anyhow::Result<(EventRow, Vec<ShowRef>)> {
+    let event_id = id(v, "id", "event")?;
+    let what = format!("event {event_id}");
+    let city = field(v, "city");
+    let city_name = match city {
+        Value::Object(_) => text(city, "name"),
+        Value::String(s) => s.clone(),
+        _ => String::new(),
+    };
+    let deleted = timestamp(v, "deleted_at", &what)?.is_some();
+    let active = flag(field(v, "is_active")) && !deleted;
+    let mut starts = Vec::new();
+    let mut shows = Vec::new();
+    let list = field(v, "shows").as_array().cloned().unwrap_or_default();
+    for s in &list {
+        let show_id = id(s, "id", &what)?;
+        let start = ch(timestamp(s, "start_date", &what)?);
+        starts.extend(start);
+        let show_deleted = timestamp(s, "deleted_at", &what)?.is_some();
+        let upcoming = start.is_none_or(|t| i64::from(t) >= now);
+        if active && flag(field(s, "is_active")) && !show_deleted && upcoming {
+            shows.push(ShowRef {
+                show_id,
+                event_id,
+                city: city_name.clone(),
+                start,
+            });
+        }
+    }
+    Ok((
+        EventRow {
+            event_id,
+            name: event_name(v),
+            city: city_name,
+            city_timezone: if city.is_object() {
+                text(city, "timezone")
+            } else {
+                String::new()
+            },
+            place_name: text(v, "place_name"),
+            place_address: text(v, "place_address"),
+            currency: text(v, "currency_id"),
+            is_active: u8::from(active),
+            is_deleted: u8::from(deleted),
+            first_show_at: starts.iter().min().copied(),
+            last_show_at: starts.iter().max().copied(),
+            shows: list.len() as u32,
+            loaded_at,
+            _version: u64::from(loaded_at),
+        },
+        shows,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn order() -> Value {
+        json!({
+            "id": 7, "event_id": 1001, "payed": 1, "payed_at": "2025-05-01T23:30:00+03:00",
+            "created_at": "2025-05-01T23:20:00+03:00", "updated_at": "2025-05-02T10:00:00+03:00",
+            "deleted_at": null, "price": 2450.5, "original_price": 2600, "currency_id": "RUB", "utm": [],
+            "client": {"email": "Someone@Example.com", "details": {"phone": "+7999"}},
+            "baskets": [
+                {"id": 1, "show_id": 5, "seat_id": "1-2;3", "price": 1000, "original_price": 1000, "discount_value": 0, "quantity": 1, "refunded_at": null, "refunded_amount": null},
+                {"id": 2, "show_id": 5, "seat_id": "1-2;4", "price": 1450.5, "original_price": 1600, "discount_value": 149.5, "quantity": 1, "refunded_at": "2025-05-02T10:00:00+03:00", "refunded_amount": "725,25"}
+            ]
+        })
+    }
+
+    #[test]
+    fn orders_become_rows_without_personal_data() {
+        let t = transform_order(&order(), 100, None).unwrap();
+        assert_eq!(t.order.price, 245_050);
+        assert_eq!(t.order.tickets, 2);
+        assert_eq!(t.order.client_hash, "");
+        assert_eq!(t.sales_date, Some("2025-05-01".parse().unwrap()));
+        assert_eq!(t.tickets[1].refunded_amount, 72_525);
+        assert_eq!(t.tickets[1].is_refunded, 1);
+        assert_eq!(t.tickets[0].is_paid, 1);
+        let dump = format!("{:?}", t.order) + &format!("{:?}", t.tickets);
+        assert!(!dump.to_lowercase().contains("someone@example.com"));
+        assert!(!dump.contains("+7999"));
+    }
+
+    #[test]
+    fn client_hash_only_with_a_salt() {
+        let salt = Secret::new("pepper-salt");
+        let t = transform_order(&order(), 100, Some(&salt)).unwrap();
+        assert_eq!(t.order.client_hash.len(), 64);
+        let again = transform_order(&json!({"client": {"email": " someone@example.com "}, "id": 7, "event_id": 1, "created_at": "2025-05-01T00:00:00+03:00"}), 1, Some(&salt)).unwrap();
+        assert_eq!(
+            again.order.client_hash, t.order.client_hash,
+            "normalised e-mail"
+        );
+    }
+
+    #[test]
+    fn utm_object_and_flags_are_tolerated() {
+        let mut o = order();
+        o["utm"] = json!({"utm_source": "vk", "utm_campaign": "spring"});
+        o["payed"] = json!(true);
+        let t = transform_order(&o, 1, None).unwrap();
+        assert_eq!(
+            (
+                t.order.utm_source.as_str(),
+                t.order.utm_campaign.as_str(),
+                t.order.utm_medium.as_str()
+            ),
+            ("vk", "spring", "")
+        );
+        assert_eq!(t.tickets[0].utm_source, "vk");
+        o["payed"] = json!(false);
+        assert_eq!(
+            transform_order(&o, 1, None).unwrap().sales_date,
+            None,
+            "unpaid: no sales date"
+        );
+    }
+
+    #[test]
+    fn bad_money_and_timestamps_name_the_order() {
+        let mut o = order();
+        o["baskets"][0]["price"] = json!("lots");
+        let err = transform_order(&o, 1, None).err().unwrap().to_string();
+        assert_eq!(err, "order 7 basket 1: money `lots` is not a number");
+        let mut o = order();
+        o["payed_at"] = json!("yesterday");
+        assert!(
+            transform_order(&o, 1, None)
+                .err()
+                .unwrap()
+                .to_string()
+                .starts_with("order 7: `payed_at`")
+        );
+    }
+
+    #[test]
+    fn newer_updates_win_then_later_loads() {
+        assert!(version(200, 1) > version(100, 999_999));
+        assert!(version(100, 2) > version(100, 1));
+    }
+
+    #[test]
+    fn event_names_and_shows() {
+        let e = json!({"id": 1001, "name": {"ru": "Щелкунчик", "en": "Nutcracker"}, "is_active": 1,
+            "city": {"id": 3, "name": "Новосибирск", "timezone": "Asia/Novosibirsk"}, "deleted_at": null,
+            "shows": [{"id": 5, "is_active": 1, "start_date": "2030-01-01T19:00:00+07:00", "deleted_at": null},
+                      {"id": 6, "is_active": 1, "start_date": "2020-01-01T19:00:00+07:00", "deleted_at": null}]});
+        let (row, shows) = transform_event(&e, 1, 1_700_000_000).unwrap();
+        assert_eq!(row.name, "Щелкунчик");
+        assert_eq!(row.city_timezone, "Asia/Novosibirsk");
+        assert_eq!(row.shows, 2);
+        assert_eq!(
+            shows.iter().map(|s| s.show_id).collect::<Vec<_>>(),
+            vec![5],
+            "past shows need no inventory"
+        );
+    }
+}

@@ -1,0 +1,236 @@
+use serde_json::json;
+
+use crate::{Env, stderr};
+
+#[tokio::test]
+async fn totals_equal_an_independent_computation_and_reruns_change_nothing() {
+    let env = Env::new().await;
+    env.run_ok(&[]);
+    let facts = env.facts();
+    assert!(
+        facts.len() > 20,
+        "several dates and events: {}",
+        facts.len()
+    );
+    assert_eq!(facts, env.expected());
+
+    // Staging holds one row per order and per basket (latest version wins).
+    let orders =
+        env.query("SELECT count(), uniqExact(order_id) FROM {db}.stg_qtickets_orders FINAL");
+    let (n, distinct) = orders.trim().split_once('\t').unwrap();
+    assert_eq!(n, distinct);
+    assert_eq!(
+        n.parse::<usize>().unwrap(),
+        env.sandbox.sandbox().qtickets_orders().len()
+    );
+
+    // The same window again, then an explicit re-load of a window: no total changes.
+    env.run_ok(&[]);
+    assert_eq!(env.facts(), facts);
+    let today = zakaz_core::time::moscow_today();
+    let since = (today - chrono::Days::new(10)).to_string();
+    let until = (today - chrono::Days::new(3)).to_string();
+    env.run_ok(&["--since", &since, "--until", &until]);
+    assert_eq!(env.facts(), facts);
+
+    // No personal data in ClickHouse.
+    let leaked = env.query("SELECT count() FROM {db}.stg_qtickets_orders WHERE client_hash != ''");
+    assert_eq!(leaked.trim(), "0");
+
+    // The seed's queries show the runs with rows processed.
+    let runs = env.query(
+        "SELECT job, status, rows_processed, message FROM {db}.meta_job_runs ORDER BY started_at",
+    );
+    let lines: Vec<&str> = runs.lines().collect();
+    assert_eq!(lines.len(), 3, "{runs}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("qtickets\tok\t")),
+        "{runs}"
+    );
+    let first_rows: usize = lines[0].split('\t').nth(2).unwrap().parse().unwrap();
+    assert_eq!(first_rows, env.sandbox.sandbox().qtickets_orders().len());
+    assert!(lines[0].contains("mode backfill"), "{runs}");
+    assert!(lines[2].contains("mode window"), "{runs}");
+    let stats = env.query("SELECT job, status, count() as runs, max(started_at) as last_run FROM {db}.meta_job_runs GROUP BY job, status ORDER BY job, status");
+    assert!(stats.starts_with("qtickets\tok\t3\t"), "{stats}");
+
+    // Only GET requests, and the token never in a URL.
+    let log = env.sandbox.sandbox().state().log.clone();
+    assert!(
+        log.iter().all(|r| r["method"] == "GET"),
+        "non-GET request sent"
+    );
+    assert!(
+        log.iter()
+            .all(|r| !r["query"].as_str().unwrap().contains("sandbox-token")
+                && !r["path"].as_str().unwrap().contains("sandbox-token"))
+    );
+}
+
+#[tokio::test]
+async fn a_later_run_picks_up_new_orders_and_refunds_of_old_ones() {
+    let env = Env::new().await;
+    env.run_ok(&[]);
+    let before = env.facts();
+    env.control("/advance", json!({"days": 2}));
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("mode updated_since"),
+        "{}",
+        stderr(&out)
+    );
+    let after = env.facts();
+    assert_ne!(after, before);
+    assert_eq!(after, env.expected());
+    // Refunds of orders paid before the advance show up on their old sales dates.
+    let changed_old_dates = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(*v))
+        .count();
+    assert!(
+        changed_old_dates > 0,
+        "refunds of old orders changed old dates"
+    );
+}
+
+#[tokio::test]
+async fn when_the_server_ignores_date_filters_the_loader_rescans_recent_orders() {
+    let env = Env::new().await;
+    env.run_ok(&[]);
+    env.control("/config", json!({"qtickets_date_filters": "ignored"}));
+    env.control("/advance", json!({"days": 1}));
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("ignored the `updated_at` filter"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("mode rescan"), "{}", stderr(&out));
+    assert_eq!(env.facts(), env.expected());
+}
+
+#[tokio::test]
+async fn a_503_in_the_middle_of_paging_fails_the_run_and_leaves_facts_unchanged() {
+    let env = Env::new().await;
+    env.run_ok(&[]);
+    let before = env.facts();
+    // Three days of new orders: several pages; the second fails on both attempts
+    // (HTTP_MAX_ATTEMPTS=2).
+    env.control("/advance", json!({"days": 3}));
+    env.control(
+        "/faults",
+        json!({"route": "/qtickets/api/rest/v1/orders", "status": 503, "after": 1, "count": 2}),
+    );
+    let failed = env.run(&[], &[]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("QTickets answered HTTP 503"),
+        "{}",
+        stderr(&failed)
+    );
+    assert_eq!(env.facts(), before, "facts untouched by the failed run");
+    let last = env
+        .query("SELECT status, message FROM {db}.meta_job_runs ORDER BY started_at DESC LIMIT 1");
+    assert!(last.starts_with("error\t"), "{last}");
+    assert!(last.contains("503"), "{last}");
+
+    // The next run recovers everything the failed one missed.
+    env.run_ok(&[]);
+    assert_eq!(env.facts(), env.expected());
+}
+
+#[tokio::test]
+async fn dry_run_prints_and_writes_nothing() {
+    let env = Env::new().await;
+    let out = env.run_ok(&["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("dry run, nothing written: would write"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(from fetched orders only)"), "{stdout}");
+    for table in [
+        "stg_qtickets_orders",
+        "stg_qtickets_tickets",
+        "fact_qtickets_sales_daily",
+        "dim_events",
+        "fact_qtickets_inventory",
+        "meta_job_run_events",
+    ] {
+        assert_eq!(
+            env.query(&format!("SELECT count() FROM {{db}}.{table}"))
+                .trim(),
+            "0",
+            "{table}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn inventory_counts_quantities_and_reports_a_failing_show() {
+    let env = Env::new().await;
+    env.run_ok(&[]);
+    // Independent: sum of the sandbox's seat quantities for one show.
+    let sandbox = env.sandbox.sandbox();
+    let event = sandbox
+        .data
+        .qtickets
+        .events
+        .iter()
+        .find(|e| e.is_active && e.shows.iter().any(|s| s.is_active))
+        .unwrap();
+    let show = event.shows.iter().find(|s| s.is_active).unwrap();
+    let seats = api_sandbox::qtickets::seats_json(sandbox.config.seed, show);
+    let (mut capacity, mut free) = (0, 0);
+    for seat in seats["data"].as_object().unwrap().values() {
+        capacity += seat["max_quantity"].as_u64().unwrap();
+        free += seat["free_quantity"].as_u64().unwrap();
+    }
+    let row = env.query(&format!(
+        "SELECT capacity, free FROM {{db}}.fact_qtickets_inventory WHERE show_id = {}",
+        show.id
+    ));
+    assert_eq!(row, format!("{capacity}\t{free}\n"));
+    assert!(show.zones.iter().any(|z| z.admission) || capacity > 0);
+
+    env.control("/faults", json!({"route": format!("/qtickets/api/rest/v1/shows/{}/seats", show.id), "status": 500, "count": 10}));
+    let out = env.run(&[], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let last = env
+        .query("SELECT status, message FROM {db}.meta_job_runs ORDER BY started_at DESC LIMIT 1");
+    assert!(
+        last.starts_with("error\tsales loaded, but inventory failed for 1 show(s): show "),
+        "{last}"
+    );
+    assert!(last.contains(&show.id.to_string()), "{last}");
+}
+
+#[tokio::test]
+async fn a_bad_token_fails_clearly_and_never_prints_the_secret() {
+    let env = Env::new().await;
+    let secret = "qt-secret-5a6b7c8d9e";
+    let out = env.run(&[], &[("QTICKETS_TOKEN", secret), ("LOG_LEVEL", "trace")]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("QTickets rejected the token (HTTP 403)") && err.contains("QTICKETS_TOKEN"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(secret) && !String::from_utf8_lossy(&out.stdout).contains(secret),
+        "{err}"
+    );
+    let journal = env.query("SELECT status, message FROM {db}.meta_job_runs");
+    assert!(
+        journal.starts_with("error\t") && !journal.contains(secret),
+        "{journal}"
+    );
+
+    // Without a token at all: one line naming the setting, before anything runs.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-qtickets"));
+    let out = cmd.env_clear().output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("QTICKETS_TOKEN"), "{err}");
+}

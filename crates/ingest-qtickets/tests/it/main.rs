@@ -1,0 +1,152 @@
+//! `ingest-qtickets` end to end: the real binary, `api-sandbox` in-process, real ClickHouse.
+
+mod load;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use api_sandbox::{SandboxConfig, Server};
+use serde_json::Value;
+use zakaz_core::testing::{TestDb, query_tsv};
+
+pub struct Env {
+    pub sandbox: Server,
+    pub db: TestDb,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        Env::with(SandboxConfig::default()).await
+    }
+
+    pub async fn with(config: SandboxConfig) -> Env {
+        let (db, _ch) = TestDb::migrated().await;
+        Env {
+            sandbox: Server::start_local(config).unwrap(),
+            db,
+        }
+    }
+
+    pub fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest-qtickets"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "QTICKETS_BASE_URL",
+                format!("{}/qtickets/api/rest/v1", self.sandbox.base_url),
+            )
+            .env("QTICKETS_TOKEN", "sandbox-token")
+            .env("QTICKETS_BACKFILL_DAYS", "60")
+            .env("HTTP_MAX_ATTEMPTS", "2")
+            .env("LOG_LEVEL", "info");
+        for (k, v) in self.db.env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    pub fn run_ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args, &[]);
+        assert!(
+            out.status.success(),
+            "ingest-qtickets failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn query(&self, sql: &str) -> String {
+        query_tsv(&sql.replace("{db}", &format!("`{}`", self.db.name)))
+    }
+
+    pub fn control(&self, path: &str, body: Value) {
+        let url = format!("{}/_sandbox{path}", self.sandbox.base_url);
+        let status = std::process::Command::new("curl")
+            .args([
+                "-fsS",
+                "-o",
+                "/dev/null",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &body.to_string(),
+                &url,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "control {path}");
+    }
+
+    /// Facts per (date, event, city): tickets, revenue, refunds, net, orders — from ClickHouse.
+    pub fn facts(&self) -> BTreeMap<(String, u64, String), (u64, i64, i64, i64, u64)> {
+        self.query(
+            "SELECT sales_date, event_id, city, tickets_sold, toInt64(revenue * 100), toInt64(refunds * 100), toInt64(net_revenue * 100), orders \
+             FROM {db}.fact_qtickets_sales_daily FINAL WHERE tickets_sold + orders > 0 ORDER BY sales_date, event_id",
+        )
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            ((f[0].to_owned(), f[1].parse().unwrap(), f[2].to_owned()), (f[3].parse().unwrap(), f[4].parse().unwrap(), f[5].parse().unwrap(), f[6].parse().unwrap(), f[7].parse().unwrap()))
+        })
+        .collect()
+    }
+
+    /// The same totals computed here, independently, from the orders the sandbox serves now.
+    pub fn expected(&self) -> BTreeMap<(String, u64, String), (u64, i64, i64, i64, u64)> {
+        let sandbox = self.sandbox.sandbox();
+        let cities: BTreeMap<u64, String> = sandbox
+            .data
+            .qtickets
+            .events
+            .iter()
+            .map(|e| (e.id, api_sandbox::qtickets::CITIES[e.city].name.to_owned()))
+            .collect();
+        let mut out: BTreeMap<
+            (String, u64, String),
+            (u64, i64, i64, i64, std::collections::BTreeSet<u64>),
+        > = BTreeMap::new();
+        for o in sandbox.qtickets_orders() {
+            if o["payed"] != true || !o["deleted_at"].is_null() {
+                continue;
+            }
+            let paid =
+                chrono::DateTime::parse_from_rfc3339(o["payed_at"].as_str().unwrap()).unwrap();
+            let date = paid
+                .with_timezone(&chrono_tz::Europe::Moscow)
+                .date_naive()
+                .to_string();
+            let event = o["event_id"].as_u64().unwrap();
+            let entry = out
+                .entry((date, event, cities[&event].clone()))
+                .or_default();
+            for b in o["baskets"].as_array().unwrap() {
+                if !b["deleted_at"].is_null() {
+                    continue;
+                }
+                let kop = |v: &Value| (v.as_f64().unwrap_or(0.0) * 100.0).round() as i64;
+                let refunded = !b["refunded_at"].is_null();
+                if !refunded {
+                    entry.0 += b["quantity"].as_u64().unwrap();
+                }
+                entry.1 += kop(&b["price"]);
+                if refunded {
+                    entry.2 += kop(&b["refunded_amount"]);
+                }
+                entry.4.insert(o["id"].as_u64().unwrap());
+            }
+        }
+        out.into_iter()
+            .map(|(k, (t, r, rf, _, o))| (k, (t, r, rf, r - rf, o.len() as u64)))
+            .collect()
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
