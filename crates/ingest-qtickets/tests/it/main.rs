@@ -9,6 +9,11 @@ use api_sandbox::{SandboxConfig, Server};
 use serde_json::Value;
 use zakaz_core::testing::{TestDb, query_tsv};
 
+/// (sales date, event id, city).
+pub type Key = (String, u64, String);
+/// (tickets sold, revenue, refunds, net revenue in kopecks, orders).
+pub type Totals = (u64, i64, i64, i64, u64);
+
 pub struct Env {
     pub sandbox: Server,
     pub db: TestDb,
@@ -84,7 +89,7 @@ impl Env {
     }
 
     /// Facts per (date, event, city): tickets, revenue, refunds, net, orders — from ClickHouse.
-    pub fn facts(&self) -> BTreeMap<(String, u64, String), (u64, i64, i64, i64, u64)> {
+    pub fn facts(&self) -> BTreeMap<Key, Totals> {
         self.query(
             "SELECT sales_date, event_id, city, tickets_sold, toInt64(revenue * 100), toInt64(refunds * 100), toInt64(net_revenue * 100), orders \
              FROM {db}.fact_qtickets_sales_daily FINAL WHERE tickets_sold + orders > 0 ORDER BY sales_date, event_id",
@@ -98,7 +103,7 @@ impl Env {
     }
 
     /// The same totals computed here, independently, from the orders the sandbox serves now.
-    pub fn expected(&self) -> BTreeMap<(String, u64, String), (u64, i64, i64, i64, u64)> {
+    pub fn expected(&self) -> BTreeMap<Key, Totals> {
         let sandbox = self.sandbox.sandbox();
         let cities: BTreeMap<u64, String> = sandbox
             .data
@@ -107,10 +112,8 @@ impl Env {
             .iter()
             .map(|e| (e.id, api_sandbox::qtickets::CITIES[e.city].name.to_owned()))
             .collect();
-        let mut out: BTreeMap<
-            (String, u64, String),
-            (u64, i64, i64, i64, std::collections::BTreeSet<u64>),
-        > = BTreeMap::new();
+        let mut out: BTreeMap<Key, (u64, i64, i64, i64, std::collections::BTreeSet<u64>)> =
+            BTreeMap::new();
         for o in sandbox.qtickets_orders() {
             if o["payed"] != true || !o["deleted_at"].is_null() {
                 continue;
