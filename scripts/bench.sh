@@ -9,3 +9,9 @@ if [ "$what" = sandbox ] || [ "$what" = all ]; then
     echo "==> api-sandbox: QTickets order pages"
     cargo bench -q -p api-sandbox --bench serve
 fi
+
+if [ "$what" = qtickets ] || [ "$what" = all ]; then
+    echo "==> ingest-qtickets: backfill of ~100 000 orders"
+    cargo build -q --release -p ingest-qtickets
+    cargo bench -q -p ingest-qtickets --bench backfill
+fi
