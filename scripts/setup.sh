@@ -75,6 +75,13 @@ else
     log "MariaDB answers at 127.0.0.1:3306"
 fi
 
+# --- Test tools -------------------------------------------------------------------------------
+# A real SMTP server for the alerts tests (Python's aiosmtpd, from PyPI).
+if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
+    log "installing aiosmtpd (SMTP server for tests)"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd
+fi
+
 # --- Build and schema -----------------------------------------------------------------------
 log "building the workspace"
 cargo build --workspace --quiet

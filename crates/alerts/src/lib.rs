@@ -1,20 +1,62 @@
-//! `alerts`: Checks job runs and data freshness and notifies the people on duty.
+//! `alerts`: every 2 hours (and at once when a unit fails) check that every job ran,
+//! succeeded and delivered fresh data; tell the people on duty, once; record every state
+//! change in `zakaz.alerts`.
 //!
-//! Not built yet: the command parses the common settings and says so. Its design is in
-//! `docs/architecture.md`; the shared pieces it will use live in `zakaz-core`.
+//! De-duplication: each problem has a fingerprint (`check:job`). An open alert is not sent
+//! again within the cooldown (a reminder after it); when the problem clears, one "resolved"
+//! notice goes out. A notice no channel accepted counts as not sent, so the next run retries.
+
+pub mod checks;
+pub mod notify;
+
+use std::collections::{HashMap, HashSet};
 
 use clap::Parser;
+use serde_json::json;
+use zakaz_core::ch::{Ch, ClickHouseArgs};
 use zakaz_core::cli::{CommonArgs, JobCli};
+use zakaz_core::http::HttpArgs;
+use zakaz_core::jobs::{self, Job};
+use zakaz_core::journal::{Outcome, journaled};
+use zakaz_core::time::ch_datetime;
+
+use crate::checks::Condition;
+use crate::notify::{ChannelArgs, Channels, Notice};
+
+pub const JOB: &str = "alerts";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "alerts",
     version,
-    about = "Checks job runs and data freshness and notifies the people on duty"
+    about = "Check job runs and data freshness; notify the people on duty"
 )]
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub channels: ChannelArgs,
+
+    /// Hours an open alert stays quiet before a reminder.
+    #[arg(long, env = "ALERT_COOLDOWN_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720))]
+    pub alert_cooldown_hours: u32,
+
+    /// A job is missed after its interval × this, plus its randomized delay and timeout,
+    /// without a successful run.
+    #[arg(long, env = "ALERT_MISSED_TOLERANCE", default_value_t = 1.5)]
+    pub alert_missed_tolerance: f64,
+
+    /// Alert at once that UNIT failed (systemd's `OnFailure=` runs this).
+    #[arg(long, value_name = "UNIT")]
+    pub unit_failed: Option<String>,
+
+    /// Print what would be sent; send and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl JobCli for Cli {
@@ -23,6 +65,388 @@ impl JobCli for Cli {
     }
 }
 
-pub async fn run(_cli: Cli) -> anyhow::Result<()> {
-    anyhow::bail!("`alerts` is not implemented yet")
+/// An alert's last recorded state.
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
+pub struct OpenAlert {
+    pub fingerprint: String,
+    pub state: String,
+    /// When a channel last accepted a firing notice (0: never).
+    pub last_sent: u32,
+    pub job: String,
+    pub alert_type: String,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
+struct AlertRow {
+    created_at: u32,
+    alert_id: String,
+    fingerprint: String,
+    job: String,
+    alert_type: String,
+    severity: String,
+    state: String,
+    title: String,
+    message: String,
+    details: String,
+    channels: String,
+    channel_errors: String,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        cli.alert_missed_tolerance >= 1.0,
+        zakaz_core::error::config_error("`ALERT_MISSED_TOLERANCE` must be at least 1.0")
+    );
+    let channels = Channels::new(&cli.channels, &cli.http)?;
+    if let Some(unit) = cli.unit_failed.clone() {
+        return unit_failed(&cli, &channels, &unit).await;
+    }
+    let ch = match Ch::connect(&cli.clickhouse).await {
+        Ok(ch) => ch,
+        Err(err) => {
+            // The one problem the journal cannot tell anyone about: say it directly.
+            let notice = Notice {
+                kind: "FIRING",
+                severity: "critical",
+                title: "ClickHouse unreachable".into(),
+                message: zakaz_core::error::one_line(&err),
+            };
+            if !cli.dry_run {
+                channels.deliver(&notice).await;
+            }
+            return Err(err);
+        }
+    };
+    if cli.dry_run {
+        let plan = Checker::new(&cli, &ch, &channels).plan().await?;
+        for (notice, _) in &plan {
+            println!(
+                "would send {} [{}] {}: {}",
+                notice.kind, notice.severity, notice.title, notice.message
+            );
+        }
+        println!("dry run: {} notice(s), nothing sent or written", plan.len());
+        return Ok(());
+    }
+    zakaz_core::schema::ensure(&ch).await?;
+    let (cli_ref, ch_ref, channels_ref) = (&cli, &ch, &channels);
+    journaled(&ch, jobs::get(JOB), None, |_| async move {
+        Checker::new(cli_ref, ch_ref, channels_ref).run().await
+    })
+    .await?;
+    Ok(())
+}
+
+/// What each notice means for the alert's record.
+#[derive(Debug, Clone)]
+enum Change {
+    Fire(Condition),
+    Resolve(OpenAlert),
+}
+
+struct Checker<'a> {
+    cli: &'a Cli,
+    ch: &'a Ch,
+    channels: &'a Channels,
+    now: u32,
+}
+
+impl<'a> Checker<'a> {
+    fn new(cli: &'a Cli, ch: &'a Ch, channels: &'a Channels) -> Self {
+        Checker {
+            cli,
+            ch,
+            channels,
+            now: ch_datetime(&chrono::Utc::now()),
+        }
+    }
+
+    /// The notices this run owes: new problems, reminders, and problems that cleared.
+    async fn plan(&self) -> anyhow::Result<Vec<(Notice, Change)>> {
+        let since = last_check(self.ch, self.now).await?;
+        let states = checks::job_states(self.ch, since).await?;
+        let enabled = enabled_jobs();
+        let is_enabled = |j: &Job| enabled.contains(j.name);
+        let mut conditions = checks::run_conditions(
+            &states,
+            &is_enabled,
+            self.now,
+            self.cli.alert_missed_tolerance,
+        );
+        conditions.extend(checks::stale_conditions(self.ch, &is_enabled).await?);
+        // The campaign queue's checks join here once the queue is configured.
+        let open = open_alerts(self.ch).await?;
+        let cooldown = self.cli.alert_cooldown_hours * 3600;
+        let mut plan = Vec::new();
+        let firing_now: HashSet<String> =
+            conditions.iter().map(|c| c.fingerprint.clone()).collect();
+        for c in conditions {
+            let kind = match open.get(&c.fingerprint) {
+                Some(o) if o.state == "firing" && o.last_sent > 0 => {
+                    if self.now.saturating_sub(o.last_sent) < cooldown {
+                        continue;
+                    }
+                    "REMINDER"
+                }
+                _ => "FIRING",
+            };
+            plan.push((
+                Notice {
+                    kind,
+                    severity: c.severity,
+                    title: c.title.clone(),
+                    message: c.message.clone(),
+                },
+                Change::Fire(c),
+            ));
+        }
+        for o in open
+            .into_values()
+            .filter(|o| o.state == "firing" && !firing_now.contains(&o.fingerprint))
+        {
+            // Unit failures of units outside the job table have no check that could clear them.
+            if o.alert_type == "unit_failed" && jobs::find(&o.job).is_none() {
+                continue;
+            }
+            let notice = Notice {
+                kind: "RESOLVED",
+                severity: "info",
+                title: o.title.clone(),
+                message: format!("{} is back to normal", o.job),
+            };
+            plan.push((notice, Change::Resolve(o)));
+        }
+        Ok(plan)
+    }
+
+    async fn run(&self) -> anyhow::Result<Outcome> {
+        let plan = self.plan().await?;
+        let mut sent = 0;
+        let mut failed = 0;
+        for (notice, change) in &plan {
+            let delivery = self.channels.deliver(notice).await;
+            if delivery.delivered.is_empty() {
+                failed += 1;
+            } else {
+                sent += 1;
+            }
+            record(self.ch, notice, change, &delivery).await?;
+        }
+        let message = format!("{} notice(s) sent, {} undelivered", sent, failed);
+        let outcome = Outcome {
+            rows: sent as u64,
+            message,
+            metrics: json!({"notices": plan.len(), "sent": sent, "undelivered": failed, "channels": self.channels.names()}),
+        };
+        anyhow::ensure!(
+            failed == 0 || sent > 0 || plan.is_empty(),
+            "no channel accepted any of {failed} notice(s)"
+        );
+        Ok(outcome)
+    }
+}
+
+async fn record(
+    ch: &Ch,
+    notice: &Notice,
+    change: &Change,
+    delivery: &notify::Delivery,
+) -> anyhow::Result<()> {
+    let (fingerprint, job, alert_type, details, state) = match change {
+        Change::Fire(c) => (
+            c.fingerprint.clone(),
+            c.job.clone(),
+            c.alert_type.to_owned(),
+            c.details.to_string(),
+            "firing",
+        ),
+        Change::Resolve(o) => (
+            o.fingerprint.clone(),
+            o.job.clone(),
+            o.alert_type.clone(),
+            "{}".to_owned(),
+            "resolved",
+        ),
+    };
+    let row = AlertRow {
+        created_at: ch_datetime(&chrono::Utc::now()),
+        alert_id: uuid::Uuid::new_v4().to_string(),
+        fingerprint,
+        job,
+        alert_type,
+        severity: notice.severity.to_owned(),
+        state: state.to_owned(),
+        title: notice.title.clone(),
+        message: zakaz_core::secret::redact(&notice.message),
+        details,
+        channels: delivery.delivered.join(","),
+        channel_errors: zakaz_core::secret::redact(&delivery.errors.join("; ")),
+    };
+    ch.insert_all("alerts", &[row]).await
+}
+
+/// The start of the previous successful check; two alert intervals back before the first.
+async fn last_check(ch: &Ch, now: u32) -> anyhow::Result<u32> {
+    let last: u32 = ch
+        .read("last check", |c| async move {
+            c.query("SELECT toUInt32(maxIf(started_at, status = 'ok')) FROM meta_job_runs WHERE job = ?").bind(JOB).fetch_one::<u32>().await
+        })
+        .await?;
+    let interval = match jobs::get(JOB).schedule {
+        zakaz_core::jobs::Schedule::Timer { interval, .. } => interval.as_secs() as u32,
+        zakaz_core::jobs::Schedule::Service { .. } => 7200,
+    };
+    Ok(if last > 0 {
+        last
+    } else {
+        now.saturating_sub(2 * interval)
+    })
+}
+
+pub async fn open_alerts(ch: &Ch) -> anyhow::Result<HashMap<String, OpenAlert>> {
+    let rows: Vec<OpenAlert> = ch
+        .read("open alerts", |c| async move {
+            c.query(
+                "SELECT fingerprint, argMax(state, created_at), toUInt32(maxIf(created_at, state = 'firing' AND channels != '')), \
+                        argMax(job, created_at), argMax(alert_type, created_at), argMax(title, created_at) \
+                 FROM alerts GROUP BY fingerprint",
+            )
+            .fetch_all::<OpenAlert>()
+            .await
+        })
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.fingerprint.clone(), r))
+        .collect())
+}
+
+/// Jobs switched on: systemd's word where it runs, the job table's default elsewhere.
+fn enabled_jobs() -> HashSet<&'static str> {
+    jobs::JOBS
+        .iter()
+        .filter(|j| {
+            let unit = if j.is_timer() {
+                format!("{}.timer", j.name)
+            } else {
+                format!("{}.service", j.name)
+            };
+            match std::process::Command::new("systemctl")
+                .args(["is-enabled", &unit])
+                .output()
+            {
+                Ok(out) if std::path::Path::new("/run/systemd/system").is_dir() => {
+                    let state = String::from_utf8_lossy(&out.stdout);
+                    match state.trim() {
+                        "enabled" | "enabled-runtime" | "static" | "alias" => true,
+                        "disabled" | "masked" | "masked-runtime" => false,
+                        _ => j.enabled_by_default,
+                    }
+                }
+                _ => j.enabled_by_default,
+            }
+        })
+        .map(|j| j.name)
+        .collect()
+}
+
+/// systemd's `OnFailure=`: alert now, with the unit's result and last log lines.
+async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Result<()> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let result = env("MONITOR_SERVICE_RESULT").unwrap_or_else(|| "failed".to_owned());
+    let exit = match (env("MONITOR_EXIT_CODE"), env("MONITOR_EXIT_STATUS")) {
+        (Some(code), Some(status)) => format!(", {code} {status}"),
+        _ => String::new(),
+    };
+    let mut args: Vec<String> = vec![
+        "-n".into(),
+        "15".into(),
+        "-o".into(),
+        "cat".into(),
+        "--no-pager".into(),
+    ];
+    match env("MONITOR_INVOCATION_ID") {
+        Some(id) => args.push(format!("_SYSTEMD_INVOCATION_ID={id}")),
+        None => args.extend(["-u".to_owned(), unit.to_owned()]),
+    }
+    let log = match std::process::Command::new("journalctl")
+        .args(&args)
+        .output()
+    {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        Ok(out) => format!(
+            "(journal unavailable: {})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("(journal unavailable: {e})"),
+    };
+    let job = jobs::find(unit);
+    let name = job.map_or(unit.to_owned(), |j| j.name.to_owned());
+    let condition = Condition {
+        fingerprint: match job {
+            Some(j) => checks::failed_fingerprint(j.name),
+            None => format!("unit_failed:{unit}"),
+        },
+        job: name.clone(),
+        alert_type: if job.is_some() {
+            "failed_run"
+        } else {
+            "unit_failed"
+        },
+        severity: "critical",
+        title: format!("{unit} failed"),
+        message: format!(
+            "systemd unit {unit} failed (result {result}{exit}) on {}. Last log lines:\n{log}",
+            zakaz_core::journal::hostname()
+        ),
+        details: json!({"unit": unit, "result": result}),
+    };
+    let notice = Notice {
+        kind: "FIRING",
+        severity: "critical",
+        title: condition.title.clone(),
+        message: condition.message.clone(),
+    };
+    if cli.dry_run {
+        println!(
+            "would send {} [{}] {}: {}",
+            notice.kind, notice.severity, notice.title, notice.message
+        );
+        return Ok(());
+    }
+    // De-duplicate through ClickHouse when it answers; alert regardless when it does not.
+    let ch = match Ch::connect(&cli.clickhouse).await {
+        Ok(ch) => Some(ch),
+        Err(e) => {
+            tracing::warn!(
+                "ClickHouse unreachable, alerting without de-duplication: {}",
+                zakaz_core::error::one_line(&e)
+            );
+            None
+        }
+    };
+    if let Some(ch) = &ch {
+        zakaz_core::schema::ensure(ch).await?;
+        let open = open_alerts(ch).await?;
+        let cooldown = cli.alert_cooldown_hours * 3600;
+        let now = ch_datetime(&chrono::Utc::now());
+        if let Some(o) = open.get(&condition.fingerprint).filter(|o| {
+            o.state == "firing" && o.last_sent > 0 && now.saturating_sub(o.last_sent) < cooldown
+        }) {
+            tracing::info!(fingerprint = %o.fingerprint, "alert already sent within the cooldown; not sending again");
+            return Ok(());
+        }
+    }
+    let delivery = channels.deliver(&notice).await;
+    if let Some(ch) = &ch {
+        record(ch, &notice, &Change::Fire(condition), &delivery).await?;
+    }
+    anyhow::ensure!(
+        !delivery.delivered.is_empty(),
+        "no channel accepted the alert: {}",
+        delivery.errors.join("; ")
+    );
+    tracing::info!(unit, channels = %delivery.delivered.join(","), "failure alert sent");
+    Ok(())
 }

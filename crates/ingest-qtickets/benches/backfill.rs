@@ -13,13 +13,24 @@ use ingest_qtickets::model::{OrderRow, TicketRow};
 use zakaz_core::testing::TestDb;
 
 fn env_u32(key: &str, default: u32) -> u32 {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn release_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("ingest-qtickets");
-    assert!(path.exists(), "build it first: cargo build --release -p ingest-qtickets");
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("ingest-qtickets");
+    assert!(
+        path.exists(),
+        "build it first: cargo build --release -p ingest-qtickets"
+    );
     path
 }
 
@@ -30,11 +41,15 @@ fn run_measuring_peak(mut cmd: Command) -> (std::process::ExitStatus, u64, Durat
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak_kb = 0;
     loop {
-        if let Ok(text) = std::fs::read_to_string(&status_path) {
-            if let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:")) {
-                let kb: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-                peak_kb = peak_kb.max(kb);
-            }
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kb: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            peak_kb = peak_kb.max(kb);
         }
         if let Some(status) = child.try_wait().unwrap() {
             return (status, peak_kb, started.elapsed());
@@ -57,11 +72,14 @@ async fn main() {
     let (db, ch) = TestDb::migrated().await;
 
     let mut cmd = Command::new(release_binary());
-    cmd.env("QTICKETS_BASE_URL", format!("{}/qtickets/api/rest/v1", server.base_url))
-        .env("QTICKETS_TOKEN", "sandbox-token")
-        .env("QTICKETS_BACKFILL_DAYS", "40")
-        .env("QTICKETS_INVENTORY", "false")
-        .env("LOG_LEVEL", "warn");
+    cmd.env(
+        "QTICKETS_BASE_URL",
+        format!("{}/qtickets/api/rest/v1", server.base_url),
+    )
+    .env("QTICKETS_TOKEN", "sandbox-token")
+    .env("QTICKETS_BACKFILL_DAYS", "40")
+    .env("QTICKETS_INVENTORY", "false")
+    .env("LOG_LEVEL", "warn");
     for (k, v) in db.env() {
         cmd.env(k, v);
     }
@@ -69,20 +87,46 @@ async fn main() {
     assert!(status.success(), "the loader failed");
 
     // Baseline: the same staged rows, inserted plainly into a fresh database.
-    let orders: Vec<OrderRow> = ch.client().query("SELECT ?fields FROM stg_qtickets_orders FINAL").fetch_all().await.unwrap();
-    let tickets: Vec<TicketRow> = ch.client().query("SELECT ?fields FROM stg_qtickets_tickets FINAL").fetch_all().await.unwrap();
+    let orders: Vec<OrderRow> = ch
+        .client()
+        .query("SELECT ?fields FROM stg_qtickets_orders FINAL")
+        .fetch_all()
+        .await
+        .unwrap();
+    let tickets: Vec<TicketRow> = ch
+        .client()
+        .query("SELECT ?fields FROM stg_qtickets_tickets FINAL")
+        .fetch_all()
+        .await
+        .unwrap();
     assert_eq!(orders.len(), orders_total, "every order staged");
     let (_plain_db, plain) = TestDb::migrated().await;
     let t = Instant::now();
-    plain.insert_all("stg_qtickets_orders", &orders).await.unwrap();
-    plain.insert_all("stg_qtickets_tickets", &tickets).await.unwrap();
+    plain
+        .insert_all("stg_qtickets_orders", &orders)
+        .await
+        .unwrap();
+    plain
+        .insert_all("stg_qtickets_tickets", &tickets)
+        .await
+        .unwrap();
     let bulk_time = t.elapsed();
 
     let loader_rate = orders_total as f64 / loader_time.as_secs_f64();
     let bulk_rate = orders_total as f64 / bulk_time.as_secs_f64();
     println!("ingest-qtickets backfill benchmark");
-    println!("  orders / tickets:        {orders_total} / {}", tickets.len());
-    println!("  loader (API → facts):    {:.2} s, {loader_rate:.0} orders/s, peak RSS {:.1} MiB", loader_time.as_secs_f64(), peak_kb as f64 / 1024.0);
-    println!("  plain bulk insert:       {:.2} s, {bulk_rate:.0} orders/s", bulk_time.as_secs_f64());
+    println!(
+        "  orders / tickets:        {orders_total} / {}",
+        tickets.len()
+    );
+    println!(
+        "  loader (API → facts):    {:.2} s, {loader_rate:.0} orders/s, peak RSS {:.1} MiB",
+        loader_time.as_secs_f64(),
+        peak_kb as f64 / 1024.0
+    );
+    println!(
+        "  plain bulk insert:       {:.2} s, {bulk_rate:.0} orders/s",
+        bulk_time.as_secs_f64()
+    );
     println!("  ratio loader/bulk:       {:.3}", loader_rate / bulk_rate);
 }

@@ -1,0 +1,362 @@
+//! Delivery channels. Any subset may be configured; one failing never stops the others.
+
+use std::time::Duration;
+
+use clap::Args;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde_json::{Value, json};
+use zakaz_core::Secret;
+use zakaz_core::error::config_error;
+use zakaz_core::http::{HttpArgs, HttpClient, body_excerpt};
+
+/// Telegram's limit for one message.
+pub const TELEGRAM_LIMIT: usize = 4096;
+const TELEGRAM_ATTEMPTS: u32 = 5;
+const RETRY_AFTER_CAP: u64 = 120;
+
+#[derive(Debug, Clone, Args)]
+pub struct ChannelArgs {
+    /// Telegram Bot API base URL.
+    #[arg(
+        long,
+        env = "TELEGRAM_API_URL",
+        default_value = "https://api.telegram.org"
+    )]
+    pub telegram_api_url: String,
+    /// Telegram bot token (secret); Telegram is used when it and the chat id are set.
+    #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    pub telegram_bot_token: Option<Secret>,
+    /// Telegram chat id to notify (e.g. -100123…).
+    #[arg(long, env = "TELEGRAM_CHAT_ID")]
+    pub telegram_chat_id: Option<String>,
+    /// SMTP server; e-mail is used when it and `ALERT_EMAIL_TO` are set.
+    #[arg(long, env = "SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// SMTP port.
+    #[arg(long, env = "SMTP_PORT", default_value_t = 587)]
+    pub smtp_port: u16,
+    /// SMTP user (optional).
+    #[arg(long, env = "SMTP_USER")]
+    pub smtp_user: Option<String>,
+    /// SMTP password (secret).
+    #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<Secret>,
+    /// Upgrade the SMTP connection with STARTTLS (required unless false).
+    #[arg(long, env = "SMTP_STARTTLS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub smtp_starttls: bool,
+    /// Recipients, comma-separated.
+    #[arg(long, env = "ALERT_EMAIL_TO")]
+    pub alert_email_to: Option<String>,
+    /// Sender address.
+    #[arg(
+        long,
+        env = "ALERT_EMAIL_FROM",
+        default_value = "zakaz-alerts@localhost"
+    )]
+    pub alert_email_from: String,
+}
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// `FIRING`, `REMINDER` or `RESOLVED`.
+    pub kind: &'static str,
+    pub severity: &'static str,
+    pub title: String,
+    pub message: String,
+}
+
+/// Escape text for Telegram's HTML mode.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The Telegram text: escaped, and cut to the limit without breaking an entity.
+pub fn telegram_text(n: &Notice) -> String {
+    let icon = match n.kind {
+        "RESOLVED" => "✅",
+        _ if n.severity == "critical" => "🔴",
+        _ => "🟡",
+    };
+    let head = format!("{icon} <b>{} {}</b>\n", n.kind, html_escape(&n.title));
+    let mut body = html_escape(&n.message);
+    let room = TELEGRAM_LIMIT - head.chars().count();
+    if body.chars().count() > room {
+        let mut cut: String = body.chars().take(room - 1).collect();
+        // Never leave half an entity such as `&am`.
+        if let Some(amp) = cut.rfind('&')
+            && !cut[amp..].contains(';')
+        {
+            cut.truncate(amp);
+        }
+        cut.push('…');
+        body = cut;
+    }
+    head + &body
+}
+
+pub struct Channels {
+    telegram: Option<Telegram>,
+    email: Option<Email>,
+}
+
+struct Telegram {
+    http: HttpClient,
+    url: String,
+    chat_id: Value,
+}
+
+struct Email {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+}
+
+/// The outcome of one delivery: which channels took it, which failed and why.
+#[derive(Debug, Default, Clone)]
+pub struct Delivery {
+    pub delivered: Vec<&'static str>,
+    pub errors: Vec<String>,
+}
+
+impl Channels {
+    pub fn new(args: &ChannelArgs, http: &HttpArgs) -> anyhow::Result<Channels> {
+        // An empty variable (a blank line in an env file) counts as unset.
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let token = args.telegram_bot_token.clone().filter(|t| !t.is_empty());
+        let (chat, smtp_host, email_to) = (
+            set(&args.telegram_chat_id),
+            set(&args.smtp_host),
+            set(&args.alert_email_to),
+        );
+        let telegram = match (&token, &chat) {
+            (Some(token), Some(chat)) => {
+                // Telegram's 429 carries `retry_after` in the body: this client retries only
+                // network errors and 5xx itself, and `send_telegram` honours the body.
+                let http = HttpClient::new(
+                    "Telegram",
+                    &HttpArgs {
+                        http_max_attempts: 1,
+                        ..http.clone()
+                    },
+                )?;
+                let chat_id = chat
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::from(chat.clone()));
+                Some(Telegram {
+                    http,
+                    url: format!(
+                        "{}/bot{}/sendMessage",
+                        args.telegram_api_url.trim_end_matches('/'),
+                        token.expose()
+                    ),
+                    chat_id,
+                })
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(config_error(
+                    "set both `TELEGRAM_BOT_TOKEN` and `TELEGRAM_CHAT_ID`, or neither",
+                ));
+            }
+            (None, None) => None,
+        };
+        let email = match (&smtp_host, &email_to) {
+            (Some(host), Some(to)) => {
+                let mut builder = if args.smtp_starttls {
+                    AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
+                        .map_err(|e| config_error(format!("`SMTP_HOST` {host}: {e}")))?
+                } else {
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                };
+                builder = builder
+                    .port(args.smtp_port)
+                    .timeout(Some(Duration::from_secs(30)));
+                if let Some(user) = &args.smtp_user {
+                    let password = args
+                        .smtp_password
+                        .as_ref()
+                        .map(|p| p.expose().to_owned())
+                        .unwrap_or_default();
+                    builder = builder.credentials(Credentials::new(user.clone(), password));
+                }
+                let parse = |s: &str, setting: &str| {
+                    s.trim()
+                        .parse::<Mailbox>()
+                        .map_err(|e| config_error(format!("`{setting}` `{}`: {e}", s.trim())))
+                };
+                Some(Email {
+                    transport: builder.build(),
+                    from: parse(&args.alert_email_from, "ALERT_EMAIL_FROM")?,
+                    to: to
+                        .split(',')
+                        .filter(|s| !s.trim().is_empty())
+                        .map(|s| parse(s, "ALERT_EMAIL_TO"))
+                        .collect::<Result<_, _>>()?,
+                })
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(config_error(
+                    "set both `SMTP_HOST` and `ALERT_EMAIL_TO`, or neither",
+                ));
+            }
+            (None, None) => None,
+        };
+        Ok(Channels { telegram, email })
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.telegram.is_some() {
+            out.push("telegram");
+        }
+        if self.email.is_some() {
+            out.push("email");
+        }
+        out
+    }
+
+    /// Send to every configured channel; with none configured the log is the channel.
+    pub async fn deliver(&self, notice: &Notice) -> Delivery {
+        let mut d = Delivery::default();
+        if let Some(t) = &self.telegram {
+            match send_telegram(t, notice).await {
+                Ok(()) => d.delivered.push("telegram"),
+                Err(e) => d
+                    .errors
+                    .push(format!("telegram: {}", zakaz_core::error::one_line(&e))),
+            }
+        }
+        if let Some(e) = &self.email {
+            match send_email(e, notice).await {
+                Ok(()) => d.delivered.push("email"),
+                Err(err) => d
+                    .errors
+                    .push(format!("email: {}", zakaz_core::error::one_line(&err))),
+            }
+        }
+        if self.telegram.is_none() && self.email.is_none() {
+            tracing::warn!(
+                "{} {}: {} (no channel configured)",
+                notice.kind,
+                notice.title,
+                notice.message
+            );
+            d.delivered.push("log");
+        }
+        for err in &d.errors {
+            tracing::error!("alert delivery failed: {err}");
+        }
+        d
+    }
+}
+
+/// The wait Telegram asks for: `parameters.retry_after`, or the number in the description.
+pub fn telegram_retry_after(body: &Value) -> Option<u64> {
+    body.pointer("/parameters/retry_after")
+        .and_then(Value::as_u64)
+        .or_else(|| {
+            body.get("description")?
+                .as_str()?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+}
+
+async fn send_telegram(t: &Telegram, n: &Notice) -> anyhow::Result<()> {
+    let body = json!({
+        "chat_id": t.chat_id,
+        "text": telegram_text(n),
+        "parse_mode": "HTML",
+        "link_preview_options": {"is_disabled": true},
+    });
+    for attempt in 1..=TELEGRAM_ATTEMPTS {
+        let response = t.http.send(|c| c.post(&t.url).json(&body)).await?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status == 200 && answer["ok"] == true {
+            return Ok(());
+        }
+        let wait = match status {
+            429 => Duration::from_secs(
+                telegram_retry_after(&answer)
+                    .unwrap_or(1)
+                    .min(RETRY_AFTER_CAP),
+            ),
+            500..=599 => Duration::from_secs(1 << attempt.min(5)),
+            _ => anyhow::bail!("Telegram answered HTTP {status}: {}", body_excerpt(&text)),
+        };
+        if attempt < TELEGRAM_ATTEMPTS {
+            tracing::warn!(
+                status,
+                attempt,
+                wait_secs = wait.as_secs(),
+                "Telegram asks to wait; retrying"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+    anyhow::bail!("Telegram did not accept the message after {TELEGRAM_ATTEMPTS} attempts")
+}
+
+async fn send_email(e: &Email, n: &Notice) -> anyhow::Result<()> {
+    let mut builder = Message::builder()
+        .from(e.from.clone())
+        .subject(format!("[zakaz] {} {}", n.kind, n.title));
+    for to in &e.to {
+        builder = builder.to(to.clone());
+    }
+    let message = builder.body(format!(
+        "{} {} ({})\n\n{}\n",
+        n.kind, n.title, n.severity, n.message
+    ))?;
+    e.transport
+        .send(message)
+        .await
+        .map_err(|err| anyhow::anyhow!("SMTP: {err}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(message: &str) -> Notice {
+        Notice {
+            kind: "FIRING",
+            severity: "critical",
+            title: "qtickets <failed>".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn telegram_text_is_escaped_and_bounded() {
+        let t = telegram_text(&notice("a < b & c > d"));
+        assert!(t.contains("qtickets &lt;failed&gt;"));
+        assert!(t.ends_with("a &lt; b &amp; c &gt; d"));
+        let long = telegram_text(&notice(&"&".repeat(5000)));
+        assert!(long.chars().count() <= TELEGRAM_LIMIT);
+        assert!(long.ends_with("&amp;…"), "no half entity");
+    }
+
+    #[test]
+    fn retry_after_from_parameters_or_description() {
+        assert_eq!(
+            telegram_retry_after(&json!({"parameters": {"retry_after": 41}})),
+            Some(41)
+        );
+        assert_eq!(
+            telegram_retry_after(&json!({"description": "Too Many Requests: retry after 7"})),
+            Some(7)
+        );
+        assert_eq!(telegram_retry_after(&json!({})), None);
+    }
+}

@@ -1,0 +1,216 @@
+use crate::{Env, stderr};
+
+#[tokio::test]
+async fn a_healthy_system_stays_quiet() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.run_ok(&[]);
+    assert!(env.telegram().is_empty(), "{:?}", env.telegram());
+    assert!(env.smtp.messages().is_empty());
+    assert_eq!(env.query("SELECT count() FROM {db}.alerts").trim(), "0");
+    let run =
+        env.query("SELECT status, rows_processed FROM {db}.meta_job_runs WHERE job = 'alerts'");
+    assert_eq!(run, "ok\t0\n");
+}
+
+#[tokio::test]
+async fn each_check_fires_on_its_situation_and_lands_in_both_channels() {
+    let env = Env::new().await;
+    // qtickets failed; vk_ads has a run past its deadline (killed); direct last succeeded three
+    // days ago (missed); vk_ads data is five days old (stale).
+    env.seed_fresh("qtickets", 0).await;
+    env.seed_fresh("direct", 1).await;
+    env.seed_run("qtickets", "ok", 900, -600, "fine").await;
+    env.seed_run(
+        "qtickets",
+        "error",
+        300,
+        -100,
+        "QTickets answered HTTP 503 for `/orders`",
+    )
+    .await;
+    env.seed_run("vk_ads", "ok", 3600, -3000, "fine").await;
+    env.seed_run("vk_ads", "running", 2000, -60, "").await;
+    env.seed_run("direct", "ok", 3 * 86_400, -3 * 86_400 + 600, "fine")
+        .await;
+    env.seed_fresh("vk_ads", 5).await;
+
+    env.run_ok(&[]);
+    let sent = env.telegram();
+    let titles = [
+        "qtickets failed",
+        "vk_ads was killed",
+        "direct has not run",
+        "vk_ads data is stale",
+    ];
+    for title in titles {
+        assert!(
+            sent.iter().any(|m| m.contains(title)),
+            "no Telegram alert `{title}`: {sent:?}"
+        );
+    }
+    assert_eq!(sent.len(), titles.len(), "{sent:?}");
+    let mails = env.smtp.messages();
+    assert_eq!(mails.len(), titles.len());
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.contains("Subject: [zakaz] FIRING qtickets failed")),
+        "{mails:?}"
+    );
+    let rows =
+        env.query("SELECT alert_type, job, state, channels FROM {db}.alerts ORDER BY alert_type");
+    assert_eq!(
+        rows,
+        "failed_run\tqtickets\tfiring\ttelegram,email\n\
+         killed_run\tvk_ads\tfiring\ttelegram,email\n\
+         missed_run\tdirect\tfiring\ttelegram,email\n\
+         stale_data\tvk_ads\tfiring\ttelegram,email\n"
+    );
+    // The seed's alert queries answer.
+    let stats = env.query("SELECT alert_type, count() as alerts_count, max(created_at) as last_alert FROM {db}.alerts WHERE created_at >= today() - 7 GROUP BY alert_type ORDER BY alerts_count DESC, alert_type");
+    assert_eq!(stats.lines().count(), 4, "{stats}");
+
+    // Within the cooldown nothing new is sent or recorded.
+    env.run_ok(&[]);
+    assert_eq!(env.telegram().len(), titles.len());
+    assert_eq!(env.smtp.messages().len(), titles.len());
+    assert_eq!(env.query("SELECT count() FROM {db}.alerts").trim(), "4");
+}
+
+#[tokio::test]
+async fn a_cleared_problem_sends_one_resolved_notice() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.seed_run("qtickets", "error", 300, -100, "boom").await;
+    env.run_ok(&[]);
+    assert_eq!(env.telegram().len(), 1);
+    // The job recovers after the check.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    env.seed_run("qtickets", "ok", 0, -1, "fine").await;
+    env.run_ok(&[]);
+    let sent = env.telegram();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[1].contains("RESOLVED qtickets failed"), "{sent:?}");
+    env.run_ok(&[]);
+    assert_eq!(env.telegram().len(), 2, "resolved only once");
+    let states = env.query("SELECT state FROM {db}.alerts ORDER BY created_at, state DESC");
+    assert_eq!(states, "firing\nresolved\n");
+}
+
+#[tokio::test]
+async fn a_telegram_429_is_waited_out() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.seed_run("qtickets", "error", 300, -100, "boom").await;
+    env.sandbox.sandbox().add_fault(api_sandbox::Fault {
+        route: "/telegram/*".into(),
+        status: Some(429),
+        body: None,
+        headers: vec![],
+        delay_ms: 0,
+        truncate: false,
+        remaining: Some(1),
+        fraction: None,
+        after: 0,
+    });
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("Telegram asks to wait"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.telegram().len(), 1);
+    assert_eq!(
+        env.query("SELECT channels FROM {db}.alerts"),
+        "telegram,email\n"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_smtp_does_not_lose_the_telegram_message() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.seed_run("qtickets", "error", 300, -100, "boom").await;
+    let closed = crate::free_port().to_string();
+    let out = env.run(&[], &[("SMTP_PORT", &closed)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.telegram().len(), 1);
+    let row = env.query("SELECT channels, channel_errors FROM {db}.alerts");
+    assert!(row.starts_with("telegram\temail: SMTP"), "{row}");
+}
+
+#[tokio::test]
+async fn text_with_markup_characters_arrives_intact() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    let nasty = "answer <html><b>502</b> & retry > later";
+    env.seed_run("qtickets", "error", 300, -100, nasty).await;
+    env.run_ok(&[]);
+    let sent = env.sandbox.sandbox().state().telegram_messages.clone();
+    assert_eq!(sent.len(), 1, "Telegram accepted the HTML");
+    assert!(
+        sent[0]
+            .text
+            .contains("answer &lt;html&gt;&lt;b&gt;502&lt;/b&gt; &amp; retry &gt; later"),
+        "{}",
+        sent[0].text
+    );
+    assert_eq!(sent[0].parse_mode.as_deref(), Some("HTML"));
+    let mails = env.smtp.messages();
+    assert!(mails[0].contains(nasty), "{}", mails[0]);
+}
+
+#[tokio::test]
+async fn unit_failed_alerts_at_once_with_the_same_deduplication() {
+    let env = Env::new().await;
+    let monitor = [
+        ("MONITOR_SERVICE_RESULT", "exit-code"),
+        ("MONITOR_EXIT_CODE", "exited"),
+        ("MONITOR_EXIT_STATUS", "78"),
+    ];
+    let out = env.run(&["--unit-failed", "qtickets.service"], &monitor);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = env.telegram();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].contains("qtickets.service failed")
+            && sent[0].contains("result exit-code, exited 78"),
+        "{sent:?}"
+    );
+    let again = env.run(&["--unit-failed", "qtickets.service"], &monitor);
+    assert!(again.status.success());
+    assert_eq!(env.telegram().len(), 1, "within the cooldown: not again");
+    assert_eq!(
+        env.query("SELECT fingerprint, job, state FROM {db}.alerts"),
+        "failed_run:qtickets\tqtickets\tfiring\n"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_prints_and_sends_nothing() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.seed_run("qtickets", "error", 300, -100, "boom").await;
+    let out = env.run_ok(&["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("would send FIRING [critical] qtickets failed"),
+        "{stdout}"
+    );
+    assert!(env.telegram().is_empty());
+    assert_eq!(env.query("SELECT count() FROM {db}.alerts").trim(), "0");
+}
+
+#[tokio::test]
+async fn half_configured_channels_fail_with_one_line() {
+    let env = Env::new().await;
+    let out = env.run(&[], &[("TELEGRAM_CHAT_ID", "")]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("set both `TELEGRAM_BOT_TOKEN` and `TELEGRAM_CHAT_ID`"),
+        "{err}"
+    );
+    assert!(!err.contains("sandbox-token"));
+}

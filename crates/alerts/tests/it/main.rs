@@ -1,0 +1,243 @@
+//! `alerts` end to end: the real binary, real ClickHouse, `api-sandbox`'s Telegram, and a real
+//! SMTP server (Python's aiosmtpd, writing a Maildir).
+
+mod checks;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use api_sandbox::{SandboxConfig, Server};
+use zakaz_core::ch::Ch;
+use zakaz_core::testing::{TestDb, query_tsv};
+
+pub struct Smtp {
+    child: Child,
+    pub port: u16,
+    pub maildir: PathBuf,
+}
+
+impl Smtp {
+    pub fn start() -> Smtp {
+        let port = free_port();
+        let maildir =
+            std::env::temp_dir().join(format!("zakaz-smtp-{}-{port}", std::process::id()));
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd (scripts/setup.sh installs it)");
+        // Dropping it kills and reaps the server, whatever happens next.
+        let smtp = Smtp {
+            child,
+            port,
+            maildir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return smtp;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("aiosmtpd did not start on port {port}");
+    }
+
+    /// Every message received so far, as text (quoted-printable decoded).
+    pub fn messages(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.maildir.join("new"))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+                    .map(|b| quoted_printable(&b))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.maildir);
+    }
+}
+
+/// Undo quoted-printable: soft line breaks and `=XX` escapes.
+fn quoted_printable(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'=' if raw.get(i + 1) == Some(&b'\n') => i += 2,
+            b'=' if raw.get(i + 1) == Some(&b'\r') => i += 3,
+            b'=' => match std::str::from_utf8(raw.get(i + 1..i + 3).unwrap_or_default())
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(byte) => {
+                    out.push(byte);
+                    i += 3;
+                }
+                None => {
+                    out.push(b'=');
+                    i += 1;
+                }
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Env {
+    pub sandbox: Server,
+    pub db: TestDb,
+    pub ch: Ch,
+    pub smtp: Smtp,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let (db, ch) = TestDb::migrated().await;
+        Env {
+            sandbox: Server::start_local(SandboxConfig::default()).unwrap(),
+            db,
+            ch,
+            smtp: Smtp::start(),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_alerts"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "TELEGRAM_API_URL",
+                format!("{}/telegram", self.sandbox.base_url),
+            )
+            .env("TELEGRAM_BOT_TOKEN", "sandbox-token")
+            .env("TELEGRAM_CHAT_ID", "-100123")
+            .env("SMTP_HOST", "127.0.0.1")
+            .env("SMTP_PORT", self.smtp.port.to_string())
+            .env("SMTP_STARTTLS", "false")
+            .env("ALERT_EMAIL_TO", "duty@example.org")
+            .env("ALERT_EMAIL_FROM", "alerts@example.org");
+        for (k, v) in self.db.env() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    pub fn run_ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args, &[]);
+        assert!(
+            out.status.success(),
+            "alerts failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn telegram(&self) -> Vec<String> {
+        self.sandbox
+            .sandbox()
+            .state()
+            .telegram_messages
+            .iter()
+            .map(|m| m.text.clone())
+            .collect()
+    }
+
+    pub fn query(&self, sql: &str) -> String {
+        query_tsv(&sql.replace("{db}", &format!("`{}`", self.db.name)))
+    }
+
+    /// A run of `job` that started `ago` seconds ago with this status (`running` runs get a
+    /// deadline `deadline_in` seconds from now).
+    pub async fn seed_run(
+        &self,
+        job: &str,
+        status: &str,
+        ago: i64,
+        deadline_in: i64,
+        message: &str,
+    ) {
+        let finished = if status == "running" {
+            "NULL".to_owned()
+        } else {
+            format!("now() - {}", ago - 5)
+        };
+        self.ch
+            .execute(&format!(
+                "INSERT INTO meta_job_run_events (job, run_id, seq, status, started_at, finished_at, deadline_at, rows_processed, message, metrics, host, pid) \
+                 SELECT '{job}', '{job}-{ago}-{status}', {seq}, '{status}', now() - {ago}, {finished}, now() + {deadline_in}, 1, '{message}', '{{}}', 'test', 1",
+                seq = u8::from(status != "running"),
+                message = message.replace('\'', "\\'"),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Data of `source` whose latest date is `days_behind` days before today (Moscow).
+    pub async fn seed_fresh(&self, source: &str, days_behind: u32) {
+        let sql = match source {
+            "qtickets" => format!(
+                "INSERT INTO fact_qtickets_sales_daily (sales_date, event_id, city, tickets_sold, _version) SELECT toDate(now(), 'Europe/Moscow') - {days_behind}, 1, 'Москва', 1, 1"
+            ),
+            "vk_ads" => format!(
+                "INSERT INTO fact_vk_ads_daily (stat_date, ad_plan_id, _version) SELECT toDate(now(), 'Europe/Moscow') - {days_behind}, 1, 1"
+            ),
+            "direct" => format!(
+                "INSERT INTO fact_direct_daily (stat_date, client_login, _version) SELECT toDate(now(), 'Europe/Moscow') - {days_behind}, 'a', 1"
+            ),
+            other => panic!("no seed for {other}"),
+        };
+        self.ch.execute(&sql).await.unwrap();
+    }
+
+    /// Every enabled job ran recently and every source is fresh.
+    pub async fn seed_healthy(&self) {
+        for job in ["qtickets", "vk_ads", "direct"] {
+            self.seed_run(job, "ok", 600, -300, "fine").await;
+        }
+        self.seed_fresh("qtickets", 0).await;
+        self.seed_fresh("vk_ads", 1).await;
+        self.seed_fresh("direct", 1).await;
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -1,0 +1,266 @@
+//! `generate`, `install` and `uninstall`: files on disk, owners and modes, enabling.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use zakaz_core::error::config_error;
+use zakaz_core::jobs::JOBS;
+
+use crate::LayoutArgs;
+use crate::system::{self, Scope};
+use crate::units::{self, Layout, MANAGED_MARKER, UnitFile};
+
+/// Binaries a deployment needs in PREFIX/bin.
+const BINARIES: &[&str] = &[
+    "ingest-qtickets",
+    "ingest-vk",
+    "ingest-direct",
+    "ingest-gmail",
+    "alerts",
+    "healthcheck",
+    "manage-timers",
+];
+
+pub fn generate(out: &Path, prefix: &Path, check: bool) -> anyhow::Result<()> {
+    let layout = Layout {
+        prefix: prefix.to_owned(),
+        ..Layout::default()
+    };
+    let rendered = units::render_all(&layout);
+    if check {
+        let drift: Vec<String> = rendered
+            .iter()
+            .filter(|u| {
+                fs::read_to_string(out.join(&u.name)).ok().as_deref() != Some(u.content.as_str())
+            })
+            .map(|u| u.name.clone())
+            .collect();
+        anyhow::ensure!(
+            drift.is_empty(),
+            "units in `{}` differ from the job table: {} (run `manage-timers generate --out {}`)",
+            out.display(),
+            drift.join(", "),
+            out.display()
+        );
+        println!(
+            "{} units in {} match the job table",
+            rendered.len(),
+            out.display()
+        );
+        return Ok(());
+    }
+    fs::create_dir_all(out)
+        .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", out.display()))?;
+    for unit in &rendered {
+        write_if_changed(&out.join(&unit.name), &unit.content, 0o644)?;
+    }
+    println!("wrote {} units to {}", rendered.len(), out.display());
+    Ok(())
+}
+
+/// Write a file when its content differs; returns whether it changed.
+fn write_if_changed(path: &Path, content: &str, mode: u32) -> anyhow::Result<bool> {
+    if fs::read_to_string(path).ok().as_deref() == Some(content) {
+        return Ok(false);
+    }
+    fs::write(path, content)
+        .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    Ok(true)
+}
+
+fn ids(user: &str) -> anyhow::Result<(u32, u32)> {
+    let uid = system::run("id", &["-u", user])?.trim().parse()?;
+    let gid = system::run("id", &["-g", user])?.trim().parse()?;
+    Ok((uid, gid))
+}
+
+/// A directory with an owner and a mode; reports what it did.
+fn ensure_dir(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    report: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let existed = path.is_dir();
+    fs::create_dir_all(path)
+        .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| anyhow::anyhow!("cannot chown `{}`: {e}", path.display()))?;
+    }
+    if !existed {
+        report.push(format!("created {} ({:o})", path.display(), mode));
+    }
+    Ok(())
+}
+
+pub fn install(
+    args: &LayoutArgs,
+    binaries: Option<&Path>,
+    force: bool,
+    no_enable: bool,
+) -> anyhow::Result<()> {
+    let scope = args.scope();
+    system::require_root("install", scope)?;
+    let layout = args.layout()?;
+    let unit_dir = args.unit_dir()?;
+    let mut report = Vec::new();
+
+    // The user and the tree: secrets readable by root only (systemd reads them), logs and
+    // state writable by the jobs, everything else read-only for them.
+    let owner = match &layout.user {
+        Some(user) => {
+            if !system::user_exists(user) {
+                system::run(
+                    "useradd",
+                    &[
+                        "--system",
+                        "--user-group",
+                        "--home-dir",
+                        &layout.prefix.display().to_string(),
+                        "--no-create-home",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        user,
+                    ],
+                )?;
+                report.push(format!("created system user {user}"));
+            }
+            Some(ids(user)?)
+        }
+        None => None,
+    };
+    let root = owner.map(|_| (0, 0));
+    ensure_dir(&layout.prefix, 0o755, root, &mut report)?;
+    ensure_dir(&layout.bin(), 0o755, root, &mut report)?;
+    ensure_dir(&layout.secrets(), 0o700, root, &mut report)?;
+    ensure_dir(&layout.logs(), 0o750, owner, &mut report)?;
+    ensure_dir(&layout.state(), 0o700, owner, &mut report)?;
+    let mut env_files: Vec<&str> = JOBS.iter().map(|j| j.env_file).collect();
+    env_files.dedup();
+    for env_file in env_files {
+        let path = layout.prefix.join(env_file);
+        if !path.exists() {
+            fs::write(
+                &path,
+                "# KEY=VALUE settings of this job; see docs/configuration.md.\n",
+            )?;
+            report.push(format!(
+                "created {} (0600, fill in the settings)",
+                path.display()
+            ));
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+    }
+    if let Some(dir) = binaries {
+        for name in BINARIES {
+            let from = dir.join(name);
+            if !from.exists() {
+                return Err(config_error(format!(
+                    "`--binaries {}` has no `{name}`",
+                    dir.display()
+                )));
+            }
+            let to = layout.bin().join(name);
+            if fs::read(&to).ok() != Some(fs::read(&from)?) {
+                // Copy to a temporary name and rename: a running job keeps its old binary.
+                let tmp = to.with_extension("new");
+                fs::copy(&from, &tmp)?;
+                fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+                fs::rename(&tmp, &to)?;
+                report.push(format!("installed {}", to.display()));
+            }
+        }
+    }
+
+    fs::create_dir_all(&unit_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", unit_dir.display()))?;
+    let rendered = units::render_all(&layout);
+    for unit in &rendered {
+        let path = unit_dir.join(&unit.name);
+        if let Ok(existing) = fs::read_to_string(&path)
+            && !existing.contains(MANAGED_MARKER)
+            && !force
+        {
+            return Err(config_error(format!(
+                "refusing to overwrite `{}`: manage-timers did not write it (move it away or pass --force)",
+                path.display()
+            )));
+        }
+        if write_if_changed(&path, &unit.content, 0o644)? {
+            report.push(format!("wrote {}", path.display()));
+        }
+    }
+
+    if system::systemd_running() || scope == Scope::User {
+        system::systemctl(scope, &["daemon-reload"])?;
+        report.push("reloaded systemd".to_owned());
+    } else {
+        report.push(
+            "systemd is not running here: units written, nothing reloaded or started".to_owned(),
+        );
+    }
+    if !no_enable {
+        for job in JOBS.iter().filter(|j| j.enabled_by_default) {
+            let unit = if job.is_timer() {
+                format!("{}.timer", job.name)
+            } else {
+                format!("{}.service", job.name)
+            };
+            let mut cmd = vec!["enable"];
+            if system::systemd_running() || scope == Scope::User {
+                cmd.push("--now");
+            }
+            cmd.push(&unit);
+            system::systemctl(scope, &cmd)?;
+            report.push(format!("enabled {unit}"));
+        }
+    }
+    for line in &report {
+        println!("{line}");
+    }
+    println!(
+        "install complete: {} units in {}, prefix {}; fill in {}/*.env, then `manage-timers status`",
+        rendered.len(),
+        unit_dir.display(),
+        layout.prefix.display(),
+        layout.secrets().display()
+    );
+    Ok(())
+}
+
+pub fn uninstall(args: &LayoutArgs) -> anyhow::Result<()> {
+    let scope = args.scope();
+    system::require_root("uninstall", scope)?;
+    let unit_dir = args.unit_dir()?;
+    let layout = args.layout()?;
+    let ours: Vec<(UnitFile, PathBuf)> = units::render_all(&layout)
+        .into_iter()
+        .map(|u| {
+            let path = unit_dir.join(&u.name);
+            (u, path)
+        })
+        .filter(|(_, path)| fs::read_to_string(path).is_ok_and(|c| c.contains(MANAGED_MARKER)))
+        .collect();
+    let running = system::systemd_running() || scope == Scope::User;
+    for (unit, path) in &ours {
+        if running && !unit.name.contains('@') {
+            // Not all of them are enabled or running: failures here are not errors.
+            let _ = system::systemctl(scope, &["disable", "--now", &unit.name]);
+        }
+        fs::remove_file(path)?;
+        println!("removed {}", path.display());
+    }
+    if running {
+        system::systemctl(scope, &["daemon-reload"])?;
+    }
+    println!(
+        "uninstalled {} units; kept {} (secrets, logs, state, binaries) and the `etl` user",
+        ours.len(),
+        layout.prefix.display()
+    );
+    Ok(())
+}
