@@ -44,3 +44,139 @@ pub fn binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// A real systemd booted as PID 1 of a private PID + mount namespace, for end-to-end tests.
+///
+/// The host is never changed: `/etc` is an overlay whose writes land in a tmpfs (units,
+/// `useradd`), `/run`, `/tmp`, `/var/tmp`, `/opt`, `/var/log`, `/var/lib/systemd`, `/root`
+/// are fresh tmpfs (otherwise systemd-tmpfiles would wipe the host's `/tmp`), and `/dev` is a
+/// private tmpfs with the few device nodes bound in. The host's unit enablement links are
+/// dropped inside, so only our units run. Mounts use `mount -n` (no utab on the host).
+pub struct Machine {
+    unshare: std::process::Child,
+    /// The host PID of the namespace's systemd.
+    pub pid: u32,
+}
+
+const BOOT: &str = r#"
+set -e
+M="mount -n"
+$M -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/etc-upper /run/etc-work /run/dev
+$M -t overlay overlay -o lowerdir=/etc,upperdir=/run/etc-upper,workdir=/run/etc-work /etc
+$M -t tmpfs -o mode=1777 tmpfs /tmp
+$M -t tmpfs -o mode=1777 tmpfs /var/tmp
+for d in /opt /var/log /var/lib/systemd; do mkdir -p "$d" 2>/dev/null || true; $M -t tmpfs -o mode=755 tmpfs "$d"; done
+$M -t tmpfs -o mode=700 tmpfs /root
+$M -t tmpfs -o mode=755 tmpfs /run/dev
+for n in null zero full random urandom tty; do touch /run/dev/$n; $M --bind /dev/$n /run/dev/$n; done
+mkdir /run/dev/pts /run/dev/shm
+$M --bind /dev/pts /run/dev/pts
+$M -t tmpfs -o mode=1777 tmpfs /run/dev/shm
+ln -s /proc/self/fd /run/dev/fd
+ln -s /proc/self/fd/0 /run/dev/stdin
+ln -s /proc/self/fd/1 /run/dev/stdout
+ln -s /proc/self/fd/2 /run/dev/stderr
+ln -s pts/ptmx /run/dev/ptmx
+$M --move /run/dev /dev
+find /etc/systemd/system -mindepth 1 -maxdepth 1 ! -name '*.d' -exec rm -rf {} +
+export container=zakaz-e2e
+exec /lib/systemd/systemd --system --show-status=no --log-target=journal
+"#;
+
+impl Machine {
+    /// Boot and wait (bounded) until `systemctl is-system-running` says running.
+    pub fn boot(log: &std::path::Path) -> anyhow::Result<Machine> {
+        let log_file = std::fs::File::create(log)?;
+        let unshare = std::process::Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount",
+                "--mount-proc",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                BOOT,
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot run `unshare`: {e}"))?;
+        let children = format!("/proc/{0}/task/{0}/children", unshare.id());
+        let mut machine = Machine { unshare, pid: 0 };
+        for _ in 0..200 {
+            if let Some(pid) = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            {
+                machine.pid = pid;
+                break;
+            }
+            if let Some(status) = machine.unshare.try_wait()? {
+                anyhow::bail!(
+                    "the namespace exited at once ({status}): see {}",
+                    log.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        anyhow::ensure!(machine.pid != 0, "no systemd appeared in the namespace");
+        let mut state = String::new();
+        for _ in 0..240 {
+            let out = machine.exec(&["systemctl", "is-system-running"]);
+            state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if state == "running" || state == "degraded" {
+                return Ok(machine);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        anyhow::bail!(
+            "systemd did not reach `running` (last state `{state}`): see {}",
+            log.display()
+        )
+    }
+
+    /// Run a command inside, with a clean environment.
+    pub fn exec(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("nsenter")
+            .args([
+                "-t",
+                &self.pid.to_string(),
+                "-p",
+                "-m",
+                "--",
+                "env",
+                "-i",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG=C.UTF-8",
+            ])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("nsenter runs")
+    }
+
+    /// A path inside the machine, as seen from the host (through /proc).
+    pub fn path(&self, inside: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{inside}", self.pid))
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if self.pid != 0 {
+            let _ = self.exec(&["systemctl", "poweroff"]);
+        }
+        for _ in 0..120 {
+            if matches!(self.unshare.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}

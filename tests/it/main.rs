@@ -1,3 +1,4 @@
 //! End-to-end tests across binaries.
 
 mod configuration_docs;
+mod systemd;

@@ -153,6 +153,66 @@ fn under_systemd_lines_carry_syslog_priorities_and_no_timestamps() {
 }
 
 #[test]
+fn missing_and_unknown_names_list_the_valid_ones() {
+    let out = manage_timers(&["start"], &[]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(err.contains("`manage-timers start` needs a job name: one of qtickets, vk_ads, direct, gmail_ingest, alerts, healthcheck"), "{err}");
+    let out = manage_timers(&["logs", "qtickets-typo"], &[]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("unknown job `qtickets-typo`; valid names: qtickets, vk_ads"),
+        "{err}"
+    );
+    let out = manage_timers(&["enable", "healthcheck.timer"], &[]);
+    assert!(
+        stderr(&out).contains("`healthcheck` is a long-running service and has no timer"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn commands_that_need_root_say_so_before_doing_anything() {
+    // Run as `nobody` (util-linux's setpriv): nothing may be created.
+    let prefix = std::env::temp_dir().join(format!("zakaz-noroot-{}", std::process::id()));
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_manage-timers"))
+        .args(["install", "--prefix"])
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "`manage-timers install` changes system units and needs root: run it with sudo"
+        ),
+        "{err}"
+    );
+    assert!(!prefix.exists(), "nothing created");
+}
+
+#[test]
+fn schedule_shows_local_and_moscow_times() {
+    let out = manage_timers(&["schedule"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let vk = text.lines().find(|l| l.starts_with("vk_ads")).unwrap();
+    assert!(
+        vk.contains("*-*-* 00:00:00 Europe/Moscow")
+            && vk.contains("≤300s")
+            && vk.contains(" 00:00 MSK"),
+        "{vk}"
+    );
+    let alerts = text.lines().find(|l| l.starts_with("alerts")).unwrap();
+    assert!(alerts.contains(":00 MSK"), "{alerts}");
+}
+
+#[test]
 fn list_shows_every_job_of_the_table() {
     let out = manage_timers(&["list"], &[]);
     assert!(out.status.success());

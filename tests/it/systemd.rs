@@ -1,0 +1,395 @@
+//! The whole system in a real systemd: `manage-timers install`, timers listed with their next
+//! elapse, a service run that loads data, its journal, an `OnFailure=` alert, a timer that
+//! fires on its own, and the day-to-day commands — then the host is checked untouched.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use zakaz_core::testing::{TestDb, query_tsv};
+use zakaz_e2e::{Machine, binary};
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(machine: &Machine, args: &[&str]) -> String {
+    let out = machine.exec(args);
+    assert!(
+        out.status.success(),
+        "`{}` failed: {}",
+        args.join(" "),
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Poll `probe` until it returns Some, at most `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn host_units() -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in walk(Path::new("/etc/systemd/system")) {
+        out.push(entry);
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            out.push(p.display().to_string());
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walk(&p));
+            }
+        }
+    }
+    out
+}
+
+fn write(machine: &Machine, inside: &str, content: &str) {
+    let path = machine.path(inside);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, content).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
+    if std::env::var_os("ZAKAZ_SKIP_SYSTEMD_E2E").is_some() {
+        eprintln!("ZAKAZ_SKIP_SYSTEMD_E2E is set: the real-systemd test is skipped");
+        return;
+    }
+    let units_before = host_units();
+    let marker = std::env::temp_dir().join(format!("zakaz-e2e-host-marker-{}", std::process::id()));
+    std::fs::write(&marker, "the host's /tmp must survive").unwrap();
+
+    let (db, _ch) = TestDb::migrated().await;
+    let sandbox = api_sandbox::Server::start_local(api_sandbox::SandboxConfig::default()).unwrap();
+    let log = std::env::temp_dir().join(format!("zakaz-e2e-systemd-{}.log", std::process::id()));
+    let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
+
+    // --- install ----------------------------------------------------------------------------
+    let bin_dir = binary("manage-timers")
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let manage = "/opt/zakaz_dashboard/bin/manage-timers";
+    let install = ok(
+        &machine,
+        &[
+            &binary("manage-timers").display().to_string(),
+            "install",
+            "--binaries",
+            &bin_dir,
+        ],
+    );
+    assert!(install.contains("created system user etl"), "{install}");
+    assert!(
+        install.contains("enabled qtickets.timer")
+            && !install.contains("enabled gmail_ingest.timer"),
+        "{install}"
+    );
+    let again = ok(&machine, &[manage, "install"]);
+    assert!(
+        !again.contains("wrote ") && !again.contains("created "),
+        "idempotent: {again}"
+    );
+    let mode = |p: &str| {
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(machine.path(p)).unwrap().permissions(),
+        ) & 0o777
+    };
+    assert_eq!(mode("/opt/zakaz_dashboard/secrets"), 0o700);
+    assert_eq!(mode("/opt/zakaz_dashboard/secrets/qtickets.env"), 0o600);
+
+    // --- timers with their next elapse; gmail not enabled -----------------------------------
+    let timers: Value = serde_json::from_str(&ok(
+        &machine,
+        &["systemctl", "list-timers", "--all", "--output=json"],
+    ))
+    .unwrap();
+    let listed: Vec<&str> = timers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["unit"].as_str())
+        .collect();
+    for t in [
+        "qtickets.timer",
+        "vk_ads.timer",
+        "direct.timer",
+        "alerts.timer",
+    ] {
+        assert!(listed.contains(&t), "{t} not listed: {timers}");
+        let entry = timers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["unit"] == t)
+            .unwrap();
+        assert!(
+            entry["next"].as_u64().unwrap_or(0) > 0,
+            "{t} has no next elapse: {entry}"
+        );
+    }
+    assert!(!listed.contains(&"gmail_ingest.timer"), "{timers}");
+    assert_eq!(
+        machine
+            .exec(&["systemctl", "is-enabled", "gmail_ingest.timer"])
+            .stdout,
+        b"disabled\n"
+    );
+    let vk_next_us = timers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["unit"] == "vk_ads.timer")
+        .unwrap()["next"]
+        .as_u64()
+        .unwrap();
+    let vk_next = chrono::DateTime::from_timestamp((vk_next_us / 1_000_000) as i64, 0)
+        .unwrap()
+        .with_timezone(&chrono_tz::Europe::Moscow);
+    assert_eq!(
+        chrono::Timelike::hour(&vk_next),
+        0,
+        "vk_ads at 00:00 MSK (+ ≤5 min): {vk_next}"
+    );
+    assert!(chrono::Timelike::minute(&vk_next) < 5, "{vk_next}");
+
+    // --- a real run through systemd ------------------------------------------------------
+    let qtickets_env = format!(
+        "QTICKETS_BASE_URL={}/qtickets/api/rest/v1\nQTICKETS_TOKEN=sandbox-token\nQTICKETS_INVENTORY=false\nQTICKETS_BACKFILL_DAYS=40\nCLICKHOUSE_DB={}\n",
+        sandbox.base_url, db.name
+    );
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/qtickets.env",
+        &qtickets_env,
+    );
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/alerts.env",
+        &format!(
+            "TELEGRAM_API_URL={}/telegram\nTELEGRAM_BOT_TOKEN=sandbox-token\nTELEGRAM_CHAT_ID=-100123\nCLICKHOUSE_DB={}\n",
+            sandbox.base_url, db.name
+        ),
+    );
+    ok(&machine, &["systemctl", "start", "qtickets.service"]);
+    let runs = query_tsv(&format!(
+        "SELECT status, rows_processed > 0 FROM `{}`.meta_job_runs WHERE job = 'qtickets'",
+        db.name
+    ));
+    assert_eq!(runs, "ok\t1\n");
+    let facts = query_tsv(&format!(
+        "SELECT count() > 0 FROM `{}`.fact_qtickets_sales_daily",
+        db.name
+    ));
+    assert_eq!(facts, "1\n");
+
+    // --- its journal, through manage-timers and journalctl ----------------------------------
+    let logs = ok(&machine, &[manage, "logs", "qtickets", "-n", "50"]);
+    assert!(logs.contains("run finished"), "{logs}");
+    let journal = ok(
+        &machine,
+        &["journalctl", "-u", "qtickets.service", "--no-pager"],
+    );
+    assert!(
+        journal.contains("run finished") && journal.contains("mode backfill"),
+        "{journal}"
+    );
+    let errors = ok(
+        &machine,
+        &[
+            "journalctl",
+            "-u",
+            "qtickets.service",
+            "-p",
+            "err",
+            "--no-pager",
+            "-o",
+            "cat",
+        ],
+    );
+    assert!(
+        !errors.contains("run finished"),
+        "info lines are not errors: {errors}"
+    );
+
+    // --- a failure starts its OnFailure= alert ----------------------------------------------
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/qtickets.env",
+        &qtickets_env.replace(
+            "QTICKETS_TOKEN=sandbox-token",
+            "QTICKETS_TOKEN=revoked-token",
+        ),
+    );
+    let failed = machine.exec(&["systemctl", "start", "qtickets.service"]);
+    assert!(!failed.status.success(), "the run must fail");
+    let alert = wait_for(
+        "the OnFailure alert in Telegram",
+        Duration::from_secs(60),
+        || {
+            sandbox
+                .sandbox()
+                .state()
+                .telegram_messages
+                .iter()
+                .map(|m| m.text.clone())
+                .find(|t| t.contains("qtickets.service failed"))
+        },
+    );
+    assert!(alert.contains("result exit-code"), "{alert}");
+    assert!(
+        alert.contains("QTICKETS_TOKEN"),
+        "the last log lines name the setting: {alert}"
+    );
+    assert!(
+        !alert.contains("revoked-token"),
+        "no secret in the alert: {alert}"
+    );
+    let errors = ok(
+        &machine,
+        &[
+            "journalctl",
+            "-u",
+            "qtickets.service",
+            "-p",
+            "err",
+            "--no-pager",
+            "-o",
+            "cat",
+        ],
+    );
+    assert!(
+        errors.contains("QTickets rejected the token"),
+        "`journalctl -p err` finds the error: {errors}"
+    );
+
+    // --- a timer fires on its own -------------------------------------------------------------
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/qtickets.env",
+        &qtickets_env,
+    );
+    write(
+        &machine,
+        "/etc/systemd/system/qtickets.timer.d/test-schedule.conf",
+        "[Timer]\nOnCalendar=\nOnCalendar=*:*:0/10\nRandomizedDelaySec=0\nAccuracySec=1s\n",
+    );
+    ok(&machine, &["systemctl", "daemon-reload"]);
+    ok(&machine, &["systemctl", "reset-failed", "qtickets.service"]);
+    ok(&machine, &["systemctl", "restart", "qtickets.timer"]);
+    wait_for(
+        "the timer to start qtickets.service by itself",
+        Duration::from_secs(90),
+        || {
+            let n = query_tsv(&format!(
+                "SELECT count() FROM `{}`.meta_job_runs WHERE job = 'qtickets' AND status = 'ok'",
+                db.name
+            ));
+            (n.trim().parse::<u32>().unwrap_or(0) >= 2).then_some(())
+        },
+    );
+    std::fs::remove_file(machine.path("/etc/systemd/system/qtickets.timer.d/test-schedule.conf"))
+        .unwrap();
+    ok(&machine, &["systemctl", "daemon-reload"]);
+
+    // --- disable / enable / status / schedule -----------------------------------------------
+    let out = ok(&machine, &[manage, "disable", "qtickets"]);
+    assert!(out.contains("disabled qtickets.timer"), "{out}");
+    assert_eq!(
+        machine
+            .exec(&["systemctl", "is-enabled", "qtickets.timer"])
+            .stdout,
+        b"disabled\n"
+    );
+    assert_eq!(
+        machine
+            .exec(&["systemctl", "is-active", "qtickets.timer"])
+            .stdout,
+        b"inactive\n"
+    );
+    let out = ok(&machine, &[manage, "enable", "qtickets"]);
+    assert!(
+        out.contains("enabled qtickets.timer") && out.contains("next run:"),
+        "{out}"
+    );
+    assert_eq!(
+        machine
+            .exec(&["systemctl", "is-active", "qtickets.timer"])
+            .stdout,
+        b"active\n"
+    );
+    let status = ok(
+        &machine,
+        &[
+            "env",
+            &format!("CLICKHOUSE_DB={}", db.name),
+            manage,
+            "status",
+        ],
+    );
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("qtickets"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("timer enabled/active") && line.contains("ok at "),
+        "{status}"
+    );
+    let gmail = status
+        .lines()
+        .find(|l| l.starts_with("gmail_ingest"))
+        .unwrap_or_default();
+    assert!(gmail.contains("timer disabled/inactive"), "{status}");
+    let schedule = ok(&machine, &[manage, "schedule"]);
+    assert!(schedule.contains("00:10 MSK"), "{schedule}");
+    let verify = ok(&machine, &[manage, "verify"]);
+    assert!(verify.contains("units clean"), "{verify}");
+
+    // --- uninstall, power off, and the host is untouched ----------------------------------
+    let out = ok(&machine, &[manage, "uninstall"]);
+    assert!(out.contains("uninstalled 12 units"), "{out}");
+    drop(machine);
+    assert_eq!(
+        host_units(),
+        units_before,
+        "the host's /etc/systemd/system changed"
+    );
+    assert!(marker.exists(), "the host's /tmp was wiped");
+    std::fs::remove_file(&marker).unwrap();
+    assert!(
+        !zakaz_e2e_user_exists("etl"),
+        "the etl user leaked onto the host"
+    );
+    let _ = std::fs::remove_file(&log);
+}
+
+fn zakaz_e2e_user_exists(name: &str) -> bool {
+    std::process::Command::new("getent")
+        .args(["passwd", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
