@@ -9,6 +9,18 @@ use serde_json::Value;
 use zakaz_core::testing::{TestDb, query_tsv};
 use zakaz_e2e::{Machine, binary};
 
+/// The error-priority lines of the qtickets service, as `journalctl -p err` shows them.
+const ERROR_LINES: &[&str] = &[
+    "journalctl",
+    "-u",
+    "qtickets.service",
+    "-p",
+    "err",
+    "--no-pager",
+    "-o",
+    "cat",
+];
+
 fn text(out: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -218,19 +230,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         journal.contains("run finished") && journal.contains("mode backfill"),
         "{journal}"
     );
-    let errors = ok(
-        &machine,
-        &[
-            "journalctl",
-            "-u",
-            "qtickets.service",
-            "-p",
-            "err",
-            "--no-pager",
-            "-o",
-            "cat",
-        ],
-    );
+    let errors = ok(&machine, ERROR_LINES);
     assert!(
         !errors.contains("run finished"),
         "info lines are not errors: {errors}"
@@ -269,19 +269,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         !alert.contains("revoked-token"),
         "no secret in the alert: {alert}"
     );
-    let errors = ok(
-        &machine,
-        &[
-            "journalctl",
-            "-u",
-            "qtickets.service",
-            "-p",
-            "err",
-            "--no-pager",
-            "-o",
-            "cat",
-        ],
-    );
+    let errors = ok(&machine, ERROR_LINES);
     assert!(
         errors.contains("QTickets rejected the token"),
         "`journalctl -p err` finds the error: {errors}"

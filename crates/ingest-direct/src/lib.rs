@@ -1,28 +1,10 @@
 //! `ingest-direct`: Loads daily Yandex Direct statistics into ClickHouse.
 //!
-//! Not built yet: the command parses the common settings and says so. Its design is in
-//! `docs/architecture.md`; the shared pieces it will use live in `zakaz-core`.
+//! Not built yet (no issue has asked for it): the command accepts the common settings and
+//! says so. The shared pieces it will use (settings, ClickHouse, journal, HTTP retries, the
+//! job table) are in `zakaz-core`.
 
-use clap::Parser;
-use zakaz_core::cli::{CommonArgs, JobCli};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "ingest-direct",
-    version,
-    about = "Loads daily Yandex Direct statistics into ClickHouse"
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub common: CommonArgs,
-}
-
-impl JobCli for Cli {
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-}
-
-pub async fn run(_cli: Cli) -> anyhow::Result<()> {
-    anyhow::bail!("`ingest-direct` is not implemented yet")
-}
+zakaz_core::placeholder_binary!(
+    "ingest-direct",
+    "Loads daily Yandex Direct statistics into ClickHouse"
+);
