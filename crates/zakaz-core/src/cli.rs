@@ -187,6 +187,35 @@ fn env_of(cmd: &clap::Command, long: &str) -> Option<String> {
     cmd.get_subcommands().find_map(|sub| env_of(sub, long))
 }
 
+/// The whole library part of a binary whose job is not built yet: it accepts the common
+/// settings (so `--help` and the configuration reference work) and exits 78 with one line,
+/// which systemd units do not retry.
+#[macro_export]
+macro_rules! placeholder_binary {
+    ($name:literal, $about:literal) => {
+        #[derive(Debug, clap::Parser)]
+        #[command(name = $name, version, about = $about)]
+        pub struct Cli {
+            #[command(flatten)]
+            pub common: $crate::cli::CommonArgs,
+        }
+
+        impl $crate::cli::JobCli for Cli {
+            fn common(&self) -> &$crate::cli::CommonArgs {
+                &self.common
+            }
+        }
+
+        pub async fn run(_cli: Cli) -> anyhow::Result<()> {
+            Err($crate::error::config_error(concat!(
+                "`",
+                $name,
+                "` is not built yet; its timer can stay enabled, every run says so and alerts once"
+            )))
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,33 +283,4 @@ mod tests {
                 .starts_with("error: cannot read env file `/nonexistent/x.env`")
         );
     }
-}
-
-/// The whole library part of a binary whose job is not built yet: it accepts the common
-/// settings (so `--help` and the configuration reference work) and exits 78 with one line,
-/// which systemd units do not retry.
-#[macro_export]
-macro_rules! placeholder_binary {
-    ($name:literal, $about:literal) => {
-        #[derive(Debug, clap::Parser)]
-        #[command(name = $name, version, about = $about)]
-        pub struct Cli {
-            #[command(flatten)]
-            pub common: $crate::cli::CommonArgs,
-        }
-
-        impl $crate::cli::JobCli for Cli {
-            fn common(&self) -> &$crate::cli::CommonArgs {
-                &self.common
-            }
-        }
-
-        pub async fn run(_cli: Cli) -> anyhow::Result<()> {
-            Err($crate::error::config_error(concat!(
-                "`",
-                $name,
-                "` is not built yet; its timer can stay enabled, every run says so and alerts once"
-            )))
-        }
-    };
 }
