@@ -4,7 +4,8 @@
 //! an HTML 404. Every order's life (payment, cancellation, refunds) is generated up front;
 //! the sandbox clock decides which part of it is visible.
 
-use chrono::{FixedOffset, TimeZone};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
 
 use crate::http::{Req, Resp};
@@ -343,122 +344,365 @@ impl QData {
 
 /// `2025-05-01T10:00:00+03:00` in the given offset.
 pub fn iso(t: i64, offset_hours: i32) -> String {
-    let tz = FixedOffset::east_opt(offset_hours * 3600).expect("valid offset");
-    tz.timestamp_opt(t, 0)
-        .single()
-        .expect("valid timestamp")
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string()
+    Iso(t, offset_hours).to_string()
+}
+
+/// A timestamp with its city's offset, written without chrono's format parser: order pages
+/// carry about twenty of them per order.
+#[derive(Clone, Copy)]
+pub struct Iso(pub i64, pub i32);
+
+impl std::fmt::Display for Iso {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let local = chrono::DateTime::from_timestamp(self.0 + i64::from(self.1) * 3600, 0)
+            .expect("valid timestamp")
+            .naive_utc();
+        use chrono::{Datelike, Timelike};
+        let sign = if self.1 < 0 { '-' } else { '+' };
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:00",
+            local.year(),
+            local.month(),
+            local.day(),
+            local.hour(),
+            local.minute(),
+            local.second(),
+            self.1.abs()
+        )
+    }
+}
+
+impl Serialize for Iso {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Money as QTickets writes it: an integer when whole, a float otherwise.
-pub fn money(cents: i64) -> Value {
-    if cents % 100 == 0 {
-        json!(cents / 100)
-    } else {
-        json!(cents as f64 / 100.0)
+#[derive(Clone, Copy)]
+pub struct Money(pub i64);
+
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 100 == 0 {
+            s.serialize_i64(self.0 / 100)
+        } else {
+            s.serialize_f64(self.0 as f64 / 100.0)
+        }
     }
+}
+
+pub fn money(cents: i64) -> Value {
+    serde_json::to_value(Money(cents)).expect("money serialises")
 }
 
 fn opt_time(t: Option<i64>, offset: i32) -> Value {
     t.map_or(Value::Null, |t| json!(iso(t, offset)))
 }
 
-pub fn order_json(data: &QData, order: &Order, now: i64) -> Value {
+/// `utm`: an object when filled, `[]` when empty (the real quirk).
+struct Utm<'a>(Option<&'a [String; 5]>);
+
+impl Serialize for Utm<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => s.serialize_seq(Some(0))?.end(),
+            Some(tags) => {
+                let mut m = s.serialize_map(Some(5))?;
+                for (k, v) in [
+                    "utm_source",
+                    "utm_medium",
+                    "utm_campaign",
+                    "utm_content",
+                    "utm_term",
+                ]
+                .iter()
+                .zip(tags)
+                {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
+            }
+        }
+    }
+}
+
+/// `reserved`: a bool or 0/1; `integrations`: `[]` or an object.
+enum Loose {
+    Bool(bool),
+    Int(u8),
+    EmptyList,
+    Lead(u64),
+}
+
+impl Serialize for Loose {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Loose::Bool(b) => s.serialize_bool(*b),
+            Loose::Int(i) => s.serialize_u8(*i),
+            Loose::EmptyList => s.serialize_seq(Some(0))?.end(),
+            Loose::Lead(id) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("amocrm", &json!({"lead_id": id}))?;
+                m.end()
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ClientDetails {
+    name: &'static str,
+    surname: &'static str,
+    middlename: &'static str,
+    phone: String,
+}
+
+#[derive(Serialize)]
+struct Client {
+    id: u64,
+    email: String,
+    details: ClientDetails,
+}
+
+#[derive(Serialize)]
+struct BasketOut {
+    id: u64,
+    show_id: u64,
+    seat_id: String,
+    seat_name: String,
+    price: Money,
+    original_price: Money,
+    discount_value: Money,
+    quantity: u32,
+    barcode: Option<String>,
+    checked_at: Option<Iso>,
+    created_at: Iso,
+    updated_at: Iso,
+    deleted_at: Option<Iso>,
+    refunded_at: Option<Iso>,
+    refunded_amount: Option<Money>,
+    client_name: &'static str,
+    client_surname: &'static str,
+    client_email: String,
+    client_phone: String,
+}
+
+#[derive(Serialize)]
+struct RefundOut {
+    basket_id: u64,
+    amount: Money,
+    created_at: Option<Iso>,
+}
+
+/// An order as the API serves it (34 keys).
+#[derive(Serialize)]
+pub struct OrderOut<'a> {
+    id: u64,
+    uniqid: String,
+    site_id: u32,
+    payed: bool,
+    payed_at: Option<Iso>,
+    created_at: Iso,
+    updated_at: Iso,
+    deleted_at: Option<Iso>,
+    client_id: u64,
+    client: Client,
+    event_id: u64,
+    price: Money,
+    original_price: Money,
+    currency_id: &'static str,
+    utm: Utm<'a>,
+    custom: Option<()>,
+    fields: [(); 0],
+    integrations: Loose,
+    reserved: Loose,
+    refunds: Vec<RefundOut>,
+    baskets: Vec<BasketOut>,
+    payment_method: &'static str,
+    card_mask: &'static str,
+    promo_code: Option<()>,
+    comment: Option<()>,
+    lang: &'static str,
+    source: &'static str,
+    is_test: bool,
+    ip: &'static str,
+    user_agent: &'static str,
+    referer: Option<()>,
+    discount_id: Option<()>,
+    tickets_count: usize,
+    paid_amount: Money,
+}
+
+pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
     let event = &data.events[order.event];
     let offset = CITIES[event.city].offset_hours;
+    let at = |t: i64| Iso(t, offset);
     let view = order.view(now);
     let paid = view.payed_at.is_some();
-    let baskets: Vec<Value> = order
+    let email = format!("client{}@example.com", order.client_id);
+    let phone = format!("+7999{:07}", order.client_id);
+    let baskets = order
         .baskets
         .iter()
         .map(|b| {
             let refunded_at = b.refunded_at.filter(|t| *t <= now);
-            let show = event.shows.iter().find(|s| s.id == b.show_id).expect("basket show");
+            let show = event
+                .shows
+                .iter()
+                .find(|s| s.id == b.show_id)
+                .expect("basket show");
             let zone = &show.zones[b.zone];
-            json!({
-                "id": b.id,
-                "show_id": b.show_id,
-                "seat_id": format!("{}-{};{}", zone.id, b.row, b.place),
-                "seat_name": if zone.admission { zone.name.clone() } else { format!("{}, ряд {}, место {}", zone.name, b.row, b.place) },
-                "price": money(b.price_cents),
-                "original_price": money(b.original_cents),
-                "discount_value": money(b.original_cents - b.price_cents),
-                "quantity": 1,
-                "barcode": if paid { json!(b.barcode) } else { Value::Null },
-                "checked_at": Value::Null,
-                "created_at": iso(order.created, offset),
-                "updated_at": iso([Some(order.created), view.payed_at, view.deleted_at, refunded_at].into_iter().flatten().max().unwrap_or(order.created), offset),
-                "deleted_at": opt_time(view.deleted_at, offset),
-                "refunded_at": opt_time(refunded_at, offset),
-                "refunded_amount": if refunded_at.is_some() { money(b.refund_cents) } else { Value::Null },
-                "client_name": "Иван",
-                "client_surname": "Петров",
-                "client_email": format!("client{}@example.com", order.client_id),
-                "client_phone": format!("+7999{:07}", order.client_id),
-            })
+            let updated = [
+                Some(order.created),
+                view.payed_at,
+                view.deleted_at,
+                refunded_at,
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(order.created);
+            BasketOut {
+                id: b.id,
+                show_id: b.show_id,
+                seat_id: format!("{}-{};{}", zone.id, b.row, b.place),
+                seat_name: if zone.admission {
+                    zone.name.clone()
+                } else {
+                    format!("{}, ряд {}, место {}", zone.name, b.row, b.place)
+                },
+                price: Money(b.price_cents),
+                original_price: Money(b.original_cents),
+                discount_value: Money(b.original_cents - b.price_cents),
+                quantity: 1,
+                barcode: paid.then(|| b.barcode.clone()),
+                checked_at: None,
+                created_at: at(order.created),
+                updated_at: at(updated),
+                deleted_at: view.deleted_at.map(at),
+                refunded_at: refunded_at.map(at),
+                refunded_amount: refunded_at.map(|_| Money(b.refund_cents)),
+                client_name: "Иван",
+                client_surname: "Петров",
+                client_email: email.clone(),
+                client_phone: phone.clone(),
+            }
         })
         .collect();
-    let refunds: Vec<Value> = order
+    let refunds = order
         .baskets
         .iter()
         .filter(|b| b.refunded_at.is_some_and(|t| t <= now))
-        .map(|b| json!({"basket_id": b.id, "amount": money(b.refund_cents), "created_at": opt_time(b.refunded_at, offset)}))
+        .map(|b| RefundOut {
+            basket_id: b.id,
+            amount: Money(b.refund_cents),
+            created_at: b.refunded_at.map(at),
+        })
         .collect();
     let price: i64 = order.baskets.iter().map(|b| b.price_cents).sum();
     let original: i64 = order.baskets.iter().map(|b| b.original_cents).sum();
-    let utm = match &order.utm {
-        None => json!([]),
-        Some([source, medium, campaign, content, term]) => json!({
-            "utm_source": source, "utm_medium": medium, "utm_campaign": campaign,
-            "utm_content": content, "utm_term": term,
-        }),
-    };
-    let reserved = match order.reserved_style {
-        0 => json!(false),
-        1 => json!(0),
-        _ => json!(!paid && view.deleted_at.is_none()),
-    };
-    json!({
-        "id": order.id,
-        "uniqid": format!("{:x}", order.id * 2_654_435_761 % 0xffff_ffff),
-        "site_id": 1,
-        "payed": paid,
-        "payed_at": opt_time(view.payed_at, offset),
-        "created_at": iso(order.created, offset),
-        "updated_at": iso(view.updated_at, offset),
-        "deleted_at": opt_time(view.deleted_at, offset),
-        "client_id": order.client_id,
-        "client": {
-            "id": order.client_id,
-            "email": format!("client{}@example.com", order.client_id),
-            "details": {"name": "Иван", "surname": "Петров", "middlename": "Сергеевич", "phone": format!("+7999{:07}", order.client_id)}
+    OrderOut {
+        id: order.id,
+        uniqid: format!("{:x}", order.id * 2_654_435_761 % 0xffff_ffff),
+        site_id: 1,
+        payed: paid,
+        payed_at: view.payed_at.map(at),
+        created_at: at(order.created),
+        updated_at: at(view.updated_at),
+        deleted_at: view.deleted_at.map(at),
+        client_id: order.client_id,
+        client: Client {
+            id: order.client_id,
+            email,
+            details: ClientDetails {
+                name: "Иван",
+                surname: "Петров",
+                middlename: "Сергеевич",
+                phone,
+            },
         },
-        "event_id": event.id,
-        "price": money(price),
-        "original_price": money(original),
-        "currency_id": "RUB",
-        "utm": utm,
-        "custom": Value::Null,
-        "fields": [],
-        "integrations": if order.id.is_multiple_of(2) { json!([]) } else { json!({"amocrm": {"lead_id": order.id}}) },
-        "reserved": reserved,
-        "refunds": refunds,
-        "baskets": baskets,
-        "payment_method": "card",
-        "card_mask": "427600******1234",
-        "promo_code": Value::Null,
-        "comment": Value::Null,
-        "lang": "ru",
-        "source": "widget",
-        "is_test": false,
-        "ip": "192.0.2.10",
-        "user_agent": "Mozilla/5.0",
-        "referer": Value::Null,
-        "discount_id": Value::Null,
-        "tickets_count": order.baskets.len(),
-        "paid_amount": if paid { money(price) } else { json!(0) },
-    })
+        event_id: event.id,
+        price: Money(price),
+        original_price: Money(original),
+        currency_id: "RUB",
+        utm: Utm(order.utm.as_ref()),
+        custom: None,
+        fields: [],
+        integrations: if order.id.is_multiple_of(2) {
+            Loose::EmptyList
+        } else {
+            Loose::Lead(order.id)
+        },
+        reserved: match order.reserved_style {
+            0 => Loose::Bool(false),
+            1 => Loose::Int(0),
+            _ => Loose::Bool(!paid && view.deleted_at.is_none()),
+        },
+        refunds,
+        baskets,
+        payment_method: "card",
+        card_mask: "427600******1234",
+        promo_code: None,
+        comment: None,
+        lang: "ru",
+        source: "widget",
+        is_test: false,
+        ip: "192.0.2.10",
+        user_agent: "Mozilla/5.0",
+        referer: None,
+        discount_id: None,
+        tickets_count: order.baskets.len(),
+        paid_amount: Money(if paid { price } else { 0 }),
+    }
+}
+
+pub fn order_json(data: &QData, order: &Order, now: i64) -> Value {
+    serde_json::to_value(order_out(data, order, now)).expect("orders serialise")
+}
+
+/// A page of orders, serialised straight from the typed rows.
+fn order_page(
+    data: &QData,
+    orders: &mut dyn Iterator<Item = &Order>,
+    now: i64,
+    page: usize,
+    total: usize,
+) -> Resp {
+    #[derive(Serialize)]
+    struct Paging {
+        #[serde(rename = "perPage")]
+        per_page: usize,
+        #[serde(rename = "currentPage")]
+        current_page: usize,
+        total: usize,
+    }
+    #[derive(Serialize)]
+    struct PageOut<'a> {
+        data: Vec<OrderOut<'a>>,
+        paging: Paging,
+    }
+    let out = PageOut {
+        data: orders
+            .skip((page - 1) * ORDERS_PER_PAGE)
+            .take(ORDERS_PER_PAGE)
+            .map(|o| order_out(data, o, now))
+            .collect(),
+        paging: Paging {
+            per_page: ORDERS_PER_PAGE,
+            current_page: page,
+            total,
+        },
+    };
+    Resp {
+        status: 200,
+        headers: vec![(
+            "Content-Type".into(),
+            "application/json; charset=utf-8".into(),
+        )],
+        body: serde_json::to_vec(&out).expect("pages serialise"),
+    }
 }
 
 fn event_json(event: &Event) -> Value {
@@ -822,17 +1066,12 @@ fn list_orders(sb: &Sandbox, body: &Value, now: i64) -> Resp {
             }
         }
         let desc = body.pointer("/orderBy/id").and_then(Value::as_str) == Some("desc");
-        let ordered: Box<dyn Iterator<Item = &Order>> = if desc {
+        let mut ordered: Box<dyn Iterator<Item = &Order>> = if desc {
             Box::new(candidates.iter().rev())
         } else {
             Box::new(candidates.iter())
         };
-        let items = ordered
-            .skip((page - 1) * ORDERS_PER_PAGE)
-            .take(ORDERS_PER_PAGE)
-            .map(|o| order_json(data, o, now))
-            .collect();
-        return Resp::json(200, &paged(items, ORDERS_PER_PAGE, page, candidates.len()));
+        return order_page(data, &mut ordered, now, page, candidates.len());
     }
     let mut hits: Vec<(&Order, OrderView)> = Vec::new();
     for order in candidates {
@@ -856,11 +1095,6 @@ fn list_orders(sb: &Sandbox, body: &Value, now: i64) -> Resp {
             hits.reverse();
         }
     }
-    let items = hits
-        .iter()
-        .skip((page - 1) * ORDERS_PER_PAGE)
-        .take(ORDERS_PER_PAGE)
-        .map(|(o, _)| order_json(data, o, now))
-        .collect();
-    Resp::json(200, &paged(items, ORDERS_PER_PAGE, page, hits.len()))
+    let total = hits.len();
+    order_page(data, &mut hits.iter().map(|(o, _)| *o), now, page, total)
 }
