@@ -86,3 +86,52 @@ pub fn json_of(resp: Response) -> Value {
     let text = resp.text().unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+mod binary {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn the_binary_prints_its_urls_serves_and_stops_on_sigterm() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_api-sandbox"))
+            .args(["--listen", "127.0.0.1:0", "--seed", "7", "--events", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let urls: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+        let events = reqwest::blocking::Client::new()
+            .get(format!("{}/events", urls["qtickets"].as_str().unwrap()))
+            .bearer_auth("sandbox-token")
+            .send()
+            .unwrap();
+        assert_eq!(
+            events.json::<serde_json::Value>().unwrap()["paging"]["total"],
+            3
+        );
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = child.wait().unwrap();
+        assert!(status.success(), "stops cleanly on SIGTERM: {status}");
+    }
+
+    #[test]
+    fn a_non_loopback_address_needs_an_explicit_flag() {
+        let out = Command::new(env!("CARGO_BIN_EXE_api-sandbox"))
+            .args(["--listen", "0.0.0.0:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not a loopback address"));
+    }
+}

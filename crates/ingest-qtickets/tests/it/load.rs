@@ -33,6 +33,30 @@ async fn totals_equal_an_independent_computation_and_reruns_change_nothing() {
     env.run_ok(&["--since", &since, "--until", &until]);
     assert_eq!(env.facts(), facts);
 
+    // The UTM breakdown adds up to the daily totals.
+    let by_utm = env.query("SELECT sum(tickets_sold), sum(net_revenue), sum(orders) FROM {db}.fact_qtickets_sales_utm_daily FINAL");
+    let daily = env.query("SELECT sum(tickets_sold), sum(net_revenue), sum(orders) FROM {db}.fact_qtickets_sales_daily FINAL");
+    assert_eq!(by_utm, daily);
+    let tagged = env.query(
+        "SELECT count() > 0 FROM {db}.fact_qtickets_sales_utm_daily FINAL WHERE utm_source != ''",
+    );
+    assert_eq!(tagged, "1\n");
+
+    // Events: city and time zone from the city object; deleted ones kept and marked.
+    let sandbox = env.sandbox.sandbox();
+    let deleted = sandbox
+        .data
+        .qtickets
+        .events
+        .iter()
+        .filter(|e| e.deleted_at.is_some())
+        .count();
+    let dims = env.query("SELECT count(), countIf(is_deleted = 1), countIf(city_timezone = 'Asia/Novosibirsk' AND city = 'Новосибирск') > 0 FROM {db}.dim_events FINAL");
+    assert_eq!(
+        dims,
+        format!("{}\t{deleted}\t1\n", sandbox.data.qtickets.events.len())
+    );
+
     // No personal data in ClickHouse.
     let leaked = env.query("SELECT count() FROM {db}.stg_qtickets_orders WHERE client_hash != ''");
     assert_eq!(leaked.trim(), "0");
