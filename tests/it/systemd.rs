@@ -100,19 +100,29 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
     let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
 
     // --- install ----------------------------------------------------------------------------
-    let bin_dir = binary("manage-timers")
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
+    // Stage the binaries inside the machine: the checkout may live under a path (such as
+    // /tmp) that is private inside.
+    let stage = machine.path("/run/zakaz-binaries");
+    std::fs::create_dir_all(&stage).unwrap();
+    for name in [
+        "manage-timers",
+        "ingest-qtickets",
+        "ingest-vk",
+        "ingest-direct",
+        "ingest-gmail",
+        "alerts",
+        "healthcheck",
+    ] {
+        std::fs::copy(binary(name), stage.join(name)).unwrap();
+    }
     let manage = "/opt/zakaz_dashboard/bin/manage-timers";
     let install = ok(
         &machine,
         &[
-            &binary("manage-timers").display().to_string(),
+            "/run/zakaz-binaries/manage-timers",
             "install",
             "--binaries",
-            &bin_dir,
+            "/run/zakaz-binaries",
         ],
     );
     assert!(install.contains("created system user etl"), "{install}");
