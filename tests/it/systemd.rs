@@ -340,6 +340,34 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
             .stdout,
         b"active\n"
     );
+    let out = ok(&machine, &[manage, "stop", "qtickets"]);
+    assert!(out.contains("stopped qtickets.timer"), "{out}");
+    assert_eq!(
+        machine
+            .exec(&["systemctl", "is-active", "qtickets.timer"])
+            .stdout,
+        b"inactive\n"
+    );
+    assert_eq!(
+        machine
+            .exec(&["systemctl", "is-enabled", "qtickets.timer"])
+            .stdout,
+        b"enabled\n",
+        "stop is not disable"
+    );
+    let out = ok(&machine, &[manage, "start", "qtickets"]);
+    assert!(
+        out.contains("started qtickets.timer") && out.contains("next run:"),
+        "{out}"
+    );
+    let out = ok(&machine, &[manage, "restart", "qtickets"]);
+    assert!(out.contains("restarted qtickets.timer"), "{out}");
+    ok(&machine, &["systemctl", "reset-failed", "qtickets.service"]);
+    let out = ok(&machine, &[manage, "run", "qtickets"]);
+    assert!(
+        out.contains("run finished") && out.contains("qtickets.service finished: success"),
+        "{out}"
+    );
     let status = ok(
         &machine,
         &[

@@ -40,6 +40,29 @@ fn migrate_creates_the_schema_and_is_idempotent() {
 }
 
 #[test]
+fn env_file_settings_apply_and_the_environment_wins() {
+    let db = TestDb::empty();
+    let path = std::env::temp_dir().join(format!("zakaz-envfile-{}.env", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "# settings\nCLICKHOUSE_DB={}\nCLICKHOUSE_URL=http://127.0.0.1:9\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    let file = path.display().to_string();
+    // The file's CLICKHOUSE_DB is used; its unreachable URL loses to the environment's.
+    let out = manage_timers(
+        &["--env-file", &file, "migrate"],
+        &[("CLICKHOUSE_URL", zakaz_core::testing::clickhouse_url())],
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("database `{}`", db.name)));
+}
+
+#[test]
 fn malformed_setting_fails_with_one_line_naming_it() {
     let out = manage_timers(
         &["migrate"],

@@ -100,3 +100,46 @@ async fn freshness_view_counts_days_behind() {
     ));
     assert_eq!(row, "1\t1\n");
 }
+
+#[tokio::test]
+async fn a_later_migration_adds_a_column_once_even_when_rerun() {
+    use zakaz_core::schema::{Migration, Step, migrate_with};
+    const STEPS: &[Step] = &[Step::AddColumn {
+        table: "dim_events",
+        column: "age_limit",
+        definition: "UInt8 DEFAULT 0",
+    }];
+    let with = |extra: &[(u32, &'static str)]| -> Vec<Migration> {
+        schema::MIGRATIONS
+            .iter()
+            .map(|m| Migration {
+                version: m.version,
+                name: m.name,
+                steps: m.steps,
+            })
+            .chain(extra.iter().map(|(version, name)| Migration {
+                version: *version,
+                name,
+                steps: STEPS,
+            }))
+            .collect()
+    };
+    let (db, ch) = TestDb::migrated().await;
+    let report = migrate_with(&ch, &with(&[(999, "test: add a column")]))
+        .await
+        .unwrap();
+    assert_eq!(report.applied, vec![999]);
+    // The same column again (a second binary racing, or a re-shipped step): skipped, no error.
+    let report = migrate_with(
+        &ch,
+        &with(&[(999, "test: add a column"), (1000, "test: add it again")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.applied, vec![1000]);
+    let cols = query_tsv(&format!(
+        "SELECT count() FROM system.columns WHERE database = '{}' AND table = 'dim_events' AND name = 'age_limit'",
+        db.name
+    ));
+    assert_eq!(cols.trim(), "1");
+}
