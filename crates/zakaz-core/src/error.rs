@@ -1,8 +1,6 @@
 //! Error classes that decide a process's exit code, so units can say
 //! `RestartPreventExitStatus=78` and not retry a bad configuration every 30 seconds.
 
-use std::process::ExitCode;
-
 /// sysexits.h codes we use on purpose.
 pub mod exit {
     /// Success.
@@ -53,8 +51,4 @@ pub fn one_line(err: &anyhow::Error) -> String {
         .filter(|l| !l.is_empty())
         .collect();
     crate::secret::redact(&flat.join(" "))
-}
-
-pub fn to_exit_code(code: u8) -> ExitCode {
-    ExitCode::from(code)
 }
