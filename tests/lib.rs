@@ -66,7 +66,7 @@ mkdir -p /run/etc-upper /run/etc-work /run/dev
 $M -t overlay overlay -o lowerdir=/etc,upperdir=/run/etc-upper,workdir=/run/etc-work /etc
 $M -t tmpfs -o mode=1777 tmpfs /tmp
 $M -t tmpfs -o mode=1777 tmpfs /var/tmp
-for d in /opt /var/log /var/lib/systemd; do mkdir -p "$d" 2>/dev/null || true; $M -t tmpfs -o mode=755 tmpfs "$d"; done
+for d in /opt /home /var/log /var/lib/systemd; do mkdir -p "$d" 2>/dev/null || true; $M -t tmpfs -o mode=755 tmpfs "$d"; done
 $M -t tmpfs -o mode=700 tmpfs /root
 $M -t tmpfs -o mode=755 tmpfs /run/dev
 for n in null zero full random urandom tty; do touch /run/dev/$n; $M --bind /dev/$n /run/dev/$n; done

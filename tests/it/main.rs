@@ -2,3 +2,4 @@
 
 mod configuration_docs;
 mod systemd;
+mod user_install;

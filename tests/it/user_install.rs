@@ -1,0 +1,112 @@
+//! A per-user install (`manage-timers install --user`) in a real user manager, no root:
+//! the units land in `~/.config/systemd/user`, timers run under the user's systemd.
+
+use zakaz_e2e::{Machine, binary};
+
+fn run(machine: &Machine, args: &[&str]) -> std::process::Output {
+    machine.exec(args)
+}
+
+#[test]
+fn a_per_user_install_works_without_root() {
+    if std::env::var_os("ZAKAZ_SKIP_SYSTEMD_E2E").is_some() {
+        eprintln!("ZAKAZ_SKIP_SYSTEMD_E2E is set: skipped");
+        return;
+    }
+    let log = std::env::temp_dir().join(format!("zakaz-e2e-user-{}.log", std::process::id()));
+    let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
+    let stage = machine.path("/run/zakaz-binaries");
+    std::fs::create_dir_all(&stage).unwrap();
+    for name in [
+        "manage-timers",
+        "ingest-qtickets",
+        "ingest-vk",
+        "ingest-direct",
+        "ingest-gmail",
+        "alerts",
+        "healthcheck",
+    ] {
+        std::fs::copy(binary(name), stage.join(name)).unwrap();
+    }
+    let out = run(
+        &machine,
+        &[
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/sh",
+            "operator1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uid = String::from_utf8_lossy(&run(&machine, &["id", "-u", "operator1"]).stdout)
+        .trim()
+        .to_owned();
+    let out = run(
+        &machine,
+        &["systemctl", "start", &format!("user@{uid}.service")],
+    );
+    assert!(
+        out.status.success(),
+        "user manager: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let as_user = |args: &[&str]| {
+        let mut all = vec![
+            "setpriv",
+            "--reuid=operator1",
+            "--regid=operator1",
+            "--init-groups",
+            "env",
+        ];
+        let runtime = format!("XDG_RUNTIME_DIR=/run/user/{uid}");
+        all.extend(["HOME=/home/operator1", runtime.as_str()]);
+        all.extend_from_slice(args);
+        run(&machine, &all)
+    };
+    let out = as_user(&[
+        "/run/zakaz-binaries/manage-timers",
+        "install",
+        "--user",
+        "--binaries",
+        "/run/zakaz-binaries",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("/home/operator1/.config/systemd/user/qtickets.timer"),
+        "{text}"
+    );
+    assert!(text.contains("enabled qtickets.timer"), "{text}");
+    let out = as_user(&["systemctl", "--user", "is-active", "qtickets.timer"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "active\n");
+    let unit = std::fs::read_to_string(
+        machine.path("/home/operator1/.config/systemd/user/qtickets.service"),
+    )
+    .unwrap();
+    assert!(
+        unit.contains("ExecStart=/home/operator1/zakaz_dashboard/bin/ingest-qtickets")
+            && !unit.contains("User="),
+        "{unit}"
+    );
+    let out = as_user(&[
+        "/home/operator1/zakaz_dashboard/bin/manage-timers",
+        "uninstall",
+        "--user",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(machine);
+    let _ = std::fs::remove_file(&log);
+}
