@@ -159,6 +159,26 @@ impl Machine {
             .expect("nsenter runs")
     }
 
+    /// Copy the deployment's binaries to `/run/zakaz-binaries` inside: the checkout may live
+    /// under a path (such as /tmp) that is private inside. Returns that directory.
+    pub fn stage_binaries(&self) -> &'static str {
+        const DIR: &str = "/run/zakaz-binaries";
+        let stage = self.path(DIR);
+        std::fs::create_dir_all(&stage).expect("stage directory");
+        for name in [
+            "manage-timers",
+            "ingest-qtickets",
+            "ingest-vk",
+            "ingest-direct",
+            "ingest-gmail",
+            "alerts",
+            "healthcheck",
+        ] {
+            std::fs::copy(binary(name), stage.join(name)).expect("copy a binary into the machine");
+        }
+        DIR
+    }
+
     /// A path inside the machine, as seen from the host (through /proc).
     pub fn path(&self, inside: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root{inside}", self.pid))

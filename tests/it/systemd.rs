@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use zakaz_core::testing::{TestDb, query_tsv};
-use zakaz_e2e::{Machine, binary};
+use zakaz_e2e::Machine;
 
 /// The error-priority lines of the qtickets service, as `journalctl -p err` shows them.
 const ERROR_LINES: &[&str] = &[
@@ -98,6 +98,11 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
     let sandbox = api_sandbox::Server::start_local(api_sandbox::SandboxConfig::default()).unwrap();
     let log = std::env::temp_dir().join(format!("zakaz-e2e-systemd-{}.log", std::process::id()));
     let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
+    let unit_state = |verb: &str, unit: &str| {
+        String::from_utf8_lossy(&machine.exec(&["systemctl", verb, unit]).stdout)
+            .trim()
+            .to_owned()
+    };
 
     // Settings first: a timer that fires during the test then finds them.
     let qtickets_env = format!(
@@ -119,21 +124,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
     );
 
     // --- install ----------------------------------------------------------------------------
-    // Stage the binaries inside the machine: the checkout may live under a path (such as
-    // /tmp) that is private inside.
-    let stage = machine.path("/run/zakaz-binaries");
-    std::fs::create_dir_all(&stage).unwrap();
-    for name in [
-        "manage-timers",
-        "ingest-qtickets",
-        "ingest-vk",
-        "ingest-direct",
-        "ingest-gmail",
-        "alerts",
-        "healthcheck",
-    ] {
-        std::fs::copy(binary(name), stage.join(name)).unwrap();
-    }
+    machine.stage_binaries();
     let manage = "/opt/zakaz_dashboard/bin/manage-timers";
     let install = ok(
         &machine,
@@ -194,12 +185,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         );
     }
     assert!(!listed.contains(&"gmail_ingest.timer"), "{timers}");
-    assert_eq!(
-        machine
-            .exec(&["systemctl", "is-enabled", "gmail_ingest.timer"])
-            .stdout,
-        b"disabled\n"
-    );
+    assert_eq!(unit_state("is-enabled", "gmail_ingest.timer"), "disabled");
     let vk_next_us = timers
         .as_array()
         .unwrap()
@@ -324,42 +310,20 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
     // --- disable / enable / status / schedule -----------------------------------------------
     let out = ok(&machine, &[manage, "disable", "qtickets"]);
     assert!(out.contains("disabled qtickets.timer"), "{out}");
-    assert_eq!(
-        machine
-            .exec(&["systemctl", "is-enabled", "qtickets.timer"])
-            .stdout,
-        b"disabled\n"
-    );
-    assert_eq!(
-        machine
-            .exec(&["systemctl", "is-active", "qtickets.timer"])
-            .stdout,
-        b"inactive\n"
-    );
+    assert_eq!(unit_state("is-enabled", "qtickets.timer"), "disabled");
+    assert_eq!(unit_state("is-active", "qtickets.timer"), "inactive");
     let out = ok(&machine, &[manage, "enable", "qtickets"]);
     assert!(
         out.contains("enabled qtickets.timer") && out.contains("next run:"),
         "{out}"
     );
-    assert_eq!(
-        machine
-            .exec(&["systemctl", "is-active", "qtickets.timer"])
-            .stdout,
-        b"active\n"
-    );
+    assert_eq!(unit_state("is-active", "qtickets.timer"), "active");
     let out = ok(&machine, &[manage, "stop", "qtickets"]);
     assert!(out.contains("stopped qtickets.timer"), "{out}");
+    assert_eq!(unit_state("is-active", "qtickets.timer"), "inactive");
     assert_eq!(
-        machine
-            .exec(&["systemctl", "is-active", "qtickets.timer"])
-            .stdout,
-        b"inactive\n"
-    );
-    assert_eq!(
-        machine
-            .exec(&["systemctl", "is-enabled", "qtickets.timer"])
-            .stdout,
-        b"enabled\n",
+        unit_state("is-enabled", "qtickets.timer"),
+        "enabled",
         "stop is not disable"
     );
     let out = ok(&machine, &[manage, "start", "qtickets"]);

@@ -1,7 +1,7 @@
 //! A per-user install (`manage-timers install --user`) in a real user manager, no root:
 //! the units land in `~/.config/systemd/user`, timers run under the user's systemd.
 
-use zakaz_e2e::{Machine, binary};
+use zakaz_e2e::Machine;
 
 fn run(machine: &Machine, args: &[&str]) -> std::process::Output {
     machine.exec(args)
@@ -15,19 +15,7 @@ fn a_per_user_install_works_without_root() {
     }
     let log = std::env::temp_dir().join(format!("zakaz-e2e-user-{}.log", std::process::id()));
     let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
-    let stage = machine.path("/run/zakaz-binaries");
-    std::fs::create_dir_all(&stage).unwrap();
-    for name in [
-        "manage-timers",
-        "ingest-qtickets",
-        "ingest-vk",
-        "ingest-direct",
-        "ingest-gmail",
-        "alerts",
-        "healthcheck",
-    ] {
-        std::fs::copy(binary(name), stage.join(name)).unwrap();
-    }
+    machine.stage_binaries();
     let out = run(
         &machine,
         &[

@@ -47,7 +47,7 @@ pub struct UtmDailyRow {
 }
 
 #[derive(Default)]
-struct Totals {
+pub struct Totals {
     tickets: u64,
     revenue: i64,
     refunds: i64,
@@ -65,42 +65,26 @@ impl Totals {
     }
 }
 
-type DailyKey = (u16, u64, String);
-type UtmKey = (u16, u64, String, [String; 5]);
+/// (sales date, event, city, UTM tags); the daily table leaves the tags empty.
+pub type Key = (u16, u64, String, [String; 5]);
 
-/// Totals per date × event × city, and per UTM alongside.
-pub fn aggregate<'a>(
-    tickets: impl IntoIterator<Item = &'a TicketRow>,
-    cities: &HashMap<u64, String>,
-    loaded_at: u32,
-    version: u64,
-) -> (Vec<SalesDailyRow>, Vec<UtmDailyRow>) {
-    let mut daily: BTreeMap<DailyKey, Totals> = BTreeMap::new();
-    let mut utm: BTreeMap<UtmKey, Totals> = BTreeMap::new();
-    for t in tickets {
-        let Some(paid) = t.payed_at.filter(|_| t.is_paid == 1 && t.is_cancelled == 0) else {
-            continue;
-        };
-        let date = sales_date(paid);
-        let city = cities.get(&t.event_id).cloned().unwrap_or_default();
-        daily
-            .entry((date, t.event_id, city.clone()))
-            .or_default()
-            .add(t);
-        let tags = [
-            t.utm_source.clone(),
-            t.utm_medium.clone(),
-            t.utm_campaign.clone(),
-            t.utm_content.clone(),
-            t.utm_term.clone(),
-        ];
-        utm.entry((date, t.event_id, city, tags))
-            .or_default()
-            .add(t);
-    }
-    let daily = daily
-        .into_iter()
-        .map(|((sales_date, event_id, city), s)| SalesDailyRow {
+/// A fact table: its name, whether it splits by UTM, and how a row is built from totals.
+pub trait Fact: clickhouse::RowOwned + clickhouse::RowWrite {
+    const TABLE: &'static str;
+    const BY_UTM: bool;
+    fn build(key: Key, totals: &Totals, loaded_at: u32, version: u64) -> Self;
+}
+
+impl Fact for SalesDailyRow {
+    const TABLE: &'static str = "fact_qtickets_sales_daily";
+    const BY_UTM: bool = false;
+    fn build(
+        (sales_date, event_id, city, _): Key,
+        s: &Totals,
+        loaded_at: u32,
+        version: u64,
+    ) -> Self {
+        SalesDailyRow {
             sales_date,
             event_id,
             city,
@@ -111,39 +95,73 @@ pub fn aggregate<'a>(
             orders: s.orders.len() as u64,
             loaded_at,
             _version: version,
-        })
-        .collect();
-    let utm = utm
+        }
+    }
+}
+
+impl Fact for UtmDailyRow {
+    const TABLE: &'static str = "fact_qtickets_sales_utm_daily";
+    const BY_UTM: bool = true;
+    fn build(
+        (sales_date, event_id, city, tags): Key,
+        s: &Totals,
+        loaded_at: u32,
+        version: u64,
+    ) -> Self {
+        let [utm_source, utm_medium, utm_campaign, utm_content, utm_term] = tags;
+        UtmDailyRow {
+            sales_date,
+            event_id,
+            city,
+            utm_source,
+            utm_medium,
+            utm_campaign,
+            utm_content,
+            utm_term,
+            tickets_sold: s.tickets,
+            revenue: s.revenue,
+            refunds: s.refunds,
+            net_revenue: s.revenue - s.refunds,
+            orders: s.orders.len() as u64,
+            loaded_at,
+            _version: version,
+        }
+    }
+}
+
+/// Totals per date × event × city (× UTM for the UTM table).
+pub fn aggregate<'a, F: Fact>(
+    tickets: impl IntoIterator<Item = &'a TicketRow>,
+    cities: &HashMap<u64, String>,
+    loaded_at: u32,
+    version: u64,
+) -> BTreeMap<Key, F> {
+    let mut totals: BTreeMap<Key, Totals> = BTreeMap::new();
+    for t in tickets {
+        let Some(paid) = t.payed_at.filter(|_| t.is_paid == 1 && t.is_cancelled == 0) else {
+            continue;
+        };
+        let city = cities.get(&t.event_id).cloned().unwrap_or_default();
+        let tags = if F::BY_UTM {
+            [
+                t.utm_source.clone(),
+                t.utm_medium.clone(),
+                t.utm_campaign.clone(),
+                t.utm_content.clone(),
+                t.utm_term.clone(),
+            ]
+        } else {
+            Default::default()
+        };
+        totals
+            .entry((sales_date(paid), t.event_id, city, tags))
+            .or_default()
+            .add(t);
+    }
+    totals
         .into_iter()
-        .map(
-            |(
-                (
-                    sales_date,
-                    event_id,
-                    city,
-                    [utm_source, utm_medium, utm_campaign, utm_content, utm_term],
-                ),
-                s,
-            )| UtmDailyRow {
-                sales_date,
-                event_id,
-                city,
-                utm_source,
-                utm_medium,
-                utm_campaign,
-                utm_content,
-                utm_term,
-                tickets_sold: s.tickets,
-                revenue: s.revenue,
-                refunds: s.refunds,
-                net_revenue: s.revenue - s.refunds,
-                orders: s.orders.len() as u64,
-                loaded_at,
-                _version: version,
-            },
-        )
-        .collect();
-    (daily, utm)
+        .map(|(key, s)| (key.clone(), F::build(key, &s, loaded_at, version)))
+        .collect()
 }
 
 /// The Moscow sales date of a payment instant, as ClickHouse `Date`.
@@ -184,96 +202,51 @@ pub async fn recompute(
                 async move { c.query(&sql).fetch_all::<TicketRow>().await }
             })
             .await?;
-        let (mut daily, mut utm) = aggregate(&tickets, &cities, loaded_at, version);
-        let existing_daily: Vec<(u16, u64, String)> = ch
-            .read("existing daily facts", |c| {
-                let sql = format!(
-                    "SELECT sales_date, event_id, city FROM fact_qtickets_sales_daily FINAL \
-                     WHERE sales_date IN ({list}) AND (tickets_sold != 0 OR orders != 0 OR revenue != 0 OR refunds != 0)"
-                );
-                async move { c.query(&sql).fetch_all::<(u16, u64, String)>().await }
-            })
-            .await?;
-        let fresh: BTreeSet<(u16, u64, String)> = daily
-            .iter()
-            .map(|r| (r.sales_date, r.event_id, r.city.clone()))
-            .collect();
-        for (sales_date, event_id, city) in
-            existing_daily.into_iter().filter(|k| !fresh.contains(k))
-        {
-            daily.push(SalesDailyRow {
-                sales_date,
-                event_id,
-                city,
-                tickets_sold: 0,
-                revenue: 0,
-                refunds: 0,
-                net_revenue: 0,
-                orders: 0,
-                loaded_at,
-                _version: version,
-            });
-        }
-        type UtmTuple = (u16, u64, String, String, String, String, String, String);
-        let existing_utm: Vec<UtmTuple> = ch
-            .read("existing UTM facts", |c| {
-                let sql = format!(
-                    "SELECT sales_date, event_id, city, utm_source, utm_medium, utm_campaign, utm_content, utm_term \
-                     FROM fact_qtickets_sales_utm_daily FINAL \
-                     WHERE sales_date IN ({list}) AND (tickets_sold != 0 OR orders != 0 OR revenue != 0 OR refunds != 0)"
-                );
-                async move { c.query(&sql).fetch_all::<UtmTuple>().await }
-            })
-            .await?;
-        let fresh_utm: BTreeSet<UtmTuple> = utm
-            .iter()
-            .map(|r| {
-                (
-                    r.sales_date,
-                    r.event_id,
-                    r.city.clone(),
-                    r.utm_source.clone(),
-                    r.utm_medium.clone(),
-                    r.utm_campaign.clone(),
-                    r.utm_content.clone(),
-                    r.utm_term.clone(),
-                )
-            })
-            .collect();
-        for (
-            sales_date,
-            event_id,
-            city,
-            utm_source,
-            utm_medium,
-            utm_campaign,
-            utm_content,
-            utm_term,
-        ) in existing_utm.into_iter().filter(|k| !fresh_utm.contains(k))
-        {
-            utm.push(UtmDailyRow {
-                sales_date,
-                event_id,
-                city,
-                utm_source,
-                utm_medium,
-                utm_campaign,
-                utm_content,
-                utm_term,
-                tickets_sold: 0,
-                revenue: 0,
-                refunds: 0,
-                net_revenue: 0,
-                orders: 0,
-                loaded_at,
-                _version: version,
-            });
-        }
-        written += daily.len();
-        ch.insert_all("fact_qtickets_sales_daily", &daily).await?;
-        ch.insert_all("fact_qtickets_sales_utm_daily", &utm).await?;
+        written += write::<SalesDailyRow>(ch, &list, &tickets, &cities, loaded_at, version).await?;
+        write::<UtmDailyRow>(ch, &list, &tickets, &cities, loaded_at, version).await?;
     }
     Ok(written)
+}
+
+/// Fresh rows for the dates in `list`, plus zero rows for keys that had sales before and
+/// have none now; one insert.
+async fn write<F: Fact>(
+    ch: &Ch,
+    list: &str,
+    tickets: &[TicketRow],
+    cities: &HashMap<u64, String>,
+    loaded_at: u32,
+    version: u64,
+) -> anyhow::Result<usize> {
+    let mut rows = aggregate::<F>(tickets, cities, loaded_at, version);
+    let tags = if F::BY_UTM {
+        "utm_source, utm_medium, utm_campaign, utm_content, utm_term"
+    } else {
+        "'', '', '', '', ''"
+    };
+    type KeyRow = (u16, u64, String, String, String, String, String, String);
+    let existing: Vec<KeyRow> = ch
+        .read("existing facts", |c| {
+            let sql = format!(
+                "SELECT sales_date, event_id, city, {tags} FROM {} FINAL \
+                 WHERE sales_date IN ({list}) AND (tickets_sold != 0 OR orders != 0 OR revenue != 0 OR refunds != 0)",
+                F::TABLE
+            );
+            async move { c.query(&sql).fetch_all::<KeyRow>().await }
+        })
+        .await?;
+    for (date, event, city, source, medium, campaign, content, term) in existing {
+        let key: Key = (date, event, city, [source, medium, campaign, content, term]);
+        if !rows.contains_key(&key) {
+            rows.insert(
+                key.clone(),
+                F::build(key, &Totals::default(), loaded_at, version),
+            );
+        }
+    }
+    let rows: Vec<F> = rows.into_values().collect();
+    ch.insert_all(F::TABLE, &rows).await?;
+    Ok(rows.len())
 }
 
 /// City of every known event (from `dim_events`).

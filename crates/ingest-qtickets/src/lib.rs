@@ -289,8 +289,8 @@ impl<'a> Loader<'a> {
                 .iter()
                 .map(|e: &EventRow| (e.event_id, e.city.clone()))
                 .collect();
-            let (daily, _) = facts::aggregate(&self.preview, &cities, 0, 0);
-            for row in daily {
+            let daily = facts::aggregate::<facts::SalesDailyRow>(&self.preview, &cities, 0, 0);
+            for row in daily.into_values() {
                 message.push_str(&format!(
                     "\n  {} event {} {}: tickets {} revenue {} refunds {} orders {} (from fetched orders only)",
                     zakaz_core::time::ch_date_to_naive(row.sales_date),
