@@ -245,14 +245,15 @@ impl<'a> Loader<'a> {
             (0, Vec::new())
         };
         let watermark = match (mode, previous) {
-            // A window run saw only part of the orders: the watermark stays where it was.
-            (Mode::Window, Some(prev)) => prev,
+            // A window run saw only part of the orders: the watermark stays where it was, and
+            // a window run before any full run sets none (the next run backfills).
+            (Mode::Window, prev) => prev,
             (_, prev) => {
                 let prev = prev.unwrap_or_default();
-                Watermark {
+                Some(Watermark {
                     updated_at: self.max_updated.max(prev.updated_at),
                     max_order_id: self.max_id.max(prev.max_order_id),
-                }
+                })
             }
         };
         let metrics = json!({
@@ -264,8 +265,8 @@ impl<'a> Loader<'a> {
             "touched_dates": self.touched.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "inventory_shows": inventory_shows,
             "http_requests": self.api.requests_made(),
-            "watermark_updated_at": watermark.updated_at,
-            "max_order_id": watermark.max_order_id,
+            "watermark_updated_at": watermark.map(|w| w.updated_at),
+            "max_order_id": watermark.map(|w| w.max_order_id),
         });
         if !inventory_failures.is_empty() {
             anyhow::bail!(
@@ -533,14 +534,20 @@ async fn schema_present(ch: &Ch) -> anyhow::Result<bool> {
     Ok(zakaz_core::schema::current_version(ch).await? >= 1)
 }
 
-/// The watermark of the last successful run, from the run journal; `None` before the first.
+/// The watermark of the successful runs, from the run journal; `None` before the first full
+/// run. Watermarks only grow, so the largest is the latest (and start times that share a
+/// second cannot confuse it).
 pub async fn last_watermark(ch: &Ch) -> anyhow::Result<Option<Watermark>> {
     let metrics: Option<String> = ch
         .read("last successful run", |c| async move {
-            c.query("SELECT metrics FROM meta_job_runs WHERE job = ? AND status = 'ok' ORDER BY finished_at DESC LIMIT 1")
-                .bind(JOB)
-                .fetch_optional::<String>()
-                .await
+            c.query(
+                "SELECT metrics FROM meta_job_runs WHERE job = ? AND status = 'ok' \
+                 AND visitParamExtractUInt(metrics, 'watermark_updated_at') > 0 \
+                 ORDER BY visitParamExtractUInt(metrics, 'watermark_updated_at') DESC LIMIT 1",
+            )
+            .bind(JOB)
+            .fetch_optional::<String>()
+            .await
         })
         .await?;
     Ok(metrics.and_then(|m| {

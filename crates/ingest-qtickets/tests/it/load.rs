@@ -264,3 +264,14 @@ async fn a_bad_token_fails_clearly_and_never_prints_the_secret() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("QTICKETS_TOKEN"), "{err}");
 }
+
+#[tokio::test]
+async fn a_window_run_before_any_full_run_leaves_the_backfill_to_the_next_run() {
+    let env = Env::new().await;
+    let today = zakaz_core::time::moscow_today();
+    let day = (today - chrono::Days::new(5)).to_string();
+    env.run_ok(&["--since", &day, "--until", &day]);
+    let out = env.run_ok(&[]);
+    assert!(stderr(&out).contains("mode backfill"), "{}", stderr(&out));
+    assert_eq!(env.facts(), env.expected());
+}
