@@ -10,6 +10,7 @@ pub mod checks;
 pub mod notify;
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 use clap::Parser;
 use serde_json::json;
@@ -322,29 +323,32 @@ pub async fn open_alerts(ch: &Ch) -> anyhow::Result<HashMap<String, OpenAlert>> 
         .collect())
 }
 
-/// Jobs switched on: systemd's word where it runs, the job table's default elsewhere.
+/// Jobs switched on. An installed unit is enabled when its `WantedBy=` link exists (read from
+/// the unit directory: no D-Bus needed, which the sandboxed alert service does not have); a
+/// job whose unit is not installed there counts by the job table's default.
 fn enabled_jobs() -> HashSet<&'static str> {
+    let dirs = [
+        Some(PathBuf::from("/etc/systemd/system")),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/systemd/user")),
+    ];
+    enabled_in(&dirs.into_iter().flatten().collect::<Vec<_>>())
+}
+
+pub fn enabled_in(unit_dirs: &[PathBuf]) -> HashSet<&'static str> {
     jobs::JOBS
         .iter()
         .filter(|j| {
-            let unit = if j.is_timer() {
-                format!("{}.timer", j.name)
+            let (unit, target) = if j.is_timer() {
+                (format!("{}.timer", j.name), "timers.target.wants")
             } else {
-                format!("{}.service", j.name)
+                (format!("{}.service", j.name), "multi-user.target.wants")
             };
-            match std::process::Command::new("systemctl")
-                .args(["is-enabled", &unit])
-                .output()
-            {
-                Ok(out) if std::path::Path::new("/run/systemd/system").is_dir() => {
-                    let state = String::from_utf8_lossy(&out.stdout);
-                    match state.trim() {
-                        "enabled" | "enabled-runtime" | "static" | "alias" => true,
-                        "disabled" | "masked" | "masked-runtime" => false,
-                        _ => j.enabled_by_default,
-                    }
+            match unit_dirs.iter().find(|d| d.join(&unit).exists()) {
+                Some(dir) => {
+                    dir.join(target).join(&unit).exists()
+                        || dir.join("default.target.wants").join(&unit).exists()
                 }
-                _ => j.enabled_by_default,
+                None => j.enabled_by_default,
             }
         })
         .map(|j| j.name)
@@ -449,4 +453,34 @@ async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Resu
     );
     tracing::info!(unit, channels = %delivery.delivered.join(","), "failure alert sent");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enablement_comes_from_the_wants_links_of_installed_units() {
+        let dir = std::env::temp_dir().join(format!("zakaz-alerts-units-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("timers.target.wants")).unwrap();
+        for unit in ["qtickets.timer", "gmail_ingest.timer", "vk_ads.timer"] {
+            std::fs::write(dir.join(unit), "[Timer]\n").unwrap();
+        }
+        // gmail enabled by the operator, qtickets disabled; vk_ads installed but not linked.
+        std::os::unix::fs::symlink(
+            dir.join("gmail_ingest.timer"),
+            dir.join("timers.target.wants/gmail_ingest.timer"),
+        )
+        .unwrap();
+        let enabled = enabled_in(std::slice::from_ref(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(enabled.contains("gmail_ingest"));
+        assert!(!enabled.contains("qtickets"));
+        assert!(!enabled.contains("vk_ads"));
+        assert!(
+            enabled.contains("direct"),
+            "not installed here: the job table's default"
+        );
+        assert!(!enabled.contains("healthcheck"));
+    }
 }
