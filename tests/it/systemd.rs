@@ -235,6 +235,24 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         "info lines are not errors: {errors}"
     );
 
+    // --- the periodic alerts job runs sandboxed and reaches Telegram ------------------------
+    ok(&machine, &["systemctl", "start", "alerts.service"]);
+    let alerts_run = query_tsv(&format!(
+        "SELECT status FROM `{}`.meta_job_runs WHERE job = 'alerts'",
+        db.name
+    ));
+    assert_eq!(alerts_run, "ok\n");
+    let stale = sandbox
+        .sandbox()
+        .state()
+        .telegram_messages
+        .iter()
+        .any(|m| m.text.contains("vk_ads data is stale"));
+    assert!(
+        stale,
+        "the loaders not built yet have no data: alerts says so"
+    );
+
     // --- a failure starts its OnFailure= alert ----------------------------------------------
     write(
         &machine,
