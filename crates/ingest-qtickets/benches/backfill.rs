@@ -19,6 +19,24 @@ fn env_u32(key: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
+/// The release loader pointed at `server` and `db`, backfilling everything.
+fn loader(server: &Server, db: &TestDb, concurrency: u32) -> Command {
+    let mut cmd = Command::new(release_binary());
+    cmd.env(
+        "QTICKETS_BASE_URL",
+        format!("{}/qtickets/api/rest/v1", server.base_url),
+    )
+    .env("QTICKETS_TOKEN", "sandbox-token")
+    .env("QTICKETS_BACKFILL_DAYS", "40")
+    .env("QTICKETS_INVENTORY", "false")
+    .env("QTICKETS_CONCURRENCY", concurrency.to_string())
+    .env("LOG_LEVEL", "warn");
+    for (k, v) in db.env() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 fn release_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe
@@ -129,4 +147,40 @@ async fn main() {
         bulk_time.as_secs_f64()
     );
     println!("  ratio loader/bulk:       {:.3}", loader_rate / bulk_rate);
+
+    // A real API is far away: every order page here takes an extra 20 ms, as a round trip
+    // to QTickets would. One page at a time vs QTICKETS_CONCURRENCY=4.
+    let small = Server::start_local(SandboxConfig {
+        orders_per_day: 1_000,
+        days: 30,
+        future_days: 0,
+        events: 50,
+        ..Default::default()
+    })
+    .unwrap();
+    small.sandbox().add_fault(api_sandbox::Fault {
+        route: "/qtickets/api/rest/v1/orders".into(),
+        status: None,
+        body: None,
+        headers: vec![],
+        delay_ms: 20,
+        truncate: false,
+        remaining: None,
+        fraction: None,
+        after: 0,
+    });
+    let small_orders = small.sandbox().data.qtickets.orders.len();
+    let mut rates = Vec::new();
+    for concurrency in [1, 4] {
+        let (small_db, _) = TestDb::migrated().await;
+        let (status, _, time) = run_measuring_peak(loader(&small, &small_db, concurrency));
+        assert!(status.success());
+        rates.push(small_orders as f64 / time.as_secs_f64());
+        println!(
+            "  20 ms per page, concurrency {concurrency}: {:.2} s, {:.0} orders/s ({small_orders} orders)",
+            time.as_secs_f64(),
+            rates.last().unwrap()
+        );
+    }
+    println!("  ratio concurrency 4/1:   {:.2}", rates[1] / rates[0]);
 }

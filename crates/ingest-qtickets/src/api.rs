@@ -7,6 +7,7 @@ use zakaz_core::Secret;
 use zakaz_core::error::ConfigError;
 use zakaz_core::http::{HttpClient, body_excerpt};
 
+#[derive(Clone)]
 pub struct QTickets {
     http: HttpClient,
     base: String,

@@ -87,6 +87,11 @@ pub struct QTicketsArgs {
     #[arg(long, env = "QTICKETS_REFRESH_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub qtickets_refresh_days: u32,
 
+    /// Order pages fetched at once when a run reads a known id range (backfill, rescan,
+    /// window); incremental runs page one at a time.
+    #[arg(long, env = "QTICKETS_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub qtickets_concurrency: u32,
+
     /// Snapshot seats of upcoming active shows into `fact_qtickets_inventory`.
     #[arg(long, env = "QTICKETS_INVENTORY", default_value_t = true, action = clap::ArgAction::Set)]
     pub qtickets_inventory: bool,
@@ -328,7 +333,7 @@ impl<'a> Loader<'a> {
                 .api
                 .first_id_created_since(day_start(window.to + chrono::Days::new(2)), max_id)
                 .await?;
-            self.keyset(from.saturating_sub(1), Some(to), &[], None)
+            self.fetch_range(from.saturating_sub(1), Some(to), max_id)
                 .await?;
             return Ok(Mode::Window);
         }
@@ -339,7 +344,8 @@ impl<'a> Loader<'a> {
                 .api
                 .first_id_created_since(day_start(since), max_id)
                 .await?;
-            self.keyset(from.saturating_sub(1), None, &[], None).await?;
+            self.fetch_range(from.saturating_sub(1), None, max_id)
+                .await?;
             return Ok(Mode::Backfill);
         };
         let since =
@@ -365,13 +371,73 @@ impl<'a> Loader<'a> {
             .first_id_created_since(day_start(refresh_from), max_id)
             .await?
             .min(previous.max_order_id + 1);
-        self.keyset(from.saturating_sub(1), None, &[], None).await?;
+        self.fetch_range(from.saturating_sub(1), None, max_id)
+            .await?;
         Ok(Mode::Rescan)
     }
 
+    /// Orders with `after < id < before` (`before: None`: up to the newest, including orders
+    /// created meanwhile), in `QTICKETS_CONCURRENCY` disjoint id ranges keyset-paged at once.
+    /// Pages arrive in any order; staging does not care.
+    async fn fetch_range(
+        &mut self,
+        after: u64,
+        before: Option<u64>,
+        max_id: u64,
+    ) -> anyhow::Result<()> {
+        let n = u64::from(self.args.qtickets_concurrency);
+        // The first page shows where the orders really start (ids need not start near 0); it
+        // is read again below, one request spent for an even split.
+        let first = self.api.orders_after(after, before, &[]).await?;
+        let Some(first_id) = first
+            .data
+            .first()
+            .and_then(|o| o.get("id"))
+            .and_then(Value::as_u64)
+        else {
+            return Ok(());
+        };
+        let after = first_id - 1;
+        let span = before.unwrap_or(max_id + 1).saturating_sub(first_id);
+        // Small ranges are not worth splitting.
+        if n == 1 || span < n * 200 {
+            self.keyset(after, before, &[], None).await?;
+            return Ok(());
+        }
+        let step = span.div_ceil(n);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Vec<Value>>>(2 * n as usize);
+        let mut producers = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let lo = after + i * step;
+            // The last range stays open: orders created during the run are read too.
+            let hi = if i + 1 == n {
+                before
+            } else {
+                Some(after + (i + 1) * step + 1)
+            };
+            producers.spawn(produce_range(self.api.clone(), lo, hi, tx.clone()));
+        }
+        drop(tx);
+        let mut batch = Vec::new();
+        // An error here drops the JoinSet, which aborts the other ranges.
+        while let Some(page) = rx.recv().await {
+            for raw in page? {
+                batch.push(transform_order(
+                    &raw,
+                    self.loaded_at,
+                    self.args.qtickets_client_hash_salt.as_ref(),
+                )?);
+            }
+            if batch.len() >= BATCH {
+                self.stage(std::mem::take(&mut batch)).await?;
+            }
+        }
+        self.stage(batch).await
+    }
+
     /// Keyset-page orders with `id > after` (`< before`) and `extra` filters, staging them in
-    /// batches. With `updated_since`, checks the server honoured that filter: returns false
-    /// (having staged nothing) at the first row that violates it.
+    /// batches. With `updated_since`, checks the server honoured that filter: returns false at
+    /// the first row that violates it (what was staged before stays valid).
     async fn keyset(
         &mut self,
         mut after: u64,
@@ -501,6 +567,38 @@ impl<'a> Loader<'a> {
             self.ch.insert_all("fact_qtickets_inventory", &rows).await?;
         }
         Ok((rows.len(), failures))
+    }
+}
+
+/// One id range of `fetch_range`: its pages, in order, until the range is exhausted.
+async fn produce_range(
+    api: QTickets,
+    mut after: u64,
+    before: Option<u64>,
+    tx: tokio::sync::mpsc::Sender<anyhow::Result<Vec<Value>>>,
+) {
+    loop {
+        match api.orders_after(after, before, &[]).await {
+            Ok(page) => {
+                let len = page.data.len();
+                let done = len == 0 || len < page.per_page || len >= page.total;
+                if let Some(last) = page
+                    .data
+                    .last()
+                    .and_then(|o| o.get("id"))
+                    .and_then(Value::as_u64)
+                {
+                    after = last;
+                }
+                if tx.send(Ok(page.data)).await.is_err() || done {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
     }
 }
 

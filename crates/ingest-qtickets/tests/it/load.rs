@@ -275,3 +275,21 @@ async fn a_window_run_before_any_full_run_leaves_the_backfill_to_the_next_run() 
     assert!(stderr(&out).contains("mode backfill"), "{}", stderr(&out));
     assert_eq!(env.facts(), env.expected());
 }
+
+#[tokio::test]
+async fn a_failure_in_one_of_the_concurrent_ranges_fails_the_backfill_and_the_next_run_recovers() {
+    let env = Env::new().await;
+    // Several pages into the backfill (two ranges at once): the next four order requests fail,
+    // that is both attempts (HTTP_MAX_ATTEMPTS=2) of both ranges.
+    env.control(
+        "/faults",
+        json!({"route": "/qtickets/api/rest/v1/orders", "status": 503, "after": 30, "count": 4}),
+    );
+    let failed = env.run(&[], &[("QTICKETS_CONCURRENCY", "2")]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert!(env.facts().is_empty(), "no facts from a failed backfill");
+    // No watermark was recorded, so the next run backfills everything.
+    let out = env.run_ok(&[]);
+    assert!(stderr(&out).contains("mode backfill"), "{}", stderr(&out));
+    assert_eq!(env.facts(), env.expected());
+}
