@@ -397,7 +397,7 @@ impl<'a> Loader<'a> {
         else {
             return Ok(());
         };
-        let after = first_id - 1;
+        let after = first_id.saturating_sub(1);
         let span = before.unwrap_or(max_id + 1).saturating_sub(first_id);
         // Small ranges are not worth splitting.
         if n == 1 || span < n * 200 {
