@@ -165,15 +165,7 @@ impl Machine {
         const DIR: &str = "/run/zakaz-binaries";
         let stage = self.path(DIR);
         std::fs::create_dir_all(&stage).expect("stage directory");
-        for name in [
-            "manage-timers",
-            "ingest-qtickets",
-            "ingest-vk",
-            "ingest-direct",
-            "ingest-gmail",
-            "alerts",
-            "healthcheck",
-        ] {
+        for name in manage_timers::install::BINARIES {
             std::fs::copy(binary(name), stage.join(name)).expect("copy a binary into the machine");
         }
         DIR

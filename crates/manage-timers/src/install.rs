@@ -12,7 +12,7 @@ use crate::system::{self, Scope};
 use crate::units::{self, Layout, MANAGED_MARKER, UnitFile};
 
 /// Binaries a deployment needs in PREFIX/bin.
-const BINARIES: &[&str] = &[
+pub const BINARIES: &[&str] = &[
     "ingest-qtickets",
     "ingest-vk",
     "ingest-direct",

@@ -55,6 +55,18 @@ impl TestDb {
             .expect("the test ClickHouse is reachable (run scripts/setup.sh)")
     }
 
+    /// `program` with a clean environment (only `PATH`) pointed at this database, so a test
+    /// never inherits settings from the machine running it.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut cmd = std::process::Command::new(program);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
     /// Environment variables that point a binary at this database.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -75,6 +87,18 @@ impl Drop for TestDb {
             &format!("DROP DATABASE IF EXISTS `{}`", self.name),
         );
     }
+}
+
+/// Run a command that must succeed; its stderr is the failure message.
+pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().expect("the command runs");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// A blocking `POST /` of one query over plain HTTP/1.0 (no chunked answer to undo): usable from `Drop` inside or outside a

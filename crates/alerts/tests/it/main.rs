@@ -131,10 +131,8 @@ impl Env {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_alerts"));
+        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_alerts"));
         cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
                 "TELEGRAM_API_URL",
                 format!("{}/telegram", self.sandbox.base_url),
@@ -146,28 +144,18 @@ impl Env {
             .env("SMTP_STARTTLS", "false")
             .env("ALERT_EMAIL_TO", "duty@example.org")
             .env("ALERT_EMAIL_FROM", "alerts@example.org");
-        for (k, v) in self.db.env() {
-            cmd.env(k, v);
-        }
         cmd
     }
 
     pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = self.command(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
+        self.command(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
     }
 
     pub fn run_ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args, &[]);
-        assert!(
-            out.status.success(),
-            "alerts failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        zakaz_core::testing::output_ok(&mut self.command(args))
     }
 
     pub fn telegram(&self) -> Vec<String> {

@@ -32,11 +32,9 @@ impl Env {
         }
     }
 
-    pub fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest-qtickets"));
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-qtickets"));
         cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
                 "QTICKETS_BASE_URL",
                 format!("{}/qtickets/api/rest/v1", self.sandbox.base_url),
@@ -45,23 +43,18 @@ impl Env {
             .env("QTICKETS_BACKFILL_DAYS", "60")
             .env("HTTP_MAX_ATTEMPTS", "2")
             .env("LOG_LEVEL", "info");
-        for (k, v) in self.db.env() {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        self.command(args)
+            .envs(extra_env.iter().copied())
+            .output()
+            .unwrap()
     }
 
     pub fn run_ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args, &[]);
-        assert!(
-            out.status.success(),
-            "ingest-qtickets failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        zakaz_core::testing::output_ok(&mut self.command(args))
     }
 
     pub fn query(&self, sql: &str) -> String {
