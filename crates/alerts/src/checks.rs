@@ -32,6 +32,7 @@ pub struct JobState {
     pub first_seen_at: u32,
     pub errors_since: u64,
     pub last_error_message: String,
+    /// Runs that became `unfinished` (their deadline passed) since the last check.
     pub unfinished_since: u64,
 }
 
@@ -51,7 +52,7 @@ pub async fn job_states(ch: &Ch, since: u32) -> anyhow::Result<HashMap<String, J
                         toUInt32(min(started_at)), \
                         countIf(status = 'error' AND started_at >= toDateTime(?)), \
                         argMaxIf(message, started_at, status = 'error' AND started_at >= toDateTime(?)), \
-                        countIf(status = 'unfinished' AND started_at >= toDateTime(?)) \
+                        countIf(status = 'unfinished' AND deadline_at >= toDateTime(?)) \
                  FROM meta_job_runs WHERE job != 'alerts' GROUP BY job",
             )
             .bind(since)
