@@ -89,19 +89,7 @@ async fn main() {
     let orders_total = server.sandbox().data.qtickets.orders.len();
     let (db, ch) = TestDb::migrated().await;
 
-    let mut cmd = Command::new(release_binary());
-    cmd.env(
-        "QTICKETS_BASE_URL",
-        format!("{}/qtickets/api/rest/v1", server.base_url),
-    )
-    .env("QTICKETS_TOKEN", "sandbox-token")
-    .env("QTICKETS_BACKFILL_DAYS", "40")
-    .env("QTICKETS_INVENTORY", "false")
-    .env("LOG_LEVEL", "warn");
-    for (k, v) in db.env() {
-        cmd.env(k, v);
-    }
-    let (status, peak_kb, loader_time) = run_measuring_peak(cmd);
+    let (status, peak_kb, loader_time) = run_measuring_peak(loader(&server, &db, 4));
     assert!(status.success(), "the loader failed");
 
     // Baseline: the same staged rows, inserted plainly into a fresh database.

@@ -13,17 +13,7 @@ fn snapshot(sb: &Sb) -> Vec<String> {
             .text()
             .unwrap(),
     );
-    let vk = sb
-        .post("/vk/api/v2/oauth2/token.json")
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "sandbox-client"),
-            ("client_secret", "sandbox-secret"),
-        ])
-        .send()
-        .unwrap()
-        .json::<serde_json::Value>()
-        .unwrap();
+    let vk = sb.vk_token().json::<serde_json::Value>().unwrap();
     let access = vk["access_token"].as_str().unwrap();
     out.push(
         sb.get("/vk/api/v2/statistics/banners/day.json?id=2001000,2001001&date_from=2026-11-01&date_to=2026-11-24")

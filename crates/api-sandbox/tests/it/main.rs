@@ -72,6 +72,18 @@ impl Sb {
             .unwrap()
     }
 
+    /// VK's client-credentials token request with the sandbox's client.
+    pub fn vk_token(&self) -> Response {
+        self.post("/vk/api/v2/oauth2/token.json")
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "sandbox-client"),
+                ("client_secret", "sandbox-secret"),
+            ])
+            .send()
+            .unwrap()
+    }
+
     /// QTickets list call: GET with a JSON body, the real token.
     pub fn qt(&self, path: &str, body: Value) -> Response {
         self.get(&format!("/qtickets/api/rest/v1{path}"))

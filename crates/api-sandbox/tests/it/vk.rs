@@ -2,26 +2,15 @@ use serde_json::{Value, json};
 
 use crate::{Sb, json_of};
 
-fn token(sb: &Sb) -> reqwest::blocking::Response {
-    sb.post("/vk/api/v2/oauth2/token.json")
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "sandbox-client"),
-            ("client_secret", "sandbox-secret"),
-        ])
-        .send()
-        .unwrap()
-}
-
 #[test]
 fn five_tokens_at_most_and_delete_frees_them() {
     let sb = Sb::new();
     for _ in 0..5 {
-        let t = json_of(token(&sb));
+        let t = json_of(sb.vk_token());
         assert_eq!(t["expires_in"], "86400", "a string");
         assert_eq!(t["token_type"], "bearer");
     }
-    let sixth = token(&sb);
+    let sixth = sb.vk_token();
     assert_eq!(sixth.status(), 403);
     let deleted = sb
         .post("/vk/api/v2/oauth2/token/delete.json")
@@ -32,13 +21,13 @@ fn five_tokens_at_most_and_delete_frees_them() {
         .send()
         .unwrap();
     assert!(deleted.status().is_success());
-    assert_eq!(token(&sb).status(), 200);
+    assert_eq!(sb.vk_token().status(), 200);
 }
 
 #[test]
 fn expired_tokens_get_401_and_refresh_replaces_the_access_token() {
     let sb = Sb::new();
-    let t = json_of(token(&sb));
+    let t = json_of(sb.vk_token());
     let access = t["access_token"].as_str().unwrap().to_owned();
     let call = |tok: &str| {
         sb.get("/vk/api/v2/ad_plans.json")
@@ -91,7 +80,7 @@ fn expired_tokens_get_401_and_refresh_replaces_the_access_token() {
 #[test]
 fn listings_page_by_offset_and_stats_keep_vendor_types() {
     let sb = Sb::new();
-    let access = json_of(token(&sb))["access_token"]
+    let access = json_of(sb.vk_token())["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -178,7 +167,7 @@ fn listings_page_by_offset_and_stats_keep_vendor_types() {
 #[test]
 fn daily_limit_exhausted_answers_429_with_headers() {
     let sb = Sb::new();
-    let access = json_of(token(&sb))["access_token"]
+    let access = json_of(sb.vk_token())["access_token"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -35,9 +35,18 @@ fn committed_units_match_the_job_table() {
         );
     }
     // The CLI's own check agrees.
+    manage_timers_ok(&[
+        "generate".as_ref(),
+        "--check".as_ref(),
+        "--out".as_ref(),
+        dir.as_os_str(),
+    ]);
+}
+
+/// Run manage-timers; it must succeed.
+fn manage_timers_ok(args: &[&std::ffi::OsStr]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_manage-timers"))
-        .args(["generate", "--check", "--out"])
-        .arg(&dir)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -45,6 +54,7 @@ fn committed_units_match_the_job_table() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 /// Units for a prefix in a temporary directory whose binaries exist (verify checks them).
@@ -60,18 +70,13 @@ fn units_with_binaries() -> (tempdir::Dir, PathBuf) {
             .unwrap();
     }
     let units = tmp.path().join("units");
-    let out = Command::new(env!("CARGO_BIN_EXE_manage-timers"))
-        .args(["generate", "--out"])
-        .arg(&units)
-        .arg("--prefix")
-        .arg(&prefix)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    manage_timers_ok(&[
+        "generate".as_ref(),
+        "--out".as_ref(),
+        units.as_os_str(),
+        "--prefix".as_ref(),
+        prefix.as_os_str(),
+    ]);
     (tmp, units)
 }
 
