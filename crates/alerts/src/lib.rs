@@ -6,22 +6,20 @@
 //! again within the cooldown (a reminder after it); when the problem clears, one "resolved"
 //! notice goes out. A notice no channel accepted counts as not sent, so the next run retries.
 
-pub mod checks;
 pub mod notify;
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashSet;
 
 use clap::Parser;
 use serde_json::json;
 use zakaz_core::ch::{Ch, ClickHouseArgs};
+use zakaz_core::checks::{self, CheckArgs, Condition, OpenAlert, open_alerts};
 use zakaz_core::cli::{CommonArgs, JobCli};
 use zakaz_core::http::HttpArgs;
 use zakaz_core::jobs::{self, Job};
 use zakaz_core::journal::{Outcome, journaled};
 use zakaz_core::time::ch_datetime;
 
-use crate::checks::Condition;
 use crate::notify::{ChannelArgs, Channels, Notice};
 
 pub const JOB: &str = "alerts";
@@ -46,10 +44,8 @@ pub struct Cli {
     #[arg(long, env = "ALERT_COOLDOWN_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720))]
     pub alert_cooldown_hours: u32,
 
-    /// A job is missed after its interval × this, plus its randomized delay and timeout,
-    /// without a successful run.
-    #[arg(long, env = "ALERT_MISSED_TOLERANCE", default_value_t = 1.5)]
-    pub alert_missed_tolerance: f64,
+    #[command(flatten)]
+    pub checks: CheckArgs,
 
     /// Alert at once that UNIT failed (systemd's `OnFailure=` runs this).
     #[arg(long, value_name = "UNIT")]
@@ -64,18 +60,6 @@ impl JobCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
     }
-}
-
-/// An alert's last recorded state.
-#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
-pub struct OpenAlert {
-    pub fingerprint: String,
-    pub state: String,
-    /// When a channel last accepted a firing notice (0: never).
-    pub last_sent: u32,
-    pub job: String,
-    pub alert_type: String,
-    pub title: String,
 }
 
 #[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
@@ -95,10 +79,6 @@ struct AlertRow {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        cli.alert_missed_tolerance >= 1.0,
-        zakaz_core::error::config_error("`ALERT_MISSED_TOLERANCE` must be at least 1.0")
-    );
     let channels = Channels::new(&cli.channels, &cli.http)?;
     if let Some(unit) = cli.unit_failed.clone() {
         return unit_failed(&cli, &channels, &unit).await;
@@ -167,15 +147,19 @@ impl<'a> Checker<'a> {
     async fn plan(&self) -> anyhow::Result<Vec<(Notice, Change)>> {
         let since = last_check(self.ch, self.now).await?;
         let states = checks::job_states(self.ch, since).await?;
-        let enabled = enabled_jobs();
+        let enabled = self.cli.checks.enabled_jobs();
         let is_enabled = |j: &Job| enabled.contains(j.name);
         let mut conditions = checks::run_conditions(
             &states,
             &is_enabled,
             self.now,
-            self.cli.alert_missed_tolerance,
+            self.cli.checks.alert_missed_tolerance,
         );
-        conditions.extend(checks::stale_conditions(self.ch, &is_enabled).await?);
+        let freshness = checks::freshness_rows(self.ch).await?;
+        let today = zakaz_core::time::moscow_date(
+            &chrono::DateTime::from_timestamp(i64::from(self.now), 0).unwrap_or_default(),
+        );
+        conditions.extend(checks::stale_conditions(&freshness, &is_enabled, today));
         // The campaign queue's checks join here once the queue is configured.
         let open = open_alerts(self.ch).await?;
         let cooldown = self.cli.alert_cooldown_hours * 3600;
@@ -305,56 +289,6 @@ async fn last_check(ch: &Ch, now: u32) -> anyhow::Result<u32> {
     })
 }
 
-pub async fn open_alerts(ch: &Ch) -> anyhow::Result<HashMap<String, OpenAlert>> {
-    let rows: Vec<OpenAlert> = ch
-        .read("open alerts", |c| async move {
-            c.query(
-                "SELECT fingerprint, argMax(state, created_at), toUInt32(maxIf(created_at, state = 'firing' AND channels != '')), \
-                        argMax(job, created_at), argMax(alert_type, created_at), argMax(title, created_at) \
-                 FROM alerts GROUP BY fingerprint",
-            )
-            .fetch_all::<OpenAlert>()
-            .await
-        })
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.fingerprint.clone(), r))
-        .collect())
-}
-
-/// Jobs switched on. An installed unit is enabled when its `WantedBy=` link exists (read from
-/// the unit directory: no D-Bus needed, which the sandboxed alert service does not have); a
-/// job whose unit is not installed there counts by the job table's default.
-fn enabled_jobs() -> HashSet<&'static str> {
-    let dirs = [
-        Some(PathBuf::from("/etc/systemd/system")),
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/systemd/user")),
-    ];
-    enabled_in(&dirs.into_iter().flatten().collect::<Vec<_>>())
-}
-
-pub fn enabled_in(unit_dirs: &[PathBuf]) -> HashSet<&'static str> {
-    jobs::JOBS
-        .iter()
-        .filter(|j| {
-            let (unit, target) = if j.is_timer() {
-                (format!("{}.timer", j.name), "timers.target.wants")
-            } else {
-                (format!("{}.service", j.name), "multi-user.target.wants")
-            };
-            match unit_dirs.iter().find(|d| d.join(&unit).exists()) {
-                Some(dir) => {
-                    dir.join(target).join(&unit).exists()
-                        || dir.join("default.target.wants").join(&unit).exists()
-                }
-                None => j.enabled_by_default,
-            }
-        })
-        .map(|j| j.name)
-        .collect()
-}
-
 /// systemd's `OnFailure=`: alert now, with the unit's result and last log lines.
 async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Result<()> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -453,34 +387,4 @@ async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Resu
     );
     tracing::info!(unit, channels = %delivery.delivered.join(","), "failure alert sent");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn enablement_comes_from_the_wants_links_of_installed_units() {
-        let dir = std::env::temp_dir().join(format!("zakaz-alerts-units-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("timers.target.wants")).unwrap();
-        for unit in ["qtickets.timer", "gmail_ingest.timer", "vk_ads.timer"] {
-            std::fs::write(dir.join(unit), "[Timer]\n").unwrap();
-        }
-        // gmail enabled by the operator, qtickets disabled; vk_ads installed but not linked.
-        std::os::unix::fs::symlink(
-            dir.join("gmail_ingest.timer"),
-            dir.join("timers.target.wants/gmail_ingest.timer"),
-        )
-        .unwrap();
-        let enabled = enabled_in(std::slice::from_ref(&dir));
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(enabled.contains("gmail_ingest"));
-        assert!(!enabled.contains("qtickets"));
-        assert!(!enabled.contains("vk_ads"));
-        assert!(
-            enabled.contains("direct"),
-            "not installed here: the job table's default"
-        );
-        assert!(!enabled.contains("healthcheck"));
-    }
 }

@@ -344,7 +344,7 @@ pub fn list() -> String {
     for job in JOBS {
         let (kind, schedule) = match job.schedule {
             Schedule::Timer { on_calendar, .. } => ("timer", on_calendar.to_owned()),
-            Schedule::Service { port } => ("service", format!("long-running, port {port}")),
+            Schedule::Service { port, .. } => ("service", format!("long-running, port {port}")),
         };
         let default = if job.enabled_by_default {
             "enabled"

@@ -298,7 +298,7 @@ pub fn schedule() -> anyhow::Result<()> {
                     msk
                 );
             }
-            Schedule::Service { port } => println!(
+            Schedule::Service { port, .. } => println!(
                 "{:<13} {:<44} {:<7} long-running service on port {port}",
                 job.name, "-", "-"
             ),

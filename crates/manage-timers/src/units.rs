@@ -156,15 +156,19 @@ fn service(job: &Job, layout: &Layout) -> UnitFile {
             secs(timeout),
             hardening(layout, &[layout.logs(), layout.state()], false),
         ),
-        Schedule::Service { .. } => format!(
+        Schedule::Service { watchdog, .. } => format!(
             "{}\n[Unit]\nDescription={}\nDocumentation=file:{}/docs/runbook.md\n\
              After=network-online.target clickhouse-server.service\nWants=network-online.target\n\
              OnFailure=zakaz-alert@%n.service\nStartLimitIntervalSec=10min\nStartLimitBurst=5\n\
-             \n[Service]\nType=simple\n{}{}Restart=on-failure\nRestartSec=30\nRestartPreventExitStatus=64 78\n\n{}\
+             \n[Service]\n\
+             # Ready once it listens; it pings the watchdog only while it answers its own probe.\n\
+             Type=notify\nNotifyAccess=main\nWatchdogSec={}\n{}{}\
+             Restart=on-failure\nRestartSec=30\nRestartPreventExitStatus=64 78\n\n{}\
              \n[Install]\nWantedBy={}\n",
             header(),
             job.description,
             layout.path(&layout.prefix),
+            secs(watchdog),
             user_lines(layout),
             common,
             hardening(layout, &[layout.logs(), layout.state()], false),
@@ -304,7 +308,11 @@ mod tests {
             unit("alerts.timer").contains("OnCalendar=*-*-* 00/2:00:00 Europe/Moscow"),
             "every 2 hours, not minutes"
         );
-        assert!(unit("healthcheck.service").contains("Type=simple"));
+        let health = unit("healthcheck.service");
+        assert!(
+            health.contains("Type=notify\nNotifyAccess=main\nWatchdogSec=30\n"),
+            "{health}"
+        );
         assert!(
             unit(ALERT_TEMPLATE)
                 .contains("ExecStart=/opt/zakaz_dashboard/bin/alerts --unit-failed %i")

@@ -18,8 +18,13 @@ pub enum Schedule {
         /// The nominal interval between runs, for "missed run" checks.
         interval: Duration,
     },
-    /// A long-running service.
-    Service { port: u16 },
+    /// A long-running service (`Type=notify`).
+    Service {
+        /// The port it listens on by default (loopback).
+        port: u16,
+        /// `WatchdogSec=`: systemd restarts it when it stops answering for this long.
+        watchdog: Duration,
+    },
 }
 
 /// How fresh a job's data must be, read from `v_data_freshness`.
@@ -143,10 +148,11 @@ pub const JOBS: &[Job] = &[
         aliases: &[],
         binary: "healthcheck",
         description: "HTTP health and freshness endpoints",
-        schedule: Schedule::Service { port: 8080 },
-        // The seed enables it; it stays off until the healthcheck itself is built (its
-        // binary is still a placeholder that would fail and alert on every start).
-        enabled_by_default: false,
+        schedule: Schedule::Service {
+            port: 8080,
+            watchdog: Duration::from_secs(30),
+        },
+        enabled_by_default: true,
         env_file: "secrets/healthcheck.env",
         freshness: None,
     },
@@ -225,9 +231,10 @@ mod tests {
         assert_eq!(t("direct"), ("*-*-* 00:10:00 Europe/Moscow", 300, 600));
         assert_eq!(t("gmail_ingest").2, 300);
         assert!(!get("gmail_ingest").enabled_by_default);
-        assert_eq!(
+        assert!(matches!(
             get("healthcheck").schedule,
-            Schedule::Service { port: 8080 }
-        );
+            Schedule::Service { port: 8080, .. }
+        ));
+        assert!(get("healthcheck").enabled_by_default, "the seed enables it");
     }
 }

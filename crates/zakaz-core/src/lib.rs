@@ -1,6 +1,8 @@
 //! The shared library of the zakaz jobs: everything two binaries would otherwise write twice.
 
+pub mod calendar;
 pub mod ch;
+pub mod checks;
 pub mod cli;
 pub mod env_file;
 pub mod error;

@@ -306,6 +306,34 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             FROM {db}.stg_mail_sales FINAL",
         ),
     ],
+},
+Migration {
+    version: 2,
+    name: "v_data_freshness: a source that never loaded has NULL dates, not 1970",
+    steps: &[
+        // Views hold no data: replacing one is safe, and both steps can run twice.
+        Step::Sql("DROP TABLE IF EXISTS {db}.v_data_freshness"),
+        Step::Sql(
+            "CREATE VIEW IF NOT EXISTS {db}.v_data_freshness AS
+            SELECT 'qtickets' AS source,
+                   if(count() = 0, NULL, toNullable(max(sales_date))) AS latest_date,
+                   if(count() = 0, NULL, toNullable(toInt32(toDate(now(), 'Europe/Moscow')) - toInt32(max(sales_date)))) AS days_behind,
+                   count() AS total_rows
+            FROM {db}.fact_qtickets_sales_daily FINAL
+            UNION ALL
+            SELECT 'vk_ads', if(count() = 0, NULL, toNullable(max(stat_date))),
+                   if(count() = 0, NULL, toNullable(toInt32(toDate(now(), 'Europe/Moscow')) - toInt32(max(stat_date)))), count()
+            FROM {db}.fact_vk_ads_daily FINAL
+            UNION ALL
+            SELECT 'direct', if(count() = 0, NULL, toNullable(max(stat_date))),
+                   if(count() = 0, NULL, toNullable(toInt32(toDate(now(), 'Europe/Moscow')) - toInt32(max(stat_date)))), count()
+            FROM {db}.fact_direct_daily FINAL
+            UNION ALL
+            SELECT 'gmail_ingest', if(count() = 0, NULL, toNullable(max(report_date))),
+                   if(count() = 0, NULL, toNullable(toInt32(toDate(now(), 'Europe/Moscow')) - toInt32(max(report_date)))), count()
+            FROM {db}.stg_mail_sales FINAL",
+        ),
+    ],
 }];
 
 /// The schema version these binaries expect.

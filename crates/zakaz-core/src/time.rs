@@ -8,6 +8,29 @@ use crate::error::config_error;
 
 pub const MOSCOW: Tz = chrono_tz::Europe::Moscow;
 
+/// Where "now" comes from: the system clock in production, a pinned instant in tests, so that
+/// no assertion depends on the time of day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Fixed(DateTime<Utc>),
+}
+
+impl Clock {
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Fixed(t) => *t,
+        }
+    }
+
+    /// The Moscow date of `now`.
+    pub fn moscow_today(&self) -> NaiveDate {
+        moscow_date(&self.now())
+    }
+}
+
 /// Today's date in Moscow.
 pub fn moscow_today() -> NaiveDate {
     Utc::now().with_timezone(&MOSCOW).date_naive()

@@ -138,6 +138,8 @@ impl Env {
                 format!("{}/telegram", self.sandbox.base_url),
             )
             .env("TELEGRAM_BOT_TOKEN", "sandbox-token")
+            // Enablement from a unit directory of the test's, never the host's /etc.
+            .env("SYSTEMD_UNIT_DIRS", "/nonexistent/zakaz-test-units")
             .env("TELEGRAM_CHAT_ID", "-100123")
             .env("SMTP_HOST", "127.0.0.1")
             .env("SMTP_PORT", self.smtp.port.to_string())

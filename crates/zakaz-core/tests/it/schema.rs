@@ -66,12 +66,13 @@ async fn migrations_apply_to_an_empty_server_then_are_a_no_op() {
 async fn freshness_view_lists_every_source_even_when_empty() {
     let (db, _ch) = TestDb::migrated().await;
     let rows = query_tsv(&format!(
-        "SELECT source, total_rows, days_behind > 10000 FROM `{}`.v_data_freshness ORDER BY source",
+        "SELECT source, total_rows, isNull(latest_date), isNull(days_behind) FROM `{}`.v_data_freshness ORDER BY source",
         db.name
     ));
+    // A source that never loaded has no date (not 1970 and 20 000 days behind).
     assert_eq!(
         rows,
-        "direct\t0\t1\ngmail_ingest\t0\t1\nqtickets\t0\t1\nvk_ads\t0\t1\n"
+        "direct\t0\t1\t1\ngmail_ingest\t0\t1\t1\nqtickets\t0\t1\t1\nvk_ads\t0\t1\t1\n"
     );
     // Every source named in the job table has a row in the view.
     for job in zakaz_core::jobs::JOBS {
@@ -95,10 +96,17 @@ async fn freshness_view_counts_days_behind() {
     .await
     .unwrap();
     let row = query_tsv(&format!(
-        "SELECT days_behind, total_rows FROM `{}`.v_data_freshness WHERE source = 'vk_ads'",
+        "SELECT days_behind, total_rows, latest_date = toDate(now(), 'Europe/Moscow') - 1 FROM `{}`.v_data_freshness WHERE source = 'vk_ads'",
         db.name
     ));
-    assert_eq!(row, "1\t1\n");
+    assert_eq!(row, "1\t1\t1\n");
+    // The shared freshness reader sees the same row.
+    let rows = zakaz_core::checks::freshness_rows(&ch).await.unwrap();
+    let vk = rows.iter().find(|r| r.source == "vk_ads").unwrap();
+    assert_eq!(vk.total_rows, 1);
+    assert!(vk.latest().is_some());
+    let direct = rows.iter().find(|r| r.source == "direct").unwrap();
+    assert_eq!((direct.latest_date.as_str(), direct.total_rows), ("", 0));
 }
 
 #[tokio::test]
