@@ -69,6 +69,10 @@ pub struct Cli {
     /// Print the detailed report for a terminal and exit: 0 when everything is ok, 1 otherwise.
     #[arg(long)]
     pub once: bool,
+
+    /// Judge as of this instant instead of the system clock (tests pin time with it).
+    #[arg(long, hide = true, value_name = "RFC3339")]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -87,6 +91,10 @@ impl JobCli for Cli {
 }
 
 impl Cli {
+    pub fn clock(&self) -> Clock {
+        self.now.map_or(Clock::System, Clock::Fixed)
+    }
+
     pub fn server_config(&self, clock: Clock) -> server::Config {
         server::Config {
             listen: self.listen,
@@ -106,7 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return once(&cli).await;
     }
     let running = server::start(
-        cli.server_config(Clock::System),
+        cli.server_config(cli.clock()),
         tokio::runtime::Handle::current(),
     )?;
     let status = format!("listening on http://{}", running.addr);
@@ -200,7 +208,7 @@ async fn once(cli: &Cli) -> anyhow::Result<()> {
     let report = report::evaluate(
         inputs.as_ref(),
         &report::Context {
-            now: Clock::System.now(),
+            now: cli.clock().now(),
             enabled: cli.checks.enabled_jobs(),
             tolerance: cli.checks.alert_missed_tolerance,
         },
