@@ -82,6 +82,21 @@ if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd
 fi
 
+# Debian's tools the healthcheck tests and benchmark use: promtool (in the prometheus
+# package) checks the /metrics format, headless Chromium renders the status page, wrk loads it.
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+    had_prometheus=$(command -v prometheus || true)
+    apt_install "${missing[@]}"
+    # Only promtool is wanted: a Prometheus server the package started on its own goes off.
+    if [ -z "$had_prometheus" ] && systemd_running; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+fi
+
 # --- Build and schema -----------------------------------------------------------------------
 log "building the workspace"
 cargo build --workspace --quiet

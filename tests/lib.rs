@@ -45,6 +45,14 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A loopback port that was free a moment ago (for a service the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
+}
+
 /// A real systemd booted as PID 1 of a private PID + mount namespace, for end-to-end tests.
 ///
 /// The host is never changed: `/etc` is an overlay whose writes land in a tmpfs (units,

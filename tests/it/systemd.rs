@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use zakaz_core::testing::{TestDb, query_tsv};
-use zakaz_e2e::Machine;
+use zakaz_e2e::{Machine, free_port};
 
 /// The error-priority lines of the qtickets service, as `journalctl -p err` shows them.
 const ERROR_LINES: &[&str] = &[
@@ -120,6 +120,17 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         &format!(
             "TELEGRAM_API_URL={}/telegram\nTELEGRAM_BOT_TOKEN=sandbox-token\nTELEGRAM_CHAT_ID=-100123\nCLICKHOUSE_DB={}\n",
             sandbox.base_url, db.name
+        ),
+    );
+
+    // The healthcheck (enabled by default) on a port of its own, not the host's 8080.
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/healthcheck.env",
+        &format!(
+            "HEALTHCHECK_LISTEN=127.0.0.1:{}\nCLICKHOUSE_DB={}\n",
+            free_port(),
+            db.name
         ),
     );
 
@@ -407,4 +418,142 @@ fn zakaz_e2e_user_exists(name: &str) -> bool {
         .args(["passwd", name])
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// `GET path` from the host (the machine shares the host's network): status and body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let code = raw.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, raw.split_once("\r\n\r\n")?.1.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
+    let (db, _ch) = TestDb::migrated().await;
+    let log = std::env::temp_dir().join(format!("zakaz-e2e-health-{}.log", std::process::id()));
+    let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
+    let port = free_port();
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/healthcheck.env",
+        &format!(
+            "HEALTHCHECK_LISTEN=127.0.0.1:{port}\nCLICKHOUSE_DB={}\nHEALTHCHECK_CACHE_SECONDS=1\n",
+            db.name
+        ),
+    );
+    let bin = machine.stage_binaries();
+    let install = ok(
+        &machine,
+        &[
+            &format!("{bin}/manage-timers"),
+            "install",
+            "--binaries",
+            bin,
+        ],
+    );
+    assert!(install.contains("enabled healthcheck.service"), "{install}");
+    let show = |prop: &str| {
+        ok(
+            &machine,
+            &[
+                "systemctl",
+                "show",
+                "-p",
+                prop,
+                "--value",
+                "healthcheck.service",
+            ],
+        )
+        .trim()
+        .to_owned()
+    };
+    // Type=notify: `install` returned after READY=1, with the status line it sent.
+    assert_eq!(show("ActiveState"), "active");
+    assert_eq!(
+        show("StatusText"),
+        format!("listening on http://127.0.0.1:{port}")
+    );
+    let status = machine.exec(&["systemctl", "status", "--no-pager", "healthcheck.service"]);
+    let status = text(&status);
+    assert!(status.contains("active (running)"), "{status}");
+    let (code, body) = http_get(port, "/healthz").expect("the healthcheck answers");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, r#"{"clickhouse":"reachable","status":"ok"}"#)
+    );
+    let (_, detailed) = http_get(port, "/healthz/detailed").unwrap();
+    let detailed: Value = serde_json::from_str(&detailed).unwrap();
+    assert_eq!(
+        detailed["jobs"].as_array().unwrap().len(),
+        zakaz_core::jobs::JOBS.len()
+    );
+
+    // A hung server (stopped, so it can neither answer nor ping) is killed by the watchdog
+    // and restarted. Shorter periods than the shipped ones, so the test is quick.
+    write(
+        &machine,
+        "/etc/systemd/system/healthcheck.service.d/test-watchdog.conf",
+        "[Service]\nWatchdogSec=2\nRestartSec=1\n",
+    );
+    ok(&machine, &["systemctl", "daemon-reload"]);
+    ok(&machine, &["systemctl", "restart", "healthcheck.service"]);
+    let hung = show("MainPID");
+    assert_ne!(hung, "0");
+    ok(&machine, &["kill", "-STOP", &hung]);
+    wait_for(
+        "systemd to restart the hung healthcheck",
+        Duration::from_secs(60),
+        || {
+            let pid = show("MainPID");
+            (pid != hung && pid != "0" && show("ActiveState") == "active").then_some(())
+        },
+    );
+    assert!(show("NRestarts").parse::<u32>().unwrap() >= 1);
+    let journal = ok(
+        &machine,
+        &[
+            "journalctl",
+            "-u",
+            "healthcheck.service",
+            "--no-pager",
+            "-o",
+            "cat",
+        ],
+    );
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+    wait_for(
+        "/healthz after the restart",
+        Duration::from_secs(30),
+        || http_get(port, "/healthz").filter(|(c, _)| *c == 200),
+    );
+
+    // A clean stop on SIGTERM.
+    ok(&machine, &["systemctl", "stop", "healthcheck.service"]);
+    assert_eq!(show("Result"), "success");
+    let journal = ok(
+        &machine,
+        &[
+            "journalctl",
+            "-u",
+            "healthcheck.service",
+            "--no-pager",
+            "-o",
+            "cat",
+        ],
+    );
+    assert!(journal.contains("SIGTERM received, stopping"), "{journal}");
+    assert!(
+        http_get(port, "/healthz/live").is_none(),
+        "nothing listens after the stop"
+    );
+
+    let out = ok(&machine, &[&format!("{bin}/manage-timers"), "uninstall"]);
+    assert!(out.contains("uninstalled 12 units"), "{out}");
+    drop(machine);
+    let _ = std::fs::remove_file(&log);
 }

@@ -56,6 +56,28 @@ fn a_per_user_install_works_without_root() {
         all.extend_from_slice(args);
         run(&machine, &all)
     };
+    // The healthcheck service (enabled by default) gets a port of its own, not the host's 8080.
+    let secrets = "/home/operator1/zakaz_dashboard/secrets";
+    std::fs::create_dir_all(machine.path(secrets)).unwrap();
+    std::fs::write(
+        machine.path(&format!("{secrets}/healthcheck.env")),
+        format!("HEALTHCHECK_LISTEN=127.0.0.1:{}\n", zakaz_e2e::free_port()),
+    )
+    .unwrap();
+    let out = run(
+        &machine,
+        &[
+            "chown",
+            "-R",
+            "operator1:operator1",
+            "/home/operator1/zakaz_dashboard",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = as_user(&[
         "/run/zakaz-binaries/manage-timers",
         "install",
@@ -76,6 +98,12 @@ fn a_per_user_install_works_without_root() {
     assert!(text.contains("enabled qtickets.timer"), "{text}");
     let out = as_user(&["systemctl", "--user", "is-active", "qtickets.timer"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "active\n");
+    let out = as_user(&["systemctl", "--user", "is-active", "healthcheck.service"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "active\n",
+        "Type=notify: ready under the user manager too"
+    );
     let unit = std::fs::read_to_string(
         machine.path("/home/operator1/.config/systemd/user/qtickets.service"),
     )

@@ -1,4 +1,5 @@
 //! Integration tests of the shared library against the real local ClickHouse.
 
+mod calendar;
 mod journal;
 mod schema;
