@@ -1,12 +1,13 @@
 //! The HTTP server: tiny_http with a fixed set of worker threads, socket timeouts so slow
 //! clients cannot hold a worker, and one cached report so a probe storm never becomes a
-//! ClickHouse storm (one refresh at a time, at most once per cache period).
+//! ClickHouse storm (one refresh at a time, at most once per cache period; while it runs,
+//! other requests get the previous report).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use tiny_http::{Header, Method, Request, Response};
@@ -126,10 +127,16 @@ impl Shared {
         if let Some(s) = self.fresh() {
             return s;
         }
-        let mut connection = self
-            .connection
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut connection = match self.connection.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            // Another worker is refreshing: answer from the previous report rather than make
+            // every probe wait for ClickHouse (only the very first requests wait).
+            Err(TryLockError::WouldBlock) => match self.latest() {
+                Some(s) => return s,
+                None => self.connection.lock().unwrap_or_else(|p| p.into_inner()),
+            },
+        };
         // Another worker may have refreshed while this one waited.
         if let Some(s) = self.fresh() {
             return s;
@@ -150,11 +157,14 @@ impl Shared {
     }
 
     fn fresh(&self) -> Option<Arc<Snapshot>> {
-        let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        cached
-            .as_ref()
-            .filter(|s| s.at.elapsed() < self.config.cache)
-            .cloned()
+        self.latest().filter(|s| s.at.elapsed() < self.config.cache)
+    }
+
+    fn latest(&self) -> Option<Arc<Snapshot>> {
+        self.cached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Read ClickHouse within the timeout; `None` when it does not answer. The reason goes to

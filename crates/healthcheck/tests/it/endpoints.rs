@@ -351,6 +351,13 @@ async fn clickhouse_going_away_is_a_503_and_coming_back_recovers() {
         );
     }
 
+    // A ClickHouse that accepts and never answers: 503 once the refresh times out (2 s here),
+    // not a probe that hangs with it.
+    proxy.hang();
+    let hung = get(addr, "/healthz");
+    assert_eq!(hung.code, 503, "{hung:?}");
+    assert_eq!(get(addr, "/healthz/live").code, 200);
+
     proxy.up();
     let mut recovered = false;
     for _ in 0..50 {

@@ -196,6 +196,7 @@ fn parse(raw: &str) -> Answer {
 pub struct Proxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    hang: Arc<AtomicBool>,
     streams: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
 }
@@ -205,9 +206,11 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
+        let hang = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (up2, stop2, streams2) = (up.clone(), stop.clone(), streams.clone());
+        let (up2, hang2, stop2, streams2) =
+            (up.clone(), hang.clone(), stop.clone(), streams.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -217,6 +220,11 @@ impl Proxy {
                 // Down: accept and hang up at once, as a stopped server's port would refuse.
                 if !up2.load(Ordering::SeqCst) {
                     drop(client);
+                    continue;
+                }
+                // Hanging: accept, read nothing, answer nothing (a stuck server).
+                if hang2.load(Ordering::SeqCst) {
+                    streams2.lock().unwrap().push(client);
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(target) else {
@@ -232,6 +240,7 @@ impl Proxy {
         Proxy {
             addr,
             up,
+            hang,
             streams,
             stop,
         }
@@ -240,12 +249,21 @@ impl Proxy {
     /// Refuse new connections and cut the open ones.
     pub fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
+        self.hang.store(false, Ordering::SeqCst);
         for s in self.streams.lock().unwrap().drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }
 
     pub fn up(&self) {
+        self.hang.store(false, Ordering::SeqCst);
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Accept new connections but never answer; cut the open ones.
+    pub fn hang(&self) {
+        self.down();
+        self.hang.store(true, Ordering::SeqCst);
         self.up.store(true, Ordering::SeqCst);
     }
 
