@@ -17,7 +17,7 @@ use zakaz_core::checks::{self, CheckArgs, Condition, OpenAlert, open_alerts};
 use zakaz_core::cli::{CommonArgs, JobCli};
 use zakaz_core::http::HttpArgs;
 use zakaz_core::jobs::{self, Job};
-use zakaz_core::journal::{Outcome, journaled};
+use zakaz_core::journal::{Metrics, Outcome, journaled};
 use zakaz_core::time::ch_datetime;
 
 use crate::notify::{ChannelArgs, Channels, Notice};
@@ -222,7 +222,11 @@ impl<'a> Checker<'a> {
         let outcome = Outcome {
             rows: sent as u64,
             message,
-            metrics: json!({"notices": plan.len(), "sent": sent, "undelivered": failed, "channels": self.channels.names()}),
+            metrics: Metrics::new()
+                .with("notices", plan.len())
+                .with("sent", sent as u64)
+                .with("undelivered", failed as u64)
+                .with("channels", self.channels.names()),
         };
         anyhow::ensure!(
             failed == 0 || sent > 0 || plan.is_empty(),

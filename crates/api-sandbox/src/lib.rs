@@ -194,6 +194,8 @@ pub struct State {
     fault_rng: Rng,
     pub log: Vec<Value>,
     pub qtickets_date_filters: bool,
+    /// Whether order pages carry `paging` (a variant the loader must survive without it).
+    pub qtickets_paging: bool,
     pub vk_tokens: Vec<vk::Token>,
     pub vk_token_counter: u64,
     pub vk_daily_remaining: u64,
@@ -215,6 +217,7 @@ impl State {
             fault_rng: Rng::stream(seed, "faults"),
             log: Vec::new(),
             qtickets_date_filters: true,
+            qtickets_paging: true,
             vk_tokens: Vec::new(),
             vk_token_counter: 0,
             vk_daily_remaining: vk::DAILY_LIMIT,
@@ -494,6 +497,9 @@ impl Sandbox {
                 let mut state = self.state();
                 if let Some(mode) = body.get("qtickets_date_filters").and_then(Value::as_str) {
                     state.qtickets_date_filters = mode != "ignored";
+                }
+                if let Some(mode) = body.get("qtickets_paging").and_then(Value::as_str) {
+                    state.qtickets_paging = mode != "missing";
                 }
                 if let Some(n) = body.get("vk_daily_remaining").and_then(Value::as_u64) {
                     state.vk_daily_remaining = n;

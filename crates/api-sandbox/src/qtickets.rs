@@ -669,6 +669,7 @@ fn order_page(
     now: i64,
     page: usize,
     total: usize,
+    with_paging: bool,
 ) -> Resp {
     #[derive(Serialize)]
     struct Paging {
@@ -681,7 +682,8 @@ fn order_page(
     #[derive(Serialize)]
     struct PageOut<'a> {
         data: Vec<OrderOut<'a>>,
-        paging: Paging,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        paging: Option<Paging>,
     }
     let out = PageOut {
         data: orders
@@ -689,11 +691,11 @@ fn order_page(
             .take(ORDERS_PER_PAGE)
             .map(|o| order_out(data, o, now))
             .collect(),
-        paging: Paging {
+        paging: with_paging.then_some(Paging {
             per_page: ORDERS_PER_PAGE,
             current_page: page,
             total,
-        },
+        }),
     };
     Resp {
         status: 200,
@@ -1027,7 +1029,10 @@ fn list_orders(sb: &Sandbox, body: &Value, now: i64) -> Resp {
         Ok(c) => c,
         Err(e) => return qt_error(400, "VALIDATION_ERROR", &e),
     };
-    let honour_dates = sb.state().qtickets_date_filters;
+    let (honour_dates, with_paging) = {
+        let state = sb.state();
+        (state.qtickets_date_filters, state.qtickets_paging)
+    };
     let mut candidates = data.visible(now);
     // Narrow by an id lower bound first: keyset paging stays cheap on large histories.
     for c in &conds {
@@ -1071,7 +1076,7 @@ fn list_orders(sb: &Sandbox, body: &Value, now: i64) -> Resp {
         } else {
             Box::new(candidates.iter())
         };
-        return order_page(data, &mut ordered, now, page, candidates.len());
+        return order_page(data, &mut ordered, now, page, candidates.len(), with_paging);
     }
     let mut hits: Vec<(&Order, OrderView)> = Vec::new();
     for order in candidates {
@@ -1096,5 +1101,12 @@ fn list_orders(sb: &Sandbox, body: &Value, now: i64) -> Resp {
         }
     }
     let total = hits.len();
-    order_page(data, &mut hits.iter().map(|(o, _)| *o), now, page, total)
+    order_page(
+        data,
+        &mut hits.iter().map(|(o, _)| *o),
+        now,
+        page,
+        total,
+        with_paging,
+    )
 }

@@ -14,11 +14,34 @@ pub struct QTickets {
     token: Secret,
 }
 
-/// One page of a list: its rows and the server's paging numbers.
+/// One page of a list: its rows and the server's paging numbers, when it sent them (a page
+/// without `paging` says nothing about what follows: only an empty page ends the list).
 pub struct Page {
     pub data: Vec<Value>,
-    pub per_page: usize,
-    pub total: usize,
+    pub per_page: Option<usize>,
+    pub total: Option<usize>,
+}
+
+impl Page {
+    /// A short page (fewer rows than the page size) is the last one.
+    fn short(&self) -> bool {
+        self.per_page.is_some_and(|p| self.data.len() < p)
+    }
+
+    /// The last page of a keyset listing (`where id > last`): empty, short, or holding every
+    /// row the filter matches.
+    pub fn is_last_keyset(&self) -> bool {
+        self.data.is_empty() || self.short() || self.total.is_some_and(|t| self.data.len() >= t)
+    }
+
+    /// The last page of a numbered listing: empty, short, or page `ceil(total/perPage)`.
+    pub fn is_last_numbered(&self, page_no: usize) -> bool {
+        let pages = match (self.total, self.per_page) {
+            (Some(t), Some(p)) => Some(t.div_ceil(p.max(1))),
+            _ => None,
+        };
+        self.data.is_empty() || self.short() || pages.is_some_and(|n| page_no >= n)
+    }
 }
 
 impl QTickets {
@@ -86,8 +109,8 @@ impl QTickets {
                 .map(|n| n as usize)
         };
         Ok(Page {
-            per_page: num("perPage").unwrap_or(data.len().max(1)),
-            total: num("total").unwrap_or(data.len()),
+            per_page: num("perPage"),
+            total: num("total"),
             data,
         })
     }
@@ -100,10 +123,9 @@ impl QTickets {
             let mut body = filters.clone();
             body["page"] = json!(page_no);
             let page = self.page(path, &body).await?;
-            let len = page.data.len();
+            let last = page.is_last_numbered(page_no);
             rows.extend(page.data);
-            let pages = page.total.div_ceil(page.per_page.max(1));
-            if len == 0 || len < page.per_page || page_no >= pages {
+            if last {
                 break;
             }
         }
@@ -176,7 +198,9 @@ impl QTickets {
             match self.first_from(mid).await? {
                 None => hi = mid,
                 Some((id, created)) => {
-                    let t = zakaz_core::time::parse_api_timestamp(&created)?.timestamp();
+                    let t = zakaz_core::time::parse_offset_timestamp(&created)
+                        .map_err(|e| anyhow::anyhow!("order {id}: `created_at`: {e}"))?
+                        .timestamp();
                     if t >= since {
                         hi = mid.min(id);
                     } else {

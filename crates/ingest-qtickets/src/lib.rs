@@ -29,7 +29,7 @@ use zakaz_core::Secret;
 use zakaz_core::ch::{Ch, ClickHouseArgs};
 use zakaz_core::cli::{CommonArgs, JobCli};
 use zakaz_core::http::{HttpArgs, HttpClient};
-use zakaz_core::journal::{Outcome, journaled};
+use zakaz_core::journal::{Metrics, Outcome, journaled};
 use zakaz_core::time::{DateWindow, MOSCOW, WindowArgs, ch_datetime, moscow_today};
 
 use crate::api::QTickets;
@@ -155,7 +155,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .run()
             .await?;
         println!("{}", outcome.message);
-        println!("{}", serde_json::to_string_pretty(&outcome.metrics)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome.metrics.to_json())?
+        );
         return Ok(());
     }
     zakaz_core::schema::ensure(&ch).await?;
@@ -218,6 +221,7 @@ impl<'a> Loader<'a> {
 
     pub async fn run(mut self) -> anyhow::Result<Outcome> {
         let now = chrono::Utc::now().timestamp();
+        let started_at = ch_datetime(&chrono::Utc::now());
         // Events first: facts take each event's city from `dim_events`.
         let event_rows = self.api.all_pages("/events", json!({})).await?;
         let mut events = Vec::with_capacity(event_rows.len());
@@ -249,30 +253,29 @@ impl<'a> Loader<'a> {
         } else {
             (0, Vec::new())
         };
-        let watermark = match (mode, previous) {
-            // A window run saw only part of the orders: the watermark stays where it was, and
-            // a window run before any full run sets none (the next run backfills).
-            (Mode::Window, prev) => prev,
-            (_, prev) => {
-                let prev = prev.unwrap_or_default();
-                Some(Watermark {
-                    updated_at: self.max_updated.max(prev.updated_at),
-                    max_order_id: self.max_id.max(prev.max_order_id),
-                })
-            }
-        };
-        let metrics = json!({
-            "mode": mode.name(),
-            "orders": self.orders,
-            "tickets": self.tickets,
-            "events": events.len(),
-            "dates_recomputed": dates_recomputed,
-            "touched_dates": self.touched.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "inventory_shows": inventory_shows,
-            "http_requests": self.api.requests_made(),
-            "watermark_updated_at": watermark.map(|w| w.updated_at),
-            "max_order_id": watermark.map(|w| w.max_order_id),
-        });
+        let watermark = next_watermark(
+            mode,
+            previous,
+            Watermark {
+                updated_at: self.max_updated,
+                max_order_id: self.max_id,
+            },
+            started_at,
+        );
+        let metrics = Metrics::new()
+            .with("mode", mode.name())
+            .with("orders", self.orders)
+            .with("tickets", self.tickets)
+            .with("events", events.len())
+            .with("dates_recomputed", dates_recomputed)
+            .with(
+                "touched_dates",
+                self.touched.iter().copied().collect::<Vec<_>>(),
+            )
+            .with("inventory_shows", inventory_shows)
+            .with("http_requests", self.api.requests_made())
+            .with("watermark_updated_at", watermark.map(|w| w.updated_at))
+            .with("max_order_id", watermark.map(|w| w.max_order_id));
         if !inventory_failures.is_empty() {
             anyhow::bail!(
                 "sales loaded, but inventory failed for {} show(s): {}",
@@ -448,7 +451,6 @@ impl<'a> Loader<'a> {
         let mut batch: Vec<model::Transformed> = Vec::new();
         loop {
             let page = self.api.orders_after(after, before, extra).await?;
-            let len = page.data.len();
             for raw in &page.data {
                 let t = transform_order(
                     raw,
@@ -466,7 +468,7 @@ impl<'a> Loader<'a> {
             if batch.len() >= BATCH {
                 self.stage(std::mem::take(&mut batch)).await?;
             }
-            if len == 0 || len < page.per_page || len >= page.total {
+            if page.is_last_keyset() {
                 break;
             }
         }
@@ -570,6 +572,27 @@ impl<'a> Loader<'a> {
     }
 }
 
+/// The watermark a successful run leaves. A window run saw only part of the orders: it keeps
+/// the previous one (and sets none before any full run, so the next run backfills). Otherwise
+/// the newest `updated_at` seen, capped at the run's start: an order stamped in the future by
+/// a vendor clock error must not move the watermark past orders not yet fetched (and would
+/// freeze loading until that time).
+pub fn next_watermark(
+    mode: Mode,
+    previous: Option<Watermark>,
+    seen: Watermark,
+    started_at: u32,
+) -> Option<Watermark> {
+    if mode == Mode::Window {
+        return previous;
+    }
+    let prev = previous.unwrap_or_default();
+    Some(Watermark {
+        updated_at: seen.updated_at.max(prev.updated_at).min(started_at),
+        max_order_id: seen.max_order_id.max(prev.max_order_id),
+    })
+}
+
 /// One id range of `fetch_range`: its pages, in order, until the range is exhausted.
 async fn produce_range(
     api: QTickets,
@@ -580,8 +603,7 @@ async fn produce_range(
     loop {
         match api.orders_after(after, before, &[]).await {
             Ok(page) => {
-                let len = page.data.len();
-                let done = len == 0 || len < page.per_page || len >= page.total;
+                let done = page.is_last_keyset();
                 if let Some(last) = page
                     .data
                     .last()
@@ -655,4 +677,51 @@ pub async fn last_watermark(ch: &Ch) -> anyhow::Result<Option<Watermark>> {
             max_order_id: v.get("max_order_id")?.as_u64()?,
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watermark_never_passes_the_runs_start() {
+        let start = 1_781_514_000;
+        let prev = Watermark {
+            updated_at: start - 900,
+            max_order_id: 10,
+        };
+        let seen = |updated_at, max_order_id| Watermark {
+            updated_at,
+            max_order_id,
+        };
+        // A vendor clock a day ahead.
+        let w = next_watermark(
+            Mode::UpdatedSince,
+            Some(prev),
+            seen(start + 86_400, 12),
+            start,
+        )
+        .unwrap();
+        assert_eq!(w, seen(start, 12));
+        // A stored future watermark (from before this rule) is pulled back too.
+        let w = next_watermark(
+            Mode::UpdatedSince,
+            Some(seen(start + 5, 12)),
+            seen(0, 0),
+            start,
+        );
+        assert_eq!(w, Some(seen(start, 12)));
+        // Normal progress.
+        let w = next_watermark(Mode::Backfill, None, seen(start - 60, 99), start);
+        assert_eq!(w, Some(seen(start - 60, 99)));
+        // A window run keeps what was there, or sets none.
+        assert_eq!(
+            next_watermark(Mode::Window, None, seen(start - 60, 99), start),
+            None
+        );
+        assert_eq!(
+            next_watermark(Mode::Window, Some(prev), seen(start - 60, 99), start),
+            Some(prev)
+        );
+    }
 }

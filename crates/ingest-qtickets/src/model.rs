@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use zakaz_core::Secret;
-use zakaz_core::time::{ch_datetime, moscow_date, parse_api_timestamp};
+use zakaz_core::time::{ch_datetime, moscow_date, parse_offset_timestamp};
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
 pub struct OrderRow {
@@ -149,7 +149,8 @@ fn timestamp(v: &Value, key: &str, what: &str) -> anyhow::Result<Option<DateTime
     match field(v, key) {
         Value::Null => Ok(None),
         Value::String(s) if s.is_empty() => Ok(None),
-        Value::String(s) => parse_api_timestamp(s)
+        // QTickets always sends an offset; without one the instant is unknown.
+        Value::String(s) => parse_offset_timestamp(s)
             .map(Some)
             .map_err(|e| anyhow::anyhow!("{what}: `{key}`: {e}")),
         other => anyhow::bail!("{what}: `{key}` is not a timestamp ({other})"),
@@ -178,9 +179,12 @@ pub fn utm(order: &Value) -> [String; 5] {
     ]
 }
 
-/// The row version: newer `updated_at` wins; for the same update, the later load.
+/// The row version: newer `updated_at` wins; for the same update, the later load. Both
+/// halves are whole 32-bit seconds, so the order holds for the table's life (an earlier
+/// scheme kept 20 bits of the load time, which wrapped every 12 days); every version of it
+/// is below 2^52, every version of this above, so the switch keeps the order too.
 pub fn version(updated_at: u32, loaded_at: u32) -> u64 {
-    (u64::from(updated_at) << 20) | u64::from(loaded_at & 0xF_FFFF)
+    (u64::from(updated_at) << 32) | u64::from(loaded_at)
 }
 
 pub struct Transformed {
@@ -370,8 +374,36 @@ pub fn transform_event(
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn versions_order_by_update_then_load_and_never_wrap() {
+        let (u, l) = (1_781_514_000u32, 1_781_514_100u32);
+        // The same update loaded 12 and 24 days later (the old 20-bit load part wrapped here).
+        let later = l + (1 << 20);
+        assert!(version(u, l) < version(u, later));
+        assert!(version(u, later) < version(u, later + (1 << 20)));
+        // A newer update wins over any load of an older one.
+        assert!(version(u + 1, 0) > version(u, u32::MAX));
+        // Above every version of the old scheme.
+        let old_max = (u64::from(u32::MAX) << 20) | 0xF_FFFF;
+        assert!(version(1_600_000_000, 0) > old_max);
+    }
+
+    #[test]
+    fn a_timestamp_without_an_offset_is_an_error_naming_the_field() {
+        let mut o = order();
+        o["updated_at"] = json!("2025-05-02 10:00:00");
+        let err = transform_order(&o, 1, None).err().expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "order 7: `updated_at`: timestamp `2025-05-02 10:00:00` has no UTC offset"
+        );
+        o["updated_at"] = json!("2025-05-02T07:00:00Z");
+        assert!(transform_order(&o, 1, None).is_ok());
+    }
 
     fn order() -> Value {
         json!({

@@ -3,9 +3,10 @@
 //! shows `unfinished` once its deadline (start + the job's timeout) has passed, so a killed
 //! run (timeout, OOM, reboot) is told apart from one still running.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::ch::Ch;
@@ -18,7 +19,101 @@ use crate::time::{DateWindow, ch_date, ch_datetime};
 pub struct Outcome {
     pub rows: u64,
     pub message: String,
-    pub metrics: serde_json::Value,
+    pub metrics: Metrics,
+}
+
+/// A run's metrics: counts, flags, dates and names fixed in code — never free text, so a
+/// secret cannot enter them and they are stored exactly as they are (the redactor runs over
+/// messages only: a short password that happens to appear inside a number must not corrupt
+/// a watermark).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics(BTreeMap<&'static str, Metric>);
+
+/// One metric value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Metric {
+    Count(u64),
+    Flag(bool),
+    Name(&'static str),
+    Names(Vec<&'static str>),
+    Dates(Vec<NaiveDate>),
+    /// Not known (JSON `null`).
+    Missing,
+}
+
+impl From<u64> for Metric {
+    fn from(v: u64) -> Self {
+        Metric::Count(v)
+    }
+}
+impl From<u32> for Metric {
+    fn from(v: u32) -> Self {
+        Metric::Count(u64::from(v))
+    }
+}
+impl From<usize> for Metric {
+    fn from(v: usize) -> Self {
+        Metric::Count(v as u64)
+    }
+}
+impl From<bool> for Metric {
+    fn from(v: bool) -> Self {
+        Metric::Flag(v)
+    }
+}
+impl From<&'static str> for Metric {
+    fn from(v: &'static str) -> Self {
+        Metric::Name(v)
+    }
+}
+impl From<Vec<&'static str>> for Metric {
+    fn from(v: Vec<&'static str>) -> Self {
+        Metric::Names(v)
+    }
+}
+impl From<Vec<NaiveDate>> for Metric {
+    fn from(v: Vec<NaiveDate>) -> Self {
+        Metric::Dates(v)
+    }
+}
+impl<T: Into<Metric>> From<Option<T>> for Metric {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Metric::Missing, Into::into)
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics::default()
+    }
+
+    /// The same metrics with `key` set.
+    pub fn with(mut self, key: &'static str, value: impl Into<Metric>) -> Self {
+        self.0.insert(key, value.into());
+        self
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Metric> {
+        self.0.get(key)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        let value = |m: &Metric| match m {
+            Metric::Count(n) => Value::from(*n),
+            Metric::Flag(b) => Value::from(*b),
+            Metric::Name(s) => Value::from(*s),
+            Metric::Names(v) => Value::from(v.clone()),
+            Metric::Dates(v) => Value::from(v.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            Metric::Missing => Value::Null,
+        };
+        Value::Object(
+            self.0
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), value(v)))
+                .collect(),
+        )
+    }
 }
 
 #[derive(Debug, clickhouse::Row, Serialize)]
@@ -112,11 +207,8 @@ impl Run {
             .chars()
             .take(MESSAGE_LIMIT)
             .collect();
-        let metrics = if outcome.metrics.is_null() {
-            "{}".to_owned()
-        } else {
-            crate::secret::redact(&outcome.metrics.to_string())
-        };
+        // Metrics hold no free text by construction: stored as they are, never redacted.
+        let metrics = outcome.metrics.to_json().to_string();
         let row = RunEventRow {
             job: self.job.to_owned(),
             run_id: self.run_id.clone(),

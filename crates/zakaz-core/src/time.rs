@@ -65,19 +65,10 @@ pub fn ch_datetime<Z: TimeZone>(t: &DateTime<Z>) -> u32 {
 /// (VK Ads writes `YYYY-MM-DD HH:MM:SS` in MSK).
 pub fn parse_api_timestamp(text: &str) -> anyhow::Result<DateTime<FixedOffset>> {
     let s = text.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+    if let Some(t) = with_offset(s) {
         return Ok(t);
     }
     let with_t = s.replacen(' ', "T", 1);
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S%.f%:z",
-        "%Y-%m-%dT%H:%M:%S%.f%z",
-        "%Y-%m-%dT%H:%M:%S%.f%#z",
-    ] {
-        if let Ok(t) = DateTime::parse_from_str(&with_t, fmt) {
-            return Ok(t);
-        }
-    }
     for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(&with_t, fmt)
             && let Some(t) = MOSCOW.from_local_datetime(&naive).earliest()
@@ -93,6 +84,34 @@ pub fn parse_api_timestamp(text: &str) -> anyhow::Result<DateTime<FixedOffset>> 
         return Ok(t.fixed_offset());
     }
     Err(anyhow::anyhow!("unrecognised timestamp `{s}`"))
+}
+
+/// [`parse_api_timestamp`] for APIs whose timestamps always carry an offset (QTickets): one
+/// without is an error, never silently read as Moscow time.
+pub fn parse_offset_timestamp(text: &str) -> anyhow::Result<DateTime<FixedOffset>> {
+    let s = text.trim();
+    with_offset(s).ok_or_else(|| {
+        if parse_api_timestamp(s).is_ok() {
+            anyhow::anyhow!("timestamp `{s}` has no UTC offset")
+        } else {
+            anyhow::anyhow!("unrecognised timestamp `{s}`")
+        }
+    })
+}
+
+/// The forms that carry an offset: RFC 3339 with `Z`, `+03:00` or `+0300`, `T` or a space.
+fn with_offset(s: &str) -> Option<DateTime<FixedOffset>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t);
+    }
+    let with_t = s.replacen(' ', "T", 1);
+    [
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ]
+    .iter()
+    .find_map(|fmt| DateTime::parse_from_str(&with_t, fmt).ok())
 }
 
 /// `--since/--until/--days`: the dates a run covers.

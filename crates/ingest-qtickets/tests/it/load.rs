@@ -140,6 +140,23 @@ async fn when_the_server_ignores_date_filters_the_loader_rescans_recent_orders()
 }
 
 #[tokio::test]
+async fn order_pages_without_paging_are_read_until_an_empty_page() {
+    let env = Env::new().await;
+    env.control("/config", json!({"qtickets_paging": "missing"}));
+    let out = env.run_ok(&[]);
+    assert!(stderr(&out).contains("mode backfill"), "{}", stderr(&out));
+    assert_eq!(env.facts(), env.expected(), "the backfill read every page");
+    env.control("/advance", json!({"days": 1}));
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("mode updated_since"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.facts(), env.expected(), "so did the incremental run");
+}
+
+#[tokio::test]
 async fn a_503_in_the_middle_of_paging_fails_the_run_and_leaves_facts_unchanged() {
     let env = Env::new().await;
     env.run_ok(&[]);

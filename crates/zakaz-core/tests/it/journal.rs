@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use zakaz_core::jobs;
-use zakaz_core::journal::{Outcome, Run, journaled};
+use zakaz_core::journal::{Metrics, Outcome, Run, journaled};
 use zakaz_core::testing::{TestDb, query_tsv};
 
 /// The seed's first example query, on this test's database.
@@ -33,7 +33,7 @@ async fn run_journal_round_trip_answers_the_seed_queries() {
         Ok(Outcome {
             rows: 42,
             message: "loaded 42 orders".into(),
-            metrics: serde_json::json!({"orders": 42}),
+            metrics: Metrics::new().with("orders", 42u64),
         })
     })
     .await
@@ -124,4 +124,32 @@ async fn secrets_in_error_messages_are_not_journaled() {
     );
     let message = query_tsv(&format!("SELECT message FROM `{}`.meta_job_runs", db.name));
     assert_eq!(message, "request with *** failed\n");
+}
+
+#[tokio::test]
+async fn metrics_are_stored_as_they_are_and_only_messages_are_redacted() {
+    let (db, ch) = TestDb::migrated().await;
+    // A short password that happens to appear inside the watermark's digits.
+    let password = zakaz_core::Secret::new("7813");
+    zakaz_core::secret::register(password.expose());
+    journaled(&ch, jobs::get("qtickets"), None, |_| async {
+        Ok(Outcome {
+            rows: 1,
+            message: "connected with password 7813".into(),
+            metrics: Metrics::new()
+                .with("watermark_updated_at", 1_781_378_130u64)
+                .with("mode", "updated_since")
+                .with("max_order_id", None::<u64>),
+        })
+    })
+    .await
+    .unwrap();
+    let row = query_tsv(&format!(
+        "SELECT metrics, message FROM `{}`.meta_job_runs WHERE job = 'qtickets'",
+        db.name
+    ));
+    assert_eq!(
+        row,
+        "{\"max_order_id\":null,\"mode\":\"updated_since\",\"watermark_updated_at\":1781378130}\tconnected with password ***\n"
+    );
 }
