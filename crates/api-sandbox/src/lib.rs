@@ -279,6 +279,44 @@ impl Sandbox {
     }
 
     /// The sandbox clock: start plus every advance.
+    /// `{"order_id": N, "payed_at": "ISO" | null}`: from now on the order is paid at that
+    /// time, or un-paid; its `updated_at` becomes now.
+    fn change_payment(&self, body: &Value) -> Resp {
+        let Some(id) = body.get("order_id").and_then(Value::as_u64) else {
+            return Resp::json(400, &json!({"error": "`order_id` is required"}));
+        };
+        let payed_at = match body.get("payed_at") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => match zakaz_core::time::parse_offset_timestamp(s) {
+                Ok(t) => Some(t.timestamp()),
+                Err(e) => return Resp::json(400, &json!({"error": format!("`payed_at`: {e}")})),
+            },
+            Some(other) => {
+                return Resp::json(
+                    400,
+                    &json!({"error": format!("`payed_at`: {other} is not a timestamp")}),
+                );
+            }
+        };
+        let Some(order) = self.data.qtickets.orders.iter().find(|o| o.id == id) else {
+            return Resp::json(404, &json!({"error": format!("no order {id}")}));
+        };
+        let change = qtickets::PaymentChange {
+            at: self.now(),
+            payed_at,
+        };
+        match order.payment_change.set(change) {
+            Ok(()) => Resp::json(
+                200,
+                &json!({"ok": true, "updated_at": qtickets::iso(change.at, 3)}),
+            ),
+            Err(_) => Resp::json(
+                409,
+                &json!({"error": format!("order {id} had its payment changed already")}),
+            ),
+        }
+    }
+
     pub fn now(&self) -> i64 {
         self.start + self.clock_offset.load(Ordering::Relaxed)
     }
@@ -538,6 +576,7 @@ impl Sandbox {
                 )
             }
             ("GET", "/qtickets/orders") => Resp::json(200, &Value::Array(self.qtickets_orders())),
+            ("POST", "/qtickets/payment") => self.change_payment(&body),
             ("GET", "/telegram/messages") => {
                 Resp::json(200, &json!(self.state().telegram_messages))
             }

@@ -7,6 +7,7 @@
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
+use std::sync::OnceLock;
 
 use crate::http::{Req, Resp};
 use crate::rng::Rng;
@@ -110,6 +111,16 @@ pub struct Order {
     pub utm: Option<[String; 5]>,
     pub reserved_style: u8,
     pub baskets: Vec<Basket>,
+    /// A change of payment a test scripted (`POST /_sandbox/qtickets/payment`): from `at`
+    /// on, the order is paid at another time, or not at all. Once per order.
+    pub payment_change: OnceLock<PaymentChange>,
+}
+
+/// The payment of an order changed at `at` (sandbox time) to `payed_at` (`None`: un-paid).
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentChange {
+    pub at: i64,
+    pub payed_at: Option<i64>,
 }
 
 /// An order as seen at one instant.
@@ -121,19 +132,27 @@ pub struct OrderView {
 
 impl Order {
     pub fn view(&self, now: i64) -> OrderView {
-        let payed_at = self.payed_at.filter(|t| *t <= now);
+        let change = self.payment_change.get().filter(|c| c.at <= now);
+        let payed_at = change
+            .map_or(self.payed_at, |c| c.payed_at)
+            .filter(|t| *t <= now);
         let deleted_at = self.deleted_at.filter(|t| *t <= now);
         let refunds = self
             .baskets
             .iter()
             .filter_map(|b| b.refunded_at)
             .filter(|t| *t <= now);
-        let updated_at = [Some(self.created), payed_at, deleted_at]
-            .into_iter()
-            .flatten()
-            .chain(refunds)
-            .max()
-            .unwrap_or(self.created);
+        let updated_at = [
+            Some(self.created),
+            payed_at,
+            deleted_at,
+            change.map(|c| c.at),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(refunds)
+        .max()
+        .unwrap_or(self.created);
         OrderView {
             payed_at,
             deleted_at,
@@ -319,6 +338,7 @@ impl QData {
                     utm,
                     reserved_style: (rng.next_u64() % 3) as u8,
                     baskets,
+                    payment_change: OnceLock::new(),
                 });
             }
         }
@@ -556,6 +576,7 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
             let zone = &show.zones[b.zone];
             let updated = [
                 Some(order.created),
+                Some(view.updated_at).filter(|_| order.payment_change.get().is_some()),
                 view.payed_at,
                 view.deleted_at,
                 refunded_at,

@@ -92,6 +92,11 @@ pub struct QTicketsArgs {
     #[arg(long, env = "QTICKETS_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub qtickets_concurrency: u32,
 
+    /// Orders staged per insert: fewer bound the memory of long backfills, more mean fewer
+    /// inserts.
+    #[arg(long, env = "QTICKETS_STAGE_BATCH_ORDERS", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub qtickets_stage_batch_orders: u32,
+
     /// Snapshot seats of upcoming active shows into `fact_qtickets_inventory`.
     #[arg(long, env = "QTICKETS_INVENTORY", default_value_t = true, action = clap::ArgAction::Set)]
     pub qtickets_inventory: bool,
@@ -107,9 +112,6 @@ impl JobCli for Cli {
         &self.common
     }
 }
-
-/// Orders are written in batches of this many: bounded memory on long backfills.
-const BATCH: usize = 5_000;
 
 /// What the last successful incremental run had seen.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -181,8 +183,13 @@ pub struct Loader<'a> {
     window: Option<DateWindow>,
     run_id: Option<String>,
     loaded_at: u32,
+    /// Version of this run's dirty marks; its clean marks are one above, so a later run's
+    /// dirty mark always wins over this run's clean one.
+    mark_version: u64,
     first_load: bool,
     touched: BTreeSet<NaiveDate>,
+    /// Dates already marked dirty in ClickHouse by (or for) this run.
+    marked: BTreeSet<NaiveDate>,
     orders: usize,
     tickets: usize,
     preview: Vec<TicketRow>,
@@ -205,8 +212,10 @@ impl<'a> Loader<'a> {
             window,
             run_id,
             loaded_at: ch_datetime(&chrono::Utc::now()),
+            mark_version: chrono::Utc::now().timestamp_micros().max(0) as u64 * 2,
             first_load: false,
             touched: BTreeSet::new(),
+            marked: BTreeSet::new(),
             orders: 0,
             tickets: 0,
             preview: Vec::new(),
@@ -240,13 +249,29 @@ impl<'a> Loader<'a> {
         } else {
             last_watermark(self.ch).await?
         };
-        self.first_load = previous.is_none();
+        if !self.dry() {
+            // From the data, not the journal: a journal without a watermark (window runs only,
+            // or a lost journal) does not mean staging is empty.
+            self.first_load = staging_is_empty(self.ch).await?;
+            let carried = dirty_dates(self.ch).await?;
+            if !carried.is_empty() {
+                tracing::warn!(
+                    dates = %carried.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                    "{} date(s) left dirty by a run that failed before its facts: recomputing them",
+                    carried.len()
+                );
+            }
+            self.marked.extend(carried.iter().copied());
+            self.touched.extend(carried);
+        }
         let mode = self.fetch_orders(previous).await?;
 
         let dates_recomputed = if self.dry() {
             self.touched.len()
         } else {
-            facts::recompute(self.ch, &self.touched, self.loaded_at).await?
+            let n = facts::recompute(self.ch, &self.touched, self.loaded_at).await?;
+            self.mark(&self.touched.clone(), false).await?;
+            n
         };
         let (inventory_shows, inventory_failures) = if self.args.qtickets_inventory {
             self.inventory(&shows).await?
@@ -431,11 +456,33 @@ impl<'a> Loader<'a> {
                     self.args.qtickets_client_hash_salt.as_ref(),
                 )?);
             }
-            if batch.len() >= BATCH {
+            if batch.len() >= self.stage_batch() {
                 self.stage(std::mem::take(&mut batch)).await?;
             }
         }
         self.stage(batch).await
+    }
+
+    fn stage_batch(&self) -> usize {
+        self.args.qtickets_stage_batch_orders as usize
+    }
+
+    /// Record `dates` as dirty (their facts are about to go stale) or clean (rewritten).
+    async fn mark(&mut self, dates: &BTreeSet<NaiveDate>, dirty: bool) -> anyhow::Result<()> {
+        let rows: Vec<DirtyDateRow> = dates
+            .iter()
+            .map(|d| DirtyDateRow {
+                sales_date: zakaz_core::time::ch_date(*d),
+                dirty: u8::from(dirty),
+                run_id: self.run_id.clone().unwrap_or_default(),
+                marked_at: ch_datetime(&chrono::Utc::now()),
+                _version: self.mark_version + u64::from(!dirty),
+            })
+            .collect();
+        self.ch
+            .insert_all("stg_qtickets_dirty_dates", &rows)
+            .await
+            .map_err(|e| e.context("cannot record the dates whose facts must be recomputed"))
     }
 
     /// Keyset-page orders with `id > after` (`< before`) and `extra` filters, staging them in
@@ -465,7 +512,7 @@ impl<'a> Loader<'a> {
                 after = t.order.order_id;
                 batch.push(t);
             }
-            if batch.len() >= BATCH {
+            if batch.len() >= self.stage_batch() {
                 self.stage(std::mem::take(&mut batch)).await?;
             }
             if page.is_last_keyset() {
@@ -477,15 +524,18 @@ impl<'a> Loader<'a> {
     }
 
     /// Write one batch to staging and note the dates it touches (old payment dates included,
-    /// in case an order's payment moved).
+    /// in case an order's payment moved or it was un-paid). The dates are recorded as dirty in
+    /// ClickHouse *before* the orders are staged: once staged, the old payment dates cannot be
+    /// read back, so a run that dies before its facts leaves them for the next run.
     async fn stage(&mut self, batch: Vec<model::Transformed>) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut orders: Vec<OrderRow> = Vec::with_capacity(batch.len());
         let mut tickets: Vec<TicketRow> = Vec::with_capacity(batch.len() * 2);
+        let mut dates: BTreeSet<NaiveDate> = BTreeSet::new();
         for t in batch {
-            self.touched.extend(t.sales_date);
+            dates.extend(t.sales_date);
             self.max_updated = self.max_updated.max(t.order.updated_at);
             self.max_id = self.max_id.max(t.order.order_id);
             orders.push(t.order);
@@ -494,6 +544,7 @@ impl<'a> Loader<'a> {
         self.orders += orders.len();
         self.tickets += tickets.len();
         if self.dry() {
+            self.touched.extend(dates);
             self.preview.extend(tickets);
             return Ok(());
         }
@@ -511,9 +562,14 @@ impl<'a> Loader<'a> {
                     async move { c.query(&sql).fetch_all::<u16>().await }
                 })
                 .await?;
-            self.touched
-                .extend(old.into_iter().map(zakaz_core::time::ch_date_to_naive));
+            dates.extend(old.into_iter().map(zakaz_core::time::ch_date_to_naive));
         }
+        let new: BTreeSet<NaiveDate> = dates.difference(&self.marked).copied().collect();
+        if !new.is_empty() {
+            self.mark(&new, true).await?;
+            self.marked.extend(new);
+        }
+        self.touched.extend(dates);
         self.ch.insert_all("stg_qtickets_orders", &orders).await?;
         self.ch.insert_all("stg_qtickets_tickets", &tickets).await?;
         Ok(())
@@ -622,6 +678,41 @@ async fn produce_range(
             }
         }
     }
+}
+
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
+struct DirtyDateRow {
+    sales_date: u16,
+    dirty: u8,
+    run_id: String,
+    marked_at: u32,
+    _version: u64,
+}
+
+/// Dates a failed run marked dirty and no later run has recomputed.
+async fn dirty_dates(ch: &Ch) -> anyhow::Result<BTreeSet<NaiveDate>> {
+    let days: Vec<u16> = ch
+        .read("dirty dates", |c| async move {
+            c.query("SELECT sales_date FROM stg_qtickets_dirty_dates FINAL WHERE dirty = 1")
+                .fetch_all::<u16>()
+                .await
+        })
+        .await?;
+    Ok(days
+        .into_iter()
+        .map(zakaz_core::time::ch_date_to_naive)
+        .collect())
+}
+
+async fn staging_is_empty(ch: &Ch) -> anyhow::Result<bool> {
+    let n: u64 = ch
+        .read("staged orders", |c| async move {
+            c.query("SELECT count() FROM stg_qtickets_orders")
+                .fetch_one::<u64>()
+                .await
+        })
+        .await?;
+    Ok(n == 0)
 }
 
 #[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]

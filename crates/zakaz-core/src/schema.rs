@@ -334,6 +334,24 @@ Migration {
             FROM {db}.stg_mail_sales FINAL",
         ),
     ],
+},
+Migration {
+    version: 3,
+    name: "stg_qtickets_dirty_dates: dates whose facts a run must recompute survive a failed run",
+    steps: &[
+        // A date is marked dirty (1) before the orders that touch it are staged, and clean (0)
+        // once its facts are rewritten; the latest mark wins.
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.stg_qtickets_dirty_dates (
+                sales_date Date,
+                dirty UInt8,
+                run_id String,
+                marked_at DateTime('Europe/Moscow'),
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            ORDER BY sales_date",
+        ),
+    ],
 }];
 
 /// The schema version these binaries expect.

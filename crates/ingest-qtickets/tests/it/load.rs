@@ -157,6 +157,72 @@ async fn order_pages_without_paging_are_read_until_an_empty_page() {
 }
 
 #[tokio::test]
+async fn a_run_that_dies_after_staging_leaves_its_dates_for_the_next_run() {
+    let env = Env::new().await;
+    env.run_ok(&[]);
+    // The two oldest paid orders: one is un-paid, the other paid on another date.
+    let picked = env.query(
+        "SELECT order_id, toString(toDate(assumeNotNull(payed_at), 'Europe/Moscow')), toUnixTimestamp(assumeNotNull(payed_at)) \
+         FROM {db}.stg_qtickets_orders FINAL WHERE payed = 1 AND deleted_at IS NULL ORDER BY order_id LIMIT 2",
+    );
+    let rows: Vec<Vec<&str>> = picked.lines().map(|l| l.split('\t').collect()).collect();
+    let (unpaid, moved) = (rows[0][0], rows[1][0]);
+    let (unpaid_date, moved_date) = (rows[0][1], rows[1][1]);
+    let moved_to =
+        chrono::DateTime::from_timestamp(rows[1][2].parse::<i64>().unwrap() + 5 * 86_400, 0)
+            .unwrap()
+            .with_timezone(&chrono_tz::Europe::Moscow);
+    env.control(
+        "/qtickets/payment",
+        json!({"order_id": unpaid.parse::<u64>().unwrap(), "payed_at": null}),
+    );
+    env.control(
+        "/qtickets/payment",
+        json!({"order_id": moved.parse::<u64>().unwrap(), "payed_at": moved_to.to_rfc3339()}),
+    );
+    // New orders after them (several pages); the second page fails on both attempts, after
+    // the first (holding both changed orders, the oldest ids) was staged.
+    env.control("/advance", json!({"days": 3}));
+    env.control(
+        "/faults",
+        json!({"route": "/qtickets/api/rest/v1/orders", "status": 503, "after": 1, "count": 2}),
+    );
+    let failed = env.run(&[], &[("QTICKETS_STAGE_BATCH_ORDERS", "50")]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    let staged = env.query(&format!(
+        "SELECT order_id, payed FROM {{db}}.stg_qtickets_orders FINAL WHERE order_id IN ({unpaid}, {moved}) ORDER BY order_id"
+    ));
+    assert_eq!(
+        staged,
+        format!("{unpaid}\t0\n{moved}\t1\n"),
+        "the failed run staged both"
+    );
+    let dirty = env.query("SELECT toString(sales_date) FROM {db}.stg_qtickets_dirty_dates FINAL WHERE dirty = 1 ORDER BY sales_date");
+    for date in [unpaid_date, moved_date] {
+        assert!(
+            dirty.lines().any(|l| l == date),
+            "{date} not left dirty: {dirty}"
+        );
+    }
+
+    // ClickHouse merges the staged versions (as it does in the background, at any time):
+    // the paid versions are gone, so the next run sees the orders in their new state only,
+    // and must still correct the old dates.
+    env.query("OPTIMIZE TABLE {db}.stg_qtickets_orders FINAL");
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("left dirty by a run that failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.facts(), env.expected());
+    assert_eq!(
+        env.query("SELECT count() FROM {db}.stg_qtickets_dirty_dates FINAL WHERE dirty = 1"),
+        "0\n"
+    );
+}
+
+#[tokio::test]
 async fn a_503_in_the_middle_of_paging_fails_the_run_and_leaves_facts_unchanged() {
     let env = Env::new().await;
     env.run_ok(&[]);

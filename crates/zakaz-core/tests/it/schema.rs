@@ -13,6 +13,7 @@ const TABLES: &[&str] = &[
     "meta_job_runs",
     "schema_migrations",
     "stg_mail_sales",
+    "stg_qtickets_dirty_dates",
     "stg_qtickets_orders",
     "stg_qtickets_tickets",
     "v_data_freshness",
