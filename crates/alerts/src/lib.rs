@@ -194,6 +194,16 @@ impl<'a> Checker<'a> {
             if o.alert_type == "unit_failed" && jobs::find(&o.job).is_none() {
                 continue;
             }
+            // A failure that never reached the journal (exit 78 before connecting, ClickHouse
+            // down) leaves no error run for the check to see: only a successful run newer
+            // than the alert proves the job is back.
+            if o.alert_type == "failed_run"
+                && states
+                    .get(&o.job)
+                    .is_none_or(|s| s.last_ok_at <= o.fired_at)
+            {
+                continue;
+            }
             let notice = Notice {
                 kind: "RESOLVED",
                 severity: "info",

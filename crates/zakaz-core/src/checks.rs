@@ -341,6 +341,8 @@ pub struct OpenAlert {
     pub job: String,
     pub alert_type: String,
     pub title: String,
+    /// When it last fired (whether or not a channel accepted it).
+    pub fired_at: u32,
 }
 
 /// The latest state of every fingerprint ever alerted.
@@ -349,7 +351,8 @@ pub async fn open_alerts(ch: &Ch) -> anyhow::Result<HashMap<String, OpenAlert>> 
         .read("open alerts", |c| async move {
             c.query(
                 "SELECT fingerprint, argMax(state, created_at), toUInt32(maxIf(created_at, state = 'firing' AND channels != '')), \
-                        argMax(job, created_at), argMax(alert_type, created_at), argMax(title, created_at) \
+                        argMax(job, created_at), argMax(alert_type, created_at), argMax(title, created_at), \
+                        toUInt32(maxIf(created_at, state = 'firing')) \
                  FROM alerts GROUP BY fingerprint",
             )
             .fetch_all::<OpenAlert>()

@@ -99,6 +99,40 @@ async fn a_cleared_problem_sends_one_resolved_notice() {
 }
 
 #[tokio::test]
+async fn a_failure_that_never_reached_the_journal_is_resolved_only_by_a_newer_ok_run() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    // Five minutes ago `qtickets` exited 78 before it could write to the journal, and
+    // `--unit-failed` alerted; its last run in the journal is still the ok one before that.
+    env.ch
+        .execute(
+            "INSERT INTO alerts (created_at, alert_id, fingerprint, job, alert_type, severity, state, title, channels) \
+             SELECT now() - 300, 'a1', 'failed_run:qtickets', 'qtickets', 'failed_run', 'critical', 'firing', 'qtickets.service failed', 'telegram'",
+        )
+        .await
+        .unwrap();
+    env.run_ok(&[]);
+    assert!(
+        env.telegram().is_empty(),
+        "not resolved: {:?}",
+        env.telegram()
+    );
+    assert_eq!(
+        env.query("SELECT state FROM {db}.alerts WHERE fingerprint = 'failed_run:qtickets'"),
+        "firing\n"
+    );
+    // Then a run succeeds.
+    env.seed_run("qtickets", "ok", 60, -1, "fine").await;
+    env.run_ok(&[]);
+    let sent = env.telegram();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].contains("RESOLVED qtickets.service failed"),
+        "{sent:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_telegram_429_is_waited_out() {
     let env = Env::new().await;
     env.seed_healthy().await;
