@@ -61,6 +61,7 @@ pub struct JobRuns {
     pub error_runs: u64,
     pub running_runs: u64,
     pub unfinished_runs: u64,
+    pub warnings: u64,
 }
 
 const JOURNAL_QUERY: &str = "SELECT job, argMax(run_id, started_at), argMax(status, started_at), \
@@ -69,7 +70,7 @@ const JOURNAL_QUERY: &str = "SELECT job, argMax(run_id, started_at), argMax(stat
     toUInt32(maxIf(started_at, status = 'ok')), \
     toUInt32(argMaxIf(ifNull(toUInt32(finished_at), 0) - toUInt32(started_at), started_at, status = 'ok')), \
     countIf(status = 'ok'), countIf(status = 'error'), countIf(status = 'running'), \
-    countIf(status = 'unfinished') \
+    countIf(status = 'unfinished'), argMax(visitParamExtractUInt(metrics, 'warnings'), started_at) \
     FROM meta_job_runs GROUP BY job";
 
 /// Everything read from ClickHouse in one refresh.
@@ -335,6 +336,7 @@ fn job_state(r: &JobRuns) -> JobState {
         last_message: r.message.clone(),
         last_ok_at: r.last_ok_at,
         first_seen_at: r.first_seen_at,
+        last_warnings: r.warnings,
         ..JobState::default()
     }
 }

@@ -105,6 +105,8 @@ pub struct JobState {
     pub last_error_message: String,
     /// Runs that became `unfinished` (their deadline passed) since the last check.
     pub unfinished_since: u64,
+    /// The `warnings` metric of the last run (problems an `ok` run worked around).
+    pub last_warnings: u64,
 }
 
 pub fn failed_fingerprint(job: &str) -> String {
@@ -123,7 +125,8 @@ pub async fn job_states(ch: &Ch, since: u32) -> anyhow::Result<HashMap<String, J
                         toUInt32(min(started_at)), \
                         countIf(status = 'error' AND started_at >= toDateTime(?)), \
                         argMaxIf(message, started_at, status = 'error' AND started_at >= toDateTime(?)), \
-                        countIf(status = 'unfinished' AND deadline_at >= toDateTime(?)) \
+                        countIf(status = 'unfinished' AND deadline_at >= toDateTime(?)), \
+                        argMax(visitParamExtractUInt(metrics, 'warnings'), started_at) \
                  FROM meta_job_runs WHERE job != 'alerts' GROUP BY job",
             )
             .bind(since)
@@ -221,6 +224,20 @@ pub fn job_conditions(
                 job.timeout().map_or(0, |t| t.as_secs())
             ),
             details: json!({"unfinished_since_last_check": state.unfinished_since}),
+        });
+    }
+    if state.last_status == "ok" && state.last_warnings > 0 {
+        out.push(Condition {
+            fingerprint: format!("run_warning:{}", job.name),
+            job: job.name.to_owned(),
+            alert_type: "run_warning",
+            severity: "warning",
+            title: format!("{} finished with warnings", job.name),
+            message: format!(
+                "{} problem(s) worked around in the last run: {}",
+                state.last_warnings, state.last_message
+            ),
+            details: json!({"warnings": state.last_warnings}),
         });
     }
     if !enabled {

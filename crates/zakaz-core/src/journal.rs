@@ -22,6 +22,10 @@ pub struct Outcome {
     pub metrics: Metrics,
 }
 
+/// The metric a run sets to the number of problems it worked around (a show whose inventory
+/// failed, an id the API rejected): the run is `ok`, and alerts and the healthcheck warn.
+pub const WARNINGS: &str = "warnings";
+
 /// A run's metrics: counts, flags, dates and names fixed in code — never free text, so a
 /// secret cannot enter them and they are stored exactly as they are (the redactor runs over
 /// messages only: a short password that happens to appear inside a number must not corrupt

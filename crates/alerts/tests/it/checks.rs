@@ -133,6 +133,31 @@ async fn a_failure_that_never_reached_the_journal_is_resolved_only_by_a_newer_ok
 }
 
 #[tokio::test]
+async fn an_ok_run_with_warnings_raises_its_own_alert() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.ch
+        .execute(
+            "INSERT INTO meta_job_run_events (job, run_id, seq, status, started_at, finished_at, deadline_at, rows_processed, message, metrics, host, pid) \
+             SELECT 'qtickets', 'w1', 1, 'ok', now() - 60, now() - 50, now() + 240, 10, \
+                    '10 orders; inventory failed for 1 show(s): show 77: HTTP 500', '{\"warnings\":1,\"orders\":10}', 'test', 1",
+        )
+        .await
+        .unwrap();
+    env.run_ok(&[]);
+    let sent = env.telegram();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].contains("qtickets finished with warnings") && sent[0].contains("show 77"),
+        "{sent:?}"
+    );
+    assert_eq!(
+        env.query("SELECT fingerprint, severity FROM {db}.alerts"),
+        "run_warning:qtickets\twarning\n"
+    );
+}
+
+#[tokio::test]
 async fn a_telegram_429_is_waited_out() {
     let env = Env::new().await;
     env.seed_healthy().await;

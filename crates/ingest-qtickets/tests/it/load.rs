@@ -307,15 +307,29 @@ async fn inventory_counts_quantities_and_reports_a_failing_show() {
     assert!(show.zones.iter().any(|z| z.admission) || capacity > 0);
 
     env.control("/faults", json!({"route": format!("/qtickets/api/rest/v1/shows/{}/seats", show.id), "status": 500, "count": 10}));
-    let out = env.run(&[], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    // The only run that is not `ok` (start times have one-second resolution).
-    let last = env.query("SELECT status, message FROM {db}.meta_job_runs WHERE status != 'ok'");
+    let before = env.query("SELECT count() FROM {db}.fact_qtickets_inventory");
+    // Sales go on: the run is `ok`, with the failing show named and counted as a warning.
+    let out = env.run_ok(&[]);
+    let last = env.query(
+        "SELECT status, message, visitParamExtractUInt(metrics, 'warnings'), visitParamExtractUInt(metrics, 'inventory_failed_shows') \
+         FROM {db}.meta_job_runs WHERE visitParamExtractUInt(metrics, 'warnings') > 0",
+    );
     assert!(
-        last.starts_with("error\tsales loaded, but inventory failed for 1 show(s): show "),
+        last.starts_with("ok\t") && last.contains("inventory failed for 1 show(s): show "),
         "{last}"
     );
     assert!(last.contains(&show.id.to_string()), "{last}");
+    assert!(last.ends_with("\t1\t1\n"), "{last}");
+    // The other shows' rows are written.
+    let shows = env.query("SELECT count(DISTINCT show_id) FROM {db}.fact_qtickets_inventory");
+    let after = env.query("SELECT count() FROM {db}.fact_qtickets_inventory");
+    assert!(after.trim().parse::<u64>().unwrap() > before.trim().parse::<u64>().unwrap());
+    assert!(shows.trim().parse::<u64>().unwrap() > 1, "{shows}");
+    assert!(
+        stderr(&out).contains("inventory of show failed"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]
