@@ -557,3 +557,101 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     drop(machine);
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
+    let log = std::env::temp_dir().join(format!("zakaz-e2e-harm-{}.log", std::process::id()));
+    let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
+    let bin = machine.stage_binaries();
+    let manage = format!("{bin}/manage-timers");
+    let units = "/etc/systemd/system";
+    // The healthcheck on a port of its own.
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/healthcheck.env",
+        &format!("HEALTHCHECK_LISTEN=127.0.0.1:{}\n", free_port()),
+    );
+    // An existing prefix with the operator's own owner and mode.
+    ok(&machine, &["chown", "65534:65534", "/opt/zakaz_dashboard"]);
+    ok(&machine, &["chmod", "0775", "/opt/zakaz_dashboard"]);
+    // A unit linked to a file the test owns (as a masked unit links to /dev/null), and a
+    // foreign unit that mentions the marker below its first line.
+    write(
+        &machine,
+        "/run/zakaz-test/own-file",
+        "the test's own file\n",
+    );
+    ok(&machine, &["chmod", "0600", "/run/zakaz-test/own-file"]);
+    ok(
+        &machine,
+        &[
+            "ln",
+            "-s",
+            "/run/zakaz-test/own-file",
+            &format!("{units}/alerts.timer"),
+        ],
+    );
+    let foreign = "[Unit]\n# managed-by: manage-timers\nDescription=someone else's\n";
+    write(&machine, &format!("{units}/direct.service"), foreign);
+
+    let refused = machine.exec(&[&manage, "install", "--binaries", bin]);
+    assert_eq!(refused.status.code(), Some(78), "{}", text(&refused));
+    let said = text(&refused);
+    assert!(
+        said.contains("refusing to install, nothing was changed")
+            && said.contains("alerts.timer` is a symbolic link to `/run/zakaz-test/own-file`")
+            && said.contains("direct.service` was not written by manage-timers"),
+        "{said}"
+    );
+    let written = |name: &str| machine.path(&format!("{units}/{name}")).exists();
+    assert!(!written("qtickets.service"), "nothing half-installed");
+    assert!(!machine.path("/opt/zakaz_dashboard/bin").exists());
+    // --force overwrites the foreign unit but still never touches the link's target.
+    let forced = machine.exec(&[&manage, "install", "--binaries", bin, "--force"]);
+    assert_eq!(forced.status.code(), Some(78), "{}", text(&forced));
+    assert!(!written("qtickets.service"));
+    let own = machine.path("/run/zakaz-test/own-file");
+    assert_eq!(
+        std::fs::read_to_string(&own).unwrap(),
+        "the test's own file\n"
+    );
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode(&own), 0o600);
+
+    // Without the link, --force installs; the prefix keeps its owner and mode.
+    std::fs::remove_file(machine.path(&format!("{units}/alerts.timer"))).unwrap();
+    let out = ok(
+        &machine,
+        &[&manage, "install", "--binaries", bin, "--force"],
+    );
+    assert!(out.contains("enabled qtickets.timer"), "{out}");
+    let prefix = machine.path("/opt/zakaz_dashboard");
+    assert_eq!(mode(&prefix), 0o775);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&prefix).unwrap()),
+        65534
+    );
+    let direct = std::fs::read_to_string(machine.path(&format!("{units}/direct.service"))).unwrap();
+    assert!(
+        direct.starts_with("# managed-by: manage-timers\n"),
+        "{direct}"
+    );
+
+    // The operator disables a timer; an upgrade (install again) leaves it disabled and says
+    // that nothing needed changing.
+    ok(&machine, &[&manage, "disable", "qtickets"]);
+    let again = ok(&machine, &[&manage, "install", "--binaries", bin]);
+    assert!(
+        again.contains("12 unit(s) already as they should be: unchanged"),
+        "{again}"
+    );
+    assert!(!again.contains("enabled qtickets.timer"), "{again}");
+    let state = machine.exec(&["systemctl", "is-enabled", "qtickets.timer"]);
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "disabled");
+    ok(&machine, &[&manage, "uninstall"]);
+    drop(machine);
+    let _ = std::fs::remove_file(&log);
+}

@@ -59,15 +59,55 @@ pub fn generate(out: &Path, prefix: &Path, check: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Write a file when its content differs; returns whether it changed.
+/// Write a file when its content differs; returns whether it changed. Written to a temporary
+/// name in the same directory and renamed, so a reader never sees half a file and a symbolic
+/// link at `path` is replaced, never written through.
 fn write_if_changed(path: &Path, content: &str, mode: u32) -> anyhow::Result<bool> {
-    if fs::read_to_string(path).ok().as_deref() == Some(content) {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link && fs::read_to_string(path).ok().as_deref() == Some(content) {
         return Ok(false);
     }
-    fs::write(path, content)
-        .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.manage-timers-{}", std::process::id()));
+    let fail = |e: std::io::Error| anyhow::anyhow!("cannot write `{}`: {e}", path.display());
+    fs::write(&tmp, content).map_err(fail)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(fail)?;
+    fs::rename(&tmp, path).map_err(fail)?;
     Ok(true)
+}
+
+/// What stands at a unit's path before `install` writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Existing {
+    Nothing,
+    /// A file whose first line is the marker.
+    Ours,
+    /// A file manage-timers did not write.
+    Foreign,
+    /// A symbolic link (a masked unit links to `/dev/null`), with its target.
+    Link(PathBuf),
+}
+
+/// Look at `path` without following a link.
+pub fn existing(path: &Path) -> anyhow::Result<Existing> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Existing::Nothing),
+        Err(e) => Err(anyhow::anyhow!("cannot read `{}`: {e}", path.display())),
+        Ok(m) if m.file_type().is_symlink() => {
+            Ok(Existing::Link(fs::read_link(path).unwrap_or_default()))
+        }
+        Ok(_) => {
+            let text = fs::read_to_string(path).unwrap_or_default();
+            Ok(if text.lines().next() == Some(MANAGED_MARKER) {
+                Existing::Ours
+            } else {
+                Existing::Foreign
+            })
+        }
+    }
 }
 
 fn ids(user: &str) -> anyhow::Result<(u32, u32)> {
@@ -109,6 +149,35 @@ pub fn install(
     let unit_dir = args.unit_dir()?;
     let mut report = Vec::new();
 
+    // Every unit path is checked before anything is written, so a refusal leaves nothing
+    // half-installed.
+    let rendered = units::render_all(&layout);
+    let mut before = Vec::with_capacity(rendered.len());
+    let mut refusals = Vec::new();
+    for unit in &rendered {
+        let path = unit_dir.join(&unit.name);
+        let found = existing(&path)?;
+        match &found {
+            Existing::Link(target) => refusals.push(format!(
+                "`{}` is a symbolic link to `{}` (a masked unit?): unmask or remove it first",
+                path.display(),
+                target.display()
+            )),
+            Existing::Foreign if !force => refusals.push(format!(
+                "`{}` was not written by manage-timers (move it away or pass --force)",
+                path.display()
+            )),
+            _ => {}
+        }
+        before.push(found);
+    }
+    if !refusals.is_empty() {
+        return Err(config_error(format!(
+            "refusing to install, nothing was changed: {}",
+            refusals.join("; ")
+        )));
+    }
+
     // The user and the tree: secrets readable by root only (systemd reads them), logs and
     // state writable by the jobs, everything else read-only for them.
     let owner = match &layout.user {
@@ -134,7 +203,10 @@ pub fn install(
         None => None,
     };
     let root = owner.map(|_| (0, 0));
-    ensure_dir(&layout.prefix, 0o755, root, &mut report)?;
+    // An existing prefix (say, a home directory) keeps its owner and mode.
+    if !layout.prefix.is_dir() {
+        ensure_dir(&layout.prefix, 0o755, root, &mut report)?;
+    }
     ensure_dir(&layout.bin(), 0o755, root, &mut report)?;
     ensure_dir(&layout.secrets(), 0o700, root, &mut report)?;
     ensure_dir(&layout.logs(), 0o750, owner, &mut report)?;
@@ -153,7 +225,14 @@ pub fn install(
                 path.display()
             ));
         }
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        if matches!(existing(&path)?, Existing::Link(_)) {
+            report.push(format!(
+                "left {} alone: it is a symbolic link (make its target 0600 yourself)",
+                path.display()
+            ));
+        } else {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        }
     }
     if let Some(dir) = binaries {
         for name in BINARIES {
@@ -178,21 +257,19 @@ pub fn install(
 
     fs::create_dir_all(&unit_dir)
         .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", unit_dir.display()))?;
-    let rendered = units::render_all(&layout);
+    let mut unchanged = 0;
     for unit in &rendered {
         let path = unit_dir.join(&unit.name);
-        if let Ok(existing) = fs::read_to_string(&path)
-            && !existing.contains(MANAGED_MARKER)
-            && !force
-        {
-            return Err(config_error(format!(
-                "refusing to overwrite `{}`: manage-timers did not write it (move it away or pass --force)",
-                path.display()
-            )));
-        }
         if write_if_changed(&path, &unit.content, 0o644)? {
             report.push(format!("wrote {}", path.display()));
+        } else {
+            unchanged += 1;
         }
+    }
+    if unchanged > 0 {
+        report.push(format!(
+            "{unchanged} unit(s) already as they should be: unchanged"
+        ));
     }
 
     if system::systemd_running() || scope == Scope::User {
@@ -210,6 +287,15 @@ pub fn install(
             } else {
                 format!("{}.service", job.name)
             };
+            // An upgrade keeps the operator's choice: a unit that was already installed is
+            // enabled or disabled as they left it.
+            let was_ours = rendered
+                .iter()
+                .zip(&before)
+                .any(|(u, b)| u.name == unit && *b == Existing::Ours);
+            if was_ours {
+                continue;
+            }
             let mut cmd = vec!["enable"];
             if system::systemd_running() || scope == Scope::User {
                 cmd.push("--now");
@@ -243,7 +329,7 @@ pub fn uninstall(args: &LayoutArgs) -> anyhow::Result<()> {
             let path = unit_dir.join(&u.name);
             (u, path)
         })
-        .filter(|(_, path)| fs::read_to_string(path).is_ok_and(|c| c.contains(MANAGED_MARKER)))
+        .filter(|(_, path)| matches!(existing(path), Ok(Existing::Ours)))
         .collect();
     let running = system::systemd_running() || scope == Scope::User;
     for (unit, path) in &ours {
@@ -263,4 +349,67 @@ pub fn uninstall(args: &LayoutArgs) -> anyhow::Result<()> {
         layout.prefix.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("zakaz-install-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_marker_counts_only_as_the_first_line_and_links_are_seen_as_links() {
+        let dir = temp_dir("existing");
+        let ours = dir.join("a.service");
+        fs::write(&ours, format!("{MANAGED_MARKER}\n[Unit]\n")).unwrap();
+        let foreign = dir.join("b.service");
+        fs::write(&foreign, format!("[Unit]\n{MANAGED_MARKER}\n")).unwrap();
+        let target = dir.join("target");
+        fs::write(&target, format!("{MANAGED_MARKER}\n")).unwrap();
+        let link = dir.join("c.timer");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(existing(&ours).unwrap(), Existing::Ours);
+        assert_eq!(existing(&foreign).unwrap(), Existing::Foreign);
+        assert_eq!(existing(&link).unwrap(), Existing::Link(target.clone()));
+        assert_eq!(existing(&dir.join("none")).unwrap(), Existing::Nothing);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn writing_replaces_a_link_and_never_touches_its_target() {
+        let dir = temp_dir("write");
+        let target = dir.join("target");
+        fs::write(&target, "the test's own file\n").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("x.service");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(write_if_changed(&link, "new\n", 0o644).unwrap());
+        assert_eq!(
+            fs::read_to_string(&target).unwrap(),
+            "the test's own file\n"
+        );
+        assert_eq!(
+            fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            !fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_to_string(&link).unwrap(), "new\n");
+        assert!(
+            !write_if_changed(&link, "new\n", 0o644).unwrap(),
+            "unchanged"
+        );
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -90,7 +90,45 @@ pub fn parse<C: Parser>(args: Vec<OsString>) -> Result<C, Exit> {
             message: format!("error: {}", one_line(&err)),
         });
     }
+    if let Some(message) = secret_flag::<C>(&args) {
+        return Err(Exit {
+            code: exit::USAGE,
+            message,
+        });
+    }
     C::try_parse_from(args).map_err(|err| clap_exit::<C>(&err))
+}
+
+/// Secrets never come from the command line, where `ps`, shell history and sudo logs would
+/// show them: a flag declared secret (`hide_env_values`) is refused, naming its variable.
+fn secret_flag<C: CommandFactory>(args: &[OsString]) -> Option<String> {
+    fn secrets(cmd: &clap::Command, out: &mut Vec<(String, String)>) {
+        for arg in cmd.get_arguments() {
+            if let (true, Some(long), Some(env)) =
+                (arg.is_hide_env_values_set(), arg.get_long(), arg.get_env())
+            {
+                out.push((format!("--{long}"), env.to_string_lossy().into_owned()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            secrets(sub, out);
+        }
+    }
+    let mut known = Vec::new();
+    secrets(&C::command(), &mut known);
+    for arg in args.iter().skip(1) {
+        let arg = arg.to_string_lossy();
+        if arg == "--" {
+            break;
+        }
+        let flag = arg.split('=').next().unwrap_or_default();
+        if let Some((long, env)) = known.iter().find(|(long, _)| long == flag) {
+            return Some(format!(
+                "error: `{long}` would put a secret on the command line (visible in `ps` and shell history): set `{env}` in the environment or an env file instead"
+            ));
+        }
+    }
+    None
 }
 
 fn env_file_arg(args: &[OsString]) -> Option<PathBuf> {
@@ -249,8 +287,7 @@ mod tests {
 
     #[test]
     fn malformed_setting_is_one_line_naming_it() {
-        let err = parse::<Demo>(args(&["demo", "--demo-token", "x", "--demo-count", "many"]))
-            .unwrap_err();
+        let err = parse::<Demo>(args(&["demo", "--demo-count", "many"])).unwrap_err();
         assert_eq!(err.code, exit::CONFIG);
         assert!(!err.message.contains('\n'), "{}", err.message);
         assert!(
@@ -272,6 +309,22 @@ mod tests {
             Some(PathBuf::from("b.env"))
         );
         assert_eq!(env_file_arg(&args(&["x", "--", "--env-file=b.env"])), None);
+    }
+
+    #[test]
+    fn a_secret_given_as_a_flag_is_refused_naming_its_variable() {
+        for argv in [
+            &["demo", "--demo-token", "hunter2"][..],
+            &["demo", "--demo-token=hunter2"][..],
+        ] {
+            let err = parse::<Demo>(args(argv)).unwrap_err();
+            assert_eq!(err.code, exit::USAGE);
+            assert_eq!(
+                err.message,
+                "error: `--demo-token` would put a secret on the command line (visible in `ps` and shell history): set `DEMO_TOKEN_FOR_CLI_TEST` in the environment or an env file instead"
+            );
+            assert!(!err.message.contains("hunter2"));
+        }
     }
 
     #[test]
