@@ -219,10 +219,11 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
     ok(&machine, &["systemctl", "start", "qtickets.service"]);
     // (A timer that fired meanwhile adds another `ok` run, never an error.)
     let runs = query_tsv(&format!(
-        "SELECT countIf(status = 'ok' AND rows_processed > 0) >= 1, countIf(status != 'ok') FROM `{}`.meta_job_runs WHERE job = 'qtickets'",
+        "SELECT countIf(status = 'ok' AND rows_processed > 0) >= 1, countIf(status != 'ok'), countIf(host = '') FROM `{}`.meta_job_runs WHERE job = 'qtickets'",
         db.name
     ));
-    assert_eq!(runs, "1\t0\n");
+    // `host` is filled under the unit's ProcSubset=pid too.
+    assert_eq!(runs, "1\t0\t0\n");
     let facts = query_tsv(&format!(
         "SELECT count() > 0 FROM `{}`.fact_qtickets_sales_daily",
         db.name

@@ -22,7 +22,8 @@ pub struct ChannelArgs {
     #[arg(
         long,
         env = "TELEGRAM_API_URL",
-        default_value = "https://api.telegram.org"
+        default_value = "https://api.telegram.org",
+        value_parser = zakaz_core::http::parse_base_url
     )]
     pub telegram_api_url: String,
     /// Telegram bot token (secret); Telegram is used when it and the chat id are set.

@@ -66,7 +66,8 @@ pub struct QTicketsArgs {
     #[arg(
         long,
         env = "QTICKETS_BASE_URL",
-        default_value = "https://qtickets.ru/api/rest/v1"
+        default_value = "https://qtickets.ru/api/rest/v1",
+        value_parser = zakaz_core::http::parse_base_url
     )]
     pub qtickets_base_url: String,
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use clickhouse::Client;
 
-use crate::error::{ConfigError, UnavailableError, config_error};
+use crate::error::{ConfigError, UnavailableError};
 use crate::secret::Secret;
 
 /// Settings common to every binary that talks to ClickHouse.
@@ -28,22 +28,20 @@ pub struct ClickHouseArgs {
     /// ClickHouse database holding every table of the jobs.
     #[arg(long, env = "CLICKHOUSE_DB", default_value = "zakaz", value_parser = parse_identifier)]
     pub clickhouse_db: String,
+
+    /// Seconds one ClickHouse request may take (a read, an insert, a statement).
+    #[arg(long, env = "CLICKHOUSE_TIMEOUT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub clickhouse_timeout_secs: u64,
 }
 
 fn parse_http_url(s: &str) -> Result<String, String> {
-    let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "scheme must be http or https, not `{}`",
-            url.scheme()
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
+    let url = crate::http::parse_base_url(s)?;
+    if url.contains('@') {
         return Err(
             "put credentials in CLICKHOUSE_USER/CLICKHOUSE_PASSWORD, not in the URL".into(),
         );
     }
-    Ok(s.trim_end_matches('/').to_owned())
+    Ok(url)
 }
 
 /// Database names go into DDL text, so only plain identifiers are accepted.
@@ -92,6 +90,7 @@ pub struct Ch {
     server: Client,
     db: String,
     url: String,
+    timeout: Duration,
     pub version: ServerVersion,
 }
 
@@ -106,8 +105,9 @@ impl Ch {
             server = server.with_password(password.expose());
         }
         let url = args.clickhouse_url.clone();
+        let timeout = Duration::from_secs(args.clickhouse_timeout_secs);
         let probe = server.clone().with_validation(false);
-        let version_text = retry_read(&url, "SELECT version()", || async {
+        let version_text = retry_read(&url, "SELECT version()", timeout, || async {
             probe.query("SELECT version()").fetch_one::<String>().await
         })
         .await
@@ -123,6 +123,7 @@ impl Ch {
             server,
             db: args.clickhouse_db.clone(),
             url,
+            timeout,
             version,
         })
     }
@@ -168,7 +169,7 @@ impl Ch {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = clickhouse::error::Result<T>>,
     {
-        retry_read(&self.url, what, || f(client.clone()))
+        retry_read(&self.url, what, self.timeout, || f(client.clone()))
             .await
             .map_err(|e| anyhow::anyhow!("ClickHouse query failed ({what}): {}", short(&e)))
     }
@@ -184,35 +185,56 @@ impl Ch {
         let fail = |e: clickhouse::error::Error| {
             anyhow::anyhow!("ClickHouse insert into `{table}` failed: {}", short(&e))
         };
-        let mut insert = self.client.insert::<T>(table).await.map_err(fail)?;
-        for row in rows {
-            insert.write(row).await.map_err(fail)?;
-        }
-        insert.end().await.map_err(fail)
+        let all = async {
+            let mut insert = self.client.insert::<T>(table).await?;
+            for row in rows {
+                insert.write(row).await?;
+            }
+            insert.end().await
+        };
+        // A timed-out insert is dropped unfinished, which aborts it: nothing half-written.
+        within(self.timeout, all).await.map_err(fail)
     }
 
     /// Run one statement (DDL or `INSERT … SELECT`), no retries: it may not be idempotent.
     pub async fn execute(&self, sql: &str) -> anyhow::Result<()> {
-        self.client.query(sql).execute().await.map_err(|e| {
-            anyhow::anyhow!(
-                "ClickHouse statement failed: {} (statement: {})",
-                short(&e),
-                first_words(sql)
-            )
-        })
+        within(self.timeout, self.client.query(sql).execute())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "ClickHouse statement failed: {} (statement: {})",
+                    short(&e),
+                    first_words(sql)
+                )
+            })
     }
 }
 
 const READ_ATTEMPTS: u32 = 4;
 
-async fn retry_read<T, F, Fut>(url: &str, what: &str, f: F) -> clickhouse::error::Result<T>
+/// `fut`, or `TimedOut` once `limit` has passed (the crate sets no request timeout).
+async fn within<T>(
+    limit: Duration,
+    fut: impl Future<Output = clickhouse::error::Result<T>>,
+) -> clickhouse::error::Result<T> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(clickhouse::error::Error::TimedOut))
+}
+
+async fn retry_read<T, F, Fut>(
+    url: &str,
+    what: &str,
+    limit: Duration,
+    f: F,
+) -> clickhouse::error::Result<T>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = clickhouse::error::Result<T>>,
 {
     let mut attempt = 1;
     loop {
-        match f().await {
+        match within(limit, f()).await {
             Err(clickhouse::error::Error::Network(e)) if attempt < READ_ATTEMPTS => {
                 let delay = Duration::from_millis(200 * 2u64.pow(attempt - 1));
                 tracing::warn!(%url, what, attempt, "ClickHouse network error, retrying: {e}");
@@ -244,7 +266,11 @@ fn classify_connect_error(url: &str, user: &str, e: clickhouse::error::Error) ->
             ))
             .into()
         }
-        _ => config_error(format!("ClickHouse at `{url}` answered unexpectedly: {text}")),
+        // A proxy's 503, "too many simultaneous queries": it may answer next time.
+        _ => UnavailableError(format!(
+            "ClickHouse at `{url}` (setting `CLICKHOUSE_URL`) answered unexpectedly: {text}"
+        ))
+        .into(),
     }
 }
 
@@ -277,6 +303,7 @@ mod tests {
     #[test]
     fn url_and_identifier_validation() {
         assert!(parse_http_url("http://127.0.0.1:8123/").is_ok());
+        assert!(parse_http_url("https://ch.example.org:8443").is_ok());
         assert!(parse_http_url("tcp://x").is_err());
         assert!(parse_http_url("http://u:p@x").is_err());
         assert!(parse_identifier("zakaz_test_1").is_ok());

@@ -218,6 +218,31 @@ impl HttpClient {
     }
 }
 
+/// A base URL setting: `http` or `https` with a host, checked at start so that a typo is one
+/// line naming the setting, never a retried request. Returned without a trailing `/`.
+pub fn parse_base_url(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme must be http or https, not `{}`",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    let mut text = s.trim().trim_end_matches('/').to_owned();
+    if !url.username().is_empty() || url.password().is_some() {
+        // Kept for the caller to refuse, without echoing the credentials.
+        text = format!(
+            "{}://…@{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        );
+    }
+    Ok(text)
+}
+
 pub fn is_retryable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
 }

@@ -282,8 +282,25 @@ async fn termination() -> &'static str {
     }
 }
 
+/// This machine's name. The units' `ProcSubset=pid` hides `/proc/sys`, so then `uname -n`
+/// (the uname(2) node name) answers; once per process.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                let out = std::process::Command::new("uname")
+                    .arg("-n")
+                    .output()
+                    .ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            })
+            .unwrap_or_default()
+    })
+    .clone()
 }

@@ -36,6 +36,7 @@ impl TestDb {
                 clickhouse_user: "default".to_owned(),
                 clickhouse_password: None,
                 clickhouse_db: name.clone(),
+                clickhouse_timeout_secs: 300,
             },
             name,
         }

@@ -333,6 +333,28 @@ async fn inventory_counts_quantities_and_reports_a_failing_show() {
 }
 
 #[tokio::test]
+async fn a_malformed_url_setting_is_one_line_and_never_tried() {
+    let env = Env::new().await;
+    for (value, why) in [
+        ("ftp://x", "scheme must be http or https, not `ftp`"),
+        ("not a url", "not a URL"),
+    ] {
+        let out = env.run(&[], &[("QTICKETS_BASE_URL", value)]);
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("QTICKETS_BASE_URL") && err.contains(why),
+            "{err}"
+        );
+    }
+    assert!(
+        env.sandbox.sandbox().state().log.is_empty(),
+        "nothing was requested"
+    );
+}
+
+#[tokio::test]
 async fn a_bad_token_fails_clearly_and_never_prints_the_secret() {
     let env = Env::new().await;
     let secret = "qt-secret-5a6b7c8d9e";

@@ -88,6 +88,59 @@ fn malformed_setting_fails_with_one_line_naming_it() {
     assert!(err.contains("`LOG_LEVEL`"), "{err}");
 }
 
+/// A loopback port that nothing listens on (bound, then closed).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn an_https_clickhouse_url_is_accepted_and_tried() {
+    let url = format!("https://127.0.0.1:{}", closed_port());
+    let out = manage_timers(&["migrate"], &[("CLICKHOUSE_URL", url.clone())]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "ClickHouse at `{url}` (setting `CLICKHOUSE_URL`) is not reachable"
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_proxys_503_at_connect_is_a_dependency_error_not_a_configuration_error() {
+    // A proxy in front of ClickHouse that answers every request with a 503.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let proxy = std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let body = "Code: 202. DB::Exception: Too many simultaneous queries. Maximum: 100";
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                format!("HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+            );
+        }
+    });
+    let out = manage_timers(
+        &["migrate"],
+        &[("CLICKHOUSE_URL", format!("http://127.0.0.1:{port}"))],
+    );
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("answered unexpectedly"),
+        "{}",
+        stderr(&out)
+    );
+    drop(proxy);
+}
+
 #[test]
 fn unreachable_clickhouse_fails_clearly_before_any_run() {
     // Nothing listens on loopback port 9.
