@@ -118,6 +118,32 @@ pub struct LayoutArgs {
     /// Unit directory [default: /etc/systemd/system; with --user: ~/.config/systemd/user].
     #[arg(long, value_name = "DIR")]
     pub unit_dir: Option<PathBuf>,
+
+    /// Let the services reach only these address ranges and localhost (systemd's
+    /// `IPAddressAllow=`, space-separated, e.g. "10.0.0.0/8 149.154.160.0/20"); every other
+    /// address is denied. Default: no restriction.
+    #[arg(long, value_name = "RANGES", value_parser = parse_ip_allow)]
+    pub ip_allow: Option<String>,
+}
+
+/// Address ranges as systemd takes them: addresses or prefixes, or its named sets.
+fn parse_ip_allow(s: &str) -> Result<String, String> {
+    let named = ["any", "localhost", "link-local", "multicast"];
+    for word in s.split_whitespace() {
+        let (addr, prefix) = word.split_once('/').unwrap_or((word, ""));
+        let ok = named.contains(&word)
+            || (addr.parse::<std::net::IpAddr>().is_ok()
+                && (prefix.is_empty() || prefix.parse::<u8>().is_ok_and(|p| p <= 128)));
+        if !ok {
+            return Err(format!(
+                "`{word}` is not an address, a prefix or a systemd range name"
+            ));
+        }
+    }
+    if s.split_whitespace().next().is_none() {
+        return Err("give at least one range".into());
+    }
+    Ok(s.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 impl LayoutArgs {
@@ -144,6 +170,7 @@ impl LayoutArgs {
         Ok(units::Layout {
             prefix,
             user: (!self.user).then(|| "etl".to_owned()),
+            ip_allow: self.ip_allow.clone(),
         })
     }
 
@@ -252,7 +279,7 @@ pub enum Command {
         #[command(flatten)]
         layout: LayoutArgs,
         /// Highest acceptable `systemd-analyze security` exposure.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 1.5)]
         threshold: f64,
     },
     /// Write every unit file from the job table (the committed `systemd/` is its output).

@@ -25,6 +25,9 @@ pub struct Layout {
     pub prefix: PathBuf,
     /// The system user the jobs run as; `None` for a per-user install.
     pub user: Option<String>,
+    /// Address ranges the services may reach (`IPAddressAllow=`, plus localhost; every other
+    /// address denied); `None`: no restriction.
+    pub ip_allow: Option<String>,
 }
 
 impl Default for Layout {
@@ -32,6 +35,7 @@ impl Default for Layout {
         Layout {
             prefix: PathBuf::from("/opt/zakaz_dashboard"),
             user: Some("etl".to_owned()),
+            ip_allow: None,
         }
     }
 }
@@ -71,9 +75,14 @@ fn header() -> String {
     )
 }
 
-/// Sandboxing shared by every service. Per-user installs get what works without privileges.
-fn hardening(layout: &Layout, writable: &[PathBuf], reads_journal: bool) -> String {
-    let rw: Vec<String> = writable.iter().map(|p| layout.path(p)).collect();
+/// Sandboxing shared by every service, with the job's resource limits. Per-user installs get
+/// what works without privileges.
+fn hardening(layout: &Layout, job: &Job, writable: &[PathBuf], reads_journal: bool) -> String {
+    // `-`: a missing directory is skipped instead of failing the start.
+    let rw: Vec<String> = writable
+        .iter()
+        .map(|p| format!("-{}", layout.path(p)))
+        .collect();
     let mut out = String::from(
         "NoNewPrivileges=yes\n\
          UMask=0077\n\
@@ -115,6 +124,15 @@ fn hardening(layout: &Layout, writable: &[PathBuf], reads_journal: bool) -> Stri
         if !rw.is_empty() {
             out.push_str(&format!("ReadWritePaths={}\n", rw.join(" ")));
         }
+        out.push_str(&format!(
+            "MemoryMax={}M\nTasksMax={}\n",
+            job.memory_max_mib, job.tasks_max
+        ));
+    }
+    if let Some(allow) = &layout.ip_allow {
+        out.push_str(&format!(
+            "IPAddressDeny=any\nIPAddressAllow=localhost {allow}\n"
+        ));
     }
     out
 }
@@ -154,7 +172,7 @@ fn service(job: &Job, layout: &Layout) -> UnitFile {
             user_lines(layout),
             common,
             secs(timeout),
-            hardening(layout, &[layout.logs(), layout.state()], false),
+            hardening(layout, job, &[layout.logs(), layout.state()], false),
         ),
         Schedule::Service { watchdog, .. } => format!(
             "{}\n[Unit]\nDescription={}\nDocumentation=file:{}/docs/runbook.md\n\
@@ -171,7 +189,7 @@ fn service(job: &Job, layout: &Layout) -> UnitFile {
             secs(watchdog),
             user_lines(layout),
             common,
-            hardening(layout, &[layout.logs(), layout.state()], false),
+            hardening(layout, job, &[layout.logs(), layout.state()], false),
             if layout.user.is_some() {
                 "multi-user.target"
             } else {
@@ -234,7 +252,7 @@ fn alert_template(layout: &Layout) -> UnitFile {
             layout.path(&layout.prefix),
             layout.path(&layout.prefix.join(alerts.env_file)),
             layout.path(&layout.bin().join("alerts")),
-            hardening(layout, &[layout.logs(), layout.state()], true),
+            hardening(layout, alerts, &[layout.logs(), layout.state()], true),
         ),
     }
 }
@@ -320,10 +338,45 @@ mod tests {
     }
 
     #[test]
+    fn limits_come_from_the_job_table_and_the_network_can_be_fenced() {
+        let q = unit("qtickets.service");
+        let job = zakaz_core::jobs::get("qtickets");
+        assert!(
+            q.contains(&format!(
+                "MemoryMax={}M\nTasksMax={}\n",
+                job.memory_max_mib, job.tasks_max
+            )),
+            "{q}"
+        );
+        assert!(
+            q.contains("ReadWritePaths=-/opt/zakaz_dashboard/logs -/opt/zakaz_dashboard/state\n"),
+            "{q}"
+        );
+        assert!(!q.contains("IPAddressDeny"), "no fence by default");
+        let fenced = Layout {
+            ip_allow: Some("10.0.0.0/8 149.154.160.0/20".to_owned()),
+            ..Layout::default()
+        };
+        for u in render_all(&fenced)
+            .iter()
+            .filter(|u| u.name.ends_with(".service"))
+        {
+            assert!(
+                u.content.contains(
+                    "IPAddressDeny=any\nIPAddressAllow=localhost 10.0.0.0/8 149.154.160.0/20\n"
+                ),
+                "{}",
+                u.name
+            );
+        }
+    }
+
+    #[test]
     fn per_user_layout_drops_privileged_directives() {
         let layout = Layout {
             prefix: PathBuf::from("/home/op/zakaz"),
             user: None,
+            ip_allow: None,
         };
         let q = render_all(&layout)
             .into_iter()

@@ -50,6 +50,10 @@ pub struct Job {
     /// `EnvironmentFile=`, relative to the install prefix.
     pub env_file: &'static str,
     pub freshness: Option<Freshness>,
+    /// `MemoryMax=` in MiB: a run gone wrong is killed before it starves the host.
+    pub memory_max_mib: u32,
+    /// `TasksMax=`: threads and processes.
+    pub tasks_max: u32,
 }
 
 const MIN: u64 = 60;
@@ -73,6 +77,8 @@ pub const JOBS: &[Job] = &[
             source: "qtickets",
             max_days_behind: 1,
         }),
+        memory_max_mib: 512,
+        tasks_max: 64,
     },
     Job {
         name: "vk_ads",
@@ -91,6 +97,8 @@ pub const JOBS: &[Job] = &[
             source: "vk_ads",
             max_days_behind: 2,
         }),
+        memory_max_mib: 512,
+        tasks_max: 64,
     },
     Job {
         name: "direct",
@@ -109,6 +117,8 @@ pub const JOBS: &[Job] = &[
             source: "direct",
             max_days_behind: 2,
         }),
+        memory_max_mib: 512,
+        tasks_max: 64,
     },
     Job {
         name: "gmail_ingest",
@@ -127,6 +137,8 @@ pub const JOBS: &[Job] = &[
             source: "gmail_ingest",
             max_days_behind: 2,
         }),
+        memory_max_mib: 512,
+        tasks_max: 64,
     },
     Job {
         name: "alerts",
@@ -142,6 +154,8 @@ pub const JOBS: &[Job] = &[
         enabled_by_default: true,
         env_file: "secrets/alerts.env",
         freshness: None,
+        memory_max_mib: 256,
+        tasks_max: 32,
     },
     Job {
         name: "healthcheck",
@@ -155,6 +169,9 @@ pub const JOBS: &[Job] = &[
         enabled_by_default: true,
         env_file: "secrets/healthcheck.env",
         freshness: None,
+        // tiny_http runs a thread per open connection.
+        memory_max_mib: 256,
+        tasks_max: 1024,
     },
 ];
 
