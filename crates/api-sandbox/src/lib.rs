@@ -75,6 +75,10 @@ pub struct SandboxConfig {
     /// The sandbox's "now" at start (RFC 3339); default: the real time, to the second.
     #[arg(long, value_name = "TIMESTAMP")]
     pub now: Option<String>,
+    /// QTickets timestamps in each city's own offset (`+07:00` for Novosibirsk) instead of
+    /// `+03:00` everywhere, which is what the real service was seen to send.
+    #[arg(long)]
+    pub qtickets_city_offsets: bool,
 }
 
 impl Default for SandboxConfig {
@@ -91,6 +95,7 @@ impl Default for SandboxConfig {
             direct_campaigns: 3,
             emails: 6,
             now: None,
+            qtickets_city_offsets: false,
         }
     }
 }

@@ -162,6 +162,7 @@ impl Order {
 }
 
 pub struct QData {
+    pub city_offsets: bool,
     pub events: Vec<Event>,
     /// Sorted by `created` and `id` alike.
     pub orders: Vec<Order>,
@@ -346,7 +347,22 @@ impl QData {
         for (i, order) in orders.iter_mut().enumerate() {
             order.id = 100_001 + i as u64;
         }
-        QData { events, orders }
+        QData {
+            events,
+            orders,
+            city_offsets: cfg.qtickets_city_offsets,
+        }
+    }
+
+    /// The UTC offset timestamps of a city's events carry: `+03:00`, as the real service was
+    /// seen to send even for cities east of Moscow, or the city's own with
+    /// `--qtickets-city-offsets`.
+    pub fn offset(&self, city: usize) -> i32 {
+        if self.city_offsets {
+            CITIES[city].offset_hours
+        } else {
+            3
+        }
     }
 
     /// Orders created by `now`: a prefix of the list.
@@ -421,25 +437,33 @@ fn opt_time(t: Option<i64>, offset: i32) -> Value {
     t.map_or(Value::Null, |t| json!(iso(t, offset)))
 }
 
-/// `utm`: an object when filled, `[]` when empty (the real quirk).
-struct Utm<'a>(Option<&'a [String; 5]>);
+/// `utm`: an object when filled, `[]` when empty (the real quirk). Like the real orders seen
+/// (25 of 26 filled ones), most carry only `utm_source`, `utm_medium` and `utm_campaign`;
+/// every 26th also `utm_content` and `utm_term` (the latter when it has a value).
+struct Utm<'a>(Option<&'a [String; 5]>, bool);
 
 impl Serialize for Utm<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             None => s.serialize_seq(Some(0))?.end(),
             Some(tags) => {
-                let mut m = s.serialize_map(Some(5))?;
-                for (k, v) in [
+                let keys = [
                     "utm_source",
                     "utm_medium",
                     "utm_campaign",
                     "utm_content",
                     "utm_term",
-                ]
-                .iter()
-                .zip(tags)
-                {
+                ];
+                let shown: Vec<(&str, &String)> = keys
+                    .iter()
+                    .copied()
+                    .zip(tags)
+                    .enumerate()
+                    .filter(|(i, (_, v))| *i < 3 || (self.1 && !v.is_empty()))
+                    .map(|(_, kv)| kv)
+                    .collect();
+                let mut m = s.serialize_map(Some(shown.len()))?;
+                for (k, v) in shown {
                     m.serialize_entry(k, v)?;
                 }
                 m.end()
@@ -475,7 +499,8 @@ impl Serialize for Loose {
 struct ClientDetails {
     name: &'static str,
     surname: &'static str,
-    middlename: &'static str,
+    /// `null` in every real order seen.
+    middlename: Option<&'static str>,
     phone: String,
 }
 
@@ -503,6 +528,10 @@ struct BasketOut {
     deleted_at: Option<Iso>,
     refunded_at: Option<Iso>,
     refunded_amount: Option<Money>,
+    ticket_amount: Money,
+    service_fee_amount: Money,
+    refunded_deduction_amount: Money,
+    refunds: Vec<RefundOut>,
     client_name: &'static str,
     client_surname: &'static str,
     client_email: String,
@@ -534,7 +563,7 @@ pub struct OrderOut<'a> {
     original_price: Money,
     currency_id: &'static str,
     utm: Utm<'a>,
-    custom: Option<()>,
+    custom: &'static str,
     fields: [(); 0],
     integrations: Loose,
     reserved: Loose,
@@ -557,7 +586,7 @@ pub struct OrderOut<'a> {
 
 pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
     let event = &data.events[order.event];
-    let offset = CITIES[event.city].offset_hours;
+    let offset = data.offset(event.city);
     let at = |t: i64| Iso(t, offset);
     let view = order.view(now);
     let paid = view.payed_at.is_some();
@@ -605,6 +634,19 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
                 deleted_at: view.deleted_at.map(at),
                 refunded_at: refunded_at.map(at),
                 refunded_amount: refunded_at.map(|_| Money(b.refund_cents)),
+                ticket_amount: Money(b.price_cents),
+                service_fee_amount: Money(0),
+                refunded_deduction_amount: Money(
+                    refunded_at.map_or(0, |_| b.price_cents - b.refund_cents),
+                ),
+                refunds: refunded_at
+                    .map(|t| RefundOut {
+                        basket_id: b.id,
+                        amount: Money(b.refund_cents),
+                        created_at: Some(at(t)),
+                    })
+                    .into_iter()
+                    .collect(),
                 client_name: "Иван",
                 client_surname: "Петров",
                 client_email: email.clone(),
@@ -640,7 +682,7 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
             details: ClientDetails {
                 name: "Иван",
                 surname: "Петров",
-                middlename: "Сергеевич",
+                middlename: None,
                 phone,
             },
         },
@@ -648,8 +690,8 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
         price: Money(price),
         original_price: Money(original),
         currency_id: "RUB",
-        utm: Utm(order.utm.as_ref()),
-        custom: None,
+        utm: Utm(order.utm.as_ref(), order.id % 26 == 0),
+        custom: "",
         fields: [],
         integrations: if order.id.is_multiple_of(2) {
             Loose::EmptyList
@@ -728,9 +770,9 @@ fn order_page(
     }
 }
 
-fn event_json(event: &Event) -> Value {
+fn event_json(data: &QData, event: &Event) -> Value {
     let city = &CITIES[event.city];
-    let off = city.offset_hours;
+    let off = data.offset(event.city);
     let shows: Vec<Value> = event
         .shows
         .iter()
@@ -740,7 +782,8 @@ fn event_json(event: &Event) -> Value {
                 "is_active": u8::from(s.is_active),
                 "start_date": iso(s.start, off),
                 "finish_date": iso(s.start + 2 * 3600, off),
-                "sale_start_date": iso(event.created, off),
+                // Seen `null` on real shows.
+                "sale_start_date": if s.id % 4 == 0 { Value::Null } else { json!(iso(event.created, off)) },
                 "sale_finish_date": iso(s.start, off),
                 "prices": s.zones.iter().map(|z| json!({"id": z.id, "default_price": money(z.price_cents), "zone_id": z.id})).collect::<Vec<_>>(),
                 "deleted_at": opt_time(event.deleted_at, off),
@@ -806,12 +849,30 @@ fn qt_error(status: u16, code: &str, message: &str) -> Resp {
     )
 }
 
+/// The JSON 404 of a missing object: `{"error":"Resource \"Event\" not found",…,"info":{"id":…}}`.
+fn not_found(resource: &str, id: &str) -> Resp {
+    let id: Value = id.parse::<u64>().map_or_else(|_| json!(id), |n| json!(n));
+    Resp::json(
+        404,
+        &json!({"error": format!("Resource \"{resource}\" not found"), "status": 404, "code": "RESOURCE_NOT_FOUND", "info": {"id": id, "resource": resource}}),
+    )
+}
+
+/// Every other 503 of the real service came without `info`.
+static UNKNOWN_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The vendor-shaped body for an injected fault of this status.
 pub fn fault_body(status: u16) -> Resp {
     match status {
         404 => Resp::html_404(),
         403 => qt_error(403, "ACCESS_DENIED", "Access denied"),
         429 => qt_error(429, "TOO_MANY_REQUESTS", "Too many requests"),
+        503 if UNKNOWN_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 => {
+            Resp::json(
+                503,
+                &json!({"error": "Unknown error", "status": 503, "code": "UNKNOWN_ERROR"}),
+            )
+        }
         s => qt_error(s, "UNKNOWN_ERROR", "Unknown error"),
     }
 }
@@ -955,6 +1016,10 @@ pub fn handle(sb: &Sandbox, req: &Req, path: &str) -> Resp {
     if req.bearer() != Some(TOKEN) {
         return qt_error(403, "ACCESS_DENIED", "Access denied");
     }
+    // Seen on the real service: creating an order over the API is not possible.
+    if req.method == "POST" && path.trim_matches('/') == "orders" {
+        return qt_error(503, "UNKNOWN_ERROR", "Unknown error");
+    }
     if req.method != "GET" {
         // Only `POST /shows/{id}/barcode/{bc}` exists (it marks a ticket scanned); our
         // loaders must never send it. It is answered and logged so tests can catch it.
@@ -975,7 +1040,7 @@ pub fn handle(sb: &Sandbox, req: &Req, path: &str) -> Resp {
             .and_then(|id| data.visible(now).iter().find(|o| o.id == id))
         {
             Some(order) => Resp::json(200, &json!({"data": order_json(data, order, now)})),
-            None => qt_error(404, "RESOURCE_NOT_FOUND", "Resource \"Order\" not found"),
+            None => not_found("Order", id),
         },
         ["events"] => {
             let page = page_of(&body);
@@ -996,10 +1061,29 @@ pub fn handle(sb: &Sandbox, req: &Req, path: &str) -> Resp {
                 .iter()
                 .skip((page - 1) * EVENTS_PER_PAGE)
                 .take(EVENTS_PER_PAGE)
-                .map(|e| event_json(e))
+                .map(|e| event_json(data, e))
                 .collect();
             Resp::json(200, &paged(items, EVENTS_PER_PAGE, page, all.len()))
         }
+        ["events", id] => match id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| data.events.iter().find(|e| e.id == id))
+        {
+            Some(event) => Resp::json(200, &json!({"data": event_json(data, event)})),
+            None => not_found("Event", id),
+        },
+        ["clients", id] => match id
+            .parse::<u64>()
+            .ok()
+            .filter(|id| (70_001..=70_300).contains(id))
+        {
+            Some(id) => Resp::json(
+                200,
+                &json!({"data": {"id": id, "email": format!("client{id}@example.com")}}),
+            ),
+            None => not_found("Client", id),
+        },
         ["shows", id, "seats"] => match id.parse::<u64>().ok().and_then(|id| data.show(id)) {
             Some((_, show)) => Resp::json(200, &seats_json(sb.config.seed, show)),
             None => qt_error(404, "RESOURCE_NOT_FOUND", "Resource \"Show\" not found"),

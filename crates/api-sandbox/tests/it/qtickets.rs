@@ -126,8 +126,8 @@ fn orders_have_the_real_type_quirks() {
     assert!(
         orders
             .iter()
-            .any(|o| o["created_at"].as_str().unwrap().ends_with("+07:00")),
-        "city offsets"
+            .all(|o| o["created_at"].as_str().unwrap().ends_with("+03:00")),
+        "+03:00 everywhere by default, as the real service sends"
     );
     for o in &orders {
         assert_eq!(o["currency_id"], "RUB");
@@ -257,4 +257,125 @@ fn non_get_requests_are_logged_for_tests_to_catch() {
         "{:?}",
         log[0]["headers"]
     );
+}
+
+/// What real captured answers of the production API look like, and the sandbox now serves.
+#[test]
+fn orders_look_like_the_real_captured_answers() {
+    let sb = Sb::new();
+    let orders = sb.server.sandbox().qtickets_orders();
+    let empty_utm = orders.iter().filter(|o| o["utm"] == json!([])).count();
+    let share = empty_utm as f64 / orders.len() as f64;
+    assert!(
+        (0.35..0.6).contains(&share),
+        "about half have `utm: []`: {share}"
+    );
+    let filled: Vec<&Value> = orders.iter().filter(|o| o["utm"].is_object()).collect();
+    let three = filled
+        .iter()
+        .filter(|o| {
+            let mut keys: Vec<&String> = o["utm"].as_object().unwrap().keys().collect();
+            keys.sort();
+            keys == ["utm_campaign", "utm_medium", "utm_source"]
+        })
+        .count();
+    assert!(
+        three * 10 >= filled.len() * 9,
+        "most carry only three tags: {three} of {}",
+        filled.len()
+    );
+    assert!(three < filled.len(), "some carry utm_content too");
+    for o in &orders {
+        assert_eq!(o["client"]["details"]["middlename"], Value::Null);
+        assert_eq!(o["custom"], json!(""));
+        for b in o["baskets"].as_array().unwrap() {
+            for key in [
+                "ticket_amount",
+                "service_fee_amount",
+                "refunded_deduction_amount",
+            ] {
+                assert!(b[key].is_number(), "basket without `{key}`: {b}");
+            }
+            assert_eq!(
+                b["refunds"].as_array().unwrap().len(),
+                usize::from(!b["refunded_at"].is_null())
+            );
+        }
+    }
+}
+
+#[test]
+fn timestamps_carry_plus_three_unless_the_city_offset_variant_is_asked_for() {
+    let novosibirsk = |sb: &Sb| {
+        let events = json_of(sb.qt("/events", json!({})));
+        let e = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["city"]["timezone"] == "Asia/Novosibirsk")
+            .cloned()
+            .expect("an event in Novosibirsk");
+        e["shows"][0]["start_date"].as_str().unwrap().to_owned()
+    };
+    assert!(novosibirsk(&Sb::new()).ends_with("+03:00"));
+    let city = Sb::with(api_sandbox::SandboxConfig {
+        now: Some(crate::NOW.into()),
+        qtickets_city_offsets: true,
+        ..Default::default()
+    });
+    assert!(novosibirsk(&city).ends_with("+07:00"));
+    // Some shows have no sale start.
+    let events = json_of(Sb::new().qt("/events", json!({})));
+    let nulls = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["shows"].as_array().unwrap().iter())
+        .filter(|s| s["sale_start_date"].is_null())
+        .count();
+    assert!(nulls > 0);
+}
+
+#[test]
+fn single_objects_unknown_routes_and_writes_answer_as_the_real_service() {
+    let sb = Sb::new();
+    let event = json_of(sb.qt("/events/1001", json!({})));
+    assert_eq!(event["data"]["id"], 1001);
+    let missing = sb.qt("/events/4360", json!({}));
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        json_of(missing),
+        json!({"error": "Resource \"Event\" not found", "status": 404, "code": "RESOURCE_NOT_FOUND", "info": {"id": 4360, "resource": "Event"}})
+    );
+    let client = sb.qt("/clients/1", json!({}));
+    assert_eq!(client.status(), 404);
+    assert_eq!(json_of(client)["info"]["resource"], "Client");
+    let post = sb
+        .post("/qtickets/api/rest/v1/orders")
+        .bearer_auth("sandbox-token")
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(post.status(), 503);
+    assert_eq!(json_of(post)["code"], "UNKNOWN_ERROR");
+    let unknown = sb.qt("/price-shades", json!({}));
+    assert_eq!(unknown.status(), 404);
+    assert!(
+        unknown.text().unwrap().trim_start().starts_with('<'),
+        "an HTML 404"
+    );
+    // Injected 503s: with and without `info`, as seen.
+    sb.control(
+        "/faults",
+        json!({"route": "/qtickets/api/rest/v1/events", "status": 503, "count": 2}),
+    );
+    let bodies: Vec<Value> = (0..2)
+        .map(|_| json_of(sb.qt("/events", json!({}))))
+        .collect();
+    assert_eq!(
+        bodies.iter().filter(|b| b.get("info").is_some()).count(),
+        1,
+        "{bodies:?}"
+    );
+    assert!(bodies.iter().all(|b| b["code"] == "UNKNOWN_ERROR"));
 }

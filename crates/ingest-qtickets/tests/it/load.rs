@@ -140,6 +140,21 @@ async fn when_the_server_ignores_date_filters_the_loader_rescans_recent_orders()
 }
 
 #[tokio::test]
+async fn timestamps_in_each_citys_own_offset_give_the_same_moscow_dates() {
+    let env = Env::with(api_sandbox::SandboxConfig {
+        qtickets_city_offsets: true,
+        ..Default::default()
+    })
+    .await;
+    env.run_ok(&[]);
+    assert_eq!(env.facts(), env.expected());
+    let dims = env.query(
+        "SELECT count() FROM {db}.dim_events FINAL WHERE city_timezone = 'Asia/Novosibirsk'",
+    );
+    assert_ne!(dims, "0\n");
+}
+
+#[tokio::test]
 async fn order_pages_without_paging_are_read_until_an_empty_page() {
     let env = Env::new().await;
     env.control("/config", json!({"qtickets_paging": "missing"}));
