@@ -690,7 +690,7 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
         price: Money(price),
         original_price: Money(original),
         currency_id: "RUB",
-        utm: Utm(order.utm.as_ref(), order.id % 26 == 0),
+        utm: Utm(order.utm.as_ref(), order.id.is_multiple_of(26)),
         custom: "",
         fields: [],
         integrations: if order.id.is_multiple_of(2) {
