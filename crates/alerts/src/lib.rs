@@ -6,6 +6,7 @@
 //! again within the cooldown (a reminder after it); when the problem clears, one "resolved"
 //! notice goes out. A notice no channel accepted counts as not sent, so the next run retries.
 
+pub mod fallback;
 pub mod notify;
 
 use std::collections::HashSet;
@@ -54,6 +55,15 @@ pub struct Cli {
     /// Print what would be sent; send and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Writable directory for the small record that de-duplicates alerts while ClickHouse
+    /// cannot be asked.
+    #[arg(
+        long,
+        env = "ALERTS_STATE_DIR",
+        default_value = "/opt/zakaz_dashboard/state"
+    )]
+    pub alerts_state_dir: std::path::PathBuf,
 }
 
 impl JobCli for Cli {
@@ -87,14 +97,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Ok(ch) => ch,
         Err(err) => {
             // The one problem the journal cannot tell anyone about: say it directly.
-            let notice = Notice {
-                kind: "FIRING",
-                severity: "critical",
-                title: "ClickHouse unreachable".into(),
-                message: zakaz_core::error::one_line(&err),
-            };
             if !cli.dry_run {
-                channels.deliver(&notice).await;
+                let notice = Notice {
+                    kind: "FIRING",
+                    severity: "critical",
+                    title: "ClickHouse unreachable".into(),
+                    message: zakaz_core::error::one_line(&err),
+                };
+                deliver_without_clickhouse(&cli, &channels, "clickhouse_unreachable", &notice)
+                    .await;
             }
             return Err(err);
         }
@@ -110,13 +121,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         println!("dry run: {} notice(s), nothing sent or written", plan.len());
         return Ok(());
     }
-    zakaz_core::schema::ensure(&ch).await?;
     let (cli_ref, ch_ref, channels_ref) = (&cli, &ch, &channels);
-    journaled(&ch, jobs::get(JOB), None, |_| async move {
-        Checker::new(cli_ref, ch_ref, channels_ref).run().await
-    })
-    .await?;
-    Ok(())
+    let checked = async {
+        zakaz_core::schema::ensure(&ch).await?;
+        journaled(&ch, jobs::get(JOB), None, |_| async move {
+            Checker::new(cli_ref, ch_ref, channels_ref).run().await
+        })
+        .await
+    }
+    .await;
+    if let Err(err) = &checked {
+        // ClickHouse answers but fails the checks' own queries: nobody would hear of it.
+        let text = zakaz_core::error::one_line(err);
+        if text.contains("ClickHouse") {
+            let notice = Notice {
+                kind: "FIRING",
+                severity: "critical",
+                title: "ClickHouse fails queries".into(),
+                message: format!("the alert checks could not run: {text}"),
+            };
+            deliver_without_clickhouse(&cli, &channels, "clickhouse_failing", &notice).await;
+        }
+    }
+    checked.map(|_| ())
+}
+
+/// Deliver a notice that ClickHouse cannot de-duplicate, de-duplicated by the state file:
+/// once per cooldown.
+async fn deliver_without_clickhouse(
+    cli: &Cli,
+    channels: &Channels,
+    fingerprint: &str,
+    notice: &Notice,
+) -> Option<notify::Delivery> {
+    let now = ch_datetime(&chrono::Utc::now());
+    let mut log = fallback::SentLog::open(&cli.alerts_state_dir);
+    if log.recently_sent(fingerprint, now, cli.alert_cooldown_hours * 3600) {
+        tracing::info!(
+            fingerprint,
+            "already alerted within the cooldown (state file); not sending again"
+        );
+        return None;
+    }
+    let delivery = channels.deliver(notice).await;
+    if !delivery.delivered.is_empty()
+        && let Err(e) = log.record(fingerprint, now)
+    {
+        tracing::warn!("{}", zakaz_core::error::one_line(&e));
+    }
+    Some(delivery)
 }
 
 /// What each notice means for the alert's record.
@@ -367,33 +420,60 @@ async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Resu
         );
         return Ok(());
     }
-    // De-duplicate through ClickHouse when it answers; alert regardless when it does not.
+    // De-duplicate through ClickHouse when it answers; through the state file when it does
+    // not (or fails its queries).
     let ch = match Ch::connect(&cli.clickhouse).await {
         Ok(ch) => Some(ch),
         Err(e) => {
             tracing::warn!(
-                "ClickHouse unreachable, alerting without de-duplication: {}",
+                "ClickHouse unreachable, de-duplicating through the state file: {}",
                 zakaz_core::error::one_line(&e)
             );
             None
         }
     };
-    if let Some(ch) = &ch {
-        zakaz_core::schema::ensure(ch).await?;
-        let open = open_alerts(ch).await?;
-        let cooldown = cli.alert_cooldown_hours * 3600;
-        let now = ch_datetime(&chrono::Utc::now());
-        if let Some(o) = open.get(&condition.fingerprint).filter(|o| {
-            o.state == "firing" && o.last_sent > 0 && now.saturating_sub(o.last_sent) < cooldown
-        }) {
-            tracing::info!(fingerprint = %o.fingerprint, "alert already sent within the cooldown; not sending again");
-            return Ok(());
+    let open = match &ch {
+        Some(ch) => match async {
+            zakaz_core::schema::ensure(ch).await?;
+            open_alerts(ch).await
         }
+        .await
+        {
+            Ok(open) => Some(open),
+            Err(e) => {
+                tracing::warn!(
+                    "ClickHouse fails queries, de-duplicating through the state file: {}",
+                    zakaz_core::error::one_line(&e)
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let Some(open) = open else {
+        let delivery =
+            deliver_without_clickhouse(cli, channels, &condition.fingerprint, &notice).await;
+        if let Some(delivery) = delivery {
+            anyhow::ensure!(
+                !delivery.delivered.is_empty(),
+                "no channel accepted the alert: {}",
+                delivery.errors.join("; ")
+            );
+            tracing::info!(unit, channels = %delivery.delivered.join(","), "failure alert sent");
+        }
+        return Ok(());
+    };
+    let ch = ch.expect("queries answered, so connected");
+    let cooldown = cli.alert_cooldown_hours * 3600;
+    let now = ch_datetime(&chrono::Utc::now());
+    if let Some(o) = open.get(&condition.fingerprint).filter(|o| {
+        o.state == "firing" && o.last_sent > 0 && now.saturating_sub(o.last_sent) < cooldown
+    }) {
+        tracing::info!(fingerprint = %o.fingerprint, "alert already sent within the cooldown; not sending again");
+        return Ok(());
     }
     let delivery = channels.deliver(&notice).await;
-    if let Some(ch) = &ch {
-        record(ch, &notice, &Change::Fire(condition), &delivery).await?;
-    }
+    record(&ch, &notice, &Change::Fire(condition), &delivery).await?;
     anyhow::ensure!(
         !delivery.delivered.is_empty(),
         "no channel accepted the alert: {}",

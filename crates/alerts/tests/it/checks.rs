@@ -158,6 +158,65 @@ async fn an_ok_run_with_warnings_raises_its_own_alert() {
 }
 
 #[tokio::test]
+async fn a_clickhouse_outage_is_one_alert_per_cooldown_not_a_storm() {
+    let env = Env::new().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let outage = [("CLICKHOUSE_URL", down.as_str())];
+    for _ in 0..3 {
+        let out = env.run(&[], &outage);
+        assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    }
+    // Every job failing meanwhile starts `--unit-failed`, twice for qtickets.
+    let monitor = [
+        ("CLICKHOUSE_URL", down.as_str()),
+        ("MONITOR_SERVICE_RESULT", "exit-code"),
+        ("MONITOR_EXIT_CODE", "exited"),
+        ("MONITOR_EXIT_STATUS", "69"),
+    ];
+    for unit in ["qtickets.service", "qtickets.service", "vk_ads.service"] {
+        let out = env.run(&["--unit-failed", unit], &monitor);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let sent = env.telegram();
+    let count = |title: &str| sent.iter().filter(|m| m.contains(title)).count();
+    assert_eq!(count("ClickHouse unreachable"), 1, "{sent:?}");
+    assert_eq!(count("qtickets.service failed"), 1, "{sent:?}");
+    assert_eq!(count("vk_ads.service failed"), 1, "{sent:?}");
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    let file = env.state_dir.join("alerts-sent.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn a_clickhouse_that_answers_but_fails_queries_still_gets_its_alert_out() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    // The schema is recorded as current, but a table the checks read is gone.
+    env.ch.execute("DROP TABLE alerts").await.unwrap();
+    let out = env.run(&[], &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sent = env.telegram();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].contains("ClickHouse fails queries")
+            && sent[0].contains("the alert checks could not run"),
+        "{sent:?}"
+    );
+    let again = env.run(&[], &[]);
+    assert_ne!(again.status.code(), Some(0));
+    assert_eq!(env.telegram().len(), 1, "de-duplicated by the state file");
+    // A unit failure meanwhile is still alerted, de-duplicated the same way.
+    let monitor = [("MONITOR_SERVICE_RESULT", "exit-code")];
+    let out = env.run(&["--unit-failed", "qtickets.service"], &monitor);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.telegram().len(), 2);
+}
+
+#[tokio::test]
 async fn a_telegram_429_is_waited_out() {
     let env = Env::new().await;
     env.seed_healthy().await;

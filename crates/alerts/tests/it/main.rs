@@ -117,16 +117,27 @@ pub struct Env {
     pub db: TestDb,
     pub ch: Ch,
     pub smtp: Smtp,
+    /// `ALERTS_STATE_DIR` of this test.
+    pub state_dir: PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
 }
 
 impl Env {
     pub async fn new() -> Env {
         let (db, ch) = TestDb::migrated().await;
+        let state_dir = std::env::temp_dir().join(format!("zakaz-alerts-state-{}", db.name));
+        std::fs::create_dir_all(&state_dir).unwrap();
         Env {
             sandbox: Server::start_local(SandboxConfig::default()).unwrap(),
             db,
             ch,
             smtp: Smtp::start(),
+            state_dir,
         }
     }
 
@@ -140,6 +151,7 @@ impl Env {
             .env("TELEGRAM_BOT_TOKEN", "sandbox-token")
             // Enablement from a unit directory of the test's, never the host's /etc.
             .env("SYSTEMD_UNIT_DIRS", "/nonexistent/zakaz-test-units")
+            .env("ALERTS_STATE_DIR", &self.state_dir)
             .env("TELEGRAM_CHAT_ID", "-100123")
             .env("SMTP_HOST", "127.0.0.1")
             .env("SMTP_PORT", self.smtp.port.to_string())
