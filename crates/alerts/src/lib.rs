@@ -276,6 +276,12 @@ impl<'a> Checker<'a> {
             let delivery = self.channels.deliver(notice).await;
             if delivery.delivered.is_empty() {
                 failed += 1;
+                // A RESOLVED nobody heard is not recorded: the alert stays open and the next
+                // run says it again. (An undelivered FIRING is recorded without channels,
+                // which counts as never sent.)
+                if matches!(change, Change::Resolve(_)) {
+                    continue;
+                }
             } else {
                 sent += 1;
             }

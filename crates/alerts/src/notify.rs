@@ -1,6 +1,6 @@
 //! Delivery channels. Any subset may be configured; one failing never stops the others.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use lettre::message::Mailbox;
@@ -9,12 +9,19 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{Value, json};
 use zakaz_core::Secret;
 use zakaz_core::error::config_error;
-use zakaz_core::http::{HttpArgs, HttpClient, body_excerpt};
+use zakaz_core::http::{HttpArgs, HttpClient, HttpError, body_excerpt};
 
 /// Telegram's limit for one message.
 pub const TELEGRAM_LIMIT: usize = 4096;
 const TELEGRAM_ATTEMPTS: u32 = 5;
-const RETRY_AFTER_CAP: u64 = 120;
+
+/// Telegram's share of the alert unit's timeout, for every notice of a run together: the rest
+/// stays for e-mail and the journal.
+fn telegram_budget() -> Duration {
+    zakaz_core::jobs::get("alerts")
+        .timeout()
+        .map_or(Duration::from_secs(60), |t| t / 2)
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ChannelArgs {
@@ -109,6 +116,10 @@ struct Telegram {
     http: HttpClient,
     url: String,
     chat_id: Value,
+    /// When Telegram's share of this run's time is used up.
+    deadline: Instant,
+    /// The timeout of one request (`HTTP_TIMEOUT_SECS`), within the deadline.
+    request_timeout: Duration,
 }
 
 struct Email {
@@ -124,6 +135,14 @@ pub struct Delivery {
     pub errors: Vec<String>,
 }
 
+/// How a Telegram send ended.
+enum Sent {
+    Confirmed,
+    /// The request went out but no answer came: Telegram may have accepted it. Counted as
+    /// delivered, so that no retry sends it twice.
+    Unconfirmed(String),
+}
+
 impl Channels {
     pub fn new(args: &ChannelArgs, http: &HttpArgs) -> anyhow::Result<Channels> {
         // An empty variable (a blank line in an env file) counts as unset.
@@ -136,8 +155,9 @@ impl Channels {
         );
         let telegram = match (&token, &chat) {
             (Some(token), Some(chat)) => {
-                // Telegram's 429 carries `retry_after` in the body: this client retries only
-                // network errors and 5xx itself, and `send_telegram` honours the body.
+                // Telegram's 429 carries `retry_after` in the body, and a POST must not be
+                // repeated blindly: this client makes one attempt, `send_telegram` decides.
+                let request_timeout = Duration::from_secs(http.http_timeout_secs);
                 let http = HttpClient::new(
                     "Telegram",
                     &HttpArgs {
@@ -157,6 +177,8 @@ impl Channels {
                         token.expose()
                     ),
                     chat_id,
+                    deadline: Instant::now() + telegram_budget(),
+                    request_timeout,
                 })
             }
             (Some(_), None) | (None, Some(_)) => {
@@ -226,7 +248,11 @@ impl Channels {
         let mut d = Delivery::default();
         if let Some(t) = &self.telegram {
             match send_telegram(t, notice).await {
-                Ok(()) => d.delivered.push("telegram"),
+                Ok(Sent::Confirmed) => d.delivered.push("telegram"),
+                Ok(Sent::Unconfirmed(why)) => {
+                    tracing::warn!("Telegram may have received the message, not resending: {why}");
+                    d.delivered.push("telegram?");
+                }
                 Err(e) => d
                     .errors
                     .push(format!("telegram: {}", zakaz_core::error::one_line(&e))),
@@ -270,7 +296,7 @@ pub fn telegram_retry_after(body: &Value) -> Option<u64> {
         })
 }
 
-async fn send_telegram(t: &Telegram, n: &Notice) -> anyhow::Result<()> {
+async fn send_telegram(t: &Telegram, n: &Notice) -> anyhow::Result<Sent> {
     let body = json!({
         "chat_id": t.chat_id,
         "text": telegram_text(n),
@@ -278,22 +304,65 @@ async fn send_telegram(t: &Telegram, n: &Notice) -> anyhow::Result<()> {
         "link_preview_options": {"is_disabled": true},
     });
     for attempt in 1..=TELEGRAM_ATTEMPTS {
-        let response = t.http.send(|c| c.post(&t.url).json(&body)).await?;
+        let left = t.deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(
+            !left.is_zero(),
+            "no time left for Telegram in this run (its share of the unit's timeout is {} s)",
+            telegram_budget().as_secs()
+        );
+        let timeout = t.request_timeout.min(left);
+        let response = match t
+            .http
+            .send(|c| c.post(&t.url).json(&body).timeout(timeout))
+            .await
+        {
+            Ok(r) => r,
+            // Never connected: Telegram never saw it, so sending again cannot double it.
+            Err(HttpError::Network {
+                connect: true,
+                reason,
+                ..
+            }) => {
+                let wait = Duration::from_secs(1 << (attempt - 1).min(5));
+                anyhow::ensure!(
+                    attempt < TELEGRAM_ATTEMPTS && wait < left,
+                    "Telegram is not reachable: {reason}"
+                );
+                tracing::warn!(
+                    attempt,
+                    wait_secs = wait.as_secs(),
+                    "Telegram is not reachable, retrying: {reason}"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            Err(HttpError::Network { reason, .. }) => return Ok(Sent::Unconfirmed(reason)),
+            Err(e) => return Err(e.into()),
+        };
         let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) => return Ok(Sent::Unconfirmed(format!("the answer was cut off: {e}"))),
+        };
         let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == 200 && answer["ok"] == true {
-            return Ok(());
+            return Ok(Sent::Confirmed);
+        }
+        if status == 200 && answer.is_null() {
+            return Ok(Sent::Unconfirmed("the answer was not JSON".into()));
         }
         let wait = match status {
-            429 => Duration::from_secs(
-                telegram_retry_after(&answer)
-                    .unwrap_or(1)
-                    .min(RETRY_AFTER_CAP),
-            ),
+            429 => Duration::from_secs(telegram_retry_after(&answer).unwrap_or(1)),
             500..=599 => Duration::from_secs(1 << attempt.min(5)),
             _ => anyhow::bail!("Telegram answered HTTP {status}: {}", body_excerpt(&text)),
         };
+        let left = t.deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(
+            wait < left,
+            "Telegram asks to wait {} s, more than the {} s left for it in this run",
+            wait.as_secs(),
+            left.as_secs()
+        );
         if attempt < TELEGRAM_ATTEMPTS {
             tracing::warn!(
                 status,

@@ -48,6 +48,9 @@ pub enum HttpError {
         target: String,
         attempts: u32,
         reason: String,
+        /// The connection was never made, so the server never saw the request (safe to send
+        /// again even when it is not idempotent).
+        connect: bool,
     },
     #[error("{service}: {target} answered HTTP {status}: {body}")]
     Status {
@@ -180,6 +183,7 @@ impl HttpClient {
                             target,
                             attempts: attempt,
                             reason,
+                            connect: err.is_connect(),
                         });
                     }
                     let delay = self.retry.backoff(attempt);

@@ -216,6 +216,97 @@ async fn a_clickhouse_that_answers_but_fails_queries_still_gets_its_alert_out() 
     assert_eq!(env.telegram().len(), 2);
 }
 
+fn fault(
+    route: &str,
+    status: Option<u16>,
+    body: Option<serde_json::Value>,
+    truncate: bool,
+    count: u32,
+) -> api_sandbox::Fault {
+    api_sandbox::Fault {
+        route: route.into(),
+        status,
+        body,
+        headers: vec![],
+        delay_ms: 0,
+        truncate,
+        remaining: Some(count),
+        fraction: None,
+        after: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_message_telegram_may_have_accepted_is_never_sent_twice() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.seed_run("qtickets", "error", 300, -100, "boom").await;
+    // Telegram takes the message, but its answer arrives cut off.
+    env.sandbox
+        .sandbox()
+        .add_fault(fault("/telegram/*", None, None, true, 1));
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("Telegram may have received the message, not resending"),
+        "{}",
+        stderr(&out)
+    );
+    env.run_ok(&[]);
+    let sent = env.telegram();
+    assert_eq!(sent.len(), 1, "not sent again: {sent:?}");
+    assert_eq!(
+        env.query("SELECT channels FROM {db}.alerts"),
+        "telegram?,email\n"
+    );
+}
+
+#[tokio::test]
+async fn telegram_never_waits_past_its_share_of_the_units_timeout() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.seed_run("qtickets", "error", 300, -100, "boom").await;
+    let busy = serde_json::json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 100", "parameters": {"retry_after": 100}});
+    env.sandbox
+        .sandbox()
+        .add_fault(fault("/telegram/*", Some(429), Some(busy), false, 5));
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("Telegram asks to wait 100 s, more than the"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.telegram().is_empty());
+    assert_eq!(env.smtp.messages().len(), 1, "e-mail still goes out");
+}
+
+#[tokio::test]
+async fn a_resolved_notice_no_channel_accepted_is_sent_again() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.seed_run("qtickets", "error", 300, -100, "boom").await;
+    env.run_ok(&[]);
+    assert_eq!(env.telegram().len(), 1);
+    env.seed_run("qtickets", "ok", -2, -1, "fine").await;
+    // Both channels down for this run.
+    env.sandbox
+        .sandbox()
+        .add_fault(fault("/telegram/*", Some(403), None, false, 1));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let down = env.run(&[], &[("SMTP_PORT", &port)]);
+    assert_ne!(down.status.code(), Some(0), "{}", stderr(&down));
+    assert_eq!(
+        env.query("SELECT count() FROM {db}.alerts WHERE state = 'resolved'"),
+        "0\n",
+        "an unheard RESOLVED is not recorded"
+    );
+    env.run_ok(&[]);
+    let sent = env.telegram();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[1].contains("RESOLVED qtickets failed"), "{sent:?}");
+}
+
 #[tokio::test]
 async fn a_telegram_429_is_waited_out() {
     let env = Env::new().await;
