@@ -21,6 +21,7 @@ pub mod facts;
 pub mod model;
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use clap::Parser;
@@ -98,6 +99,12 @@ pub struct QTicketsArgs {
     #[arg(long, env = "QTICKETS_STAGE_BATCH_ORDERS", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub qtickets_stage_batch_orders: u32,
 
+    /// Seconds a run may fetch before it stops cleanly: it recomputes the facts of what it
+    /// staged, records where it stopped, and the next run resumes a backfill from there.
+    /// Default: the job table's timeout minus a minute for the facts.
+    #[arg(long, env = "QTICKETS_TIME_BUDGET_SECS", default_value_t = default_time_budget(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub qtickets_time_budget_secs: u64,
+
     /// Snapshot seats of upcoming active shows into `fact_qtickets_inventory`.
     #[arg(long, env = "QTICKETS_INVENTORY", default_value_t = true, action = clap::ArgAction::Set)]
     pub qtickets_inventory: bool,
@@ -106,6 +113,13 @@ pub struct QTicketsArgs {
     /// personal data is stored.
     #[arg(long, env = "QTICKETS_CLIENT_HASH_SALT", hide_env_values = true)]
     pub qtickets_client_hash_salt: Option<Secret>,
+}
+
+/// The job table's timeout less a minute for facts and the journal.
+fn default_time_budget() -> u64 {
+    zakaz_core::jobs::get(JOB)
+        .timeout()
+        .map_or(240, |t| t.as_secs().saturating_sub(60).max(30))
 }
 
 impl JobCli for Cli {
@@ -142,7 +156,12 @@ impl Mode {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let http = HttpClient::new("QTickets", &cli.http)?;
+    // No request and no back-off outlasts the unit's timeout (less a margin to record why).
+    let timeout = zakaz_core::jobs::get(JOB)
+        .timeout()
+        .unwrap_or(Duration::from_secs(300));
+    let http = HttpClient::new("QTickets", &cli.http)?
+        .with_deadline(Instant::now() + timeout.saturating_sub(Duration::from_secs(20)));
     let api = QTickets::new(
         http,
         &cli.qtickets.qtickets_base_url,
@@ -196,6 +215,10 @@ pub struct Loader<'a> {
     preview: Vec<TicketRow>,
     max_updated: u32,
     max_id: u64,
+    /// When to stop fetching (`QTICKETS_TIME_BUDGET_SECS` after the start).
+    budget_ends: Instant,
+    /// Set when the budget stopped the run: every order id up to this one is staged.
+    stopped_after: Option<u64>,
 }
 
 impl<'a> Loader<'a> {
@@ -222,7 +245,15 @@ impl<'a> Loader<'a> {
             preview: Vec::new(),
             max_updated: 0,
             max_id: 0,
+            budget_ends: Instant::now() + Duration::from_secs(args.qtickets_time_budget_secs),
+            stopped_after: None,
         }
+    }
+
+    /// The time budget is spent, and this run has something to stage (so every run makes
+    /// progress).
+    fn out_of_time(&self, pending: usize) -> bool {
+        self.orders + pending > 0 && Instant::now() >= self.budget_ends
     }
 
     fn dry(&self) -> bool {
@@ -274,13 +305,15 @@ impl<'a> Loader<'a> {
             self.mark(&self.touched.clone(), false).await?;
             n
         };
-        let (inventory_shows, inventory_failures) = if self.args.qtickets_inventory {
-            self.inventory(&shows).await?
-        } else {
-            (0, Vec::new())
-        };
+        let (inventory_shows, inventory_failures) =
+            if self.args.qtickets_inventory && self.stopped_after.is_none() {
+                self.inventory(&shows).await?
+            } else {
+                (0, Vec::new())
+            };
         let watermark = next_watermark(
             mode,
+            self.stopped_after.is_some(),
             previous,
             Watermark {
                 updated_at: self.max_updated,
@@ -303,7 +336,9 @@ impl<'a> Loader<'a> {
             .with(zakaz_core::journal::WARNINGS, inventory_failures.len())
             .with("http_requests", self.api.requests_made())
             .with("watermark_updated_at", watermark.map(|w| w.updated_at))
-            .with("max_order_id", watermark.map(|w| w.max_order_id));
+            .with("max_order_id", watermark.map(|w| w.max_order_id))
+            .with("complete", self.stopped_after.is_none())
+            .with(RESUME_AFTER, self.stopped_after);
         let mut message = format!(
             "{} orders ({} tickets, mode {}), {} events, facts for {} date(s), inventory of {} show(s)",
             self.orders,
@@ -313,6 +348,12 @@ impl<'a> Loader<'a> {
             self.touched.len(),
             inventory_shows
         );
+        if let Some(id) = self.stopped_after {
+            message.push_str(&format!(
+                "; stopped at the time budget (`QTICKETS_TIME_BUDGET_SECS`): every order up to id {id} is loaded, the next {} run resumes after it",
+                if mode == Mode::Backfill { "backfill" } else { mode.name() }
+            ));
+        }
         // Inventory is best-effort: a show whose seats keep failing must not turn a run that
         // loaded every sale into an error (which would hold the watermark back). The run is
         // `ok` with a warning, which alerts and the healthcheck report on their own.
@@ -373,13 +414,28 @@ impl<'a> Loader<'a> {
         }
         let Some(previous) = previous else {
             let max_id = self.api.max_order_id().await?;
-            let since = today - chrono::Days::new(u64::from(self.args.qtickets_backfill_days - 1));
-            let from = self
-                .api
-                .first_id_created_since(day_start(since), max_id)
-                .await?;
-            self.fetch_range(from.saturating_sub(1), None, max_id)
-                .await?;
+            let resume = if self.dry() {
+                None
+            } else {
+                resume_point(self.ch).await?
+            };
+            let after = match resume {
+                Some(id) => {
+                    tracing::info!(
+                        "resuming the backfill after order {id}, where the time budget stopped the last run"
+                    );
+                    id
+                }
+                None => {
+                    let since =
+                        today - chrono::Days::new(u64::from(self.args.qtickets_backfill_days - 1));
+                    self.api
+                        .first_id_created_since(day_start(since), max_id)
+                        .await?
+                        .saturating_sub(1)
+                }
+            };
+            self.fetch_range(after, None, max_id).await?;
             return Ok(Mode::Backfill);
         };
         let since =
@@ -439,8 +495,11 @@ impl<'a> Loader<'a> {
             return Ok(());
         }
         let step = span.div_ceil(n);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Vec<Value>>>(2 * n as usize);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RangePage>(2 * n as usize);
         let mut producers = tokio::task::JoinSet::new();
+        // Per range: the id every order up to which has been received (its start at first),
+        // and whether it is exhausted.
+        let mut progress: Vec<(u64, bool)> = Vec::with_capacity(n as usize);
         for i in 0..n {
             let lo = after + i * step;
             // The last range stays open: orders created during the run are read too.
@@ -449,21 +508,43 @@ impl<'a> Loader<'a> {
             } else {
                 Some(after + (i + 1) * step + 1)
             };
-            producers.spawn(produce_range(self.api.clone(), lo, hi, tx.clone()));
+            progress.push((lo, false));
+            producers.spawn(produce_range(
+                self.api.clone(),
+                i as usize,
+                lo,
+                hi,
+                tx.clone(),
+            ));
         }
         drop(tx);
         let mut batch = Vec::new();
         // An error here drops the JoinSet, which aborts the other ranges.
         while let Some(page) = rx.recv().await {
-            for raw in page? {
+            for raw in page.rows? {
                 batch.push(transform_order(
                     &raw,
                     self.loaded_at,
                     self.args.qtickets_client_hash_salt.as_ref(),
                 )?);
             }
+            progress[page.range] = (page.last_id.max(progress[page.range].0), page.done);
             if batch.len() >= self.stage_batch() {
                 self.stage(std::mem::take(&mut batch)).await?;
+            }
+            // Every id up to the slowest unfinished range has arrived; the ranges above it are
+            // read again by the next run (staging is idempotent). Stop only once that point
+            // has moved, so that every run makes progress.
+            let complete_up_to = progress
+                .iter()
+                .filter(|(_, done)| !done)
+                .map(|(id, _)| *id)
+                .min()
+                .unwrap_or(max_id);
+            if complete_up_to > after && self.out_of_time(batch.len()) {
+                self.stage(std::mem::take(&mut batch)).await?;
+                self.stopped_after = Some(complete_up_to);
+                return Ok(());
             }
         }
         self.stage(batch).await
@@ -523,6 +604,11 @@ impl<'a> Loader<'a> {
             }
             if page.is_last_keyset() {
                 break;
+            }
+            if self.out_of_time(batch.len()) {
+                self.stage(std::mem::take(&mut batch)).await?;
+                self.stopped_after = Some(after);
+                return Ok(true);
             }
         }
         self.stage(batch).await?;
@@ -634,18 +720,21 @@ impl<'a> Loader<'a> {
     }
 }
 
-/// The watermark a successful run leaves. A window run saw only part of the orders: it keeps
+/// The watermark a successful run leaves. A window run (or one the time budget stopped) saw
+/// only part of the orders: it keeps
 /// the previous one (and sets none before any full run, so the next run backfills). Otherwise
 /// the newest `updated_at` seen, capped at the run's start: an order stamped in the future by
 /// a vendor clock error must not move the watermark past orders not yet fetched (and would
 /// freeze loading until that time).
 pub fn next_watermark(
     mode: Mode,
+    stopped: bool,
     previous: Option<Watermark>,
     seen: Watermark,
     started_at: u32,
 ) -> Option<Watermark> {
-    if mode == Mode::Window {
+    // A run the time budget stopped did not see every order: nothing may advance.
+    if mode == Mode::Window || stopped {
         return previous;
     }
     let prev = previous.unwrap_or_default();
@@ -655,12 +744,23 @@ pub fn next_watermark(
     })
 }
 
+/// One page of one of `fetch_range`'s concurrent id ranges.
+struct RangePage {
+    range: usize,
+    rows: anyhow::Result<Vec<Value>>,
+    /// The last id of the page (the range's start for an empty one).
+    last_id: u64,
+    /// The range is exhausted.
+    done: bool,
+}
+
 /// One id range of `fetch_range`: its pages, in order, until the range is exhausted.
 async fn produce_range(
     api: QTickets,
+    range: usize,
     mut after: u64,
     before: Option<u64>,
-    tx: tokio::sync::mpsc::Sender<anyhow::Result<Vec<Value>>>,
+    tx: tokio::sync::mpsc::Sender<RangePage>,
 ) {
     loop {
         match api.orders_after(after, before, &[]).await {
@@ -674,12 +774,27 @@ async fn produce_range(
                 {
                     after = last;
                 }
-                if tx.send(Ok(page.data)).await.is_err() || done {
+                let sent = tx
+                    .send(RangePage {
+                        range,
+                        rows: Ok(page.data),
+                        last_id: after,
+                        done,
+                    })
+                    .await;
+                if sent.is_err() || done {
                     return;
                 }
             }
             Err(e) => {
-                let _ = tx.send(Err(e)).await;
+                let _ = tx
+                    .send(RangePage {
+                        range,
+                        rows: Err(e),
+                        last_id: after,
+                        done: true,
+                    })
+                    .await;
                 return;
             }
         }
@@ -747,6 +862,31 @@ fn day_start(d: NaiveDate) -> i64 {
         .map_or(0, |t| t.timestamp())
 }
 
+/// The metric a run the time budget stopped leaves: every order id up to it is staged.
+const RESUME_AFTER: &str = "resume_after_id";
+
+/// Where the last run left a backfill it could not finish: the `resume_after_id` of the latest
+/// `ok` run, when that run was an unfinished backfill.
+async fn resume_point(ch: &Ch) -> anyhow::Result<Option<u64>> {
+    let metrics: Option<String> = ch
+        .read("last run's resume point", |c| async move {
+            c.query(
+                "SELECT metrics FROM meta_job_runs WHERE job = ? AND status = 'ok' \
+                 ORDER BY started_at DESC LIMIT 1",
+            )
+            .bind(JOB)
+            .fetch_optional::<String>()
+            .await
+        })
+        .await?;
+    Ok(metrics.and_then(|m| {
+        let v: Value = serde_json::from_str(&m).ok()?;
+        (v.get("mode")?.as_str()? == "backfill")
+            .then(|| v.get(RESUME_AFTER)?.as_u64())
+            .flatten()
+    }))
+}
+
 async fn schema_present(ch: &Ch) -> anyhow::Result<bool> {
     Ok(zakaz_core::schema::current_version(ch).await? >= 1)
 }
@@ -794,6 +934,7 @@ mod tests {
         // A vendor clock a day ahead.
         let w = next_watermark(
             Mode::UpdatedSince,
+            false,
             Some(prev),
             seen(start + 86_400, 12),
             start,
@@ -803,21 +944,37 @@ mod tests {
         // A stored future watermark (from before this rule) is pulled back too.
         let w = next_watermark(
             Mode::UpdatedSince,
+            false,
             Some(seen(start + 5, 12)),
             seen(0, 0),
             start,
         );
         assert_eq!(w, Some(seen(start, 12)));
         // Normal progress.
-        let w = next_watermark(Mode::Backfill, None, seen(start - 60, 99), start);
+        let w = next_watermark(Mode::Backfill, false, None, seen(start - 60, 99), start);
         assert_eq!(w, Some(seen(start - 60, 99)));
+        // A stopped run advances nothing.
+        assert_eq!(
+            next_watermark(
+                Mode::UpdatedSince,
+                true,
+                Some(prev),
+                seen(start - 60, 99),
+                start
+            ),
+            Some(prev)
+        );
+        assert_eq!(
+            next_watermark(Mode::Backfill, true, None, seen(start - 60, 99), start),
+            None
+        );
         // A window run keeps what was there, or sets none.
         assert_eq!(
-            next_watermark(Mode::Window, None, seen(start - 60, 99), start),
+            next_watermark(Mode::Window, false, None, seen(start - 60, 99), start),
             None
         );
         assert_eq!(
-            next_watermark(Mode::Window, Some(prev), seen(start - 60, 99), start),
+            next_watermark(Mode::Window, false, Some(prev), seen(start - 60, 99), start),
             Some(prev)
         );
     }

@@ -64,6 +64,12 @@ pub enum HttpError {
         service: &'static str,
         reason: String,
     },
+    #[error("{service}: {target}: no time left before the run's deadline ({reason})")]
+    Deadline {
+        service: &'static str,
+        target: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +99,8 @@ pub struct HttpClient {
     retry: RetryPolicy,
     used: Arc<AtomicU32>,
     budget: u32,
+    /// When the run must be done: no request outlasts it and no back-off sleeps past it.
+    deadline: Option<Instant>,
 }
 
 impl HttpClient {
@@ -112,7 +120,19 @@ impl HttpClient {
             },
             used: Arc::new(AtomicU32::new(0)),
             budget: args.http_request_budget,
+            deadline: None,
         })
+    }
+
+    /// Bound every request and every wait between retries by `deadline`.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    fn time_left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Shorter delays, for tests that exercise retries.
@@ -145,12 +165,23 @@ impl HttpClient {
                     limit: self.budget,
                 });
             }
-            let request = build(&self.inner).build().map_err(|e| HttpError::Build {
+            let mut request = build(&self.inner).build().map_err(|e| HttpError::Build {
                 service: self.service,
                 reason: crate::secret::redact(&without_url(&e)),
             })?;
             let method = request.method().clone();
             let target = safe_target(request.url());
+            if let Some(left) = self.time_left() {
+                if left.is_zero() {
+                    return Err(HttpError::Deadline {
+                        service: self.service,
+                        target,
+                        reason: "the deadline has passed".into(),
+                    });
+                }
+                let timeout = request.timeout().copied().unwrap_or(left).min(left);
+                *request.timeout_mut() = Some(timeout);
+            }
             let started = Instant::now();
             let result = self.inner.execute(request).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -165,6 +196,17 @@ impl HttpClient {
                     let delay = retry_after(&response)
                         .map(|d| d.min(self.retry.max_delay))
                         .unwrap_or_else(|| self.retry.backoff(attempt));
+                    if self.time_left().is_some_and(|left| delay >= left) {
+                        return Err(HttpError::Deadline {
+                            service: self.service,
+                            target,
+                            reason: format!(
+                                "HTTP {} asks to wait {} ms",
+                                status.as_u16(),
+                                delay.as_millis()
+                            ),
+                        });
+                    }
                     tracing::warn!(
                         service = self.service,
                         %target,
@@ -187,6 +229,13 @@ impl HttpClient {
                         });
                     }
                     let delay = self.retry.backoff(attempt);
+                    if self.time_left().is_some_and(|left| delay >= left) {
+                        return Err(HttpError::Deadline {
+                            service: self.service,
+                            target,
+                            reason: format!("after a network error: {reason}"),
+                        });
+                    }
                     tracing::warn!(service = self.service, %target, attempt, delay_ms = delay.as_millis() as u64, "retrying after a network error: {reason}");
                     tokio::time::sleep(delay).await;
                 }
@@ -374,6 +423,36 @@ mod tests {
             .unwrap_err();
         assert_eq!(seen.lock().unwrap().len(), 1);
         assert!(err.to_string().contains("answered HTTP 403"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn no_back_off_sleeps_past_the_deadline() {
+        // The server asks to wait a minute; the run has five seconds left.
+        let (base, seen) = serve(vec![(503, vec![("Retry-After", "60")]); 4]);
+        let mut c = client(100);
+        c.retry.max_delay = Duration::from_secs(120);
+        let err = c
+            .with_deadline(Instant::now() + Duration::from_secs(5))
+            .send(|c| c.get(format!("{base}/orders")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HttpError::Deadline { .. }), "{err}");
+        assert!(
+            err.to_string().contains("HTTP 503 asks to wait 60000 ms"),
+            "{err}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1, "no second attempt");
+        // And a request after the deadline is not sent at all.
+        let late = client(100)
+            .with_deadline(Instant::now())
+            .send(|c| c.get(format!("{base}/orders")))
+            .await
+            .unwrap_err();
+        assert!(
+            late.to_string().contains("the deadline has passed"),
+            "{late}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

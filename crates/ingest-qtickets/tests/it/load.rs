@@ -155,6 +155,59 @@ async fn timestamps_in_each_citys_own_offset_give_the_same_moscow_dates() {
 }
 
 #[tokio::test]
+async fn a_backfill_longer_than_the_time_budget_resumes_where_it_stopped() {
+    let env = Env::new().await;
+    // Every order page takes 200 ms: the backfill needs far more than the 2 s budget.
+    env.control(
+        "/faults",
+        json!({"route": "/qtickets/api/rest/v1/orders", "delay_ms": 200}),
+    );
+    let budget = [
+        ("QTICKETS_TIME_BUDGET_SECS", "2"),
+        ("QTICKETS_STAGE_BATCH_ORDERS", "100"),
+    ];
+    let first = env.run(&[], &budget);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("stopped at the time budget (`QTICKETS_TIME_BUDGET_SECS`)"),
+        "{}",
+        stderr(&first)
+    );
+    let row = env.query(
+        "SELECT visitParamExtractUInt(metrics, 'resume_after_id'), visitParamExtractUInt(metrics, 'watermark_updated_at'), visitParamExtractBool(metrics, 'complete') \
+         FROM {db}.meta_job_runs WHERE status = 'ok'",
+    );
+    let fields: Vec<u64> = row.trim().split('\t').map(|f| f.parse().unwrap()).collect();
+    let resume = fields[0];
+    assert!(
+        resume > 0 && fields[1] == 0 && fields[2] == 0,
+        "no watermark yet: {row}"
+    );
+
+    env.sandbox.sandbox().state().faults.clear();
+    let second = env.run_ok(&[]);
+    assert!(
+        stderr(&second).contains(&format!("resuming the backfill after order {resume}")),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(env.facts(), env.expected());
+    // The second run read only what the first had not (ids above the resume point).
+    let above = env
+        .sandbox
+        .sandbox()
+        .qtickets_orders()
+        .iter()
+        .filter(|o| o["id"].as_u64().unwrap() > resume)
+        .count();
+    let orders = env.query(
+        "SELECT visitParamExtractUInt(metrics, 'orders'), visitParamExtractUInt(metrics, 'watermark_updated_at') > 0 \
+         FROM {db}.meta_job_runs WHERE status = 'ok' AND visitParamExtractBool(metrics, 'complete')",
+    );
+    assert_eq!(orders, format!("{above}\t1\n"));
+}
+
+#[tokio::test]
 async fn order_pages_without_paging_are_read_until_an_empty_page() {
     let env = Env::new().await;
     env.control("/config", json!({"qtickets_paging": "missing"}));
