@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks; each prints its numbers and a ratio against a baseline measured in the same run.
-# Results are recorded in docs/performance.md. Usage: scripts/bench.sh [sandbox|qtickets|healthcheck|all]
+# Results are recorded in docs/performance.md. Usage: scripts/bench.sh [sandbox|qtickets|incremental|healthcheck|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -14,6 +14,12 @@ if [ "$what" = qtickets ] || [ "$what" = all ]; then
     echo "==> ingest-qtickets: backfill of ~100 000 orders"
     cargo build -q --release -p ingest-qtickets
     cargo bench -q -p ingest-qtickets --bench backfill
+fi
+
+if [ "$what" = incremental ] || [ "$what" = all ]; then
+    echo "==> ingest-qtickets: incremental runs after 1 vs 12 months of staged history"
+    cargo build -q --release -p ingest-qtickets
+    cargo bench -q -p ingest-qtickets --bench incremental
 fi
 
 if [ "$what" = healthcheck ] || [ "$what" = all ]; then

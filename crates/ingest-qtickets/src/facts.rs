@@ -178,7 +178,10 @@ fn date_list(dates: &[NaiveDate]) -> String {
         .join(", ")
 }
 
-/// Recompute both fact tables for `dates` from `stg_qtickets_tickets FINAL`. Keys that no
+const DATES_PER_CHUNK: usize = 7;
+
+/// Recompute both fact tables for `dates` from `stg_qtickets_tickets FINAL`, reading only
+/// the orders `stg_qtickets_sale_dates` lists for them. Keys that no
 /// longer have sales get a zero row, so a fully refunded day reads 0, not its old total.
 /// The daily table is written first and the UTM table second, each in one insert.
 pub async fn recompute(
@@ -190,14 +193,19 @@ pub async fn recompute(
     let cities = event_cities(ch).await?;
     let version = chrono::Utc::now().timestamp_micros() as u64;
     let mut written = 0;
-    // Chunks keep each statement short on long backfills.
-    for chunk in dates.chunks(62) {
+    // A week at a time: the tickets of a chunk are held in memory, so a long backfill's
+    // recompute stays bounded (all 30 dates at once peaked at 160 MiB for 100 000 orders).
+    for chunk in dates.chunks(DATES_PER_CHUNK) {
         let list = date_list(chunk);
         let tickets: Vec<TicketRow> = ch
             .read("staged tickets of touched dates", |c| {
+                // Through the date → orders index, so the read follows the tickets' primary
+                // key (order_id) instead of scanning all staging: its cost follows what the
+                // run touched, not the length of the history.
                 let sql = format!(
                     "SELECT ?fields FROM stg_qtickets_tickets FINAL \
-                     WHERE payed_at IS NOT NULL AND toDate(assumeNotNull(payed_at), 'Europe/Moscow') IN ({list})"
+                     WHERE order_id IN (SELECT order_id FROM stg_qtickets_sale_dates WHERE sales_date IN ({list})) \
+                     AND payed_at IS NOT NULL AND toDate(assumeNotNull(payed_at), 'Europe/Moscow') IN ({list})"
                 );
                 async move { c.query(&sql).fetch_all::<TicketRow>().await }
             })

@@ -626,8 +626,14 @@ impl<'a> Loader<'a> {
         let mut orders: Vec<OrderRow> = Vec::with_capacity(batch.len());
         let mut tickets: Vec<TicketRow> = Vec::with_capacity(batch.len() * 2);
         let mut dates: BTreeSet<NaiveDate> = BTreeSet::new();
+        let mut sale_dates: Vec<SaleDateRow> = Vec::new();
         for t in batch {
             dates.extend(t.sales_date);
+            sale_dates.extend(t.sales_date.map(|d| SaleDateRow {
+                sales_date: zakaz_core::time::ch_date(d),
+                order_id: t.order.order_id,
+                _version: u64::from(self.loaded_at),
+            }));
             self.max_updated = self.max_updated.max(t.order.updated_at);
             self.max_id = self.max_id.max(t.order.order_id);
             orders.push(t.order);
@@ -662,6 +668,10 @@ impl<'a> Loader<'a> {
             self.marked.extend(new);
         }
         self.touched.extend(dates);
+        // Before the orders: a recompute finds a date's orders through this index.
+        self.ch
+            .insert_all("stg_qtickets_sale_dates", &sale_dates)
+            .await?;
         self.ch.insert_all("stg_qtickets_orders", &orders).await?;
         self.ch.insert_all("stg_qtickets_tickets", &tickets).await?;
         Ok(())
@@ -799,6 +809,13 @@ async fn produce_range(
             }
         }
     }
+}
+
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
+struct SaleDateRow {
+    sales_date: u16,
+    order_id: u64,
+    _version: u64,
 }
 
 #[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]

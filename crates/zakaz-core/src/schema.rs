@@ -352,6 +352,30 @@ Migration {
             ORDER BY sales_date",
         ),
     ],
+},
+Migration {
+    version: 4,
+    name: "stg_qtickets_sale_dates: which orders were paid on a date, so a fact recompute reads only those",
+    steps: &[
+        // One row per (payment date, order) ever staged. An order whose payment moved keeps
+        // its old row too: the recompute filters by the staged payment date, so a stale row
+        // costs a lookup, never a wrong total.
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.stg_qtickets_sale_dates (
+                sales_date Date,
+                order_id UInt64,
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            PARTITION BY toYYYYMM(sales_date)
+            ORDER BY (sales_date, order_id)",
+        ),
+        // Orders staged before this migration; twice is harmless (same keys, replaced).
+        Step::Sql(
+            "INSERT INTO {db}.stg_qtickets_sale_dates (sales_date, order_id, _version)
+            SELECT DISTINCT toDate(assumeNotNull(payed_at), 'Europe/Moscow'), order_id, 1
+            FROM {db}.stg_qtickets_orders WHERE payed_at IS NOT NULL",
+        ),
+    ],
 }];
 
 /// The schema version these binaries expect.

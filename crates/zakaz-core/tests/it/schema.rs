@@ -15,6 +15,7 @@ const TABLES: &[&str] = &[
     "stg_mail_sales",
     "stg_qtickets_dirty_dates",
     "stg_qtickets_orders",
+    "stg_qtickets_sale_dates",
     "stg_qtickets_tickets",
     "v_data_freshness",
 ];
