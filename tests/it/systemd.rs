@@ -1,6 +1,7 @@
 //! The whole system in a real systemd: `manage-timers install`, timers listed with their next
 //! elapse, a service run that loads data, its journal, an `OnFailure=` alert, a timer that
-//! fires on its own, and the day-to-day commands — then the host is checked untouched.
+//! fires on its own, and the day-to-day commands — all inside the machine's own /etc overlay,
+//! /tmp and /run, so the host is never touched (its /tmp is checked; its units are not read).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,29 +56,6 @@ fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>
     }
 }
 
-fn host_units() -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in walk(Path::new("/etc/systemd/system")) {
-        out.push(entry);
-    }
-    out.sort();
-    out
-}
-
-fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            out.push(p.display().to_string());
-            if p.is_dir() && !p.is_symlink() {
-                out.extend(walk(&p));
-            }
-        }
-    }
-    out
-}
-
 fn write(machine: &Machine, inside: &str, content: &str) {
     let path = machine.path(inside);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -86,11 +64,6 @@ fn write(machine: &Machine, inside: &str, content: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
-    if std::env::var_os("ZAKAZ_SKIP_SYSTEMD_E2E").is_some() {
-        eprintln!("ZAKAZ_SKIP_SYSTEMD_E2E is set: the real-systemd test is skipped");
-        return;
-    }
-    let units_before = host_units();
     let marker = std::env::temp_dir().join(format!("zakaz-e2e-host-marker-{}", std::process::id()));
     std::fs::write(&marker, "the host's /tmp must survive").unwrap();
 
@@ -151,6 +124,21 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         install.contains("enabled qtickets.timer")
             && !install.contains("enabled gmail_ingest.timer"),
         "{install}"
+    );
+    // The VK and Direct loaders are not built yet: not enabled by default. The operator
+    // switches them on here, to see their schedules and their stale-data alert.
+    assert!(!install.contains("enabled vk_ads.timer"), "{install}");
+    for job in ["vk_ads", "direct"] {
+        let out = ok(&machine, &[manage, "enable", job]);
+        assert!(out.contains(&format!("enabled {job}.timer")), "{out}");
+    }
+    // The units went to the machine's /etc overlay (a tmpfs), never to the host's /etc: the
+    // test checks where they landed instead of reading the host's unit directory.
+    assert!(
+        machine
+            .path("/run/etc-upper/systemd/system/qtickets.timer")
+            .exists(),
+        "units are written through the overlay"
     );
     let again = ok(&machine, &[manage, "install"]);
     assert!(
@@ -400,11 +388,6 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
     let out = ok(&machine, &[manage, "uninstall"]);
     assert!(out.contains("uninstalled 12 units"), "{out}");
     drop(machine);
-    assert_eq!(
-        host_units(),
-        units_before,
-        "the host's /etc/systemd/system changed"
-    );
     assert!(marker.exists(), "the host's /tmp was wiped");
     std::fs::remove_file(&marker).unwrap();
     assert!(

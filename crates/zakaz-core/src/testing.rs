@@ -137,3 +137,43 @@ pub fn query_tsv(query: &str) -> String {
     http_post(&clickhouse_url(), &format!("{query} FORMAT TabSeparated"))
         .unwrap_or_else(|e| panic!("query failed: {query}: {e}"))
 }
+
+/// A unit directory of the test's own (under the temp dir, removed on drop) in which every
+/// job of the job table is installed, and exactly `enabled` ones are enabled: what
+/// `SYSTEMD_UNIT_DIRS` points at, so no test depends on the host's `/etc` or on defaults.
+pub struct UnitDir {
+    pub path: std::path::PathBuf,
+}
+
+impl UnitDir {
+    pub fn enabling(enabled: &[&str]) -> UnitDir {
+        let path = std::env::temp_dir().join(format!(
+            "zakaz-test-units-{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        ));
+        for target in ["timers.target.wants", "multi-user.target.wants"] {
+            std::fs::create_dir_all(path.join(target)).expect("unit directory");
+        }
+        for job in crate::jobs::JOBS {
+            let (unit, target) = if job.is_timer() {
+                (format!("{}.timer", job.name), "timers.target.wants")
+            } else {
+                (format!("{}.service", job.name), "multi-user.target.wants")
+            };
+            std::fs::write(path.join(&unit), "# test unit\n").expect("unit file");
+            if enabled.contains(&job.name) {
+                std::os::unix::fs::symlink(path.join(&unit), path.join(target).join(&unit))
+                    .expect("wants link");
+            }
+        }
+        UnitDir { path }
+    }
+}
+
+impl Drop for UnitDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -119,7 +119,12 @@ pub struct Env {
     pub smtp: Smtp,
     /// `ALERTS_STATE_DIR` of this test.
     pub state_dir: PathBuf,
+    /// `SYSTEMD_UNIT_DIRS`: every job installed, these enabled (the loaders included).
+    pub units: zakaz_core::testing::UnitDir,
 }
+
+/// The jobs the tests treat as switched on.
+pub const ENABLED: &[&str] = &["qtickets", "vk_ads", "direct", "alerts", "healthcheck"];
 
 impl Drop for Env {
     fn drop(&mut self) {
@@ -138,6 +143,7 @@ impl Env {
             ch,
             smtp: Smtp::start(),
             state_dir,
+            units: zakaz_core::testing::UnitDir::enabling(ENABLED),
         }
     }
 
@@ -150,7 +156,7 @@ impl Env {
             )
             .env("TELEGRAM_BOT_TOKEN", "sandbox-token")
             // Enablement from a unit directory of the test's, never the host's /etc.
-            .env("SYSTEMD_UNIT_DIRS", "/nonexistent/zakaz-test-units")
+            .env("SYSTEMD_UNIT_DIRS", &self.units.path)
             .env("ALERTS_STATE_DIR", &self.state_dir)
             .env("TELEGRAM_CHAT_ID", "-100123")
             .env("SMTP_HOST", "127.0.0.1")

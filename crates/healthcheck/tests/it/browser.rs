@@ -4,7 +4,7 @@ use std::process::Command;
 
 use zakaz_core::jobs::JOBS;
 
-use crate::{Env, config};
+use crate::Env;
 
 /// The `<tr data-job="NAME">` row of the rendered DOM, and the class of its state cell.
 fn job_row<'a>(dom: &'a str, job: &str) -> Option<&'a str> {
@@ -26,7 +26,7 @@ async fn the_page_shows_every_job_with_its_state_in_a_real_browser() {
         "QTickets <rejected> the token",
     )
     .await;
-    let addr = env.start(config(env.db.args.clone()));
+    let addr = env.start(env.config());
     let profile = std::env::temp_dir().join(format!(
         "zakaz-chromium-{}-{}",
         std::process::id(),

@@ -5,7 +5,7 @@ use std::process::Command;
 use serde_json::Value;
 use zakaz_core::jobs::JOBS;
 
-use crate::{Env, Proxy, clickhouse_addr, config, get, request};
+use crate::{Env, Proxy, clickhouse_addr, get, request};
 
 fn job<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["jobs"]
@@ -29,7 +29,7 @@ fn source<'a>(report: &'a Value, name: &str) -> &'a Value {
 async fn a_healthy_system_answers_200_everywhere() {
     let mut env = Env::new().await;
     env.seed_healthy().await;
-    let addr = env.start(config(env.db.args.clone()));
+    let addr = env.start(env.config());
 
     let healthz = get(addr, "/healthz");
     assert_eq!(healthz.code, 200, "{healthz:?}");
@@ -107,7 +107,7 @@ async fn a_missed_run_and_stale_data_are_warnings_with_their_reasons() {
     env.seed_fresh("qtickets", 0).await;
     env.seed_fresh("vk_ads", 5).await;
     env.seed_fresh("direct", 1).await;
-    let addr = env.start(config(env.db.args.clone()));
+    let addr = env.start(env.config());
 
     let detailed = get(addr, "/healthz/detailed");
     assert_eq!(detailed.code, 503, "only ok is 200");
@@ -162,7 +162,7 @@ async fn a_failed_and_a_killed_run_are_errors() {
         )
         .await
         .unwrap();
-    let addr = env.start(config(env.db.args.clone()));
+    let addr = env.start(env.config());
 
     let detailed = get(addr, "/healthz/detailed");
     assert_eq!(detailed.code, 503);
@@ -217,7 +217,7 @@ async fn a_failed_and_a_killed_run_are_errors() {
 async fn metrics_pass_promtool_and_carry_the_journal_and_the_servers_own_counters() {
     let mut env = Env::new().await;
     env.seed_healthy().await;
-    let addr = env.start(config(env.db.args.clone()));
+    let addr = env.start(env.config());
     for _ in 0..3 {
         assert_eq!(get(addr, "/healthz").code, 200);
     }
@@ -278,7 +278,7 @@ async fn metrics_pass_promtool_and_carry_the_journal_and_the_servers_own_counter
 async fn methods_paths_and_malformed_requests() {
     let mut env = Env::new().await;
     env.seed_healthy().await;
-    let addr = env.start(config(env.db.args.clone()));
+    let addr = env.start(env.config());
     let post = request(addr, "POST", "/healthz");
     assert_eq!(post.code, 405);
     assert!(post.head.contains("Allow: GET, HEAD"), "{}", post.head);
@@ -318,7 +318,7 @@ async fn clickhouse_going_away_is_a_503_and_coming_back_recovers() {
     let proxy = Proxy::start(clickhouse_addr());
     let mut args = env.db.args.clone();
     args.clickhouse_url = proxy.url();
-    let addr = env.start(config(args));
+    let addr = env.start(env.config_with(args));
     assert_eq!(get(addr, "/healthz").code, 200);
 
     proxy.down();
@@ -380,7 +380,7 @@ async fn a_rejected_password_shows_in_no_response() {
     let mut args = env.db.args.clone();
     let password = "pw-that-must-never-show-7f3a";
     args.clickhouse_password = Some(zakaz_core::Secret::new(password));
-    let addr = env.start(config(args));
+    let addr = env.start(env.config_with(args));
     for path in [
         "/healthz",
         "/healthz/detailed",
@@ -403,7 +403,7 @@ async fn a_rejected_password_shows_in_no_response() {
 async fn answers_are_cached_so_probes_do_not_reach_clickhouse_each_time() {
     let mut env = Env::new().await;
     env.seed_healthy().await;
-    let mut cfg = config(env.db.args.clone());
+    let mut cfg = env.config();
     cfg.cache = std::time::Duration::from_secs(3600);
     let addr = env.start(cfg);
     assert_eq!(
@@ -427,7 +427,7 @@ async fn once_prints_the_report_and_exits_by_its_verdict() {
     let run = |db: &zakaz_core::testing::TestDb, extra: &[(&str, &str)]| {
         db.command(env!("CARGO_BIN_EXE_healthcheck"))
             .args(["--once", "--now", "2026-06-15T09:00:00Z"])
-            .env("SYSTEMD_UNIT_DIRS", "/nonexistent/zakaz-test-units")
+            .env("SYSTEMD_UNIT_DIRS", &env.units.path)
             .envs(extra.iter().copied())
             .output()
             .unwrap()

@@ -5,13 +5,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::{Env, config, get};
+use crate::{Env, get};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_clients_beside_slow_loris_and_garbage_all_get_answers() {
     let mut env = Env::new().await;
     env.seed_healthy().await;
-    let mut cfg = config(env.db.args.clone());
+    let mut cfg = env.config();
     cfg.cache = Duration::from_secs(60);
     cfg.client_timeout = Duration::from_millis(500);
     let addr = env.start(cfg);
@@ -136,7 +136,7 @@ async fn memory_stays_flat_over_100_000_requests() {
         .command(env!("CARGO_BIN_EXE_healthcheck"))
         .env("HEALTHCHECK_LISTEN", addr.to_string())
         .env("HEALTHCHECK_CACHE_SECONDS", "3600")
-        .env("SYSTEMD_UNIT_DIRS", "/nonexistent/zakaz-test-units")
+        .env("SYSTEMD_UNIT_DIRS", &env.units.path)
         .env("LOG_LEVEL", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -27,9 +27,12 @@ pub fn t() -> DateTime<Utc> {
     DateTime::from_timestamp(T, 0).unwrap()
 }
 
+/// The jobs the tests treat as switched on (the loaders included; gmail off).
+pub const ENABLED: &[&str] = &["qtickets", "vk_ads", "direct", "alerts", "healthcheck"];
+
 /// Settings of a server under test: the test's ClickHouse database, a pinned clock, a unit
 /// directory of its own (never the host's), no cache unless a test wants one.
-pub fn config(clickhouse: ClickHouseArgs) -> Config {
+fn config(clickhouse: ClickHouseArgs, units: &std::path::Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         threads: 4,
@@ -39,7 +42,7 @@ pub fn config(clickhouse: ClickHouseArgs) -> Config {
         clickhouse,
         checks: CheckArgs {
             alert_missed_tolerance: 1.5,
-            systemd_unit_dirs: vec!["/nonexistent/zakaz-test-units".into()],
+            systemd_unit_dirs: vec![units.to_owned()],
         },
         clock: Clock::Fixed(t()),
     }
@@ -50,6 +53,8 @@ pub struct Env {
     pub db: TestDb,
     pub ch: Ch,
     pub server: Option<Running>,
+    /// `SYSTEMD_UNIT_DIRS`: every job installed, `ENABLED` enabled.
+    pub units: zakaz_core::testing::UnitDir,
 }
 
 impl Env {
@@ -59,7 +64,18 @@ impl Env {
             db,
             ch,
             server: None,
+            units: zakaz_core::testing::UnitDir::enabling(ENABLED),
         }
+    }
+
+    /// The server settings for this test's database.
+    pub fn config(&self) -> Config {
+        config(self.db.args.clone(), &self.units.path)
+    }
+
+    /// The same, reaching ClickHouse through `clickhouse` instead.
+    pub fn config_with(&self, clickhouse: ClickHouseArgs) -> Config {
+        config(clickhouse, &self.units.path)
     }
 
     pub fn start(&mut self, config: Config) -> SocketAddr {
