@@ -141,7 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     });
     tracing::info!(watchdog = watchdog.is_some(), "{status}");
     let failure = tokio::select! {
-        signal = termination() => {
+        signal = zakaz_core::journal::termination() => {
             tracing::info!("{signal} received, stopping");
             None
         }
@@ -169,20 +169,6 @@ async fn failed(running: &server::Running) -> String {
 fn notify(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!("cannot notify systemd: {e}");
-    }
-}
-
-async fn termination() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
     }
 }
 

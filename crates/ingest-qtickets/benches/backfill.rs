@@ -4,7 +4,8 @@
 //!
 //! `scripts/bench.sh qtickets` builds the release binary and runs this.
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ fn env_u32(key: &str, default: u32) -> u32 {
 
 /// The release loader pointed at `server` and `db`, backfilling everything.
 fn loader(server: &Server, db: &TestDb, concurrency: u32) -> Command {
-    let mut cmd = Command::new(release_binary());
+    let mut cmd = Command::new(support::release_binary());
     cmd.env(
         "QTICKETS_BASE_URL",
         format!("{}/qtickets/api/rest/v1", server.base_url),
@@ -35,21 +36,6 @@ fn loader(server: &Server, db: &TestDb, concurrency: u32) -> Command {
         cmd.env(k, v);
     }
     cmd
-}
-
-fn release_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("ingest-qtickets");
-    assert!(
-        path.exists(),
-        "build it first: cargo build --release -p ingest-qtickets"
-    );
-    path
 }
 
 /// Peak resident memory of a child, read from /proc while it runs.

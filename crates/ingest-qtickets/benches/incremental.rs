@@ -5,7 +5,8 @@
 //!
 //! `scripts/bench.sh incremental` builds the release binary and runs this.
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,23 +15,8 @@ use zakaz_core::testing::TestDb;
 
 const ROUNDS: usize = 7;
 
-fn release_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("ingest-qtickets");
-    assert!(
-        path.exists(),
-        "build it first: cargo build --release -p ingest-qtickets"
-    );
-    path
-}
-
 fn run(server: &Server, db: &TestDb, days: u32) -> Duration {
-    let mut cmd = Command::new(release_binary());
+    let mut cmd = Command::new(support::release_binary());
     cmd.env(
         "QTICKETS_BASE_URL",
         format!("{}/qtickets/api/rest/v1", server.base_url),

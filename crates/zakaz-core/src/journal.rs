@@ -268,7 +268,8 @@ where
     }
 }
 
-async fn termination() -> &'static str {
+/// Resolves with the name of the first SIGTERM or SIGINT (never, where they cannot be caught).
+pub async fn termination() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
