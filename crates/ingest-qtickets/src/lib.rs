@@ -350,8 +350,12 @@ impl<'a> Loader<'a> {
         );
         if let Some(id) = self.stopped_after {
             message.push_str(&format!(
-                "; stopped at the time budget (`QTICKETS_TIME_BUDGET_SECS`): every order up to id {id} is loaded, the next {} run resumes after it",
-                if mode == Mode::Backfill { "backfill" } else { mode.name() }
+                "; stopped at the time budget (`QTICKETS_TIME_BUDGET_SECS`): every order up to id {id} is loaded, {}",
+                if mode == Mode::Backfill {
+                    "the next run resumes the backfill after it"
+                } else {
+                    "the watermark stays, so the next run reads the same window again"
+                }
             ));
         }
         // Inventory is best-effort: a show whose seats keep failing must not turn a run that
