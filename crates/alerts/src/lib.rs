@@ -75,6 +75,7 @@ impl JobCli for Cli {
 #[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
 struct AlertRow {
     created_at: u32,
+    created_us: u64,
     alert_id: String,
     fingerprint: String,
     job: String,
@@ -327,8 +328,10 @@ async fn record(
             "resolved",
         ),
     };
+    let now = chrono::Utc::now();
     let row = AlertRow {
-        created_at: ch_datetime(&chrono::Utc::now()),
+        created_at: ch_datetime(&now),
+        created_us: now.timestamp_micros().max(0) as u64,
         alert_id: uuid::Uuid::new_v4().to_string(),
         fingerprint,
         job,

@@ -367,10 +367,11 @@ pub async fn open_alerts(ch: &Ch) -> anyhow::Result<HashMap<String, OpenAlert>> 
     let rows: Vec<OpenAlert> = ch
         .read("open alerts", |c| async move {
             c.query(
-                "SELECT fingerprint, argMax(state, created_at), toUInt32(maxIf(created_at, state = 'firing' AND channels != '')), \
-                        argMax(job, created_at), argMax(alert_type, created_at), argMax(title, created_at), \
+                "SELECT fingerprint, argMax(state, t), toUInt32(maxIf(created_at, state = 'firing' AND channels != '')), \
+                        argMax(job, t), argMax(alert_type, t), argMax(title, t), \
                         toUInt32(maxIf(created_at, state = 'firing')) \
-                 FROM alerts GROUP BY fingerprint",
+                 FROM (SELECT *, if(created_us > 0, created_us, toUInt64(created_at) * 1000000) AS t FROM alerts) \
+                 GROUP BY fingerprint",
             )
             .fetch_all::<OpenAlert>()
             .await

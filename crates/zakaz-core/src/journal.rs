@@ -170,7 +170,19 @@ impl Run {
         window: Option<DateWindow>,
         timeout: std::time::Duration,
     ) -> anyhow::Result<Run> {
-        let started_at = Utc::now();
+        Self::start_at(ch, job, window, timeout, crate::time::Clock::System).await
+    }
+
+    /// Record `running`, started at `clock`'s now (tests pin it in the past instead of
+    /// waiting for a deadline to pass).
+    pub async fn start_at(
+        ch: &Ch,
+        job: &'static Job,
+        window: Option<DateWindow>,
+        timeout: std::time::Duration,
+        clock: crate::time::Clock,
+    ) -> anyhow::Result<Run> {
+        let started_at = clock.now();
         let run = Run {
             ch: ch.clone(),
             job: job.name,

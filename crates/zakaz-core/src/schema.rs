@@ -376,6 +376,19 @@ Migration {
             FROM {db}.stg_qtickets_orders WHERE payed_at IS NOT NULL",
         ),
     ],
+},
+Migration {
+    version: 5,
+    name: "alerts.created_us: state changes ordered below the second",
+    steps: &[
+        // A firing and its resolution can land in the same second; the latest state must not
+        // depend on which row a one-second `argMax` happens to pick.
+        Step::AddColumn {
+            table: "alerts",
+            column: "created_us",
+            definition: "UInt64 DEFAULT 0",
+        },
+    ],
 }];
 
 /// The schema version these binaries expect.

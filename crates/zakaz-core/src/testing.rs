@@ -21,11 +21,57 @@ pub struct TestDb {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Every test database's name starts so, followed by its creation time (Unix seconds).
+const PREFIX: &str = "zakaz_test_";
+
+/// Test databases older than this were left by a killed run (no test runs for so long).
+const STALE_AFTER_SECS: u64 = 6 * 3600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Drop the test databases a killed run left behind: named with [`PREFIX`] and created
+/// more than [`STALE_AFTER_SECS`] ago (names without a creation time are from before it was
+/// part of the name, and are stale too). Best-effort: a failure leaves them for next time.
+pub fn drop_stale_databases() {
+    let Ok(list) = http_post(
+        &clickhouse_url(),
+        &format!(
+            "SELECT name FROM system.databases WHERE startsWith(name, '{PREFIX}') FORMAT TabSeparated"
+        ),
+    ) else {
+        return;
+    };
+    let now = unix_now();
+    for name in list.lines() {
+        let created: u64 = name
+            .trim_start_matches(PREFIX)
+            .split('_')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        // A creation time must look like one (after 2020): older names carried a pid here.
+        let created = if created > 1_577_836_800 { created } else { 0 };
+        if now.saturating_sub(created) > STALE_AFTER_SECS {
+            let _ = http_post(
+                &clickhouse_url(),
+                &format!("DROP DATABASE IF EXISTS `{name}`"),
+            );
+        }
+    }
+}
+
 impl TestDb {
     /// A name and settings only; nothing is created (for tests of `migrate` itself).
     pub fn empty() -> TestDb {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(drop_stale_databases);
         let name = format!(
-            "zakaz_test_{}_{}_{}",
+            "{PREFIX}{}_{}_{}_{}",
+            unix_now(),
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed),
             rand::random::<u16>()
@@ -105,17 +151,35 @@ pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
 /// A blocking `POST /` of one query over plain HTTP/1.0 (no chunked answer to undo): usable from `Drop` inside or outside a
 /// runtime. Returns the body, or the error text.
 pub fn http_post(base: &str, query: &str) -> Result<String, String> {
-    let hostport = base
+    post(
+        &format!("{}/", base.trim_end_matches('/')),
+        "text/plain",
+        query,
+    )
+}
+
+/// A blocking JSON `POST` to `url` (plain http, loopback test servers such as the sandbox's
+/// control API), without a client library or a `curl` on the machine. The body, or the
+/// error text for a non-200 answer.
+pub fn post_json(url: &str, body: &str) -> Result<String, String> {
+    post(url, "application/json", body)
+}
+
+fn post(url: &str, content_type: &str, body: &str) -> Result<String, String> {
+    let rest = url
         .strip_prefix("http://")
-        .ok_or("only http:// is supported by test cleanup")?
-        .trim_end_matches('/');
+        .ok_or("only http:// is supported by the test client")?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
     let mut stream = TcpStream::connect(hostport).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
     let request = format!(
-        "POST / HTTP/1.0\r\nHost: {hostport}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{query}",
-        query.len()
+        "POST {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     stream
         .write_all(request.as_bytes())

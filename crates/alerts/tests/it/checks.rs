@@ -85,16 +85,16 @@ async fn a_cleared_problem_sends_one_resolved_notice() {
     env.seed_run("qtickets", "error", 300, -100, "boom").await;
     env.run_ok(&[]);
     assert_eq!(env.telegram().len(), 1);
-    // The job recovers after the check.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    env.seed_run("qtickets", "ok", 0, -1, "fine").await;
+    // The job recovers after the check: a run stamped two seconds later than now (an explicit
+    // timestamp instead of waiting for the clock to pass a second).
+    env.seed_run("qtickets", "ok", -2, -1, "fine").await;
     env.run_ok(&[]);
     let sent = env.telegram();
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(sent[1].contains("RESOLVED qtickets failed"), "{sent:?}");
     env.run_ok(&[]);
     assert_eq!(env.telegram().len(), 2, "resolved only once");
-    let states = env.query("SELECT state FROM {db}.alerts ORDER BY created_at, state DESC");
+    let states = env.query("SELECT state FROM {db}.alerts ORDER BY created_us");
     assert_eq!(states, "firing\nresolved\n");
 }
 

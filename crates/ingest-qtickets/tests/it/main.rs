@@ -63,22 +63,9 @@ impl Env {
 
     pub fn control(&self, path: &str, body: Value) {
         let url = format!("{}/_sandbox{path}", self.sandbox.base_url);
-        let status = std::process::Command::new("curl")
-            .args([
-                "-fsS",
-                "-o",
-                "/dev/null",
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                &body.to_string(),
-                &url,
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "control {path}");
+        if let Err(e) = zakaz_core::testing::post_json(&url, &body.to_string()) {
+            panic!("control {path}: {e}");
+        }
     }
 
     /// Facts per (date, event, city): tickets, revenue, refunds, net, orders — from ClickHouse.

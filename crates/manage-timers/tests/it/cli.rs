@@ -2,20 +2,12 @@ use std::process::{Command, Output};
 
 use zakaz_core::testing::TestDb;
 
+/// The binary with a clean environment (only `PATH`): nothing is inherited from the caller.
 fn manage_timers(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_manage-timers"));
-    cmd.args(args);
-    for key in [
-        "CLICKHOUSE_URL",
-        "CLICKHOUSE_USER",
-        "CLICKHOUSE_PASSWORD",
-        "CLICKHOUSE_DB",
-        "LOG_LEVEL",
-        "LOG_FILE",
-        "JOURNAL_STREAM",
-    ] {
-        cmd.env_remove(key);
-    }
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -33,7 +25,7 @@ fn migrate_creates_the_schema_and_is_idempotent() {
     assert!(first.status.success(), "{}", stderr(&first));
     let text = String::from_utf8_lossy(&first.stdout);
     assert!(text.contains(&format!("database `{}`", db.name)), "{text}");
-    assert!(text.contains("applied now: [1, 2, 3, 4]"), "{text}");
+    assert!(text.contains("applied now: [1, 2, 3, 4, 5]"), "{text}");
     let second = manage_timers(&["migrate"], &db.env());
     assert!(second.status.success(), "{}", stderr(&second));
     assert!(String::from_utf8_lossy(&second.stdout).contains("applied now: []"));
@@ -46,8 +38,9 @@ fn env_file_settings_apply_and_the_environment_wins() {
     std::fs::write(
         &path,
         format!(
-            "# settings\nCLICKHOUSE_DB={}\nCLICKHOUSE_URL=http://127.0.0.1:9\n",
-            db.name
+            "# settings\nCLICKHOUSE_DB={}\nCLICKHOUSE_URL=http://127.0.0.1:{}\n",
+            db.name,
+            closed_port()
         ),
     )
     .unwrap();
@@ -143,19 +136,16 @@ fn a_proxys_503_at_connect_is_a_dependency_error_not_a_configuration_error() {
 
 #[test]
 fn unreachable_clickhouse_fails_clearly_before_any_run() {
-    // Nothing listens on loopback port 9.
-    let out = manage_timers(
-        &["migrate"],
-        &[("CLICKHOUSE_URL", "http://127.0.0.1:9".into())],
-    );
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let out = manage_timers(&["migrate"], &[("CLICKHOUSE_URL", url.clone())]);
     assert_eq!(out.status.code(), Some(69));
     let err = stderr(&out);
     let last = err.trim_end().lines().last().unwrap_or_default();
     assert!(last.contains("ERROR"), "{err}");
     assert!(
-        last.contains(
-            "ClickHouse at `http://127.0.0.1:9` (setting `CLICKHOUSE_URL`) is not reachable"
-        ),
+        last.contains(&format!(
+            "ClickHouse at `{url}` (setting `CLICKHOUSE_URL`) is not reachable"
+        )),
         "{err}"
     );
 }
@@ -202,9 +192,12 @@ fn under_systemd_lines_carry_syslog_priorities_and_no_timestamps() {
     let path = std::env::temp_dir().join(format!("zakaz-journal-{}.txt", std::process::id()));
     let file = std::fs::File::create(&path).unwrap();
     let meta = file.metadata().unwrap();
+    let url = format!("http://127.0.0.1:{}", closed_port());
     let out = Command::new(env!("CARGO_BIN_EXE_manage-timers"))
         .args(["migrate"])
-        .env("CLICKHOUSE_URL", "http://127.0.0.1:9")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CLICKHOUSE_URL", &url)
         .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
         .stderr(file)
         .output()
@@ -219,7 +212,7 @@ fn under_systemd_lines_carry_syslog_priorities_and_no_timestamps() {
     );
     let last = lines.last().unwrap();
     assert!(
-        last.starts_with("<3>ClickHouse at `http://127.0.0.1:9`"),
+        last.starts_with(&format!("<3>ClickHouse at `{url}`")),
         "{text}"
     );
     assert!(

@@ -84,12 +84,19 @@ async fn run_journal_round_trip_answers_the_seed_queries() {
 async fn a_run_left_behind_past_its_deadline_is_unfinished_not_running() {
     let (db, ch) = TestDb::migrated().await;
     // A run whose process died (SIGKILL, OOM, reboot): started, never finished, and its
-    // deadline has passed.
-    let dead = Run::start_with_timeout(&ch, jobs::get("qtickets"), None, Duration::ZERO)
-        .await
-        .unwrap();
+    // deadline has passed: started ten minutes ago with a five-minute timeout.
+    let ten_minutes_ago =
+        zakaz_core::time::Clock::Fixed(chrono::Utc::now() - chrono::Duration::minutes(10));
+    let dead = Run::start_at(
+        &ch,
+        jobs::get("qtickets"),
+        None,
+        Duration::from_secs(300),
+        ten_minutes_ago,
+    )
+    .await
+    .unwrap();
     let alive = Run::start(&ch, jobs::get("qtickets"), None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let status_of = |run_id: &str| {
         query_tsv(&format!(

@@ -153,3 +153,26 @@ async fn a_later_migration_adds_a_column_once_even_when_rerun() {
     ));
     assert_eq!(cols.trim(), "1");
 }
+
+#[test]
+fn test_databases_a_killed_run_left_are_dropped_by_the_next_run() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let stale = format!("zakaz_test_{}_1_0_0", now - 7 * 3600);
+    let fresh = format!("zakaz_test_{now}_1_0_1");
+    for db in [&stale, &fresh] {
+        query_tsv(&format!("CREATE DATABASE IF NOT EXISTS `{db}`"));
+    }
+    zakaz_core::testing::drop_stale_databases();
+    let left = query_tsv(&format!(
+        "SELECT name FROM system.databases WHERE name IN ('{stale}', '{fresh}')"
+    ));
+    query_tsv(&format!("DROP DATABASE IF EXISTS `{fresh}`"));
+    assert_eq!(
+        left,
+        format!("{fresh}\n"),
+        "the stale one is gone, the fresh one kept"
+    );
+}
