@@ -443,6 +443,17 @@ mod tests {
             again.order.client_hash, t.order.client_hash,
             "normalised e-mail"
         );
+        // The value is SHA-256 of salt + normalised e-mail, as `sha256sum` computes it
+        // (`printf '%s' 'pepper-saltsomeone@example.com' | sha256sum`), and the salt matters.
+        assert_eq!(
+            t.order.client_hash,
+            "fbd31d393b04bed2561b519608911233b3684ab09f5ddae2ea2dfadc015b088a"
+        );
+        let other = transform_order(&order(), 100, Some(&Secret::new("other-salt"))).unwrap();
+        assert_eq!(
+            other.order.client_hash,
+            "7159c90cbb936d29211053ad2cfd3b42febfe0a2cc52c41ba2f9bd94afa920ef"
+        );
     }
 
     #[test]

@@ -328,6 +328,18 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_flag_is_a_usage_error_in_one_line() {
+        let err = parse::<Demo>(args(&["demo", "--no-such-flag"])).unwrap_err();
+        assert_eq!(err.code, exit::USAGE);
+        assert_eq!(
+            err.code, 64,
+            "sysexits' EX_USAGE, which the units do not retry"
+        );
+        assert!(!err.message.contains('\n'), "{}", err.message);
+        assert!(err.message.contains("--no-such-flag"), "{}", err.message);
+    }
+
+    #[test]
     fn missing_env_file_is_a_config_error() {
         let err = parse::<Demo>(args(&["demo", "--env-file", "/nonexistent/x.env"])).unwrap_err();
         assert_eq!(err.code, exit::CONFIG);
