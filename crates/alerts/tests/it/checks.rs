@@ -308,6 +308,33 @@ async fn a_resolved_notice_no_channel_accepted_is_sent_again() {
 }
 
 #[tokio::test]
+async fn a_reminder_comes_after_the_cooldown_and_not_a_minute_before() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.seed_run("qtickets", "error", 300, -100, "still broken")
+        .await;
+    env.seed_run("vk_ads", "error", 300, -100, "also broken")
+        .await;
+    // Both were alerted before: qtickets a minute more than the 24 h cooldown ago, vk_ads a
+    // minute less.
+    env.ch
+        .execute(
+            "INSERT INTO alerts (created_at, alert_id, fingerprint, job, alert_type, severity, state, title, channels) VALUES \
+             (now() - 86460, 'a1', 'failed_run:qtickets', 'qtickets', 'failed_run', 'critical', 'firing', 'qtickets failed', 'telegram'), \
+             (now() - 86340, 'a2', 'failed_run:vk_ads', 'vk_ads', 'failed_run', 'critical', 'firing', 'vk_ads failed', 'telegram')",
+        )
+        .await
+        .unwrap();
+    env.run_ok(&[]);
+    let sent = env.telegram();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].contains("REMINDER qtickets failed"), "{sent:?}");
+    // The reminder restarts the cooldown.
+    env.run_ok(&[]);
+    assert_eq!(env.telegram().len(), 1);
+}
+
+#[tokio::test]
 async fn a_telegram_429_is_waited_out() {
     let env = Env::new().await;
     env.seed_healthy().await;

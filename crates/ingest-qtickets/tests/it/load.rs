@@ -208,6 +208,44 @@ async fn a_backfill_longer_than_the_time_budget_resumes_where_it_stopped() {
 }
 
 #[tokio::test]
+async fn sigterm_mid_run_records_an_error_saying_so_and_exits_1() {
+    let env = Env::new().await;
+    // Slow pages keep the run busy long enough to be stopped the way systemd stops it.
+    env.control(
+        "/faults",
+        json!({"route": "/qtickets/api/rest/v1/orders", "delay_ms": 200}),
+    );
+    let mut child = env
+        .command(&[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = false;
+    for _ in 0..200 {
+        if env.query("SELECT count() FROM {db}.meta_job_runs WHERE status = 'running'") == "1\n" {
+            running = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(running, "the run never started");
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        env.query("SELECT status, message FROM {db}.meta_job_runs"),
+        "error\tinterrupted by SIGTERM before the run finished\n"
+    );
+}
+
+#[tokio::test]
 async fn order_pages_without_paging_are_read_until_an_empty_page() {
     let env = Env::new().await;
     env.control("/config", json!({"qtickets_paging": "missing"}));

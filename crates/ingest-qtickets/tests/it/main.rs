@@ -32,7 +32,7 @@ impl Env {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-qtickets"));
         cmd.args(args)
             .env(
