@@ -215,7 +215,7 @@ async fn sigterm_mid_run_records_an_error_saying_so_and_exits_1() {
         "/faults",
         json!({"route": "/qtickets/api/rest/v1/orders", "delay_ms": 200}),
     );
-    let mut child = env
+    let child = env
         .command(&[])
         .stderr(std::process::Stdio::piped())
         .spawn()
