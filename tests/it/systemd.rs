@@ -387,6 +387,27 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
     // --- uninstall, power off, and the host is untouched ----------------------------------
     let out = ok(&machine, &[manage, "uninstall"]);
     assert!(out.contains("uninstalled 12 units"), "{out}");
+    // The units are gone and nothing is scheduled any more; the settings stay.
+    for unit in ["qtickets.timer", "qtickets.service", "zakaz-alert@.service"] {
+        assert!(
+            !machine
+                .path(&format!("/etc/systemd/system/{unit}"))
+                .exists(),
+            "{unit} left behind"
+        );
+    }
+    assert_ne!(unit_state("is-active", "qtickets.timer"), "active");
+    assert_ne!(unit_state("is-enabled", "qtickets.timer"), "enabled");
+    assert!(
+        !machine
+            .path("/etc/systemd/system/timers.target.wants/qtickets.timer")
+            .exists()
+    );
+    assert_eq!(
+        std::fs::read_to_string(machine.path("/opt/zakaz_dashboard/secrets/qtickets.env")).unwrap(),
+        qtickets_env,
+        "secrets are kept"
+    );
     drop(machine);
     assert!(marker.exists(), "the host's /tmp was wiped");
     std::fs::remove_file(&marker).unwrap();

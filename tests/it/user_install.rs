@@ -60,6 +60,17 @@ fn a_per_user_install_works_without_root() {
         format!("HEALTHCHECK_LISTEN=127.0.0.1:{}\n", zakaz_e2e::free_port()),
     )
     .unwrap();
+    // A loader the user can run, against a sandbox and a database of this test's own.
+    let sandbox = api_sandbox::Server::start_local(api_sandbox::SandboxConfig::default()).unwrap();
+    let db = zakaz_core::testing::TestDb::empty();
+    std::fs::write(
+        machine.path(&format!("{secrets}/qtickets.env")),
+        format!(
+            "QTICKETS_BASE_URL={}/qtickets/api/rest/v1\nQTICKETS_TOKEN=sandbox-token\nQTICKETS_INVENTORY=false\nCLICKHOUSE_DB={}\n",
+            sandbox.base_url, db.name
+        ),
+    )
+    .unwrap();
     let out = run(
         &machine,
         &[
@@ -99,6 +110,56 @@ fn a_per_user_install_works_without_root() {
         String::from_utf8_lossy(&out.stdout),
         "active\n",
         "Type=notify: ready under the user manager too"
+    );
+    // The day-to-day commands work in the user's scope too.
+    let manage = "/home/operator1/zakaz_dashboard/bin/manage-timers";
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = as_user(&[manage, "disable", "--user", "qtickets"]);
+    assert!(
+        said(&out).contains("disabled qtickets.timer"),
+        "{}",
+        said(&out)
+    );
+    let state = as_user(&["systemctl", "--user", "is-enabled", "qtickets.timer"]);
+    assert_eq!(String::from_utf8_lossy(&state.stdout), "disabled\n");
+    let out = as_user(&[manage, "enable", "--user", "qtickets"]);
+    assert!(
+        said(&out).contains("enabled qtickets.timer"),
+        "{}",
+        said(&out)
+    );
+    let out = as_user(&[manage, "run", "--user", "qtickets"]);
+    assert!(
+        out.status.success() && said(&out).contains("qtickets.service finished: success"),
+        "{}",
+        said(&out)
+    );
+    let runs = zakaz_core::testing::query_tsv(&format!(
+        "SELECT status FROM `{}`.meta_job_runs WHERE job = 'qtickets'",
+        db.name
+    ));
+    assert_eq!(runs, "ok\n", "the user's run loaded");
+    let out = as_user(&[
+        "env",
+        &format!("CLICKHOUSE_DB={}", db.name),
+        manage,
+        "status",
+        "--user",
+    ]);
+    let status = said(&out);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("qtickets"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("timer enabled/active") && line.contains("ok at "),
+        "{status}"
     );
     let unit = std::fs::read_to_string(
         machine.path("/home/operator1/.config/systemd/user/qtickets.service"),

@@ -73,7 +73,9 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     .collect();
     let invocation = props.get("InvocationID").cloned().unwrap_or_default();
     if !invocation.is_empty() {
-        let log = system::journalctl(
+        // The run's result does not depend on reading its log: a user whose journal is not
+        // split off (volatile storage) may not read it, and is told so instead.
+        match system::journalctl(
             scope,
             &[
                 &format!("_SYSTEMD_INVOCATION_ID={invocation}"),
@@ -81,8 +83,13 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
                 "cat",
                 "--no-pager",
             ],
-        )?;
-        print!("{log}");
+        ) {
+            Ok(log) => print!("{log}"),
+            Err(e) => println!(
+                "(the run's log is not readable here: {})",
+                zakaz_core::error::one_line(&e)
+            ),
+        }
     }
     match started {
         Ok(_) => {
