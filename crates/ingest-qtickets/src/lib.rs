@@ -554,6 +554,15 @@ impl<'a> Loader<'a> {
         self.stage(batch).await
     }
 
+    /// A window run owns only its own dates: the orders at its edges are paid on days whose
+    /// other orders it did not read, so their facts (on a fresh database, from this window's
+    /// orders alone) would be partial.
+    fn own_dates(&self, dates: &mut BTreeSet<NaiveDate>) {
+        if let Some(window) = self.window {
+            dates.retain(|d| window.contains(*d));
+        }
+    }
+
     fn stage_batch(&self) -> usize {
         self.args.qtickets_stage_batch_orders as usize
     }
@@ -646,6 +655,7 @@ impl<'a> Loader<'a> {
         self.orders += orders.len();
         self.tickets += tickets.len();
         if self.dry() {
+            self.own_dates(&mut dates);
             self.touched.extend(dates);
             self.preview.extend(tickets);
             return Ok(());
@@ -666,6 +676,7 @@ impl<'a> Loader<'a> {
                 .await?;
             dates.extend(old.into_iter().map(zakaz_core::time::ch_date_to_naive));
         }
+        self.own_dates(&mut dates);
         let new: BTreeSet<NaiveDate> = dates.difference(&self.marked).copied().collect();
         if !new.is_empty() {
             self.mark(&new, true).await?;

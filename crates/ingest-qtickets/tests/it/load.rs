@@ -246,6 +246,47 @@ async fn sigterm_mid_run_records_an_error_saying_so_and_exits_1() {
 }
 
 #[tokio::test]
+async fn utm_facts_match_an_independent_count_per_date_event_and_all_five_tags() {
+    let env = Env::new().await;
+    env.run_ok(&[]);
+    let expected = env.expected_by_tags(true);
+    assert!(
+        expected.keys().any(|(_, tags)| !tags[3].is_empty()),
+        "some orders carry utm_content"
+    );
+    assert!(
+        expected
+            .keys()
+            .any(|(_, tags)| tags.iter().all(String::is_empty)),
+        "and some no tags at all"
+    );
+    assert_eq!(env.facts_by_tags(), expected);
+}
+
+#[tokio::test]
+async fn a_window_run_on_a_fresh_database_writes_exactly_its_dates() {
+    let env = Env::new().await;
+    let today = zakaz_core::time::moscow_today();
+    let (since, until) = (today - chrono::Days::new(12), today - chrono::Days::new(5));
+    env.run_ok(&["--since", &since.to_string(), "--until", &until.to_string()]);
+    let in_window = |date: &str| {
+        let d: chrono::NaiveDate = date.parse().unwrap();
+        d >= since && d <= until
+    };
+    let expected: std::collections::BTreeMap<_, _> = env
+        .expected()
+        .into_iter()
+        .filter(|((date, _, _), _)| in_window(date))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(
+        env.facts(),
+        expected,
+        "its dates, exactly, and nothing else"
+    );
+}
+
+#[tokio::test]
 async fn order_pages_without_paging_are_read_until_an_empty_page() {
     let env = Env::new().await;
     env.control("/config", json!({"qtickets_paging": "missing"}));

@@ -84,6 +84,15 @@ impl Env {
 
     /// The same totals computed here, independently, from the orders the sandbox serves now.
     pub fn expected(&self) -> BTreeMap<Key, Totals> {
+        self.expected_by_tags(false)
+            .into_iter()
+            .map(|((key, _), totals)| (key, totals))
+            .collect()
+    }
+
+    /// Per (date, event, city) and the five UTM tags (`""` for a tag the order lacks, or all
+    /// `""` with `by_tags` false), from the sandbox's raw orders.
+    pub fn expected_by_tags(&self, by_tags: bool) -> BTreeMap<(Key, [String; 5]), Totals> {
         let sandbox = self.sandbox.sandbox();
         let cities: BTreeMap<u64, String> = sandbox
             .data
@@ -92,8 +101,8 @@ impl Env {
             .iter()
             .map(|e| (e.id, api_sandbox::qtickets::CITIES[e.city].name.to_owned()))
             .collect();
-        let mut out: BTreeMap<Key, (u64, i64, i64, i64, std::collections::BTreeSet<u64>)> =
-            BTreeMap::new();
+        type Sums = (u64, i64, i64, std::collections::BTreeSet<u64>);
+        let mut out: BTreeMap<(Key, [String; 5]), Sums> = BTreeMap::new();
         for o in sandbox.qtickets_orders() {
             if o["payed"] != true || !o["deleted_at"].is_null() {
                 continue;
@@ -105,8 +114,23 @@ impl Env {
                 .date_naive()
                 .to_string();
             let event = o["event_id"].as_u64().unwrap();
+            let tag = |k: &str| {
+                if by_tags {
+                    o["utm"][k].as_str().unwrap_or_default().to_owned()
+                } else {
+                    String::new()
+                }
+            };
+            let tags = [
+                "utm_source",
+                "utm_medium",
+                "utm_campaign",
+                "utm_content",
+                "utm_term",
+            ]
+            .map(tag);
             let entry = out
-                .entry((date, event, cities[&event].clone()))
+                .entry(((date, event, cities[&event].clone()), tags))
                 .or_default();
             for b in o["baskets"].as_array().unwrap() {
                 if !b["deleted_at"].is_null() {
@@ -121,12 +145,31 @@ impl Env {
                 if refunded {
                     entry.2 += kop(&b["refunded_amount"]);
                 }
-                entry.4.insert(o["id"].as_u64().unwrap());
+                entry.3.insert(o["id"].as_u64().unwrap());
             }
         }
         out.into_iter()
-            .map(|(k, (t, r, rf, _, o))| (k, (t, r, rf, r - rf, o.len() as u64)))
+            .map(|(k, (t, r, rf, o))| (k, (t, r, rf, r - rf, o.len() as u64)))
             .collect()
+    }
+
+    /// The UTM facts per (date, event, city) and five tags, from ClickHouse.
+    pub fn facts_by_tags(&self) -> BTreeMap<(Key, [String; 5]), Totals> {
+        self.query(
+            "SELECT sales_date, event_id, city, utm_source, utm_medium, utm_campaign, utm_content, utm_term, \
+                    tickets_sold, toInt64(revenue * 100), toInt64(refunds * 100), toInt64(net_revenue * 100), orders \
+             FROM {db}.fact_qtickets_sales_utm_daily FINAL WHERE tickets_sold + orders > 0",
+        )
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let tags = [f[3], f[4], f[5], f[6], f[7]].map(str::to_owned);
+            (
+                ((f[0].to_owned(), f[1].parse().unwrap(), f[2].to_owned()), tags),
+                (f[8].parse().unwrap(), f[9].parse().unwrap(), f[10].parse().unwrap(), f[11].parse().unwrap(), f[12].parse().unwrap()),
+            )
+        })
+        .collect()
     }
 }
 
