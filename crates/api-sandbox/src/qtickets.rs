@@ -131,6 +131,14 @@ pub struct OrderView {
 }
 
 impl Order {
+    /// Every 19th basket of a paid order with several baskets is cancelled an hour after the
+    /// payment while the order stays paid (one ticket given back).
+    pub fn basket_cancelled_at(&self, b: &Basket, payed_at: Option<i64>) -> Option<i64> {
+        let paid_at = payed_at?;
+        (self.baskets.len() > 1 && b.id.is_multiple_of(19) && b.refunded_at.is_none())
+            .then_some(paid_at + 3600)
+    }
+
     pub fn view(&self, now: i64) -> OrderView {
         let change = self.payment_change.get().filter(|c| c.at <= now);
         let payed_at = change
@@ -142,6 +150,11 @@ impl Order {
             .iter()
             .filter_map(|b| b.refunded_at)
             .filter(|t| *t <= now);
+        let cancellations = self
+            .baskets
+            .iter()
+            .filter_map(|b| self.basket_cancelled_at(b, payed_at))
+            .filter(|t| *t <= now);
         let updated_at = [
             Some(self.created),
             payed_at,
@@ -151,6 +164,7 @@ impl Order {
         .into_iter()
         .flatten()
         .chain(refunds)
+        .chain(cancellations)
         .max()
         .unwrap_or(self.created);
         OrderView {
@@ -351,6 +365,21 @@ impl QData {
             events,
             orders,
             city_offsets: cfg.qtickets_city_offsets,
+        }
+    }
+
+    /// Tickets in a basket: 2 or 3 for every third basket of a general-admission zone (one
+    /// basket, several places), else 1. Derived from ids, so no other data shifts.
+    pub fn quantity(&self, order: &Order, b: &Basket) -> u32 {
+        let admission = self.events[order.event]
+            .shows
+            .iter()
+            .find(|s| s.id == b.show_id)
+            .is_some_and(|s| s.zones[b.zone].admission);
+        if admission && b.id.is_multiple_of(3) {
+            2 + (b.id % 2) as u32
+        } else {
+            1
         }
     }
 
@@ -603,11 +632,15 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
                 .find(|s| s.id == b.show_id)
                 .expect("basket show");
             let zone = &show.zones[b.zone];
+            let quantity = data.quantity(order, b);
+            let basket_deleted = view.deleted_at.or(order
+                .basket_cancelled_at(b, view.payed_at)
+                .filter(|t| *t <= now));
             let updated = [
                 Some(order.created),
                 Some(view.updated_at).filter(|_| order.payment_change.get().is_some()),
                 view.payed_at,
-                view.deleted_at,
+                basket_deleted,
                 refunded_at,
             ]
             .into_iter()
@@ -626,18 +659,18 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
                 price: Money(b.price_cents),
                 original_price: Money(b.original_cents),
                 discount_value: Money(b.original_cents - b.price_cents),
-                quantity: 1,
+                quantity,
                 barcode: paid.then(|| b.barcode.clone()),
                 checked_at: None,
                 created_at: at(order.created),
                 updated_at: at(updated),
-                deleted_at: view.deleted_at.map(at),
+                deleted_at: basket_deleted.map(at),
                 refunded_at: refunded_at.map(at),
                 refunded_amount: refunded_at.map(|_| Money(b.refund_cents)),
-                ticket_amount: Money(b.price_cents),
+                ticket_amount: Money(b.price_cents * i64::from(quantity)),
                 service_fee_amount: Money(0),
                 refunded_deduction_amount: Money(
-                    refunded_at.map_or(0, |_| b.price_cents - b.refund_cents),
+                    refunded_at.map_or(0, |_| b.price_cents * i64::from(quantity) - b.refund_cents),
                 ),
                 refunds: refunded_at
                     .map(|t| RefundOut {
@@ -664,8 +697,17 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
             created_at: b.refunded_at.map(at),
         })
         .collect();
-    let price: i64 = order.baskets.iter().map(|b| b.price_cents).sum();
-    let original: i64 = order.baskets.iter().map(|b| b.original_cents).sum();
+    // `price` is per ticket: the order's is Σ price × quantity.
+    let price: i64 = order
+        .baskets
+        .iter()
+        .map(|b| b.price_cents * i64::from(data.quantity(order, b)))
+        .sum();
+    let original: i64 = order
+        .baskets
+        .iter()
+        .map(|b| b.original_cents * i64::from(data.quantity(order, b)))
+        .sum();
     OrderOut {
         id: order.id,
         uniqid: format!("{:x}", order.id * 2_654_435_761 % 0xffff_ffff),

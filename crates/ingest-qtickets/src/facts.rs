@@ -59,7 +59,8 @@ impl Totals {
         if t.is_refunded == 0 {
             self.tickets += u64::from(t.quantity);
         }
-        self.revenue += t.price;
+        // `price` is per ticket; a general-admission basket holds `quantity` of them.
+        self.revenue += t.price * i64::from(t.quantity);
         self.refunds += t.refunded_amount;
         self.orders.insert(t.order_id);
     }

@@ -136,11 +136,11 @@ fn orders_have_the_real_type_quirks() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|b| b["price"].as_f64().unwrap())
+            .map(|b| b["price"].as_f64().unwrap() * b["quantity"].as_f64().unwrap())
             .sum();
         assert!(
             (sum - o["price"].as_f64().unwrap()).abs() < 0.001,
-            "price = Σ basket prices"
+            "price = Σ basket price × quantity"
         );
     }
 }
@@ -378,4 +378,35 @@ fn single_objects_unknown_routes_and_writes_answer_as_the_real_service() {
         "{bodies:?}"
     );
     assert!(bodies.iter().all(|b| b["code"] == "UNKNOWN_ERROR"));
+}
+
+#[test]
+fn general_admission_baskets_hold_several_tickets_and_single_tickets_are_given_back() {
+    let sb = Sb::new();
+    let orders = sb.server.sandbox().qtickets_orders();
+    let baskets: Vec<&Value> = orders
+        .iter()
+        .flat_map(|o| o["baskets"].as_array().unwrap())
+        .collect();
+    assert!(baskets.iter().any(|b| b["quantity"].as_u64().unwrap() > 1));
+    // The order's price is Σ price × quantity.
+    for o in &orders {
+        let sum: f64 = o["baskets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["price"].as_f64().unwrap() * b["quantity"].as_f64().unwrap())
+            .sum();
+        assert!((o["price"].as_f64().unwrap() - sum).abs() < 0.005, "{o}");
+    }
+    assert!(
+        orders.iter().any(|o| o["payed"] == true
+            && o["deleted_at"].is_null()
+            && o["baskets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["deleted_at"].is_string())),
+        "a basket cancelled while its order stays paid"
+    );
 }

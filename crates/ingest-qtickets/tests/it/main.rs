@@ -141,7 +141,8 @@ impl Env {
                 if !refunded {
                     entry.0 += b["quantity"].as_u64().unwrap();
                 }
-                entry.1 += kop(&b["price"]);
+                // `price` is per ticket (the API notes: order price = Σ price × quantity).
+                entry.1 += kop(&b["price"]) * b["quantity"].as_i64().unwrap();
                 if refunded {
                     entry.2 += kop(&b["refunded_amount"]);
                 }
