@@ -287,6 +287,56 @@ async fn a_window_run_on_a_fresh_database_writes_exactly_its_dates() {
 }
 
 #[tokio::test]
+async fn a_rescan_after_more_than_the_refresh_days_without_a_run_loses_no_new_order() {
+    let env = Env::with(api_sandbox::SandboxConfig {
+        future_days: 25,
+        ..Default::default()
+    })
+    .await;
+    env.run_ok(&[]);
+    let before: u64 = env
+        .query("SELECT max(order_id) FROM {db}.stg_qtickets_orders")
+        .trim()
+        .parse()
+        .unwrap();
+    // Twenty days without a run, and a server that ignores date filters: the rescan reads the
+    // last 14 days *and* everything after the last run's newest order.
+    env.control("/config", json!({"qtickets_date_filters": "ignored"}));
+    env.control("/advance", json!({"days": 20}));
+    let out = env.run_ok(&[]);
+    assert!(stderr(&out).contains("mode rescan"), "{}", stderr(&out));
+    let served: Vec<u64> = env
+        .sandbox
+        .sandbox()
+        .qtickets_orders()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .filter(|id| *id > before)
+        .collect();
+    assert!(
+        served.len() > 500,
+        "twenty days of new orders: {}",
+        served.len()
+    );
+    let staged = env.query(&format!(
+        "SELECT count() FROM {{db}}.stg_qtickets_orders FINAL WHERE order_id > {before}"
+    ));
+    assert_eq!(
+        staged.trim(),
+        served.len().to_string(),
+        "every new order staged"
+    );
+    // Their facts are exact for every date after the last run's days.
+    let first_new_day = (zakaz_core::time::moscow_today() + chrono::Days::new(7)).to_string();
+    let recent = |m: std::collections::BTreeMap<crate::Key, crate::Totals>| {
+        m.into_iter()
+            .filter(|((date, _, _), _)| *date >= first_new_day)
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(recent(env.facts()), recent(env.expected()));
+}
+
+#[tokio::test]
 async fn order_pages_without_paging_are_read_until_an_empty_page() {
     let env = Env::new().await;
     env.control("/config", json!({"qtickets_paging": "missing"}));
