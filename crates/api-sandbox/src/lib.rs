@@ -284,8 +284,9 @@ impl Sandbox {
     }
 
     /// The sandbox clock: start plus every advance.
-    /// `{"order_id": N, "payed_at": "ISO" | null}`: from now on the order is paid at that
-    /// time, or un-paid; its `updated_at` becomes now.
+    /// `{"order_id": N, "payed_at": "ISO" | null, "updated_at": "ISO"?}`: from now on the
+    /// order is paid at that time, or un-paid; its `updated_at` becomes now (or the given
+    /// earlier time).
     fn change_payment(&self, body: &Value) -> Resp {
         let Some(id) = body.get("order_id").and_then(Value::as_u64) else {
             return Resp::json(400, &json!({"error": "`order_id` is required"}));
@@ -306,10 +307,17 @@ impl Sandbox {
         let Some(order) = self.data.qtickets.orders.iter().find(|o| o.id == id) else {
             return Resp::json(404, &json!({"error": format!("no order {id}")}));
         };
-        let change = qtickets::PaymentChange {
-            at: self.now(),
-            payed_at,
+        // `updated_at` (optional, not after now): a change the vendor stamps late, so that
+        // it appears with a time before the last run.
+        let at = match body.get("updated_at").and_then(Value::as_str) {
+            None => self.now(),
+            Some(s) => match zakaz_core::time::parse_offset_timestamp(s) {
+                Ok(t) if t.timestamp() <= self.now() => t.timestamp(),
+                Ok(_) => return Resp::json(400, &json!({"error": "`updated_at` is after now"})),
+                Err(e) => return Resp::json(400, &json!({"error": format!("`updated_at`: {e}")})),
+            },
         };
+        let change = qtickets::PaymentChange { at, payed_at };
         match order.payment_change.set(change) {
             Ok(()) => Resp::json(
                 200,

@@ -179,12 +179,14 @@ pub fn utm(order: &Value) -> [String; 5] {
     ]
 }
 
-/// The row version: newer `updated_at` wins; for the same update, the later load. Both
-/// halves are whole 32-bit seconds, so the order holds for the table's life (an earlier
-/// scheme kept 20 bits of the load time, which wrapped every 12 days); every version of it
-/// is below 2^52, every version of this above, so the switch keeps the order too.
+/// The row version: the later load wins (every load reads the order's current state, so a
+/// vendor clock that steps back — an `updated_at` earlier than the last one seen — cannot
+/// hide a change); within one load, the newer `updated_at`. Both halves are whole 32-bit
+/// seconds, so the order holds for the table's life. Rows of the earlier schemes (`updated_at`
+/// first, or a 20-bit load time that wrapped every 12 days) carry an update time no later
+/// than their load, so any later load still outranks them.
 pub fn version(updated_at: u32, loaded_at: u32) -> u64 {
-    (u64::from(updated_at) << 32) | u64::from(loaded_at)
+    (u64::from(loaded_at) << 32) | u64::from(updated_at)
 }
 
 pub struct Transformed {
@@ -379,17 +381,19 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn versions_order_by_update_then_load_and_never_wrap() {
+    fn versions_order_by_load_then_update_and_never_wrap() {
         let (u, l) = (1_781_514_000u32, 1_781_514_100u32);
-        // The same update loaded 12 and 24 days later (the old 20-bit load part wrapped here).
+        // The same order loaded 12 and 24 days later (the old 20-bit load part wrapped here).
         let later = l + (1 << 20);
         assert!(version(u, l) < version(u, later));
         assert!(version(u, later) < version(u, later + (1 << 20)));
-        // A newer update wins over any load of an older one.
-        assert!(version(u + 1, 0) > version(u, u32::MAX));
-        // Above every version of the old scheme.
-        let old_max = (u64::from(u32::MAX) << 20) | 0xF_FFFF;
-        assert!(version(1_600_000_000, 0) > old_max);
+        // A later load wins even when the vendor's `updated_at` went backwards.
+        assert!(version(u - 3600, l + 1) > version(u, l));
+        // Within one load, the newer update.
+        assert!(version(u + 1, l) > version(u, l));
+        // Above the rows of the earlier schemes (update time first, loaded after it).
+        assert!(version(u, l) > (u64::from(u) << 32) | u64::from(l - 60));
+        assert!(version(u, l) > (u64::from(u32::MAX) << 20) | 0xF_FFFF);
     }
 
     #[test]
@@ -498,8 +502,11 @@ mod tests {
 
     #[test]
     fn newer_updates_win_then_later_loads() {
-        assert!(version(200, 1) > version(100, 999_999));
-        assert!(version(100, 2) > version(100, 1));
+        assert!(
+            version(100, 999_999) > version(200, 1),
+            "the later load wins"
+        );
+        assert!(version(200, 2) > version(100, 2));
     }
 
     #[test]

@@ -337,6 +337,47 @@ async fn a_rescan_after_more_than_the_refresh_days_without_a_run_loses_no_new_or
 }
 
 #[tokio::test]
+async fn the_watermark_overlap_catches_an_update_stamped_before_the_last_run() {
+    let env = Env::new().await;
+    env.run_ok(&[]);
+    let watermark: i64 = env
+        .query("SELECT visitParamExtractUInt(metrics, 'watermark_updated_at') FROM {db}.meta_job_runs WHERE status = 'ok'")
+        .trim()
+        .parse()
+        .unwrap();
+    // After that run the vendor records an un-payment stamped 30 minutes before the
+    // watermark (inside the 60-minute overlap) — earlier, too, than the order's last
+    // `updated_at`: its clock stepped back.
+    let order: u64 = env
+        .query("SELECT max(order_id) FROM {db}.stg_qtickets_orders FINAL WHERE payed = 1 AND deleted_at IS NULL")
+        .trim()
+        .parse()
+        .unwrap();
+    let late = chrono::DateTime::from_timestamp(watermark - 1800, 0)
+        .unwrap()
+        .with_timezone(&chrono_tz::Europe::Moscow)
+        .to_rfc3339();
+    env.control(
+        "/qtickets/payment",
+        json!({"order_id": order, "payed_at": null, "updated_at": late}),
+    );
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("mode updated_since"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        env.query(&format!(
+            "SELECT payed FROM {{db}}.stg_qtickets_orders FINAL WHERE order_id = {order}"
+        )),
+        "0\n",
+        "the late update was fetched"
+    );
+    assert_eq!(env.facts(), env.expected());
+}
+
+#[tokio::test]
 async fn order_pages_without_paging_are_read_until_an_empty_page() {
     let env = Env::new().await;
     env.control("/config", json!({"qtickets_paging": "missing"}));
