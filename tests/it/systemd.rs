@@ -519,18 +519,21 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
         },
     );
     assert!(show("NRestarts").parse::<u32>().unwrap() >= 1);
-    let journal = ok(
-        &machine,
-        &[
-            "journalctl",
-            "-u",
-            "healthcheck.service",
-            "--no-pager",
-            "-o",
-            "cat",
-        ],
-    );
-    assert!(journal.contains("Watchdog timeout"), "{journal}");
+    let journal = || {
+        ok(
+            &machine,
+            &[
+                "journalctl",
+                "-u",
+                "healthcheck.service",
+                "--no-pager",
+                "-o",
+                "cat",
+            ],
+        )
+    };
+    let lines = journal();
+    assert!(lines.contains("Watchdog timeout"), "{lines}");
     wait_for(
         "/healthz after the restart",
         Duration::from_secs(30),
@@ -540,18 +543,8 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     // A clean stop on SIGTERM.
     ok(&machine, &["systemctl", "stop", "healthcheck.service"]);
     assert_eq!(show("Result"), "success");
-    let journal = ok(
-        &machine,
-        &[
-            "journalctl",
-            "-u",
-            "healthcheck.service",
-            "--no-pager",
-            "-o",
-            "cat",
-        ],
-    );
-    assert!(journal.contains("SIGTERM received, stopping"), "{journal}");
+    let lines = journal();
+    assert!(lines.contains("SIGTERM received, stopping"), "{lines}");
     assert!(
         http_get(port, "/healthz/live").is_none(),
         "nothing listens after the stop"
