@@ -900,23 +900,27 @@ const RESUME_AFTER: &str = "resume_after_id";
 /// Where the last run left a backfill it could not finish: the `resume_after_id` of the latest
 /// `ok` run, when that run was an unfinished backfill.
 async fn resume_point(ch: &Ch) -> anyhow::Result<Option<u64>> {
-    let metrics: Option<String> = ch
-        .read("last run's resume point", |c| async move {
-            c.query(
-                "SELECT metrics FROM meta_job_runs WHERE job = ? AND status = 'ok' \
-                 ORDER BY started_at DESC LIMIT 1",
-            )
-            .bind(JOB)
-            .fetch_optional::<String>()
-            .await
-        })
-        .await?;
-    Ok(metrics.and_then(|m| {
-        let v: Value = serde_json::from_str(&m).ok()?;
+    let v = ok_run_metrics(ch, "last run's resume point", "ORDER BY started_at DESC").await?;
+    Ok(v.and_then(|v| {
         (v.get("mode")?.as_str()? == "backfill")
             .then(|| v.get(RESUME_AFTER)?.as_u64())
             .flatten()
     }))
+}
+
+/// The metrics of this job's first `ok` run in `order` (which may start with `AND …`
+/// conditions), parsed.
+async fn ok_run_metrics(ch: &Ch, what: &str, order: &str) -> anyhow::Result<Option<Value>> {
+    let sql = format!(
+        "SELECT metrics FROM meta_job_runs WHERE job = ? AND status = 'ok' {order} LIMIT 1"
+    );
+    let metrics: Option<String> = ch
+        .read(what, |c| {
+            let sql = sql.clone();
+            async move { c.query(&sql).bind(JOB).fetch_optional::<String>().await }
+        })
+        .await?;
+    Ok(metrics.and_then(|m| serde_json::from_str(&m).ok()))
 }
 
 async fn schema_present(ch: &Ch) -> anyhow::Result<bool> {
@@ -927,20 +931,14 @@ async fn schema_present(ch: &Ch) -> anyhow::Result<bool> {
 /// run. Watermarks only grow, so the largest is the latest (and start times that share a
 /// second cannot confuse it).
 pub async fn last_watermark(ch: &Ch) -> anyhow::Result<Option<Watermark>> {
-    let metrics: Option<String> = ch
-        .read("last successful run", |c| async move {
-            c.query(
-                "SELECT metrics FROM meta_job_runs WHERE job = ? AND status = 'ok' \
-                 AND visitParamExtractUInt(metrics, 'watermark_updated_at') > 0 \
-                 ORDER BY visitParamExtractUInt(metrics, 'watermark_updated_at') DESC LIMIT 1",
-            )
-            .bind(JOB)
-            .fetch_optional::<String>()
-            .await
-        })
-        .await?;
-    Ok(metrics.and_then(|m| {
-        let v: Value = serde_json::from_str(&m).ok()?;
+    let v = ok_run_metrics(
+        ch,
+        "last successful run",
+        "AND visitParamExtractUInt(metrics, 'watermark_updated_at') > 0 \
+         ORDER BY visitParamExtractUInt(metrics, 'watermark_updated_at') DESC",
+    )
+    .await?;
+    Ok(v.and_then(|v| {
         Some(Watermark {
             updated_at: v.get("watermark_updated_at")?.as_u64()? as u32,
             max_order_id: v.get("max_order_id")?.as_u64()?,
