@@ -2,7 +2,9 @@
 //! (201 with `retryIn` → 202 → 200, keyed by login and whole body), a queue of at most five
 //! reports per user (the sixth gets 400 with code 9000), money in micros unless
 //! `returnMoneyInMicros: false`, the three `skip*` headers, and `ReportName` reuse with a
-//! different body refused with code 4000.
+//! different body refused with code 4000. In `processingMode: auto` a small report comes
+//! back online at once; `retryIn` changes between polls; `Units` only when switched on (it
+//! is not confirmed for Reports); `Conversions` is `--` for campaigns without goals.
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
@@ -18,11 +20,16 @@ const FIELDS: &[&str] = &[
     "CampaignId",
     "CampaignName",
     "AdGroupId",
+    "AdGroupName",
     "AdId",
     "Impressions",
     "Clicks",
     "Cost",
+    "Conversions",
 ];
+
+/// City aliases in campaign names (`Поиск msk …`), one of them unknown to the loaders.
+pub const CITY_ALIASES: &[&str] = &["msk", "spb", "ekb", "kzn", "tula"];
 
 pub struct Ad {
     pub login: String,
@@ -30,6 +37,8 @@ pub struct Ad {
     pub campaign_name: String,
     pub group_id: u64,
     pub ad_id: u64,
+    /// Whether the campaign has goals (else `Conversions` is `--`).
+    pub has_goals: bool,
 }
 
 pub struct DirectData {
@@ -52,9 +61,13 @@ impl DirectData {
                         ads.push(Ad {
                             login: login.clone(),
                             campaign_id,
-                            campaign_name: format!("Поиск {login} {c}"),
+                            campaign_name: format!(
+                                "Поиск {} {login} {c}",
+                                CITY_ALIASES[c as usize % CITY_ALIASES.len()]
+                            ),
                             group_id,
                             ad_id: group_id * 10 + a,
+                            has_goals: c % 3 != 2,
                         });
                     }
                 }
@@ -64,16 +77,18 @@ impl DirectData {
     }
 }
 
-/// One ad's statistics for one day: (impressions, clicks, cost in kopecks with VAT).
-pub fn ad_day(seed: u64, ad_id: u64, date: NaiveDate) -> (u64, u64, i64) {
+/// One ad's statistics for one day: (impressions, clicks, cost in kopecks with VAT,
+/// conversions).
+pub fn ad_day(seed: u64, ad_id: u64, date: NaiveDate) -> (u64, u64, i64, u64) {
     let mut rng = Rng::stream(seed, &format!("direct-{ad_id}-{date}"));
     if rng.chance(15) {
-        return (0, 0, 0);
+        return (0, 0, 0, 0);
     }
     let impressions = rng.range(10, 20_000);
     let clicks = impressions * rng.range(5, 80) / 1000;
     let cost = clicks as i64 * rng.range(800, 6_000) as i64;
-    (impressions, clicks, cost)
+    let conversions = clicks / rng.range(5, 30);
+    (impressions, clicks, cost, conversions)
 }
 
 fn direct_error(status: u16, code: u32, text: &str, detail: &str) -> Resp {
@@ -144,10 +159,15 @@ fn parse_request(body: &Value) -> Result<ReportRequest, String> {
                 .ok_or("field names are strings")
         })
         .collect::<Result<_, _>>()?;
+    let report_type = params
+        .get("ReportType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !matches!(report_type, "AD_PERFORMANCE_REPORT" | "CUSTOM_REPORT") {
+        return Err(format!("`ReportType` `{report_type}` is not served here"));
+    }
     if let Some(bad) = fields.iter().find(|f| !FIELDS.contains(&f.as_str())) {
-        return Err(format!(
-            "field `{bad}` is not available in AD_PERFORMANCE_REPORT"
-        ));
+        return Err(format!("field `{bad}` is not available in {report_type}"));
     }
     let name = params
         .get("ReportName")
@@ -241,6 +261,7 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
         .header("processingMode")
         .unwrap_or("auto")
         .to_ascii_lowercase();
+    let days = (report.to - report.from).num_days() as u64 + 1;
     {
         let mut state = sb.state();
         match state.direct_names.get(&report.name) {
@@ -255,7 +276,8 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
             _ => {}
         }
         state.direct_names.insert(report.name.clone(), key.clone());
-        if mode != "online" {
+        let online_now = mode == "auto" && days <= state.direct_online_days;
+        if mode != "online" && !online_now {
             let polls = state.direct_pending.get(&key).copied();
             match polls {
                 None => {
@@ -277,9 +299,10 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
                 Some(1) => {
                     state.direct_pending.insert(key.clone(), 2);
                     let queued = state.direct_pending.len();
+                    // The service re-estimates: the wait is not the same twice.
                     return Resp::empty(202)
                         .with_header("RequestId", "2")
-                        .with_header("retryIn", state.direct_retry_in.to_string())
+                        .with_header("retryIn", (state.direct_retry_in + 1).to_string())
                         .with_header("reportsInQueue", queued.to_string());
                 }
                 Some(_) => {
@@ -315,7 +338,8 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
             {
                 continue;
             }
-            let (impressions, clicks, cost_vat) = ad_day(sb.config.seed, ad.ad_id, date);
+            let (impressions, clicks, cost_vat, conversions) =
+                ad_day(sb.config.seed, ad.ad_id, date);
             if impressions == 0 {
                 continue;
             }
@@ -332,6 +356,9 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
                     "CampaignId" => ad.campaign_id.to_string(),
                     "CampaignName" => ad.campaign_name.clone(),
                     "AdGroupId" => ad.group_id.to_string(),
+                    "AdGroupName" => format!("Группа {}", ad.group_id),
+                    "Conversions" if ad.has_goals => conversions.to_string(),
+                    "Conversions" => "--".to_owned(),
                     "AdId" => ad.ad_id.to_string(),
                     "Impressions" => impressions.to_string(),
                     "Clicks" => clicks.to_string(),
@@ -347,7 +374,11 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
     if !header_true(req, "skipReportSummary") {
         out.push_str(&format!("Total rows: {rows}\n"));
     }
-    Resp::text(200, "text/tab-separated-values; charset=UTF-8", out)
-        .with_header("RequestId", "3")
-        .with_header("Units", "10/19990/20000")
+    let resp = Resp::text(200, "text/tab-separated-values; charset=UTF-8", out)
+        .with_header("RequestId", "3");
+    if sb.state().direct_units {
+        resp.with_header("Units", "10/19990/20000")
+    } else {
+        resp
+    }
 }

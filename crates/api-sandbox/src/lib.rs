@@ -63,6 +63,10 @@ pub struct SandboxConfig {
     /// VK Ads banners per ad group.
     #[arg(long, default_value_t = 2)]
     pub vk_banners_per_group: u32,
+    /// VK Ads agency clients (`vk-client-1`, …) owning the ad plans in turn; 0: the client
+    /// owns them itself.
+    #[arg(long, default_value_t = 0)]
+    pub vk_agency_clients: u32,
     /// Yandex Direct client logins (`client-a`, `client-b`, …).
     #[arg(long, default_value_t = 2)]
     pub direct_logins: u32,
@@ -91,6 +95,7 @@ impl Default for SandboxConfig {
             future_days: 7,
             vk_campaigns: 4,
             vk_banners_per_group: 2,
+            vk_agency_clients: 0,
             direct_logins: 2,
             direct_campaigns: 3,
             emails: 6,
@@ -204,9 +209,20 @@ pub struct State {
     pub vk_tokens: Vec<vk::Token>,
     pub vk_token_counter: u64,
     pub vk_daily_remaining: u64,
+    pub vk_rps_limit: u64,
+    /// (wall second, requests in it).
+    pub vk_rps_window: (u64, u64),
+    /// Banner ids the listing shows and the statistics reject.
+    pub vk_ghost_banners: Vec<u64>,
+    /// The error code of an unknown ad plan id (the English and Russian docs differ).
+    pub vk_plans_error: String,
     pub direct_pending: HashMap<String, u32>,
     pub direct_names: HashMap<String, String>,
     pub direct_retry_in: u64,
+    /// In `processingMode: auto`, reports of at most this many days come back online at once.
+    pub direct_online_days: u64,
+    /// Whether answers carry a `Units` header (not confirmed for Reports).
+    pub direct_units: bool,
     pub google_tokens: Vec<(String, bool)>,
     pub gmail_labels: HashMap<String, Vec<String>>,
     pub gmail_user_labels: Vec<(String, String)>,
@@ -226,9 +242,15 @@ impl State {
             vk_tokens: Vec::new(),
             vk_token_counter: 0,
             vk_daily_remaining: vk::DAILY_LIMIT,
+            vk_rps_limit: 10,
+            vk_rps_window: (0, 0),
+            vk_ghost_banners: Vec::new(),
+            vk_plans_error: "ERR_WRONG_CAMPAIGNS".to_owned(),
             direct_pending: HashMap::new(),
             direct_names: HashMap::new(),
             direct_retry_in: 1,
+            direct_online_days: 1,
+            direct_units: false,
             google_tokens: Vec::new(),
             gmail_labels: HashMap::new(),
             gmail_user_labels: Vec::new(),
@@ -481,7 +503,7 @@ impl Sandbox {
             "path": req.path,
             "query": req.query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"),
             "headers": headers,
-            "body": String::from_utf8_lossy(&req.body),
+            "body": mask_body(&String::from_utf8_lossy(&req.body)),
         });
         let mut state = self.state();
         if state.log.len() >= LOG_LIMIT {
@@ -555,8 +577,23 @@ impl Sandbox {
                 if let Some(n) = body.get("vk_daily_remaining").and_then(Value::as_u64) {
                     state.vk_daily_remaining = n;
                 }
+                if let Some(n) = body.get("vk_rps_limit").and_then(Value::as_u64) {
+                    state.vk_rps_limit = n;
+                }
+                if let Some(id) = body.get("vk_ghost_banner").and_then(Value::as_u64) {
+                    state.vk_ghost_banners.push(id);
+                }
+                if let Some(code) = body.get("vk_plans_error").and_then(Value::as_str) {
+                    state.vk_plans_error = code.to_owned();
+                }
                 if let Some(n) = body.get("direct_retry_in").and_then(Value::as_u64) {
                     state.direct_retry_in = n;
+                }
+                if let Some(n) = body.get("direct_online_days").and_then(Value::as_u64) {
+                    state.direct_online_days = n;
+                }
+                if let Some(b) = body.get("direct_units").and_then(Value::as_bool) {
+                    state.direct_units = b;
                 }
                 if let Some(n) = body.get("telegram_min_interval_ms").and_then(Value::as_u64) {
                     state.telegram_min_interval_ms = n;
@@ -566,6 +603,12 @@ impl Sandbox {
             ("POST", "/vk/expire") => {
                 for t in &mut self.state().vk_tokens {
                     t.expired = true;
+                }
+                Resp::json(200, &json!({"ok": true}))
+            }
+            ("POST", "/vk/revoke") => {
+                for t in &mut self.state().vk_tokens {
+                    t.revoked = true;
                 }
                 Resp::json(200, &json!({"ok": true}))
             }
@@ -582,6 +625,11 @@ impl Sandbox {
                     &json!({
                         "now": qtickets::iso(self.now(), 3),
                         "vk_tokens": state.vk_tokens.len(),
+                        "vk_tokens_by_user": state.vk_tokens.iter().fold(serde_json::Map::new(), |mut m, t| {
+                            let n = m.get(&t.user).and_then(Value::as_u64).unwrap_or(0);
+                            m.insert(t.user.clone(), json!(n + 1));
+                            m
+                        }),
                         "direct_pending": state.direct_pending.len(),
                         "faults": state.faults.len(),
                         "requests": state.log.len(),
@@ -619,6 +667,52 @@ fn mask_header(name: &str, value: &str) -> String {
     } else {
         value.to_owned()
     }
+}
+
+/// A form field or JSON key named like a secret.
+fn secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["token", "secret", "key", "password"]
+        .iter()
+        .any(|w| lower.contains(w))
+}
+
+/// Secrets in a logged body are masked too: form-encoded `client_secret=…`,
+/// `refresh_token=…`, and JSON string fields named like secrets.
+fn mask_body(body: &str) -> String {
+    if let Ok(mut value) = serde_json::from_str::<Value>(body) {
+        fn walk(v: &mut Value) -> bool {
+            match v {
+                Value::Object(m) => m.iter_mut().fold(false, |changed, (k, val)| {
+                    if secret_name(k) && val.is_string() {
+                        *val = json!("***");
+                        true
+                    } else {
+                        walk(val) || changed
+                    }
+                }),
+                Value::Array(items) => items.iter_mut().fold(false, |c, v| walk(v) || c),
+                _ => false,
+            }
+        }
+        // Re-serialised only when something was masked: tests read the body as sent.
+        return if walk(&mut value) {
+            value.to_string()
+        } else {
+            body.to_owned()
+        };
+    }
+    let looks_form = !body.is_empty() && body.contains('=') && !body.contains(char::is_whitespace);
+    if !looks_form {
+        return body.to_owned();
+    }
+    body.split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if secret_name(k) => format!("{k}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A running sandbox server. Dropping it stops the server.

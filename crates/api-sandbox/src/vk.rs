@@ -1,8 +1,11 @@
-//! VK Ads API v2: OAuth client-credentials tokens (at most 5 live per client; the 6th request
-//! gets 403; `token/delete.json` frees them; refresh replaces the access token), 401s with
-//! `WWW-Authenticate`, rate-limit headers on every answer, decimals as strings, `expires_in`
-//! as a string, listings paged by `limit/offset`, daily statistics where one unknown id fails
-//! the whole request.
+//! VK Ads API v2: OAuth client-credentials tokens (at most 5 live per client and user; the 6th
+//! request gets 403; `token/delete.json` frees them; refresh replaces the access token; a
+//! token expires a day after it was issued, on the sandbox clock), agency clients with
+//! their own tokens and ad plans, 401s with `WWW-Authenticate`, rate-limit headers on every
+//! answer (a per-second limit that answers 429 with `Retry-After`), decimals as strings,
+//! `expires_in` as a string, listings paged by `limit/offset` (`limit` at most 50), UTM on ad
+//! groups (`utm` + `enable_utm`, appended by the service to the group's banner URLs),
+//! daily statistics for the last 365 days where one unknown id fails the whole request.
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
@@ -17,17 +20,35 @@ pub const MAX_TOKENS: usize = 5;
 pub const MAX_LIMIT: usize = 50;
 pub const MAX_STAT_IDS: usize = 200;
 pub const DAILY_LIMIT: u64 = 50_000;
+/// A token's lifetime (`expires_in`).
+pub const TOKEN_LIFETIME: i64 = 86_400;
+/// Days back daily statistics reach.
+pub const STATS_DAYS: i64 = 365;
+
+/// `utm_content=<alias>_<dd>_<mm>`: the city aliases the ads use, with one the loaders do not
+/// know (kept as is and counted).
+pub const CITY_ALIASES: &[&str] = &["msk", "spb", "ekb", "nsk", "kzn", "tula"];
+
+/// The name of the `n`th agency client (1-based).
+pub fn agency_client(n: u32) -> String {
+    format!("vk-client-{n}")
+}
 
 pub struct Plan {
     pub id: u64,
     pub name: String,
     pub status: &'static str,
+    /// The user that owns it: `""` for the client itself, else an agency client's name.
+    pub owner: String,
 }
 pub struct Group {
     pub id: u64,
     pub plan_id: u64,
     pub name: String,
     pub status: &'static str,
+    /// UTM tags the service appends to every banner URL of the group, when `enable_utm`.
+    pub utm: String,
+    pub enable_utm: bool,
 }
 pub struct Banner {
     pub id: u64,
@@ -48,7 +69,17 @@ pub struct VkData {
 pub struct Token {
     pub access: String,
     pub refresh: String,
+    /// `""` for the client itself, else the agency client's name.
+    pub user: String,
+    pub issued_at: i64,
     pub expired: bool,
+    pub revoked: bool,
+}
+
+impl Token {
+    fn expired_at(&self, now: i64) -> bool {
+        self.expired || now >= self.issued_at + TOKEN_LIFETIME
+    }
 }
 
 impl VkData {
@@ -62,31 +93,59 @@ impl VkData {
                 6 => "deleted",
                 _ => "active",
             };
+            let owner = match cfg.vk_agency_clients {
+                0 => String::new(),
+                n => agency_client(p % n + 1),
+            };
             plans.push(Plan {
                 id: plan_id,
                 name: format!("Кампания {plan_id}"),
                 status,
+                owner,
             });
             for g in 0..2 {
                 let group_id = plan_id * 10 + g;
+                // Three kinds of group: UTM on the group (the banners carry the rest, some
+                // overriding a group tag); UTM text present but switched off; no UTM at all.
+                let kind = (u64::from(p) * 2 + g) % 3;
+                let (utm, enable_utm) = match kind {
+                    0 => (
+                        format!("utm_source=vk&utm_medium=cpc&utm_campaign=plan_{plan_id}"),
+                        true,
+                    ),
+                    1 => ("utm_source=ignored&utm_medium=ignored".to_owned(), false),
+                    _ => (String::new(), false),
+                };
                 groups.push(Group {
                     id: group_id,
                     plan_id,
                     name: format!("Группа {group_id}"),
                     status,
+                    utm,
+                    enable_utm,
                 });
                 for b in 0..cfg.vk_banners_per_group {
                     let banner_id = group_id * 100 + u64::from(b);
                     let event = 1001 + rng.range(0, 19);
+                    let alias = rng.pick(CITY_ALIASES);
+                    let content =
+                        format!("{alias}_{:02}_{:02}", rng.range(1, 28), rng.range(1, 12));
+                    let query = match kind {
+                        0 if b % 2 == 1 => {
+                            format!("utm_content={content}&utm_campaign=banner_{banner_id}")
+                        }
+                        0 => format!("utm_content={content}"),
+                        _ => format!(
+                            "utm_source=vk&utm_medium=cpc&utm_campaign=plan_{plan_id}&utm_content={content}&utm_term="
+                        ),
+                    };
                     banners.push(Banner {
                         id: banner_id,
                         group_id,
                         plan_id,
                         name: format!("Баннер {banner_id}"),
                         status,
-                        url: format!(
-                            "https://tickets.example.ru/event/{event}?utm_source=vk&utm_medium=cpc&utm_campaign=plan_{plan_id}&utm_content=banner_{banner_id}&utm_term="
-                        ),
+                        url: format!("https://tickets.example.ru/event/{event}?{query}"),
                     });
                 }
             }
@@ -96,6 +155,34 @@ impl VkData {
             groups,
             banners,
         }
+    }
+
+    fn owner_of_plan(&self, plan_id: u64) -> &str {
+        self.plans
+            .iter()
+            .find(|p| p.id == plan_id)
+            .map_or("", |p| p.owner.as_str())
+    }
+
+    /// The UTM tags a banner's clicks carry: its URL's, then the group's (when enabled) for
+    /// the keys the URL lacks — what the service does. For tests.
+    pub fn effective_utm(&self, banner: &Banner) -> Vec<(String, String)> {
+        let parse = |q: &str| -> Vec<(String, String)> {
+            url::form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        };
+        let mut tags = parse(banner.url.split_once('?').map_or("", |(_, q)| q));
+        if let Some(g) = self.groups.iter().find(|g| g.id == banner.group_id)
+            && g.enable_utm
+        {
+            for (k, v) in parse(&g.utm) {
+                if !tags.iter().any(|(have, _)| *have == k) {
+                    tags.push((k, v));
+                }
+            }
+        }
+        tags
     }
 }
 
@@ -134,6 +221,7 @@ pub fn fault_body(status: u16) -> Resp {
     match status {
         401 => auth_error("expired_token", "Access token is expired"),
         403 => vk_error(403, "ERR_ACCESS_DENIED", "Access denied"),
+        404 => vk_error(404, "ERR_WRONG_RESOURCE", "Unknown resource"),
         429 => vk_error(429, "ERR_LIMIT_EXCEEDED", "Rate limit exceeded"),
         400 => vk_error(400, "ERR_WRONG_PARAMETER", "Wrong parameter"),
         s => vk_error(s, "ERR_INTERNAL", "Internal error"),
@@ -145,9 +233,11 @@ pub fn with_rate_headers(sb: &Sandbox, mut resp: Resp) -> Resp {
     let state = sb.state();
     let daily = state.vk_daily_remaining;
     let hourly = daily.min(3600);
+    let rps = state.vk_rps_limit;
+    let rps_left = rps.saturating_sub(state.vk_rps_window.1);
     for (name, value) in [
-        ("X-RateLimit-RPS-Limit", 10),
-        ("X-RateLimit-RPS-Remaining", 9),
+        ("X-RateLimit-RPS-Limit", rps),
+        ("X-RateLimit-RPS-Remaining", rps_left),
         ("X-RateLimit-Hourly-Limit", 3600),
         ("X-RateLimit-Hourly-Remaining", hourly),
         ("X-RateLimit-Daily-Limit", DAILY_LIMIT),
@@ -169,40 +259,75 @@ fn route(sb: &Sandbox, req: &Req, path: &str) -> Resp {
         "/oauth2/token/delete.json" => return delete_tokens(sb, req),
         _ => {}
     }
-    // Every other call needs a live access token.
-    {
+    // Every other call needs a live access token, and counts against the limits.
+    let user = {
+        let now = sb.now();
         let mut state = sb.state();
         let Some(presented) = req.bearer() else {
             return auth_error("invalid_token", "Access token is missing");
         };
-        match state.vk_tokens.iter().find(|t| t.access == presented) {
+        let user = match state.vk_tokens.iter().find(|t| t.access == presented) {
             None => return auth_error("invalid_token", "Access token is invalid"),
-            Some(t) if t.expired => return auth_error("expired_token", "Access token is expired"),
-            Some(_) => {}
-        }
+            Some(t) if t.revoked => return auth_error("revoked_token", "Access token is revoked"),
+            Some(t) if t.expired_at(now) => {
+                return auth_error("expired_token", "Access token is expired");
+            }
+            Some(t) => t.user.clone(),
+        };
         if state.vk_daily_remaining == 0 {
             return vk_error(429, "ERR_LIMIT_EXCEEDED", "Daily limit exceeded");
         }
+        let second = sb.wall_ms() / 1000;
+        if state.vk_rps_window.0 != second {
+            state.vk_rps_window = (second, 0);
+        }
+        if state.vk_rps_window.1 >= state.vk_rps_limit {
+            return vk_error(429, "ERR_LIMIT_EXCEEDED", "Too many requests per second")
+                .with_header("Retry-After", "1");
+        }
+        state.vk_rps_window.1 += 1;
         state.vk_daily_remaining -= 1;
-    }
+        user
+    };
     let data = &sb.data.vk;
+    let ghosts = sb.state().vk_ghost_banners.clone();
+    let owns = |plan_id: u64| data.owner_of_plan(plan_id) == user;
     match path {
-        "/ad_plans.json" => listing(req, data.plans.iter().map(|p| (p.id, p.status, json!({"id": p.id, "name": p.name, "status": p.status}))).collect()),
+        "/ad_plans.json" => listing(
+            req,
+            data.plans
+                .iter()
+                .filter(|p| p.owner == user)
+                .map(|p| (p.id, p.status, json!({"id": p.id, "name": p.name, "status": p.status})))
+                .collect(),
+        ),
         "/ad_groups.json" => listing(
             req,
-            data.groups.iter().map(|g| (g.id, g.status, json!({"id": g.id, "name": g.name, "status": g.status, "ad_plan_id": g.plan_id}))).collect(),
-        ),
-        "/banners.json" => listing(
-            req,
-            data.banners
+            data.groups
                 .iter()
+                .filter(|g| owns(g.plan_id))
+                .map(|g| (g.id, g.status, json!({"id": g.id, "name": g.name, "status": g.status, "ad_plan_id": g.plan_id, "utm": g.utm, "enable_utm": g.enable_utm})))
+                .collect(),
+        ),
+        "/banners.json" => {
+            let mut items: Vec<(u64, &'static str, Value)> = data
+                .banners
+                .iter()
+                .filter(|b| owns(b.plan_id))
                 .map(|b| {
                     (b.id, b.status, json!({"id": b.id, "name": b.name, "status": b.status, "ad_group_id": b.group_id, "urls": {"primary": {"id": b.id * 7, "url": b.url}}}))
                 })
-                .collect(),
-        ),
-        p if p.starts_with("/statistics/") && p.ends_with("/day.json") => statistics(sb, req, &p["/statistics/".len()..p.len() - "/day.json".len()]),
-        _ => vk_error(404, "ERR_NOT_FOUND", "Unknown method"),
+                .collect();
+            // A banner the listing shows and the statistics do not know (deleted meanwhile).
+            if let Some(first) = data.banners.iter().find(|b| owns(b.plan_id)) {
+                for id in ghosts {
+                    items.push((id, "active", json!({"id": id, "name": format!("Баннер {id}"), "status": "active", "ad_group_id": first.group_id, "urls": {"primary": {"id": id * 7, "url": first.url}}})));
+                }
+            }
+            listing(req, items)
+        }
+        p if p.starts_with("/statistics/") && p.ends_with("/day.json") => statistics(sb, req, &user, &p["/statistics/".len()..p.len() - "/day.json".len()]),
+        _ => vk_error(404, "ERR_WRONG_RESOURCE", "Unknown resource"),
     }
 }
 
@@ -217,10 +342,24 @@ fn token(sb: &Sandbox, req: &Req) -> Resp {
             &json!({"error": "invalid_client", "error_description": "Invalid client credentials"}),
         );
     }
+    let now = sb.now();
     let mut state = sb.state();
     match grant {
         "client_credentials" | "agency_client_credentials" => {
-            if state.vk_tokens.len() >= MAX_TOKENS {
+            let user = if grant == "client_credentials" {
+                String::new()
+            } else {
+                let name = form_value(&form, "agency_client_name").unwrap_or_default();
+                let known = (1..=sb.config.vk_agency_clients).any(|n| agency_client(n) == name);
+                if !known {
+                    return Resp::json(
+                        400,
+                        &json!({"error": "invalid_request", "error_description": format!("Unknown agency client `{name}`")}),
+                    );
+                }
+                name.to_owned()
+            };
+            if state.vk_tokens.iter().filter(|t| t.user == user).count() >= MAX_TOKENS {
                 return Resp::json(
                     403,
                     &json!({"error": "token_limit_exceeded", "error_description": "Active access token limit reached"}),
@@ -231,7 +370,10 @@ fn token(sb: &Sandbox, req: &Req) -> Resp {
             let token = Token {
                 access: format!("vk-access-{n}"),
                 refresh: format!("vk-refresh-{n}"),
+                user,
+                issued_at: now,
                 expired: false,
+                revoked: false,
             };
             state.vk_tokens.push(token.clone());
             token_json(&token)
@@ -240,11 +382,16 @@ fn token(sb: &Sandbox, req: &Req) -> Resp {
             let presented = form_value(&form, "refresh_token").unwrap_or_default();
             state.vk_token_counter += 1;
             let n = state.vk_token_counter;
-            match state.vk_tokens.iter_mut().find(|t| t.refresh == presented) {
+            match state
+                .vk_tokens
+                .iter_mut()
+                .find(|t| t.refresh == presented && !t.revoked)
+            {
                 Some(t) => {
                     // A refresh invalidates the old access token.
                     t.access = format!("vk-access-{n}");
                     t.expired = false;
+                    t.issued_at = now;
                     token_json(&t.clone())
                 }
                 None => Resp::json(
@@ -277,7 +424,11 @@ fn delete_tokens(sb: &Sandbox, req: &Req) -> Resp {
             &json!({"error": "invalid_client", "error_description": "Invalid client credentials"}),
         );
     }
-    sb.state().vk_tokens.clear();
+    // `username`: only that agency client's tokens; without it every token of the client.
+    let user = form_value(&form, "username").map(str::to_owned);
+    sb.state()
+        .vk_tokens
+        .retain(|t| user.as_ref().is_some_and(|u| *u != t.user));
     Resp::empty(204)
 }
 
@@ -318,26 +469,39 @@ fn listing(req: &Req, items: Vec<(u64, &'static str, Value)>) -> Resp {
     let page: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
     Resp::json(
         200,
-        &json!({"count": count, "offset": offset, "items": page}),
+        &json!({"count": count, "offset": offset, "limit": limit, "items": page}),
     )
 }
 
-fn statistics(sb: &Sandbox, req: &Req, level: &str) -> Resp {
+fn statistics(sb: &Sandbox, req: &Req, user: &str, level: &str) -> Resp {
     let data = &sb.data.vk;
-    let (err_code, known): (&str, Vec<u64>) = match level {
+    let owns = |plan_id: u64| data.owner_of_plan(plan_id) == user;
+    let (err_code, known): (String, Vec<u64>) = match level {
         "ad_plans" => (
-            "ERR_WRONG_ADPLANS",
-            data.plans.iter().map(|p| p.id).collect(),
+            sb.state().vk_plans_error.clone(),
+            data.plans
+                .iter()
+                .filter(|p| p.owner == user)
+                .map(|p| p.id)
+                .collect(),
         ),
         "ad_groups" => (
-            "ERR_WRONG_AD_GROUPS",
-            data.groups.iter().map(|g| g.id).collect(),
+            "ERR_WRONG_AD_GROUPS".to_owned(),
+            data.groups
+                .iter()
+                .filter(|g| owns(g.plan_id))
+                .map(|g| g.id)
+                .collect(),
         ),
         "banners" => (
-            "ERR_WRONG_BANNERS",
-            data.banners.iter().map(|b| b.id).collect(),
+            "ERR_WRONG_BANNERS".to_owned(),
+            data.banners
+                .iter()
+                .filter(|b| owns(b.plan_id))
+                .map(|b| b.id)
+                .collect(),
         ),
-        _ => return vk_error(404, "ERR_NOT_FOUND", "Unknown method"),
+        _ => return vk_error(404, "ERR_WRONG_RESOURCE", "Unknown object type"),
     };
     let ids: Vec<u64> = match req.query_param("id").map(|s| {
         s.split(',')
@@ -350,12 +514,13 @@ fn statistics(sb: &Sandbox, req: &Req, level: &str) -> Resp {
     if ids.len() > MAX_STAT_IDS {
         return vk_error(
             400,
-            "ERR_WRONG_PARAMETER",
+            "ERR_LIMIT_EXCEEDED",
             "id: too many values, at most 200",
         );
     }
-    if let Some(bad) = ids.iter().find(|i| !known.contains(i)) {
-        return vk_error(400, err_code, &format!("Unknown id {bad}"));
+    // Like the real service, the message does not say which id is unknown.
+    if ids.iter().any(|i| !known.contains(i)) {
+        return vk_error(400, &err_code, "Some of the objects are not found");
     }
     let parse = |k: &str| {
         req.query_param(k)
@@ -369,7 +534,7 @@ fn statistics(sb: &Sandbox, req: &Req, level: &str) -> Resp {
         );
     };
     let today = sb.today();
-    if from > to || (today - from).num_days() > 366 {
+    if from > to || (today - from).num_days() > STATS_DAYS {
         return vk_error(400, "ERR_WRONG_DATE", "Wrong date range");
     }
     let seed = sb.config.seed;

@@ -144,3 +144,75 @@ fn wrong_token_and_login_get_vendor_error_codes() {
     );
     assert_eq!(json_of(login)["error"]["error_code"], 54);
 }
+
+#[test]
+fn auto_mode_serves_a_small_report_at_once_and_retry_in_changes() {
+    let sb = Sb::new();
+    let send = |b: &Value, mode: &str| {
+        sb.post("/direct/json/v5/reports")
+            .bearer_auth("sandbox-token")
+            .header("Client-Login", "client-a")
+            .header("processingMode", mode)
+            .header("returnMoneyInMicros", "false")
+            .json(b)
+            .send()
+            .unwrap()
+    };
+    let one_day = body("small", "2026-11-20", "2026-11-20");
+    let resp = send(&one_day, "auto");
+    assert_eq!(resp.status(), 200, "a one-day report comes online at once");
+    assert!(
+        resp.headers().get("units").is_none(),
+        "Units is not promised"
+    );
+    let week = body("week", "2026-11-14", "2026-11-20");
+    let first = send(&week, "auto");
+    assert_eq!(first.status(), 201);
+    let second = send(&week, "auto");
+    assert_eq!(second.status(), 202);
+    assert_ne!(first.headers()["retryIn"], second.headers()["retryIn"]);
+    sb.control(
+        "/config",
+        json!({"direct_online_days": 0, "direct_units": true}),
+    );
+    assert_eq!(
+        send(&body("small2", "2026-11-20", "2026-11-20"), "auto").status(),
+        201
+    );
+    let done = send(&week, "auto");
+    assert_eq!(done.status(), 200);
+    assert!(done.headers().contains_key("units"));
+}
+
+#[test]
+fn custom_report_has_conversions_with_dashes_where_there_are_no_goals() {
+    let sb = Sb::new();
+    let b = json!({"params": {
+        "SelectionCriteria": {"DateFrom": "2026-11-20", "DateTo": "2026-11-20"},
+        "FieldNames": ["Date", "CampaignId", "CampaignName", "AdGroupId", "AdGroupName", "AdId", "Impressions", "Clicks", "Cost", "Conversions"],
+        "ReportName": "custom", "ReportType": "CUSTOM_REPORT",
+        "DateRangeType": "CUSTOM_DATE", "Format": "TSV", "IncludeVAT": "YES", "IncludeDiscount": "NO"
+    }});
+    let resp = sb
+        .post("/direct/json/v5/reports")
+        .bearer_auth("sandbox-token")
+        .header("Client-Login", "client-a")
+        .header("processingMode", "online")
+        .header("skipReportHeader", "true")
+        .header("skipReportSummary", "true")
+        .json(&b)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let tsv = resp.text().unwrap();
+    let conversions: Vec<&str> = tsv
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').nth(9).unwrap())
+        .collect();
+    assert!(conversions.contains(&"--"), "{tsv}");
+    assert!(
+        conversions.iter().any(|c| c.parse::<u64>().is_ok()),
+        "{tsv}"
+    );
+}
