@@ -35,16 +35,8 @@ impl SentLog {
 
     /// Remember a delivery; written to a temporary file and renamed, mode 0600.
     pub fn record(&mut self, fingerprint: &str, now: u32) -> anyhow::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
         self.sent.insert(fingerprint.to_owned(), now);
-        let tmp = self
-            .path
-            .with_extension(format!("tmp-{}", std::process::id()));
-        let fail =
-            |e: std::io::Error| anyhow::anyhow!("cannot write `{}`: {e}", self.path.display());
-        std::fs::write(&tmp, serde_json::to_vec(&self.sent)?).map_err(fail)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-        std::fs::rename(&tmp, &self.path).map_err(fail)
+        zakaz_core::state::write_private(&self.path, &serde_json::to_vec(&self.sent)?)
     }
 }
 

@@ -1,7 +1,623 @@
-//! `ingest-vk`: Loads daily VK Ads statistics into ClickHouse.
+//! `ingest-vk`: yesterday's VK Ads statistics per banner and day, with the UTM tags that tie
+//! ads to ticket sales, into `fact_vk_ads_daily`.
 //!
-//! Not built yet (no issue has asked for it): the command accepts the common settings and
-//! says so. The shared pieces it will use (settings, ClickHouse, journal, HTTP retries, the
-//! job table) are in `zakaz-core`.
+//! A run, per account (the client itself, or each agency client of `VK_ADS_AGENCY_CLIENTS`):
+//! a token from the state directory (obtained once, refreshed before it expires); ad plans,
+//! ad groups and banners listed; banner-day statistics in batches of at most 200 ids over
+//! the window (yesterday plus `VK_ADS_REFRESH_DAYS` earlier days, or `--since/--until`);
+//! money parsed exactly; UTM from the banner URL merged with its group's (the banner wins per
+//! key); the city from `utm_content=<alias>_<dd>_<mm>`. Rows replace earlier loads of the same
+//! keys, and keys of the window this load did not see get zero rows: a re-run changes no
+//! total. An id VK rejects is dropped from its batch (found by splitting), named, and counted
+//! as a warning; an account that fails does not stop the others, but fails the run.
 
-zakaz_core::placeholder_binary!("ingest-vk", "Loads daily VK Ads statistics into ClickHouse");
+pub mod api;
+pub mod token;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use clap::Parser;
+use serde::Serialize;
+use serde_json::Value;
+use zakaz_core::Secret;
+use zakaz_core::ads::{Stamp, date_range, nightly_window, quote, zero_stale};
+use zakaz_core::ch::{Ch, ClickHouseArgs};
+use zakaz_core::cli::{CommonArgs, JobCli};
+use zakaz_core::error::config_error;
+use zakaz_core::http::{HttpArgs, HttpClient};
+use zakaz_core::journal::{Metrics, Outcome, PartialFailure, journaled};
+use zakaz_core::time::{ClockArgs, DateWindow, WindowArgs, ch_date};
+use zakaz_core::utm::{City, city_of_content, merged};
+
+use crate::api::{VkApi, VkError};
+use crate::token::Tokens;
+
+pub const JOB: &str = "vk_ads";
+
+/// Ids per statistics request (VK's limit).
+pub const BATCH_IDS: usize = 200;
+/// Days per statistics request.
+const CHUNK_DAYS: u32 = 31;
+/// Daily statistics reach back this many days.
+const HISTORY_DAYS: u64 = 365;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ingest-vk",
+    version,
+    about = "Load daily VK Ads statistics per banner, with UTM tags and city, into ClickHouse"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub window: WindowArgs,
+    #[command(flatten)]
+    pub clock: ClockArgs,
+    #[command(flatten)]
+    pub vk: VkArgs,
+
+    /// Call the API and transform, print what would be written, write nothing to ClickHouse
+    /// (the token file is still kept up to date).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct VkArgs {
+    /// VK Ads API host (the API lives under `/api/v2`).
+    #[arg(
+        long,
+        env = "VK_ADS_BASE_URL",
+        default_value = "https://ads.vk.com",
+        value_parser = zakaz_core::http::parse_base_url
+    )]
+    pub vk_ads_base_url: String,
+
+    /// OAuth client id of the VK Ads cabinet.
+    #[arg(long, env = "VK_ADS_CLIENT_ID")]
+    pub vk_ads_client_id: String,
+
+    /// OAuth client secret (secret).
+    #[arg(long, env = "VK_ADS_CLIENT_SECRET", hide_env_values = true)]
+    pub vk_ads_client_secret: Secret,
+
+    /// Agency client usernames, comma-separated: each is loaded with its own token. Empty:
+    /// the client's own account.
+    #[arg(long, env = "VK_ADS_AGENCY_CLIENTS", value_delimiter = ',', num_args = 0..)]
+    pub vk_ads_agency_clients: Vec<String>,
+
+    /// Where the token pair is kept (0600). Default: systemd's `STATE_DIRECTORY` when set,
+    /// else /opt/zakaz_dashboard/state.
+    #[arg(long, env = "VK_ADS_STATE_DIR")]
+    pub vk_ads_state_dir: Option<std::path::PathBuf>,
+
+    /// Days before yesterday fetched again every night (VK corrects recent days).
+    #[arg(long, env = "VK_ADS_REFRESH_DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub vk_ads_refresh_days: u32,
+}
+
+impl JobCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+impl VkArgs {
+    /// The accounts a run loads: `""` is the client's own.
+    pub fn accounts(&self) -> Vec<String> {
+        let named: Vec<String> = self
+            .vk_ads_agency_clients
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if named.is_empty() {
+            vec![String::new()]
+        } else {
+            named
+        }
+    }
+}
+
+/// One row of `fact_vk_ads_daily`.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct FactRow {
+    pub stat_date: u16,
+    pub account: String,
+    pub ad_plan_id: u64,
+    pub ad_group_id: u64,
+    pub banner_id: u64,
+    pub ad_plan_name: String,
+    pub ad_group_name: String,
+    pub banner_name: String,
+    pub shows: u64,
+    pub clicks: u64,
+    pub goals: u64,
+    /// Kopecks (`Decimal(18, 2)` on the wire), without VAT as VK reports it.
+    pub spent: i64,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub utm_content: String,
+    pub utm_term: String,
+    pub city: String,
+    pub loaded_at: u32,
+    pub _version: u64,
+}
+
+const COLUMNS: &[&str] = &[
+    "stat_date",
+    "account",
+    "ad_plan_id",
+    "ad_group_id",
+    "banner_id",
+    "ad_plan_name",
+    "ad_group_name",
+    "banner_name",
+    "shows",
+    "clicks",
+    "goals",
+    "spent",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "city",
+    "loaded_at",
+    "_version",
+];
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let clock = cli.clock.clock();
+    let window = nightly_window(&cli.window, &clock, cli.vk.vk_ads_refresh_days)?;
+    let oldest = clock.moscow_today() - chrono::Days::new(HISTORY_DAYS);
+    if window.from < oldest {
+        return Err(config_error(format!(
+            "`--since` {}: VK Ads keeps daily statistics for {HISTORY_DAYS} days, so the window must start on {oldest} or later",
+            window.from
+        )));
+    }
+    if cli.vk.vk_ads_client_id.trim().is_empty() {
+        return Err(config_error("`VK_ADS_CLIENT_ID` is empty"));
+    }
+    let timeout = zakaz_core::jobs::get(JOB)
+        .timeout()
+        .unwrap_or(Duration::from_secs(600));
+    let http = HttpClient::new("VK Ads", &cli.http)?
+        .with_deadline(Instant::now() + timeout.saturating_sub(Duration::from_secs(20)));
+    let state_dir = zakaz_core::state::resolve_dir(
+        cli.vk.vk_ads_state_dir.as_deref(),
+        std::env::var("STATE_DIRECTORY").ok().as_deref(),
+    );
+    let tokens = Arc::new(Tokens::new(
+        http.clone(),
+        &cli.vk.vk_ads_base_url,
+        cli.vk.vk_ads_client_id.trim(),
+        cli.vk.vk_ads_client_secret.clone(),
+        &state_dir,
+    ));
+    let api = VkApi::new(http, &cli.vk.vk_ads_base_url, tokens.clone(), clock);
+    let ch = Ch::connect(&cli.clickhouse).await?;
+    let accounts = cli.vk.accounts();
+    if cli.dry_run {
+        let outcome = Loader::new(&api, &ch, &tokens, window, true)
+            .run(&accounts)
+            .await?;
+        println!("{}", outcome.message);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome.metrics.to_json())?
+        );
+        return Ok(());
+    }
+    zakaz_core::schema::ensure(&ch).await?;
+    let job = zakaz_core::jobs::get(JOB);
+    let (api, ch_ref, tokens, accounts) = (&api, &ch, &tokens, &accounts);
+    journaled(&ch, job, Some(window), |_run_id| async move {
+        Loader::new(api, ch_ref, tokens, window, false)
+            .run(accounts)
+            .await
+    })
+    .await?;
+    Ok(())
+}
+
+/// What one account's load produced.
+#[derive(Debug, Default)]
+struct AccountLoad {
+    rows: usize,
+    banners: usize,
+    rejected_ids: Vec<u64>,
+    unknown_cities: BTreeMap<String, u64>,
+    spent: i64,
+}
+
+/// One run.
+pub struct Loader<'a> {
+    api: &'a VkApi,
+    ch: &'a Ch,
+    tokens: &'a Tokens,
+    window: DateWindow,
+    dry: bool,
+    stamp: Stamp,
+}
+
+/// The listing facts a banner's rows carry.
+struct BannerInfo {
+    plan_id: u64,
+    group_id: u64,
+    plan_name: String,
+    group_name: String,
+    name: String,
+    tags: [String; 5],
+    city: City,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(
+        api: &'a VkApi,
+        ch: &'a Ch,
+        tokens: &'a Tokens,
+        window: DateWindow,
+        dry: bool,
+    ) -> Self {
+        Loader {
+            api,
+            ch,
+            tokens,
+            window,
+            dry,
+            stamp: Stamp::now(),
+        }
+    }
+
+    pub async fn run(self, accounts: &[String]) -> anyhow::Result<Outcome> {
+        let mut loads: Vec<(String, AccountLoad)> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        for account in accounts {
+            match self.account(account).await {
+                Ok(load) => loads.push((account.clone(), load)),
+                Err(e) => {
+                    // A bad client or revoked access is the operator's to fix, for every
+                    // account alike: stop with exit 78.
+                    if zakaz_core::error::exit_code_for(&e) == zakaz_core::error::exit::CONFIG {
+                        return Err(e);
+                    }
+                    let e = zakaz_core::error::one_line(&e);
+                    tracing::error!(account = %label(account), "VK Ads account failed: {e}");
+                    failures.push(format!("account {}: {e}", label(account)));
+                }
+            }
+        }
+        let rows: usize = loads.iter().map(|(_, l)| l.rows).sum();
+        let rejected: Vec<u64> = loads
+            .iter()
+            .flat_map(|(_, l)| l.rejected_ids.clone())
+            .collect();
+        let mut unknown_cities: BTreeMap<String, u64> = BTreeMap::new();
+        for (_, l) in &loads {
+            for (alias, n) in &l.unknown_cities {
+                *unknown_cities.entry(alias.clone()).or_default() += n;
+            }
+        }
+        let by_account: BTreeMap<String, u64> = loads
+            .iter()
+            .map(|(a, l)| (label(a), l.rows as u64))
+            .collect();
+        let events = *self.tokens.events.lock().unwrap();
+        let metrics = Metrics::new()
+            .with("rows", rows)
+            .with("rows_by_account", by_account)
+            .with(
+                "banners",
+                loads.iter().map(|(_, l)| l.banners).sum::<usize>(),
+            )
+            .with("rejected_ids", rejected.len())
+            .with("unknown_city_aliases", unknown_cities.values().sum::<u64>())
+            .with(zakaz_core::journal::WARNINGS, rejected.len())
+            .with("failed_accounts", failures.len())
+            .with("tokens_minted", events.minted)
+            .with("tokens_refreshed", events.refreshed)
+            .with("token_limit_recoveries", events.limit_recoveries)
+            .with("http_requests", self.api.requests_made());
+        let mut message = format!(
+            "{rows} banner-day rows for {} ({} account(s)), spent {}",
+            self.window,
+            loads.len(),
+            zakaz_core::money::format_kopecks(loads.iter().map(|(_, l)| l.spent).sum())
+        );
+        if !rejected.is_empty() {
+            message.push_str(&format!(
+                "; VK rejected banner id(s) {} (dropped from their batch, the rest loaded)",
+                rejected
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
+        if !unknown_cities.is_empty() {
+            message.push_str(&format!(
+                "; unknown city alias(es) in utm_content kept as is: {}",
+                unknown_cities
+                    .iter()
+                    .map(|(a, n)| format!("{a} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if self.dry {
+            message = format!("dry run, nothing written: would write {message}");
+        }
+        let outcome = Outcome {
+            rows: rows as u64,
+            message,
+            metrics,
+        };
+        if failures.is_empty() {
+            return Ok(outcome);
+        }
+        Err(PartialFailure {
+            message: format!(
+                "{} of {} VK Ads account(s) failed: {}; loaded: {}",
+                failures.len(),
+                accounts.len(),
+                failures.join("; "),
+                outcome.message
+            ),
+            outcome,
+        }
+        .into())
+    }
+
+    async fn account(&self, account: &str) -> anyhow::Result<AccountLoad> {
+        let banners = self.banners(account).await?;
+        let mut load = AccountLoad {
+            banners: banners.len(),
+            ..Default::default()
+        };
+        for info in banners.values() {
+            if let City::Unknown(alias) = &info.city {
+                *load.unknown_cities.entry(alias.clone()).or_default() += 1;
+            }
+        }
+        let ids: Vec<u64> = banners.keys().copied().collect();
+        let mut rows: Vec<FactRow> = Vec::new();
+        for chunk in self.window.chunks(CHUNK_DAYS) {
+            for batch in ids.chunks(BATCH_IDS) {
+                let items = self
+                    .statistics(account, batch, chunk, &mut load.rejected_ids)
+                    .await?;
+                for item in items {
+                    rows.extend(self.rows_of(account, &item, &banners)?);
+                }
+            }
+        }
+        load.rows = rows.len();
+        load.spent = rows.iter().map(|r| r.spent).sum();
+        if !self.dry {
+            self.ch.insert_all("fact_vk_ads_daily", &rows).await?;
+            let scope = format!(
+                "account = {} AND {}",
+                quote(account),
+                date_range("stat_date", self.window)
+            );
+            zero_stale(
+                self.ch,
+                "fact_vk_ads_daily",
+                COLUMNS,
+                &["shows", "clicks", "goals", "spent"],
+                &scope,
+                self.stamp,
+            )
+            .await?;
+        }
+        tracing::info!(account = %label(account), rows = load.rows, banners = load.banners, "VK Ads account loaded");
+        Ok(load)
+    }
+
+    /// Every banner of the account with what its rows carry: plan and group names, the
+    /// merged UTM tags, the city.
+    async fn banners(&self, account: &str) -> anyhow::Result<BTreeMap<u64, BannerInfo>> {
+        let plans: HashMap<u64, String> = self
+            .api
+            .list(account, "ad_plans.json", "id,name,status")
+            .await?
+            .iter()
+            .filter_map(|p| Some((p["id"].as_u64()?, text(p, "name"))))
+            .collect();
+        // id → (plan id, name, UTM to append when enabled).
+        let groups: HashMap<u64, (u64, String, Option<String>)> = self
+            .api
+            .list(
+                account,
+                "ad_groups.json",
+                "id,name,status,ad_plan_id,utm,enable_utm",
+            )
+            .await?
+            .iter()
+            .filter_map(|g| {
+                let enabled = g["enable_utm"].as_bool().unwrap_or(false);
+                let utm = g["utm"].as_str().filter(|u| enabled && !u.is_empty());
+                Some((
+                    g["id"].as_u64()?,
+                    (
+                        g["ad_plan_id"].as_u64().unwrap_or(0),
+                        text(g, "name"),
+                        utm.map(str::to_owned),
+                    ),
+                ))
+            })
+            .collect();
+        let mut out = BTreeMap::new();
+        for b in self
+            .api
+            .list(account, "banners.json", "id,name,status,ad_group_id,urls")
+            .await?
+        {
+            let Some(id) = b["id"].as_u64() else {
+                anyhow::bail!("VK Ads listed a banner without a numeric id: {b}");
+            };
+            let group_id = b["ad_group_id"].as_u64().unwrap_or(0);
+            let (plan_id, group_name, group_utm) =
+                groups
+                    .get(&group_id)
+                    .cloned()
+                    .unwrap_or((0, String::new(), None));
+            let url = b["urls"]["primary"]["url"].as_str().unwrap_or_default();
+            let tags = merged(url, group_utm.as_deref());
+            let city = city_of_content(&tags[3]);
+            out.insert(
+                id,
+                BannerInfo {
+                    plan_id,
+                    group_id,
+                    plan_name: plans.get(&plan_id).cloned().unwrap_or_default(),
+                    group_name,
+                    name: text(&b, "name"),
+                    tags,
+                    city,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Statistics of `ids` over `dates`. VK fails a whole request for one id it does not
+    /// know (and need not say which): the batch is split until the bad ids are alone, they
+    /// are dropped (added to `rejected`), and the rest is loaded.
+    async fn statistics(
+        &self,
+        account: &str,
+        ids: &[u64],
+        dates: DateWindow,
+        rejected: &mut Vec<u64>,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut pending: Vec<&[u64]> = vec![ids];
+        let mut items = Vec::new();
+        while let Some(part) = pending.pop() {
+            let query = [
+                (
+                    "id",
+                    part.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                ("date_from", dates.from.to_string()),
+                ("date_to", dates.to.to_string()),
+                ("metrics", "base".to_owned()),
+            ];
+            match self
+                .api
+                .get(account, "statistics/banners/day.json", &query)
+                .await
+            {
+                Ok(answer) => items.extend(answer["items"].as_array().cloned().unwrap_or_default()),
+                Err(VkError::WrongIds { code }) if part.len() == 1 => {
+                    tracing::warn!(account = %label(account), banner_id = part[0], "VK Ads rejects banner {} ({code}): dropped, the rest of its batch is loaded", part[0]);
+                    rejected.push(part[0]);
+                }
+                Err(VkError::WrongIds { .. }) => {
+                    let (a, b) = part.split_at(part.len() / 2);
+                    pending.push(b);
+                    pending.push(a);
+                }
+                Err(VkError::Other(e)) => return Err(e),
+            }
+        }
+        Ok(items)
+    }
+
+    fn rows_of(
+        &self,
+        account: &str,
+        item: &Value,
+        banners: &BTreeMap<u64, BannerInfo>,
+    ) -> anyhow::Result<Vec<FactRow>> {
+        let id = item["id"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("VK Ads statistics item without an id: {item}"))?;
+        let Some(info) = banners.get(&id) else {
+            anyhow::bail!("VK Ads sent statistics for banner {id}, which was not asked for");
+        };
+        let mut out = Vec::new();
+        for row in item["rows"].as_array().into_iter().flatten() {
+            let date: NaiveDate = row["date"]
+                .as_str()
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("banner {id}: a statistics row without a date"))?;
+            if !self.window.contains(date) {
+                continue;
+            }
+            let base = &row["base"];
+            let count = |k: &str| -> anyhow::Result<u64> {
+                match &base[k] {
+                    Value::Null => Ok(0),
+                    Value::Number(n) => n.as_u64().ok_or_else(|| {
+                        anyhow::anyhow!("banner {id} {date}: `{k}` is `{n}`, not a count")
+                    }),
+                    Value::String(s) => s.trim().parse().map_err(|_| {
+                        anyhow::anyhow!("banner {id} {date}: `{k}` is `{s}`, not a count")
+                    }),
+                    other => anyhow::bail!("banner {id} {date}: `{k}` is `{other}`, not a count"),
+                }
+            };
+            let spent = match &base["spent"] {
+                Value::Null => 0,
+                Value::String(s) => zakaz_core::money::parse_kopecks(s)
+                    .map_err(|e| anyhow::anyhow!("banner {id} {date}: `spent`: {e}"))?,
+                // A number is read through its decimal text, never as a float.
+                Value::Number(n) => zakaz_core::money::parse_kopecks(&n.to_string())
+                    .map_err(|e| anyhow::anyhow!("banner {id} {date}: `spent`: {e}"))?,
+                other => anyhow::bail!("banner {id} {date}: `spent` is `{other}`"),
+            };
+            let [source, medium, campaign, content, term] = info.tags.clone();
+            out.push(FactRow {
+                stat_date: ch_date(date),
+                account: account.to_owned(),
+                ad_plan_id: info.plan_id,
+                ad_group_id: info.group_id,
+                banner_id: id,
+                ad_plan_name: info.plan_name.clone(),
+                ad_group_name: info.group_name.clone(),
+                banner_name: info.name.clone(),
+                shows: count("shows")?,
+                clicks: count("clicks")?,
+                goals: count("goals")?,
+                spent,
+                utm_source: source,
+                utm_medium: medium,
+                utm_campaign: campaign,
+                utm_content: content,
+                utm_term: term,
+                city: info.city.name().to_owned(),
+                loaded_at: self.stamp.loaded_at,
+                _version: self.stamp.version,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_owned()
+}
+
+/// How an account is named in logs and the journal.
+fn label(account: &str) -> String {
+    if account.is_empty() {
+        "own".to_owned()
+    } else {
+        account.to_owned()
+    }
+}

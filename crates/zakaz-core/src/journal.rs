@@ -41,6 +41,9 @@ pub enum Metric {
     Name(&'static str),
     Names(Vec<&'static str>),
     Dates(Vec<NaiveDate>),
+    /// A count per account, login or client: the keys come from settings (never from a
+    /// remote answer), so they are names an operator chose, not free text.
+    CountsBy(BTreeMap<String, u64>),
     /// Not known (JSON `null`).
     Missing,
 }
@@ -80,6 +83,11 @@ impl From<Vec<NaiveDate>> for Metric {
         Metric::Dates(v)
     }
 }
+impl From<BTreeMap<String, u64>> for Metric {
+    fn from(v: BTreeMap<String, u64>) -> Self {
+        Metric::CountsBy(v)
+    }
+}
 impl<T: Into<Metric>> From<Option<T>> for Metric {
     fn from(v: Option<T>) -> Self {
         v.map_or(Metric::Missing, Into::into)
@@ -109,6 +117,11 @@ impl Metrics {
             Metric::Name(s) => Value::from(*s),
             Metric::Names(v) => Value::from(v.clone()),
             Metric::Dates(v) => Value::from(v.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            Metric::CountsBy(m) => Value::Object(
+                m.iter()
+                    .map(|(k, n)| (k.clone(), Value::from(*n)))
+                    .collect(),
+            ),
             Metric::Missing => Value::Null,
         };
         Value::Object(
@@ -248,6 +261,15 @@ impl Run {
     }
 }
 
+/// A run that loaded some of its accounts and failed others: recorded as `error` (the
+/// message names what failed) with the rows and metrics of what it did load.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct PartialFailure {
+    pub message: String,
+    pub outcome: Outcome,
+}
+
 /// Run `body` inside a journaled run: `running` first, then `ok` with its outcome or `error`
 /// with its reason. SIGTERM/SIGINT (systemd's timeout or `systemctl stop`) end the run as
 /// `error` too, so only SIGKILL, OOM and power loss leave a run `unfinished`.
@@ -272,7 +294,11 @@ where
             Ok(outcome)
         }
         Err(err) => {
-            if let Err(record_err) = run.finish_error(&err, &Outcome::default()).await {
+            let partial = err
+                .downcast_ref::<PartialFailure>()
+                .map(|p| p.outcome.clone())
+                .unwrap_or_default();
+            if let Err(record_err) = run.finish_error(&err, &partial).await {
                 tracing::warn!("{}", one_line(&record_err));
             }
             Err(err)

@@ -1,5 +1,6 @@
 //! The shared library of the zakaz jobs: everything two binaries would otherwise write twice.
 
+pub mod ads;
 pub mod calendar;
 pub mod ch;
 pub mod checks;
@@ -10,11 +11,14 @@ pub mod http;
 pub mod jobs;
 pub mod journal;
 pub mod logging;
+pub mod money;
 pub mod schema;
 pub mod secret;
 pub mod settings;
+pub mod state;
 /// Test support shared by every crate's tests (small; no extra dependencies).
 pub mod testing;
 pub mod time;
+pub mod utm;
 
 pub use secret::Secret;

@@ -389,6 +389,81 @@ Migration {
             definition: "UInt64 DEFAULT 0",
         },
     ],
+},
+Migration {
+    version: 6,
+    name: "ad statistics: account, group names, conversions and city; v_marketing_daily (spend against sales)",
+    steps: &[
+        // The VK account (agency client username, `""` for the client itself) and the city
+        // from `utm_content`; Direct's conversions (NULL where a campaign has no goals) and
+        // the city its campaign name gives.
+        Step::AddColumn {
+            table: "fact_vk_ads_daily",
+            column: "account",
+            definition: "String DEFAULT ''",
+        },
+        Step::AddColumn {
+            table: "fact_vk_ads_daily",
+            column: "ad_group_name",
+            definition: "String DEFAULT ''",
+        },
+        Step::AddColumn {
+            table: "fact_vk_ads_daily",
+            column: "city",
+            definition: "String DEFAULT ''",
+        },
+        Step::AddColumn {
+            table: "fact_direct_daily",
+            column: "ad_group_name",
+            definition: "String DEFAULT ''",
+        },
+        Step::AddColumn {
+            table: "fact_direct_daily",
+            column: "conversions",
+            definition: "Nullable(UInt64)",
+        },
+        Step::AddColumn {
+            table: "fact_direct_daily",
+            column: "city",
+            definition: "String DEFAULT ''",
+        },
+        // Per date × city × source: what the ads cost and what QTickets attributes to them by
+        // `utm_source` (docs/architecture.md, "Attribution"). ROMI = (net revenue − spend) /
+        // spend, NULL without spend.
+        Step::Sql(
+            "CREATE VIEW IF NOT EXISTS {db}.v_marketing_daily AS
+            SELECT day AS date, place AS city, channel AS source,
+                   sum(x_spend) AS spend, sum(x_shows) AS shows, sum(x_clicks) AS clicks,
+                   sum(x_tickets) AS tickets, sum(x_net) AS net_revenue,
+                   if(sum(x_spend) > 0,
+                      round((toFloat64(sum(x_net)) - toFloat64(sum(x_spend))) / toFloat64(sum(x_spend)), 4),
+                      NULL) AS romi
+            FROM (
+                SELECT stat_date AS day, city AS place, 'vk' AS channel, spent AS x_spend,
+                       shows AS x_shows, clicks AS x_clicks, toUInt64(0) AS x_tickets,
+                       toDecimal64(0, 2) AS x_net
+                FROM {db}.fact_vk_ads_daily FINAL
+                UNION ALL
+                SELECT stat_date AS day, city AS place, 'direct' AS channel, cost AS x_spend,
+                       impressions AS x_shows, clicks AS x_clicks, toUInt64(0) AS x_tickets,
+                       toDecimal64(0, 2) AS x_net
+                FROM {db}.fact_direct_daily FINAL
+                UNION ALL
+                SELECT day, place, channel, x_spend, x_shows, x_clicks, x_tickets, x_net
+                FROM (
+                    SELECT sales_date AS day, city AS place,
+                           multiIf(lower(utm_source) IN ('vk', 'vkontakte', 'vk_ads', 'mytarget'), 'vk',
+                                   lower(utm_source) IN ('yandex', 'direct', 'yandex_direct', 'ya'), 'direct',
+                                   '') AS channel,
+                           toDecimal64(0, 2) AS x_spend, toUInt64(0) AS x_shows,
+                           toUInt64(0) AS x_clicks, tickets_sold AS x_tickets, net_revenue AS x_net
+                    FROM {db}.fact_qtickets_sales_utm_daily FINAL
+                )
+                WHERE channel != ''
+            )
+            GROUP BY day, place, channel",
+        ),
+    ],
 }];
 
 /// The schema version these binaries expect.

@@ -31,6 +31,20 @@ impl Clock {
     }
 }
 
+/// A hidden `--now`: tests pin the clock of a binary to the sandbox's instant.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClockArgs {
+    /// Act as of this instant instead of the system clock (tests pin time with it).
+    #[arg(long, hide = true, value_name = "RFC3339")]
+    pub now: Option<DateTime<Utc>>,
+}
+
+impl ClockArgs {
+    pub fn clock(&self) -> Clock {
+        self.now.map_or(Clock::System, Clock::Fixed)
+    }
+}
+
 /// Today's date in Moscow.
 pub fn moscow_today() -> NaiveDate {
     Utc::now().with_timezone(&MOSCOW).date_naive()
@@ -178,6 +192,23 @@ impl DateWindow {
     pub fn contains(&self, d: NaiveDate) -> bool {
         self.from <= d && d <= self.to
     }
+
+    /// The window in consecutive pieces of at most `days` days (an API's longest period).
+    pub fn chunks(&self, days: u32) -> Vec<DateWindow> {
+        let step = u64::from(days.max(1));
+        let mut out = Vec::new();
+        let mut from = self.from;
+        while from <= self.to {
+            let to = (from + chrono::Days::new(step - 1)).min(self.to);
+            out.push(DateWindow { from, to });
+            from = to + chrono::Days::new(1);
+        }
+        out
+    }
+
+    pub fn len_days(&self) -> u32 {
+        (self.to - self.from).num_days() as u32 + 1
+    }
 }
 
 impl std::fmt::Display for DateWindow {
@@ -192,6 +223,27 @@ mod tests {
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn chunks_cover_the_window_once() {
+        let w = DateWindow {
+            from: d("2026-01-30"),
+            to: d("2026-02-10"),
+        };
+        let parts = w.chunks(5);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].from, w.from);
+        assert_eq!(parts[2].to, w.to);
+        assert_eq!(
+            parts.iter().map(DateWindow::len_days).sum::<u32>(),
+            w.len_days()
+        );
+        assert!(
+            parts
+                .windows(2)
+                .all(|p| p[0].to.succ_opt() == Some(p[1].from))
+        );
     }
 
     #[test]
