@@ -1,10 +1,638 @@
-//! `ingest-direct`: Loads daily Yandex Direct statistics into ClickHouse.
+//! `ingest-direct`: yesterday's Yandex Direct statistics per ad and day (Reports API v5) into
+//! `fact_direct_daily`.
 //!
-//! Not built yet (no issue has asked for it): the command accepts the common settings and
-//! says so. The shared pieces it will use (settings, ClickHouse, journal, HTTP retries, the
-//! job table) are in `zakaz-core`.
+//! A run, per login of `DIRECT_LOGINS` (or the token's own account): one CUSTOM_REPORT per
+//! window piece (`DIRECT_CHUNK_DAYS` days at most; a piece the server finds too large is
+//! split), with a unique `ReportName`, money as decimals (`returnMoneyInMicros: false`), the
+//! offline mode waited out (201/202 → `retryIn`, bounded by `DIRECT_MAX_WAIT_SECS`), a full
+//! queue (9000) and the retryable codes retried, fatal codes reported with the API's own
+//! words. The TSV is parsed as it streams in and streamed into one ClickHouse insert per
+//! piece, so a large report is never held in memory; keys of the window this load did not
+//! see get zero rows, so a re-run changes no total. A login that fails does not stop the
+//! others, but fails the run.
 
-zakaz_core::placeholder_binary!(
-    "ingest-direct",
-    "Loads daily Yandex Direct statistics into ClickHouse"
-);
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+use serde_json::{Value, json};
+use zakaz_core::Secret;
+use zakaz_core::ads::{Stamp, date_range, nightly_window, quote, zero_stale};
+use zakaz_core::ch::{Ch, ClickHouseArgs};
+use zakaz_core::cli::{CommonArgs, JobCli};
+use zakaz_core::error::ConfigError;
+use zakaz_core::http::{HttpArgs, HttpClient, body_excerpt};
+use zakaz_core::journal::{Metrics, Outcome, PartialFailure, journaled};
+use zakaz_core::time::{ClockArgs, DateWindow, WindowArgs, ch_date};
+
+use crate::report::{FIELDS, ReportRow};
+
+pub const JOB: &str = "direct";
+
+/// Error codes worth another try (temporary server trouble, a full offline queue).
+const RETRY_CODES: &[i64] = &[52, 56, 152, 506, 1000, 1001, 1002, 9000];
+/// Attempts for a report that keeps answering a retryable error code.
+const CODE_ATTEMPTS: u32 = 5;
+/// `retryIn` when the header is missing or malformed, and its cap.
+const DEFAULT_RETRY_IN: u64 = 10;
+const MAX_RETRY_IN: u64 = 60;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ingest-direct",
+    version,
+    about = "Load daily Yandex Direct statistics per ad (Reports API) into ClickHouse"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub window: WindowArgs,
+    #[command(flatten)]
+    pub clock: ClockArgs,
+    #[command(flatten)]
+    pub direct: DirectArgs,
+
+    /// Fetch and parse the reports, print what would be written, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirectArgs {
+    /// Yandex Direct API v5 base URL (reports are `<url>/reports`).
+    #[arg(
+        long,
+        env = "DIRECT_API_URL",
+        default_value = "https://api.direct.yandex.com/json/v5",
+        value_parser = zakaz_core::http::parse_base_url
+    )]
+    pub direct_api_url: String,
+
+    /// OAuth token of the Direct account or agency (secret).
+    #[arg(long, env = "DIRECT_TOKEN", hide_env_values = true)]
+    pub direct_token: Secret,
+
+    /// `Client-Login` values, comma-separated (an agency's clients); empty: the token's own
+    /// account.
+    #[arg(long, env = "DIRECT_LOGINS", value_delimiter = ',', num_args = 0..)]
+    pub direct_logins: Vec<String>,
+
+    /// Days before yesterday fetched again every night (late conversions, corrections).
+    #[arg(long, env = "DIRECT_REFRESH_DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub direct_refresh_days: u32,
+
+    /// Longest period of one report, in days (longer windows are loaded in pieces).
+    #[arg(long, env = "DIRECT_CHUNK_DAYS", default_value_t = 31, value_parser = clap::value_parser!(u32).range(1..=1100))]
+    pub direct_chunk_days: u32,
+
+    /// Seconds one report may wait in the offline queue before the login fails.
+    #[arg(long, env = "DIRECT_MAX_WAIT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub direct_max_wait_secs: u64,
+
+    /// Costs with VAT (`IncludeVAT: YES`); default without, like VK's `spent`.
+    #[arg(long, env = "DIRECT_INCLUDE_VAT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub direct_include_vat: bool,
+}
+
+impl JobCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+impl DirectArgs {
+    /// The logins a run loads: `""` is the token's own account (no `Client-Login`).
+    pub fn logins(&self) -> Vec<String> {
+        let named: Vec<String> = self
+            .direct_logins
+            .iter()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        if named.is_empty() {
+            vec![String::new()]
+        } else {
+            named
+        }
+    }
+}
+
+/// One row of `fact_direct_daily`.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct FactRow {
+    pub stat_date: u16,
+    pub client_login: String,
+    pub campaign_id: u64,
+    pub campaign_name: String,
+    pub ad_group_id: u64,
+    pub ad_group_name: String,
+    pub ad_id: u64,
+    pub impressions: u64,
+    pub clicks: u64,
+    /// Kopecks (`Decimal(18, 2)` on the wire).
+    pub cost: i64,
+    pub conversions: Option<u64>,
+    pub city: String,
+    pub loaded_at: u32,
+    pub _version: u64,
+}
+
+const COLUMNS: &[&str] = &[
+    "stat_date",
+    "client_login",
+    "campaign_id",
+    "campaign_name",
+    "ad_group_id",
+    "ad_group_name",
+    "ad_id",
+    "impressions",
+    "clicks",
+    "cost",
+    "conversions",
+    "city",
+    "loaded_at",
+    "_version",
+];
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let clock = cli.clock.clock();
+    let window = nightly_window(&cli.window, &clock, cli.direct.direct_refresh_days)?;
+    let timeout = zakaz_core::jobs::get(JOB)
+        .timeout()
+        .unwrap_or(Duration::from_secs(600));
+    let deadline = Instant::now() + timeout.saturating_sub(Duration::from_secs(20));
+    let http = HttpClient::new("Yandex Direct", &cli.http)?.with_deadline(deadline);
+    let ch = Ch::connect(&cli.clickhouse).await?;
+    let logins = cli.direct.logins();
+    let loader = |dry| Loader {
+        http: &http,
+        ch: &ch,
+        args: &cli.direct,
+        window,
+        dry,
+        stamp: Stamp::now(),
+        deadline,
+        progress: progress_enabled(),
+    };
+    if cli.dry_run {
+        let outcome = loader(true).run(&logins).await?;
+        println!("{}", outcome.message);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome.metrics.to_json())?
+        );
+        return Ok(());
+    }
+    zakaz_core::schema::ensure(&ch).await?;
+    let job = zakaz_core::jobs::get(JOB);
+    let (loader, logins) = (loader(false), &logins);
+    journaled(&ch, job, Some(window), |_run_id| async move {
+        loader.run(logins).await
+    })
+    .await?;
+    Ok(())
+}
+
+/// Progress lines for long reports only on a terminal; under systemd the log stays quiet.
+fn progress_enabled() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+/// What one login's load produced.
+#[derive(Debug, Default)]
+struct LoginLoad {
+    rows: u64,
+    bytes: u64,
+    reports: u32,
+    offline_waits: u32,
+    cost: i64,
+}
+
+pub struct Loader<'a> {
+    http: &'a HttpClient,
+    ch: &'a Ch,
+    args: &'a DirectArgs,
+    window: DateWindow,
+    dry: bool,
+    stamp: Stamp,
+    deadline: Instant,
+    progress: bool,
+}
+
+/// How one report request ended.
+enum Answer {
+    Done {
+        rows: u64,
+        bytes: u64,
+        cost: i64,
+    },
+    /// HTTP 502: the period is too long for the server; split it.
+    TooLarge,
+}
+
+impl Loader<'_> {
+    pub async fn run(self, logins: &[String]) -> anyhow::Result<Outcome> {
+        let mut loads: Vec<(String, LoginLoad)> = Vec::new();
+        let mut failures = Vec::new();
+        for login in logins {
+            match self.login(login).await {
+                Ok(load) => loads.push((login.clone(), load)),
+                Err(e) => {
+                    if zakaz_core::error::exit_code_for(&e) == zakaz_core::error::exit::CONFIG {
+                        return Err(e);
+                    }
+                    let e = zakaz_core::error::one_line(&e);
+                    tracing::error!(login = %label(login), "Yandex Direct login failed: {e}");
+                    failures.push(format!("login {}: {e}", label(login)));
+                }
+            }
+        }
+        let rows: u64 = loads.iter().map(|(_, l)| l.rows).sum();
+        let by_login: BTreeMap<String, u64> =
+            loads.iter().map(|(l, d)| (label(l), d.rows)).collect();
+        let metrics = Metrics::new()
+            .with("rows", rows)
+            .with("rows_by_login", by_login)
+            .with("reports", loads.iter().map(|(_, l)| l.reports).sum::<u32>())
+            .with(
+                "offline_waits",
+                loads.iter().map(|(_, l)| l.offline_waits).sum::<u32>(),
+            )
+            .with("tsv_bytes", loads.iter().map(|(_, l)| l.bytes).sum::<u64>())
+            .with("failed_logins", failures.len())
+            .with("http_requests", self.http.requests_made());
+        let mut message = format!(
+            "{rows} ad-day rows for {} ({} login(s)), cost {}",
+            self.window,
+            loads.len(),
+            zakaz_core::money::format_kopecks(loads.iter().map(|(_, l)| l.cost).sum())
+        );
+        if self.dry {
+            message = format!("dry run, nothing written: would write {message}");
+        }
+        let outcome = Outcome {
+            rows,
+            message,
+            metrics,
+        };
+        if failures.is_empty() {
+            return Ok(outcome);
+        }
+        Err(PartialFailure {
+            message: format!(
+                "{} of {} Yandex Direct login(s) failed: {}; loaded: {}",
+                failures.len(),
+                logins.len(),
+                failures.join("; "),
+                outcome.message
+            ),
+            outcome,
+        }
+        .into())
+    }
+
+    async fn login(&self, login: &str) -> anyhow::Result<LoginLoad> {
+        let mut load = LoginLoad::default();
+        // Pieces still to load, earliest first; a piece too large is split in two.
+        let mut pending: Vec<DateWindow> = self.window.chunks(self.args.direct_chunk_days);
+        pending.reverse();
+        while let Some(piece) = pending.pop() {
+            match self.report(login, piece, &mut load).await? {
+                Answer::Done { rows, bytes, cost } => {
+                    load.rows += rows;
+                    load.bytes += bytes;
+                    load.cost += cost;
+                    load.reports += 1;
+                }
+                Answer::TooLarge if piece.len_days() > 1 => {
+                    let half = piece.len_days().div_ceil(2);
+                    tracing::warn!(login = %label(login), window = %piece, "Yandex Direct says the report is too large: asking for it in two halves");
+                    let mut halves = piece.chunks(half);
+                    halves.reverse();
+                    pending.extend(halves);
+                }
+                Answer::TooLarge => anyhow::bail!(
+                    "Yandex Direct cannot build the report of one day {} (HTTP 502 after every retry)",
+                    piece.from
+                ),
+            }
+        }
+        if !self.dry {
+            let scope = format!(
+                "client_login = {} AND {}",
+                quote(login),
+                date_range("stat_date", self.window)
+            );
+            zero_stale(
+                self.ch,
+                "fact_direct_daily",
+                COLUMNS,
+                &["impressions", "clicks", "cost", "conversions"],
+                &scope,
+                self.stamp,
+            )
+            .await?;
+        }
+        tracing::info!(login = %label(login), rows = load.rows, reports = load.reports, "Yandex Direct login loaded");
+        Ok(load)
+    }
+
+    fn body(&self, piece: DateWindow, name: &str) -> Value {
+        json!({"params": {
+            "SelectionCriteria": {"DateFrom": piece.from.to_string(), "DateTo": piece.to.to_string()},
+            "FieldNames": FIELDS,
+            "ReportName": name,
+            "ReportType": "CUSTOM_REPORT",
+            "DateRangeType": "CUSTOM_DATE",
+            "Format": "TSV",
+            "IncludeVAT": if self.args.direct_include_vat { "YES" } else { "NO" },
+            "IncludeDiscount": "NO"
+        }})
+    }
+
+    /// One report, offline waits and retries included, streamed into ClickHouse.
+    async fn report(
+        &self,
+        login: &str,
+        piece: DateWindow,
+        load: &mut LoginLoad,
+    ) -> anyhow::Result<Answer> {
+        // Unique per request: the service refuses a known name with other parameters.
+        let name = format!(
+            "zakaz {} {piece} {}",
+            label(login),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let body = self.body(piece, &name);
+        let url = format!("{}/reports", self.args.direct_api_url);
+        let started = Instant::now();
+        let max_wait = Duration::from_secs(self.args.direct_max_wait_secs);
+        let mut code_attempts = 0;
+        // Bounded by the wait limit below; the count only guards against a zero `retryIn`.
+        for _ in 0..10_000 {
+            let response = self
+                .http
+                .send(|c| {
+                    let mut r = c
+                        .post(&url)
+                        .bearer_auth(self.args.direct_token.expose())
+                        .header("Accept-Language", "en")
+                        .header("processingMode", "auto")
+                        .header("returnMoneyInMicros", "false")
+                        .header("skipReportHeader", "true")
+                        .header("skipReportSummary", "true")
+                        .json(&body);
+                    if !login.is_empty() {
+                        r = r.header("Client-Login", login);
+                    }
+                    r
+                })
+                .await?;
+            let status = response.status().as_u16();
+            if let Some(units) = response
+                .headers()
+                .get("Units")
+                .and_then(|v| v.to_str().ok())
+            {
+                tracing::debug!(login = %label(login), units, "Yandex Direct units (spent/remaining/limit)");
+            }
+            let retry_in = Duration::from_secs(
+                response
+                    .headers()
+                    .get("retryIn")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(DEFAULT_RETRY_IN)
+                    .min(MAX_RETRY_IN),
+            );
+            let wait = |what: &str| -> anyhow::Result<()> {
+                let waited = started.elapsed();
+                if waited + retry_in > max_wait {
+                    anyhow::bail!(
+                        "the report {piece} is still {what} after {} s (`DIRECT_MAX_WAIT_SECS` is {})",
+                        waited.as_secs(),
+                        max_wait.as_secs()
+                    );
+                }
+                if Instant::now() + retry_in >= self.deadline {
+                    anyhow::bail!("the report {piece} is still {what} and the run's time is up");
+                }
+                Ok(())
+            };
+            match status {
+                200 => return self.stream(login, piece, response).await,
+                201 | 202 => {
+                    wait(if status == 201 {
+                        "queued"
+                    } else {
+                        "being built"
+                    })?;
+                    load.offline_waits += 1;
+                    tracing::info!(login = %label(login), window = %piece, status, retry_in_s = retry_in.as_secs(), "Yandex Direct builds the report offline: waiting");
+                    tokio::time::sleep(retry_in).await;
+                }
+                502 => return Ok(Answer::TooLarge),
+                _ => {
+                    let text = response.text().await.unwrap_or_default();
+                    let error = ApiError::parse(&text);
+                    match error.code {
+                        Some(53) => {
+                            return Err(ConfigError(format!(
+                                "Yandex Direct rejected the token ({}): check `DIRECT_TOKEN`",
+                                error.describe(&text)
+                            ))
+                            .into());
+                        }
+                        Some(code)
+                            if RETRY_CODES.contains(&code) && code_attempts + 1 < CODE_ATTEMPTS =>
+                        {
+                            code_attempts += 1;
+                            let what = if code == 9000 {
+                                "waiting for a place in the offline queue"
+                            } else {
+                                "retried"
+                            };
+                            wait(what)?;
+                            tracing::warn!(login = %label(login), code, attempt = code_attempts, "Yandex Direct: {} ({what})", error.describe(&text));
+                            tokio::time::sleep(retry_in.max(Duration::from_secs(1))).await;
+                        }
+                        _ => anyhow::bail!(
+                            "Yandex Direct refused the report {piece}: HTTP {status}: {}",
+                            error.describe(&text)
+                        ),
+                    }
+                }
+            }
+        }
+        anyhow::bail!("the report {piece} never came")
+    }
+
+    /// Parse the TSV as it arrives; rows go straight into one insert, committed at the end
+    /// (a failure mid-way aborts it: nothing of the piece is written).
+    async fn stream(
+        &self,
+        login: &str,
+        piece: DateWindow,
+        mut response: reqwest::Response,
+    ) -> anyhow::Result<Answer> {
+        let mut parser = report::Parser::default();
+        let mut rows: Vec<FactRow> = Vec::with_capacity(INSERT_BATCH);
+        let mut insert = if self.dry {
+            None
+        } else {
+            Some(
+                self.ch
+                    .client()
+                    .insert::<FactRow>("fact_direct_daily")
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "ClickHouse insert into `fact_direct_daily` failed: {}",
+                            zakaz_core::ch::short(&e)
+                        )
+                    })?,
+            )
+        };
+        let mut cost = 0i64;
+        let mut last_progress = Instant::now();
+        let to_row = |r: ReportRow| -> anyhow::Result<FactRow> {
+            anyhow::ensure!(
+                piece.contains(r.date),
+                "the report for {piece} holds a row of {}",
+                r.date
+            );
+            Ok(FactRow {
+                stat_date: ch_date(r.date),
+                client_login: login.to_owned(),
+                city: zakaz_core::utm::city_in_name(&r.campaign_name)
+                    .name()
+                    .to_owned(),
+                campaign_id: r.campaign_id,
+                campaign_name: r.campaign_name,
+                ad_group_id: r.ad_group_id,
+                ad_group_name: r.ad_group_name,
+                ad_id: r.ad_id,
+                impressions: r.impressions,
+                clicks: r.clicks,
+                cost: r.cost,
+                conversions: r.conversions,
+                loaded_at: self.stamp.loaded_at,
+                _version: self.stamp.version,
+            })
+        };
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|e| anyhow::anyhow!("Yandex Direct: the report {piece} broke off: {e}"))?;
+            let done = chunk.is_none();
+            let mut sink = |r: ReportRow| -> anyhow::Result<()> {
+                let row = to_row(r)?;
+                cost += row.cost;
+                rows.push(row);
+                Ok(())
+            };
+            match &chunk {
+                Some(bytes) => parser.feed(bytes, &mut sink)?,
+                None => parser.finish(&mut sink)?,
+            }
+            if let Some(insert) = insert.as_mut()
+                && (rows.len() >= INSERT_BATCH || done)
+            {
+                for row in rows.drain(..) {
+                    insert.write(&row).await.map_err(|e| {
+                        anyhow::anyhow!(
+                            "ClickHouse insert into `fact_direct_daily` failed: {}",
+                            zakaz_core::ch::short(&e)
+                        )
+                    })?;
+                }
+            } else if self.dry {
+                rows.clear();
+            }
+            if self.progress && last_progress.elapsed() > Duration::from_secs(2) {
+                last_progress = Instant::now();
+                eprintln!(
+                    "  {} {piece}: {} rows, {:.1} MB",
+                    label(login),
+                    parser.rows,
+                    parser.bytes as f64 / 1e6
+                );
+            }
+            if done {
+                break;
+            }
+        }
+        if let Some(insert) = insert {
+            insert.end().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "ClickHouse insert into `fact_direct_daily` failed: {}",
+                    zakaz_core::ch::short(&e)
+                )
+            })?;
+        }
+        Ok(Answer::Done {
+            rows: parser.rows,
+            bytes: parser.bytes,
+            cost,
+        })
+    }
+}
+
+/// Rows parsed before they are handed to the insert (which streams them on).
+const INSERT_BATCH: usize = 10_000;
+
+/// Direct's error body: `{"error": {"error_code", "error_string", "error_detail"}}`
+/// (`error_code` an int or a string).
+#[derive(Debug, Default)]
+struct ApiError {
+    code: Option<i64>,
+    text: String,
+    detail: String,
+}
+
+impl ApiError {
+    fn parse(body: &str) -> ApiError {
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let e = &v["error"];
+        ApiError {
+            code: match &e["error_code"] {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            },
+            text: e["error_string"].as_str().unwrap_or_default().to_owned(),
+            detail: e["error_detail"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// `code 54: No rights: <detail>`, or the body itself when it is not Direct's error.
+    fn describe(&self, body: &str) -> String {
+        match self.code {
+            Some(code) => {
+                let mut s = format!("code {code}: {}", self.text);
+                if !self.detail.is_empty() {
+                    s.push_str(&format!(": {}", self.detail));
+                }
+                body_excerpt(&s)
+            }
+            None => body_excerpt(body),
+        }
+    }
+}
+
+fn label(login: &str) -> String {
+    if login.is_empty() {
+        "own".to_owned()
+    } else {
+        login.to_owned()
+    }
+}

@@ -1,0 +1,259 @@
+//! The TSV of a Direct report, parsed line by line as it streams in: the title line and the
+//! `Total rows: N` summary are skipped (and the count checked) whether or not the server
+//! honoured the `skip*` headers; columns are found by the header line's names; `--` is a
+//! missing value.
+
+use chrono::NaiveDate;
+
+/// The fields a report asks for, in request order.
+pub const FIELDS: &[&str] = &[
+    "Date",
+    "CampaignId",
+    "CampaignName",
+    "AdGroupId",
+    "AdGroupName",
+    "AdId",
+    "Impressions",
+    "Clicks",
+    "Cost",
+    "Conversions",
+];
+
+/// One data line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRow {
+    pub date: NaiveDate,
+    pub campaign_id: u64,
+    pub campaign_name: String,
+    pub ad_group_id: u64,
+    pub ad_group_name: String,
+    pub ad_id: u64,
+    pub impressions: u64,
+    pub clicks: u64,
+    /// Kopecks.
+    pub cost: i64,
+    /// `None` where the report says `--` (a campaign without goals).
+    pub conversions: Option<u64>,
+}
+
+/// Splits a byte stream into lines and lines into rows.
+#[derive(Debug, Default)]
+pub struct Parser {
+    pending: Vec<u8>,
+    /// Column index of each of [`FIELDS`], once the header line is seen.
+    columns: Option<Vec<usize>>,
+    pub rows: u64,
+    pub bytes: u64,
+    /// The summary's `Total rows: N`, when the server sent one.
+    pub total: Option<u64>,
+    line_no: u64,
+}
+
+impl Parser {
+    /// Feed a chunk; `emit` gets every complete row.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        mut emit: impl FnMut(ReportRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.bytes += chunk.len() as u64;
+        let mut start = 0;
+        let mut rest = chunk;
+        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+            let line_end = start + pos;
+            if self.pending.is_empty() {
+                let line = &chunk[start..line_end];
+                if let Some(row) = self.line(line)? {
+                    emit(row)?;
+                }
+            } else {
+                self.pending.extend_from_slice(&chunk[start..line_end]);
+                let line = std::mem::take(&mut self.pending);
+                if let Some(row) = self.line(&line)? {
+                    emit(row)?;
+                }
+            }
+            start = line_end + 1;
+            rest = &chunk[start..];
+        }
+        self.pending.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// The end of the stream: a last line without `\n`, and the summary check.
+    pub fn finish(
+        &mut self,
+        mut emit: impl FnMut(ReportRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            if let Some(row) = self.line(&line)? {
+                emit(row)?;
+            }
+        }
+        if let Some(total) = self.total
+            && total != self.rows
+        {
+            anyhow::bail!(
+                "the report says `Total rows: {total}` but {} rows arrived: the answer was cut off",
+                self.rows
+            );
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, raw: &[u8]) -> anyhow::Result<Option<ReportRow>> {
+        self.line_no += 1;
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| anyhow::anyhow!("report line {} is not UTF-8", self.line_no))?;
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if let Some(n) = text.strip_prefix("Total rows:") {
+            self.total = Some(
+                n.trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("report summary `{text}` has no row count"))?,
+            );
+            return Ok(None);
+        }
+        let cells: Vec<&str> = text.split('\t').collect();
+        let Some(columns) = &self.columns else {
+            if cells.iter().any(|c| *c == "Date") && cells.iter().any(|c| *c == "AdId") {
+                let index = FIELDS
+                    .iter()
+                    .map(|f| {
+                        cells.iter().position(|c| c == f).ok_or_else(|| {
+                            anyhow::anyhow!("the report's header line lacks column `{f}`: {text}")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                self.columns = Some(index);
+                return Ok(None);
+            }
+            // No header line (skipped): a data line is in request order; anything else
+            // before the header is the title.
+            if cells.len() == FIELDS.len()
+                && NaiveDate::parse_from_str(cells[0], "%Y-%m-%d").is_ok()
+            {
+                self.columns = Some((0..FIELDS.len()).collect());
+                return self.line_again(text);
+            }
+            return Ok(None);
+        };
+        let cell = |i: usize| cells.get(columns[i]).copied().unwrap_or("");
+        let at =
+            |what: &str, e: String| anyhow::anyhow!("report line {}: `{what}`: {e}", self.line_no);
+        let count = |i: usize| -> anyhow::Result<u64> {
+            match cell(i).trim() {
+                "--" | "" => Ok(0),
+                v => v
+                    .parse()
+                    .map_err(|_| at(FIELDS[i], format!("`{v}` is not a count"))),
+            }
+        };
+        let date = NaiveDate::parse_from_str(cell(0), "%Y-%m-%d")
+            .map_err(|_| at("Date", format!("`{}` is not a date", cell(0))))?;
+        let cost = match cell(8).trim() {
+            "--" | "" => 0,
+            v => zakaz_core::money::parse_kopecks(v).map_err(|e| at("Cost", e))?,
+        };
+        let conversions = match cell(9).trim() {
+            "--" | "" => None,
+            v => Some(
+                v.parse()
+                    .map_err(|_| at("Conversions", format!("`{v}` is not a count")))?,
+            ),
+        };
+        self.rows += 1;
+        Ok(Some(ReportRow {
+            date,
+            campaign_id: count(1)?,
+            campaign_name: cell(2).to_owned(),
+            ad_group_id: count(3)?,
+            ad_group_name: cell(4).to_owned(),
+            ad_id: count(5)?,
+            impressions: count(6)?,
+            clicks: count(7)?,
+            cost,
+            conversions,
+        }))
+    }
+
+    fn line_again(&mut self, text: &str) -> anyhow::Result<Option<ReportRow>> {
+        self.line_no -= 1;
+        self.line(text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(chunks: &[&str]) -> anyhow::Result<Vec<ReportRow>> {
+        let mut p = Parser::default();
+        let mut rows = Vec::new();
+        for c in chunks {
+            p.feed(c.as_bytes(), |r| {
+                rows.push(r);
+                Ok(())
+            })?;
+        }
+        p.finish(|r| {
+            rows.push(r);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    const HEADER: &str = "Date\tCampaignId\tCampaignName\tAdGroupId\tAdGroupName\tAdId\tImpressions\tClicks\tCost\tConversions\n";
+
+    #[test]
+    fn title_header_rows_and_summary_in_any_chunking() {
+        let text = format!(
+            "\"r (2026-11-20 - 2026-11-20)\"\n{HEADER}2026-11-20\t5\tПоиск msk\t50\tГ\t500\t100\t3\t12.50\t--\n2026-11-20\t5\tПоиск msk\t50\tГ\t501\t7\t0\t0\t2\nTotal rows: 2\n"
+        );
+        for split in [1, 7, 50, text.len()] {
+            let chunks: Vec<String> = text
+                .as_bytes()
+                .chunks(split)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            // Chunks split inside a multi-byte letter too: join the bytes, not the text.
+            let mut p = Parser::default();
+            let mut rows = Vec::new();
+            for c in text.as_bytes().chunks(split) {
+                p.feed(c, |r| {
+                    rows.push(r);
+                    Ok(())
+                })
+                .unwrap();
+            }
+            p.finish(|r| {
+                rows.push(r);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(rows.len(), 2, "split {split} ({} chunks)", chunks.len());
+            assert_eq!(rows[0].cost, 1250);
+            assert_eq!(rows[0].conversions, None);
+            assert_eq!(rows[1].conversions, Some(2));
+            assert_eq!(rows[0].campaign_name, "Поиск msk");
+        }
+    }
+
+    #[test]
+    fn without_header_or_summary_and_a_cut_off_answer() {
+        let rows = parse(&["2026-11-20\t5\tc\t50\tg\t500\t1\t1\t1.00\t0"]).unwrap();
+        assert_eq!(rows.len(), 1);
+        let err = parse(&[
+            HEADER,
+            "2026-11-20\t5\tc\t50\tg\t500\t1\t1\t1.00\t0\nTotal rows: 3\n",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("cut off"), "{err}");
+        let bad = parse(&[HEADER, "2026-11-20\t5\tc\t50\tg\t500\tmany\t1\t1.00\t0\n"]).unwrap_err();
+        assert!(bad.to_string().contains("`Impressions`"), "{bad}");
+    }
+}
