@@ -35,6 +35,17 @@ pub enum VkError {
     Other(#[from] anyhow::Error),
 }
 
+impl VkError {
+    /// As a plain error, keeping the inner error's classification (a `ConfigError` must still
+    /// exit 78; wrapping it would hide it from `exit_code_for`).
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            VkError::Other(e) => e,
+            e @ VkError::WrongIds { .. } => anyhow::anyhow!("{e}"),
+        }
+    }
+}
+
 impl From<zakaz_core::http::HttpError> for VkError {
     fn from(e: zakaz_core::http::HttpError) -> Self {
         VkError::Other(e.into())
@@ -150,7 +161,7 @@ impl VkApi {
         account: &str,
         path: &str,
         fields: &str,
-    ) -> Result<Vec<Value>, VkError> {
+    ) -> anyhow::Result<Vec<Value>> {
         let mut items = Vec::new();
         let mut offset = 0usize;
         // Bounded: a listing never has more pages than its count says (plus one).
@@ -165,7 +176,8 @@ impl VkApi {
                         ("offset", offset.to_string()),
                     ],
                 )
-                .await?;
+                .await
+                .map_err(VkError::into_anyhow)?;
             let count = page["count"].as_u64().unwrap_or(0) as usize;
             let got = page["items"].as_array().cloned().unwrap_or_default();
             let served = got.len();
@@ -176,9 +188,7 @@ impl VkApi {
                 return Ok(items);
             }
         }
-        Err(VkError::Other(anyhow::anyhow!(
-            "VK Ads: `{path}` never reached its end"
-        )))
+        anyhow::bail!("VK Ads: `{path}` never reached its end")
     }
 }
 

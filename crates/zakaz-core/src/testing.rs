@@ -202,6 +202,30 @@ pub fn query_tsv(query: &str) -> String {
         .unwrap_or_else(|e| panic!("query failed: {query}: {e}"))
 }
 
+/// A directory of the test's own under the temp dir, removed on drop.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "zakaz-test-{label}-{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&path).expect("temporary directory");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A unit directory of the test's own (under the temp dir, removed on drop) in which every
 /// job of the job table is installed, and exactly `enabled` ones are enabled: what
 /// `SYSTEMD_UNIT_DIRS` points at, so no test depends on the host's `/etc` or on defaults.
