@@ -1,1 +1,257 @@
+//! `ingest-direct` end to end: the real binary, `api-sandbox` in-process with a pinned clock
+//! (the loader gets the same instant through `--now`), real ClickHouse. Expected values come
+//! from a twin sandbox (same seed and instant) whose online reports the test parses itself.
 
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use api_sandbox::{SandboxConfig, Server};
+use serde_json::{Value, json};
+use zakaz_core::testing::{TestDb, query_tsv};
+
+/// Yesterday is 2026-11-24.
+pub const NOW: &str = "2026-11-25T12:00:00+03:00";
+
+pub struct Env {
+    pub config: SandboxConfig,
+    pub sandbox: Server,
+    pub db: TestDb,
+}
+
+/// (date, login, campaign) → (impressions, clicks, cost in kopecks, conversions).
+type CampaignDays = BTreeMap<(String, String, u64), (u64, u64, i64, u64)>;
+
+impl Env {
+    pub fn new() -> Env {
+        let config = SandboxConfig {
+            now: Some(NOW.into()),
+            ..SandboxConfig::default()
+        };
+        let (db, _ch) = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(TestDb::migrated());
+        let env = Env {
+            sandbox: Server::start_local(config.clone()).unwrap(),
+            config,
+            db,
+        };
+        // No waiting in tests: `retryIn` 0 then 1 second.
+        env.control("/config", json!({"direct_retry_in": 0}));
+        env
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-direct"));
+        cmd.args(args)
+            .arg(format!("--now={NOW}"))
+            .env(
+                "DIRECT_API_URL",
+                format!("{}/direct/json/v5", self.sandbox.base_url),
+            )
+            .env("DIRECT_TOKEN", "sandbox-token")
+            .env("DIRECT_LOGINS", "client-a,client-b")
+            .env("HTTP_MAX_ATTEMPTS", "2")
+            .env("LOG_LEVEL", "info");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        self.command(args)
+            .envs(extra_env.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    pub fn run_ok(&self, args: &[&str]) -> Output {
+        zakaz_core::testing::output_ok(&mut self.command(args))
+    }
+
+    pub fn query(&self, sql: &str) -> String {
+        query_tsv(&sql.replace("{db}", &format!("`{}`", self.db.name)))
+    }
+
+    pub fn control(&self, path: &str, body: Value) {
+        let url = format!("{}/_sandbox{path}", self.sandbox.base_url);
+        if let Err(e) = zakaz_core::testing::post_json(&url, &body.to_string()) {
+            panic!("control {path}: {e}");
+        }
+    }
+
+    pub fn reports_requested(&self) -> Vec<Value> {
+        reqwest::blocking::get(format!(
+            "{}/_sandbox/requests?path_prefix=/direct/",
+            self.sandbox.base_url
+        ))
+        .unwrap()
+        .json()
+        .unwrap()
+    }
+
+    /// Loaded sums per date, login and campaign.
+    pub fn loaded(&self) -> CampaignDays {
+        self.query(
+            "SELECT stat_date, client_login, campaign_id, sum(impressions), sum(clicks), toInt64(sum(cost) * 100), sum(ifNull(conversions, 0)) \
+             FROM {db}.fact_direct_daily FINAL GROUP BY stat_date, client_login, campaign_id \
+             HAVING sum(impressions) + sum(clicks) > 0 ORDER BY stat_date, client_login, campaign_id",
+        )
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                (f[0].to_owned(), f[1].to_owned(), f[2].parse().unwrap()),
+                (f[3].parse().unwrap(), f[4].parse().unwrap(), f[5].parse().unwrap(), f[6].parse().unwrap()),
+            )
+        })
+        .collect()
+    }
+
+    /// The same sums from a twin sandbox's online reports, parsed by the test.
+    pub fn expected(&self, from: &str, to: &str) -> CampaignDays {
+        let twin = Server::start_local(self.config.clone()).unwrap();
+        let mut out = CampaignDays::new();
+        for login in ["client-a", "client-b"] {
+            let body = json!({"params": {
+                "SelectionCriteria": {"DateFrom": from, "DateTo": to},
+                "FieldNames": ["Date", "CampaignId", "Impressions", "Clicks", "Cost", "Conversions"],
+                "ReportName": format!("test {login}"), "ReportType": "CUSTOM_REPORT",
+                "DateRangeType": "CUSTOM_DATE", "Format": "TSV", "IncludeVAT": "NO", "IncludeDiscount": "NO"
+            }});
+            let tsv = reqwest::blocking::Client::new()
+                .post(format!("{}/direct/json/v5/reports", twin.base_url))
+                .bearer_auth("sandbox-token")
+                .header("Client-Login", login)
+                .header("processingMode", "online")
+                .header("returnMoneyInMicros", "false")
+                .json(&body)
+                .send()
+                .unwrap()
+                .text()
+                .unwrap();
+            // Title, column names, rows, `Total rows: N`.
+            let lines: Vec<&str> = tsv.lines().collect();
+            assert!(lines.last().unwrap().starts_with("Total rows"));
+            for line in &lines[2..lines.len() - 1] {
+                let f: Vec<&str> = line.split('\t').collect();
+                let e = out
+                    .entry((f[0].to_owned(), login.to_owned(), f[1].parse().unwrap()))
+                    .or_default();
+                e.0 += f[2].parse::<u64>().unwrap();
+                e.1 += f[3].parse::<u64>().unwrap();
+                let (rub, kop) = f[4].split_once('.').unwrap();
+                e.2 += rub.parse::<i64>().unwrap() * 100 + kop.parse::<i64>().unwrap();
+                e.3 += f[5].parse::<u64>().unwrap_or(0);
+            }
+        }
+        out
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn sums_per_date_login_and_campaign_equal_the_reports_and_a_rerun_changes_nothing() {
+    let env = Env::new();
+    let out = env.run_ok(&[]);
+    assert!(stderr(&out).contains("run finished"), "{}", stderr(&out));
+    let expected = env.expected("2026-11-21", "2026-11-24");
+    assert!(!expected.is_empty());
+    assert_eq!(env.loaded(), expected);
+    let table = "SELECT stat_date, client_login, campaign_id, campaign_name, ad_group_id, ad_group_name, ad_id, \
+                 impressions, clicks, cost, conversions, city FROM {db}.fact_direct_daily FINAL ORDER BY stat_date, ad_id";
+    let first = env.query(table);
+    env.run_ok(&[]);
+    assert_eq!(env.query(table), first, "a re-run changes nothing");
+    // `--` is NULL; the city comes from the campaign name.
+    let quirks = env.query(
+        "SELECT countIf(conversions IS NULL) > 0, countIf(conversions IS NOT NULL) > 0, \
+                countIf(city = 'Москва' AND campaign_name LIKE '% msk %'), countIf(campaign_name LIKE '% msk %'), \
+                countIf(city = '' AND campaign_name LIKE '% tula %') = countIf(campaign_name LIKE '% tula %') \
+         FROM {db}.fact_direct_daily FINAL",
+    );
+    let f: Vec<&str> = quirks.trim().split('\t').collect();
+    assert_eq!((f[0], f[1], f[4]), ("1", "1", "1"), "{quirks}");
+    assert_eq!(f[2], f[3], "{quirks}");
+    let run = env.query(
+        "SELECT status, visitParamExtractRaw(metrics, 'rows_by_login') FROM {db}.meta_job_runs WHERE job = 'direct' ORDER BY started_at, run_id LIMIT 1",
+    );
+    let per_login = env.query(
+        "SELECT client_login, count() FROM {db}.fact_direct_daily FINAL GROUP BY client_login ORDER BY client_login",
+    );
+    let counts: Vec<String> = per_login
+        .lines()
+        .map(|l| {
+            let (login, n) = l.split_once('\t').unwrap();
+            format!("\"{login}\":{n}")
+        })
+        .collect();
+    assert_eq!(run, format!("ok\t{{{}}}\n", counts.join(",")));
+}
+
+#[test]
+fn offline_201_202_200_resends_the_same_request_and_a_one_day_report_comes_at_once() {
+    let env = Env::new();
+    env.run_ok(&[]);
+    let posts = env.reports_requested();
+    // Per login: 201, 202, 200 — the identical body each time (same ReportName).
+    assert_eq!(posts.len(), 6, "{posts:?}");
+    for login_posts in posts.chunks(3) {
+        assert!(login_posts.iter().all(|p| p["body"] == login_posts[0]["body"]));
+        assert_eq!(login_posts[0]["headers"]["processingmode"], "auto");
+        assert_eq!(login_posts[0]["headers"]["returnmoneyinmicros"], "false");
+    }
+    assert_ne!(posts[0]["body"], posts[3]["body"], "a unique ReportName per report");
+    let waits = env.query(
+        "SELECT visitParamExtractUInt(metrics, 'offline_waits') FROM {db}.meta_job_runs WHERE job = 'direct' AND status = 'ok'",
+    );
+    assert_eq!(waits, "4\n");
+    // One day: online at once in `auto` mode.
+    let before = env.reports_requested().len();
+    env.run_ok(&["--days", "1"]);
+    assert_eq!(env.reports_requested().len() - before, 2, "one request per login");
+    assert_eq!(env.loaded(), env.expected("2026-11-21", "2026-11-24"));
+}
+
+#[test]
+fn a_full_queue_is_waited_out_and_a_report_too_large_is_split() {
+    let env = Env::new();
+    env.control(
+        "/faults",
+        json!({"route": "/direct/json/v5/reports", "status": 400, "count": 1, "headers": {"retryIn": "0"}}),
+    );
+    let out = env.run(&["--days", "1"], &[("HTTP_MAX_ATTEMPTS", "1")]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("code 9000") && log.contains("offline queue"), "{log}");
+    assert_eq!(env.loaded(), env.expected("2026-11-24", "2026-11-24"));
+    // A 502 on a longer window: the loader asks for the halves.
+    let env = Env::new();
+    env.control("/config", json!({"direct_online_days": 10}));
+    env.control(
+        "/faults",
+        json!({"route": "/direct/json/v5/reports", "status": 502, "count": 1}),
+    );
+    let out = env.run(&[], &[("HTTP_MAX_ATTEMPTS", "1")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("in two halves"), "{}", stderr(&out));
+    assert_eq!(env.loaded(), env.expected("2026-11-21", "2026-11-24"));
+}
+
+#[test]
+fn a_failing_login_fails_the_run_with_the_apis_words_and_the_others_are_loaded() {
+    let env = Env::new();
+    let out = env.run(&["--days", "1"], &[("DIRECT_LOGINS", "client-a,stranger")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let run = env.query("SELECT status, message FROM {db}.meta_job_runs WHERE job = 'direct'");
+    assert!(
+        run.starts_with("error\t1 of 2 Yandex Direct login(s) failed: login stranger: Yandex Direct refused the report 2026-11-24..2026-11-24: HTTP 400: code 54: No rights: No rights to access the advertiser in Client-Login"),
+        "{run}"
+    );
+    let loaded: Vec<String> = env.loaded().keys().map(|k| k.1.clone()).collect();
+    assert!(!loaded.is_empty() && loaded.iter().all(|l| l == "client-a"), "{loaded:?}");
+    let bad = env.run(&["--days", "1"], &[("DIRECT_TOKEN", "not-the-token")]);
+    assert_eq!(bad.status.code(), Some(78), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("check `DIRECT_TOKEN`"), "{}", stderr(&bad));
+    assert!(!stderr(&bad).contains("not-the-token"));
+}
