@@ -18,6 +18,7 @@ const TABLES: &[&str] = &[
     "stg_qtickets_sale_dates",
     "stg_qtickets_tickets",
     "v_data_freshness",
+    "v_marketing_daily",
 ];
 
 #[tokio::test]
@@ -109,6 +110,39 @@ async fn freshness_view_counts_days_behind() {
     assert!(vk.latest().is_some());
     let direct = rows.iter().find(|r| r.source == "direct").unwrap();
     assert_eq!((direct.latest_date.as_str(), direct.total_rows), ("", 0));
+}
+
+#[tokio::test]
+async fn marketing_view_puts_spend_against_the_sales_attributed_by_utm_source() {
+    let (db, ch) = TestDb::migrated().await;
+    // One day, two cities. Moscow: VK spent 100.00 + 50.50 (two banners) and sold 3 tickets
+    // for a net 400.00 through `utm_source=vk`, 1 ticket (80.00) through `VK` (case does not
+    // matter); Direct cost 200.00 and sold 2 tickets (net 150.00) through `yandex`. Kazan: VK
+    // spent 10.00 and sold nothing; a sale through `telegram` belongs to no ad source.
+    for sql in [
+        "INSERT INTO fact_vk_ads_daily (stat_date, ad_plan_id, ad_group_id, banner_id, shows, clicks, spent, city, _version) VALUES \
+         ('2026-11-24', 1, 10, 100, 1000, 10, 100.00, 'Москва', 1), ('2026-11-24', 1, 10, 101, 500, 5, 50.50, 'Москва', 1), \
+         ('2026-11-24', 2, 20, 200, 300, 3, 10.00, 'Казань', 1)",
+        "INSERT INTO fact_direct_daily (stat_date, client_login, campaign_id, ad_group_id, ad_id, impressions, clicks, cost, city, _version) VALUES \
+         ('2026-11-24', 'a', 5, 50, 500, 2000, 40, 200.00, 'Москва', 1)",
+        "INSERT INTO fact_qtickets_sales_utm_daily (sales_date, event_id, city, utm_source, tickets_sold, revenue, refunds, net_revenue, orders, _version) VALUES \
+         ('2026-11-24', 7, 'Москва', 'vk', 3, 450.00, 50.00, 400.00, 2, 1), ('2026-11-24', 8, 'Москва', 'VK', 1, 80.00, 0, 80.00, 1, 1), \
+         ('2026-11-24', 7, 'Москва', 'yandex', 2, 150.00, 0, 150.00, 1, 1), ('2026-11-24', 7, 'Москва', 'telegram', 9, 900.00, 0, 900.00, 3, 1)",
+    ] {
+        ch.execute(sql).await.unwrap();
+    }
+    let rows = query_tsv(&format!(
+        "SELECT date, city, source, spend, shows, clicks, tickets, net_revenue, romi FROM `{}`.v_marketing_daily ORDER BY city, source",
+        db.name
+    ));
+    // ROMI = (net revenue − spend) / spend: VK Moscow (480 − 150.50) / 150.50 = 2.1894;
+    // Direct Moscow (150 − 200) / 200 = −0.25; VK Kazan (0 − 10) / 10 = −1.
+    assert_eq!(
+        rows,
+        "2026-11-24\tКазань\tvk\t10.00\t300\t3\t0\t0.00\t-1\n\
+         2026-11-24\tМосква\tdirect\t200.00\t2000\t40\t2\t150.00\t-0.25\n\
+         2026-11-24\tМосква\tvk\t150.50\t1500\t15\t4\t480.00\t2.1894\n"
+    );
 }
 
 #[tokio::test]
