@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up the machine and run the whole system once. Where no credentials are configured
-# (QTICKETS_TOKEN, TELEGRAM_BOT_TOKEN unset) the jobs talk to a local api-sandbox and write to
-# the database `zakaz_sandbox`, never to `zakaz`. Prints the run journal, facts and alerts.
+# (QTICKETS_TOKEN, VK_ADS_CLIENT_ID, DIRECT_TOKEN, TELEGRAM_BOT_TOKEN unset) the jobs talk to a
+# local api-sandbox and write to the database `zakaz_sandbox`, never to `zakaz`. Prints the
+# run journal, facts, spend against sales and alerts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -15,7 +16,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "${QTICKETS_TOKEN:-}" ] || [ -z "${TELEGRAM_BOT_TOKEN:-}" ]; then
+if [ -z "${QTICKETS_TOKEN:-}" ] || [ -z "${TELEGRAM_BOT_TOKEN:-}" ] \
+    || [ -z "${VK_ADS_CLIENT_ID:-}" ] || [ -z "${DIRECT_TOKEN:-}" ]; then
     echo "==> starting api-sandbox (no credentials configured)"
     target/debug/api-sandbox --listen 127.0.0.1:0 >"$workdir/urls.json" 2>"$workdir/sandbox.log" &
     sandbox_pid=$!
@@ -26,6 +28,14 @@ if [ -z "${QTICKETS_TOKEN:-}" ] || [ -z "${TELEGRAM_BOT_TOKEN:-}" ]; then
     export CLICKHOUSE_DB=${CLICKHOUSE_DB:-zakaz_sandbox}
     if [ -z "${QTICKETS_TOKEN:-}" ]; then
         export QTICKETS_BASE_URL="$base/qtickets/api/rest/v1" QTICKETS_TOKEN=sandbox-token
+    fi
+    if [ -z "${VK_ADS_CLIENT_ID:-}" ]; then
+        export VK_ADS_BASE_URL="$base/vk" VK_ADS_CLIENT_ID=sandbox-client \
+            VK_ADS_CLIENT_SECRET=sandbox-secret VK_ADS_STATE_DIR="$workdir/vk-state"
+    fi
+    if [ -z "${DIRECT_TOKEN:-}" ]; then
+        export DIRECT_API_URL="$base/direct/json/v5" DIRECT_TOKEN=sandbox-token \
+            DIRECT_LOGINS=client-a,client-b
     fi
     if [ -z "${TELEGRAM_BOT_TOKEN:-}" ]; then
         export TELEGRAM_API_URL="$base/telegram" TELEGRAM_BOT_TOKEN=sandbox-token TELEGRAM_CHAT_ID=-100123
@@ -39,7 +49,11 @@ target/debug/manage-timers list
 
 echo "==> qtickets: sales, events, inventory"
 target/debug/ingest-qtickets
-echo "==> vk_ads, direct, gmail_ingest: not built yet (see the issues); skipped"
+echo "==> vk_ads: yesterday's VK Ads statistics (and the 3 days before)"
+target/debug/ingest-vk
+echo "==> direct: yesterday's Yandex Direct statistics (and the 3 days before)"
+target/debug/ingest-direct
+echo "==> gmail_ingest: not built yet (see the issues); skipped"
 echo "==> alerts: checks and notices"
 target/debug/alerts || echo "    (alerts reported a failure above)"
 
@@ -48,6 +62,8 @@ echo "==> the run journal ($DB.meta_job_runs)"
 q "SELECT job, status, rows_processed, started_at, substring(message, 1, 90) AS message FROM $DB.meta_job_runs ORDER BY started_at DESC LIMIT 10"
 echo "==> sales per day, last 7 days ($DB.fact_qtickets_sales_daily)"
 q "SELECT sales_date, sum(tickets_sold) AS tickets, sum(revenue) AS revenue, sum(refunds) AS refunds, sum(net_revenue) AS net, sum(orders) AS orders FROM $DB.fact_qtickets_sales_daily FINAL GROUP BY sales_date ORDER BY sales_date DESC LIMIT 7"
+echo "==> spend against sales, yesterday ($DB.v_marketing_daily)"
+q "SELECT * FROM $DB.v_marketing_daily WHERE date = toDate(now(), 'Europe/Moscow') - 1 ORDER BY city, source"
 echo "==> data freshness ($DB.v_data_freshness)"
 q "SELECT * FROM $DB.v_data_freshness ORDER BY source"
 echo "==> alerts ($DB.alerts)"

@@ -96,6 +96,23 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         ),
     );
 
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/vk_ads.env",
+        &format!(
+            "VK_ADS_BASE_URL={}/vk\nVK_ADS_CLIENT_ID=sandbox-client\nVK_ADS_CLIENT_SECRET=sandbox-secret\nCLICKHOUSE_DB={}\n",
+            sandbox.base_url, db.name
+        ),
+    );
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/direct.env",
+        &format!(
+            "DIRECT_API_URL={}/direct/json/v5\nDIRECT_TOKEN=sandbox-token\nDIRECT_LOGINS=client-a,client-b\nCLICKHOUSE_DB={}\n",
+            sandbox.base_url, db.name
+        ),
+    );
+
     // The healthcheck (enabled by default) on a port of its own, not the host's 8080.
     write(
         &machine,
@@ -125,13 +142,10 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
             && !install.contains("enabled gmail_ingest.timer"),
         "{install}"
     );
-    // The VK and Direct loaders are not built yet: not enabled by default. The operator
-    // switches them on here, to see their schedules and their stale-data alert.
-    assert!(!install.contains("enabled vk_ads.timer"), "{install}");
-    for job in ["vk_ads", "direct"] {
-        let out = ok(&machine, &[manage, "enable", job]);
-        assert!(out.contains(&format!("enabled {job}.timer")), "{out}");
-    }
+    assert!(
+        install.contains("enabled vk_ads.timer") && install.contains("enabled direct.timer"),
+        "{install}"
+    );
     // The units went to the machine's /etc overlay (a tmpfs), never to the host's /etc: the
     // test checks where they landed instead of reading the host's unit directory.
     assert!(
@@ -235,22 +249,52 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         "info lines are not errors: {errors}"
     );
 
-    // --- the periodic alerts job runs sandboxed and reaches Telegram ------------------------
+    // --- the ad loaders run green under their units ----------------------------------------
+    for (job, table) in [
+        ("vk_ads", "fact_vk_ads_daily"),
+        ("direct", "fact_direct_daily"),
+    ] {
+        ok(&machine, &["systemctl", "start", &format!("{job}.service")]);
+        let runs = query_tsv(&format!(
+            "SELECT countIf(status = 'ok' AND rows_processed > 0) >= 1, countIf(status != 'ok') FROM `{}`.meta_job_runs WHERE job = '{job}'",
+            db.name
+        ));
+        assert_eq!(runs, "1\t0\n", "{job}");
+        let facts = query_tsv(&format!("SELECT count() > 0 FROM `{}`.{table}", db.name));
+        assert_eq!(facts, "1\n", "{job}");
+    }
+    // The VK token pair is kept in the state directory, private to the service user.
+    let token_file = machine.path("/opt/zakaz_dashboard/state/vk_ads_tokens.json");
+    let meta = std::fs::metadata(&token_file).expect("the VK token file");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    ok(&machine, &["systemctl", "start", "vk_ads.service"]);
+    assert_eq!(
+        sandbox.sandbox().state().vk_tokens.len(),
+        1,
+        "the second run reused the stored token"
+    );
+
+    // --- the periodic alerts job runs sandboxed: nothing is stale --------------------------
     ok(&machine, &["systemctl", "start", "alerts.service"]);
     let alerts_run = query_tsv(&format!(
         "SELECT status FROM `{}`.meta_job_runs WHERE job = 'alerts'",
         db.name
     ));
     assert_eq!(alerts_run, "ok\n");
-    let stale = sandbox
+    let stale: Vec<String> = sandbox
         .sandbox()
         .state()
         .telegram_messages
         .iter()
-        .any(|m| m.text.contains("vk_ads data is stale"));
+        .map(|m| m.text.clone())
+        .filter(|t| t.contains("data is stale"))
+        .collect();
     assert!(
-        stale,
-        "the loaders not built yet have no data: alerts says so"
+        stale.is_empty(),
+        "every enabled loader delivered: {stale:?}"
     );
 
     // --- a failure starts its OnFailure= alert ----------------------------------------------

@@ -471,7 +471,7 @@ mod tests {
         assert!(!enabled.contains("qtickets"));
         assert!(!enabled.contains("vk_ads"));
         assert!(
-            enabled.contains("alerts") && !enabled.contains("direct"),
+            enabled.contains("alerts") && enabled.contains("direct"),
             "not installed here: the job table's default"
         );
     }

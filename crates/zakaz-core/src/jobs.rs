@@ -91,8 +91,7 @@ pub const JOBS: &[Job] = &[
             timeout: Duration::from_secs(600),
             interval: Duration::from_secs(24 * HOUR),
         },
-        // Its binary is still a placeholder (exit 78): enabled once the loader is built.
-        enabled_by_default: false,
+        enabled_by_default: true,
         env_file: "secrets/vk_ads.env",
         freshness: Some(Freshness {
             source: "vk_ads",
@@ -112,8 +111,7 @@ pub const JOBS: &[Job] = &[
             timeout: Duration::from_secs(600),
             interval: Duration::from_secs(24 * HOUR),
         },
-        // Its binary is still a placeholder (exit 78): enabled once the loader is built.
-        enabled_by_default: false,
+        enabled_by_default: true,
         env_file: "secrets/direct.env",
         freshness: Some(Freshness {
             source: "direct",
@@ -250,6 +248,7 @@ mod tests {
         assert_eq!(t("direct"), ("*-*-* 00:10:00 Europe/Moscow", 300, 600));
         assert_eq!(t("gmail_ingest").2, 300);
         assert!(!get("gmail_ingest").enabled_by_default);
+        assert!(get("vk_ads").enabled_by_default && get("direct").enabled_by_default);
         assert!(matches!(
             get("healthcheck").schedule,
             Schedule::Service { port: 8080, .. }

@@ -197,11 +197,18 @@ fn offline_201_202_200_resends_the_same_request_and_a_one_day_report_comes_at_on
     // Per login: 201, 202, 200 — the identical body each time (same ReportName).
     assert_eq!(posts.len(), 6, "{posts:?}");
     for login_posts in posts.chunks(3) {
-        assert!(login_posts.iter().all(|p| p["body"] == login_posts[0]["body"]));
+        assert!(
+            login_posts
+                .iter()
+                .all(|p| p["body"] == login_posts[0]["body"])
+        );
         assert_eq!(login_posts[0]["headers"]["processingmode"], "auto");
         assert_eq!(login_posts[0]["headers"]["returnmoneyinmicros"], "false");
     }
-    assert_ne!(posts[0]["body"], posts[3]["body"], "a unique ReportName per report");
+    assert_ne!(
+        posts[0]["body"], posts[3]["body"],
+        "a unique ReportName per report"
+    );
     let waits = env.query(
         "SELECT visitParamExtractUInt(metrics, 'offline_waits') FROM {db}.meta_job_runs WHERE job = 'direct' AND status = 'ok'",
     );
@@ -209,7 +216,11 @@ fn offline_201_202_200_resends_the_same_request_and_a_one_day_report_comes_at_on
     // One day: online at once in `auto` mode.
     let before = env.reports_requested().len();
     env.run_ok(&["--days", "1"]);
-    assert_eq!(env.reports_requested().len() - before, 2, "one request per login");
+    assert_eq!(
+        env.reports_requested().len() - before,
+        2,
+        "one request per login"
+    );
     assert_eq!(env.loaded(), env.expected("2026-11-21", "2026-11-24"));
 }
 
@@ -223,7 +234,10 @@ fn a_full_queue_is_waited_out_and_a_report_too_large_is_split() {
     let out = env.run(&["--days", "1"], &[("HTTP_MAX_ATTEMPTS", "1")]);
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
-    assert!(log.contains("code 9000") && log.contains("offline queue"), "{log}");
+    assert!(
+        log.contains("code 9000") && log.contains("offline queue"),
+        "{log}"
+    );
     assert_eq!(env.loaded(), env.expected("2026-11-24", "2026-11-24"));
     // A 502 on a longer window: the loader asks for the halves.
     let env = Env::new();
@@ -249,9 +263,16 @@ fn a_failing_login_fails_the_run_with_the_apis_words_and_the_others_are_loaded()
         "{run}"
     );
     let loaded: Vec<String> = env.loaded().keys().map(|k| k.1.clone()).collect();
-    assert!(!loaded.is_empty() && loaded.iter().all(|l| l == "client-a"), "{loaded:?}");
+    assert!(
+        !loaded.is_empty() && loaded.iter().all(|l| l == "client-a"),
+        "{loaded:?}"
+    );
     let bad = env.run(&["--days", "1"], &[("DIRECT_TOKEN", "not-the-token")]);
     assert_eq!(bad.status.code(), Some(78), "{}", stderr(&bad));
-    assert!(stderr(&bad).contains("check `DIRECT_TOKEN`"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("check `DIRECT_TOKEN`"),
+        "{}",
+        stderr(&bad)
+    );
     assert!(!stderr(&bad).contains("not-the-token"));
 }
