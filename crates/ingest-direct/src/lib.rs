@@ -17,15 +17,18 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zakaz_core::Secret;
-use zakaz_core::ads::{Stamp, date_range, nightly_window, quote, zero_stale};
+use zakaz_core::ads::{
+    Stamp, accounts_or_own, date_range, each_account, label, nightly_window, outcome_or_partial,
+    quote, zero_stale,
+};
 use zakaz_core::ch::{Ch, ClickHouseArgs};
 use zakaz_core::cli::{CommonArgs, JobCli};
 use zakaz_core::error::ConfigError;
 use zakaz_core::http::{HttpArgs, HttpClient, body_excerpt};
-use zakaz_core::journal::{Metrics, Outcome, PartialFailure, journaled};
+use zakaz_core::journal::{Metrics, Outcome, journaled};
 use zakaz_core::time::{ClockArgs, DateWindow, WindowArgs, ch_date};
 
 use crate::report::{FIELDS, ReportRow};
@@ -111,22 +114,12 @@ impl JobCli for Cli {
 impl DirectArgs {
     /// The logins a run loads: `""` is the token's own account (no `Client-Login`).
     pub fn logins(&self) -> Vec<String> {
-        let named: Vec<String> = self
-            .direct_logins
-            .iter()
-            .map(|l| l.trim().to_owned())
-            .filter(|l| !l.is_empty())
-            .collect();
-        if named.is_empty() {
-            vec![String::new()]
-        } else {
-            named
-        }
+        accounts_or_own(&self.direct_logins)
     }
 }
 
 /// One row of `fact_direct_daily`.
-#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
 pub struct FactRow {
     pub stat_date: u16,
     pub client_login: String,
@@ -240,21 +233,9 @@ enum Answer {
 
 impl Loader<'_> {
     pub async fn run(self, logins: &[String]) -> anyhow::Result<Outcome> {
-        let mut loads: Vec<(String, LoginLoad)> = Vec::new();
-        let mut failures = Vec::new();
-        for login in logins {
-            match self.login(login).await {
-                Ok(load) => loads.push((login.clone(), load)),
-                Err(e) => {
-                    if zakaz_core::error::exit_code_for(&e) == zakaz_core::error::exit::CONFIG {
-                        return Err(e);
-                    }
-                    let e = zakaz_core::error::one_line(&e);
-                    tracing::error!(login = %label(login), "Yandex Direct login failed: {e}");
-                    failures.push(format!("login {}: {e}", label(login)));
-                }
-            }
-        }
+        let this = &self;
+        let (loads, failures) =
+            each_account("login", logins, |l| async move { this.login(&l).await }).await?;
         let rows: u64 = loads.iter().map(|(_, l)| l.rows).sum();
         let by_login: BTreeMap<String, u64> =
             loads.iter().map(|(l, d)| (label(l), d.rows)).collect();
@@ -283,20 +264,7 @@ impl Loader<'_> {
             message,
             metrics,
         };
-        if failures.is_empty() {
-            return Ok(outcome);
-        }
-        Err(PartialFailure {
-            message: format!(
-                "{} of {} Yandex Direct login(s) failed: {}; loaded: {}",
-                failures.len(),
-                logins.len(),
-                failures.join("; "),
-                outcome.message
-            ),
-            outcome,
-        }
-        .into())
+        outcome_or_partial("Yandex Direct login(s)", logins.len(), failures, outcome)
     }
 
     async fn login(&self, login: &str) -> anyhow::Result<LoginLoad> {
@@ -626,13 +594,5 @@ impl ApiError {
             }
             None => body_excerpt(body),
         }
-    }
-}
-
-fn label(login: &str) -> String {
-    if login.is_empty() {
-        "own".to_owned()
-    } else {
-        login.to_owned()
     }
 }

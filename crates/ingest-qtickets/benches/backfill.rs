@@ -4,10 +4,8 @@
 //!
 //! `scripts/bench.sh qtickets` builds the release binary and runs this.
 
-mod support;
-
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use api_sandbox::{SandboxConfig, Server};
 use ingest_qtickets::model::{OrderRow, TicketRow};
@@ -22,7 +20,7 @@ fn env_u32(key: &str, default: u32) -> u32 {
 
 /// The release loader pointed at `server` and `db`, backfilling everything.
 fn loader(server: &Server, db: &TestDb, concurrency: u32) -> Command {
-    let mut cmd = Command::new(support::release_binary());
+    let mut cmd = Command::new(zakaz_core::bench::release_binary("ingest-qtickets"));
     cmd.env(
         "QTICKETS_BASE_URL",
         format!("{}/qtickets/api/rest/v1", server.base_url),
@@ -38,30 +36,6 @@ fn loader(server: &Server, db: &TestDb, concurrency: u32) -> Command {
     cmd
 }
 
-/// Peak resident memory of a child, read from /proc while it runs.
-fn run_measuring_peak(mut cmd: Command) -> (std::process::ExitStatus, u64, Duration) {
-    let started = Instant::now();
-    let mut child = cmd.spawn().unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak_kb = 0;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&status_path)
-            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
-        {
-            let kb: u64 = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            peak_kb = peak_kb.max(kb);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, peak_kb, started.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let config = SandboxConfig {
@@ -75,7 +49,8 @@ async fn main() {
     let orders_total = server.sandbox().data.qtickets.orders.len();
     let (db, ch) = TestDb::migrated().await;
 
-    let (status, peak_kb, loader_time) = run_measuring_peak(loader(&server, &db, 4));
+    let (status, peak_kb, loader_time) =
+        zakaz_core::bench::run_measuring_peak(loader(&server, &db, 4));
     assert!(status.success(), "the loader failed");
 
     // Baseline: the same staged rows, inserted plainly into a fresh database.
@@ -147,7 +122,8 @@ async fn main() {
     let mut rates = Vec::new();
     for concurrency in [1, 4] {
         let (small_db, _) = TestDb::migrated().await;
-        let (status, _, time) = run_measuring_peak(loader(&small, &small_db, concurrency));
+        let (status, _, time) =
+            zakaz_core::bench::run_measuring_peak(loader(&small, &small_db, concurrency));
         assert!(status.success());
         rates.push(small_orders as f64 / time.as_secs_f64());
         println!(

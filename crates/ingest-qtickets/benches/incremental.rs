@@ -5,8 +5,6 @@
 //!
 //! `scripts/bench.sh incremental` builds the release binary and runs this.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,7 +14,7 @@ use zakaz_core::testing::TestDb;
 const ROUNDS: usize = 7;
 
 fn run(server: &Server, db: &TestDb, days: u32) -> Duration {
-    let mut cmd = Command::new(support::release_binary());
+    let mut cmd = Command::new(zakaz_core::bench::release_binary("ingest-qtickets"));
     cmd.env(
         "QTICKETS_BASE_URL",
         format!("{}/qtickets/api/rest/v1", server.base_url),

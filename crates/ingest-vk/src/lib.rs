@@ -20,15 +20,18 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zakaz_core::Secret;
-use zakaz_core::ads::{Stamp, date_range, nightly_window, quote, zero_stale};
+use zakaz_core::ads::{
+    Stamp, accounts_or_own, date_range, each_account, label, nightly_window, outcome_or_partial,
+    quote, zero_stale,
+};
 use zakaz_core::ch::{Ch, ClickHouseArgs};
 use zakaz_core::cli::{CommonArgs, JobCli};
 use zakaz_core::error::config_error;
 use zakaz_core::http::{HttpArgs, HttpClient};
-use zakaz_core::journal::{Metrics, Outcome, PartialFailure, journaled};
+use zakaz_core::journal::{Metrics, Outcome, journaled};
 use zakaz_core::time::{ClockArgs, DateWindow, WindowArgs, ch_date};
 use zakaz_core::utm::{City, city_of_content, merged};
 
@@ -113,22 +116,12 @@ impl JobCli for Cli {
 impl VkArgs {
     /// The accounts a run loads: `""` is the client's own.
     pub fn accounts(&self) -> Vec<String> {
-        let named: Vec<String> = self
-            .vk_ads_agency_clients
-            .iter()
-            .map(|a| a.trim().to_owned())
-            .filter(|a| !a.is_empty())
-            .collect();
-        if named.is_empty() {
-            vec![String::new()]
-        } else {
-            named
-        }
+        accounts_or_own(&self.vk_ads_agency_clients)
     }
 }
 
 /// One row of `fact_vk_ads_daily`.
-#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
 pub struct FactRow {
     pub stat_date: u16,
     pub account: String,
@@ -281,23 +274,14 @@ impl<'a> Loader<'a> {
     }
 
     pub async fn run(self, accounts: &[String]) -> anyhow::Result<Outcome> {
-        let mut loads: Vec<(String, AccountLoad)> = Vec::new();
-        let mut failures: Vec<String> = Vec::new();
-        for account in accounts {
-            match self.account(account).await {
-                Ok(load) => loads.push((account.clone(), load)),
-                Err(e) => {
-                    // A bad client or revoked access is the operator's to fix, for every
-                    // account alike: stop with exit 78.
-                    if zakaz_core::error::exit_code_for(&e) == zakaz_core::error::exit::CONFIG {
-                        return Err(e);
-                    }
-                    let e = zakaz_core::error::one_line(&e);
-                    tracing::error!(account = %label(account), "VK Ads account failed: {e}");
-                    failures.push(format!("account {}: {e}", label(account)));
-                }
-            }
-        }
+        let this = &self;
+        let (loads, failures) =
+            each_account(
+                "account",
+                accounts,
+                |a| async move { this.account(&a).await },
+            )
+            .await?;
         let rows: usize = loads.iter().map(|(_, l)| l.rows).sum();
         let rejected: Vec<u64> = loads
             .iter()
@@ -363,20 +347,7 @@ impl<'a> Loader<'a> {
             message,
             metrics,
         };
-        if failures.is_empty() {
-            return Ok(outcome);
-        }
-        Err(PartialFailure {
-            message: format!(
-                "{} of {} VK Ads account(s) failed: {}; loaded: {}",
-                failures.len(),
-                accounts.len(),
-                failures.join("; "),
-                outcome.message
-            ),
-            outcome,
-        }
-        .into())
+        outcome_or_partial("VK Ads account(s)", accounts.len(), failures, outcome)
     }
 
     async fn account(&self, account: &str) -> anyhow::Result<AccountLoad> {
@@ -611,13 +582,4 @@ impl<'a> Loader<'a> {
 
 fn text(v: &Value, key: &str) -> String {
     v[key].as_str().unwrap_or_default().to_owned()
-}
-
-/// How an account is named in logs and the journal.
-fn label(account: &str) -> String {
-    if account.is_empty() {
-        "own".to_owned()
-    } else {
-        account.to_owned()
-    }
 }

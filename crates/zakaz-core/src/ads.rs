@@ -2,6 +2,7 @@
 //! stamp of one load, and replacing a window's facts so that a re-run changes no total.
 
 use crate::ch::Ch;
+use crate::journal::{Outcome, PartialFailure};
 use crate::time::{Clock, DateWindow, WindowArgs};
 
 /// Yesterday (Moscow) and the `refresh_days` before it (late conversions and corrections
@@ -85,4 +86,80 @@ pub fn date_range(column: &str, window: DateWindow) -> String {
         "{column} BETWEEN toDate('{}') AND toDate('{}')",
         window.from, window.to
     )
+}
+
+/// The accounts a list setting names (trimmed, empties dropped), or the one own account
+/// (`""`) when it names none.
+pub fn accounts_or_own(named: &[String]) -> Vec<String> {
+    let named: Vec<String> = named
+        .iter()
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if named.is_empty() {
+        vec![String::new()]
+    } else {
+        named
+    }
+}
+
+/// How an account is named in logs and the journal: `own` for the client's own (`""`).
+pub fn label(account: &str) -> String {
+    if account.is_empty() {
+        "own".to_owned()
+    } else {
+        account.to_owned()
+    }
+}
+
+/// Load every account in turn. One that fails does not stop the others: it is logged and
+/// named in the returned failures (`"<what> <name>: <reason>"`). A setting the operator must
+/// fix (exit 78) stops them all, since it would fail every account alike.
+pub async fn each_account<T, F, Fut>(
+    what: &str,
+    accounts: &[String],
+    mut load: F,
+) -> anyhow::Result<(Vec<(String, T)>, Vec<String>)>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (mut loaded, mut failures) = (Vec::new(), Vec::new());
+    for account in accounts {
+        match load(account.clone()).await {
+            Ok(t) => loaded.push((account.clone(), t)),
+            Err(e) if crate::error::exit_code_for(&e) == crate::error::exit::CONFIG => {
+                return Err(e);
+            }
+            Err(e) => {
+                let reason = crate::error::one_line(&e);
+                tracing::error!(account = %label(account), "{what} failed: {reason}");
+                failures.push(format!("{what} {}: {reason}", label(account)));
+            }
+        }
+    }
+    Ok((loaded, failures))
+}
+
+/// The run's result: `outcome`, or — when some of the `total` accounts failed — an error that
+/// names them and keeps the outcome of the others for the journal.
+pub fn outcome_or_partial(
+    what: &str,
+    total: usize,
+    failures: Vec<String>,
+    outcome: Outcome,
+) -> anyhow::Result<Outcome> {
+    if failures.is_empty() {
+        return Ok(outcome);
+    }
+    Err(PartialFailure {
+        message: format!(
+            "{} of {total} {what} failed: {}; loaded: {}",
+            failures.len(),
+            failures.join("; "),
+            outcome.message
+        ),
+        outcome,
+    }
+    .into())
 }

@@ -1,6 +1,8 @@
 //! The shared library of the zakaz jobs: everything two binaries would otherwise write twice.
 
 pub mod ads;
+/// Benchmark support (drives release binaries; not used by the jobs themselves).
+pub mod bench;
 pub mod calendar;
 pub mod ch;
 pub mod checks;

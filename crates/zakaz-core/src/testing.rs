@@ -114,6 +114,11 @@ impl TestDb {
         cmd
     }
 
+    /// A query's result as TSV, with `{db}` standing for this database.
+    pub fn query(&self, sql: &str) -> String {
+        query_tsv(&sql.replace("{db}", &format!("`{}`", self.name)))
+    }
+
     /// Environment variables that point a binary at this database.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -193,6 +198,13 @@ fn post(url: &str, content_type: &str, body: &str) -> Result<String, String> {
         Ok(body.to_owned())
     } else {
         Err(body.to_owned())
+    }
+}
+
+/// `POST <base>/_sandbox<path>` with a JSON body: the sandbox's control API.
+pub fn sandbox_control(base_url: &str, path: &str, body: &serde_json::Value) {
+    if let Err(e) = post_json(&format!("{base_url}/_sandbox{path}"), &body.to_string()) {
+        panic!("sandbox control {path}: {e}");
     }
 }
 

@@ -84,6 +84,16 @@ impl Sb {
             .unwrap()
     }
 
+    /// A fresh VK access token, with the per-second limit lifted (tests of other behaviour
+    /// send bursts of requests).
+    pub fn vk_access(&self) -> String {
+        self.control("/config", serde_json::json!({"vk_rps_limit": 1000}));
+        json_of(self.vk_token())["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// QTickets list call: GET with a JSON body, the real token.
     pub fn qt(&self, path: &str, body: Value) -> Response {
         self.get(&format!("/qtickets/api/rest/v1{path}"))

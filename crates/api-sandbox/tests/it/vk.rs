@@ -80,11 +80,7 @@ fn expired_tokens_get_401_and_refresh_replaces_the_access_token() {
 #[test]
 fn listings_page_by_offset_and_stats_keep_vendor_types() {
     let sb = Sb::new();
-    sb.control("/config", json!({"vk_rps_limit": 1000}));
-    let access = json_of(sb.vk_token())["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = sb.vk_access();
     let get = |path: &str| sb.get(path).bearer_auth(&access).send().unwrap();
     let resp = get("/vk/api/v2/banners.json?fields=id,name,urls&limit=5&offset=0");
     for h in [
@@ -169,11 +165,7 @@ fn listings_page_by_offset_and_stats_keep_vendor_types() {
 #[test]
 fn groups_carry_utm_that_banners_inherit_and_listings_cap_the_limit() {
     let sb = Sb::new();
-    sb.control("/config", json!({"vk_rps_limit": 1000}));
-    let access = json_of(sb.vk_token())["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = sb.vk_access();
     let get = |path: &str| json_of(sb.get(path).bearer_auth(&access).send().unwrap());
     let groups = get("/vk/api/v2/ad_groups.json?fields=id,utm,enable_utm&limit=100");
     assert_eq!(groups["limit"], 50, "limit is at most 50");
@@ -207,11 +199,7 @@ fn groups_carry_utm_that_banners_inherit_and_listings_cap_the_limit() {
 #[test]
 fn statistics_reach_365_days_and_name_errors_as_documented() {
     let sb = Sb::new();
-    sb.control("/config", json!({"vk_rps_limit": 1000}));
-    let access = json_of(sb.vk_token())["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = sb.vk_access();
     let get = |path: &str| sb.get(path).bearer_auth(&access).send().unwrap();
     // The sandbox's today is 2026-11-25.
     let ok = get(
@@ -242,11 +230,8 @@ fn statistics_reach_365_days_and_name_errors_as_documented() {
 #[test]
 fn more_than_the_per_second_limit_gets_429_with_retry_after() {
     let sb = Sb::new();
+    let access = sb.vk_access();
     sb.control("/config", json!({"vk_rps_limit": 2}));
-    let access = json_of(sb.vk_token())["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     // Within one wall second at most 2 answer 200; the others 429 with Retry-After. (Three
     // requests may straddle a second boundary: send enough that some must be refused.)
     let statuses: Vec<(u16, Option<String>, String)> = (0..8)
@@ -365,10 +350,7 @@ fn the_request_log_masks_secrets_in_form_bodies() {
 #[test]
 fn daily_limit_exhausted_answers_429_with_headers() {
     let sb = Sb::new();
-    let access = json_of(sb.vk_token())["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = sb.vk_access();
     sb.control("/config", json!({"vk_daily_remaining": 0}));
     let resp = sb
         .get("/vk/api/v2/ad_plans.json")

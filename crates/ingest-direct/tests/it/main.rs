@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use api_sandbox::{SandboxConfig, Server};
 use serde_json::{Value, json};
-use zakaz_core::testing::{TestDb, query_tsv};
+use zakaz_core::testing::{TestDb, sandbox_control};
 
 /// Yesterday is 2026-11-24.
 pub const NOW: &str = "2026-11-25T12:00:00+03:00";
@@ -67,14 +67,11 @@ impl Env {
     }
 
     pub fn query(&self, sql: &str) -> String {
-        query_tsv(&sql.replace("{db}", &format!("`{}`", self.db.name)))
+        self.db.query(sql)
     }
 
     pub fn control(&self, path: &str, body: Value) {
-        let url = format!("{}/_sandbox{path}", self.sandbox.base_url);
-        if let Err(e) = zakaz_core::testing::post_json(&url, &body.to_string()) {
-            panic!("control {path}: {e}");
-        }
+        sandbox_control(&self.sandbox.base_url, path, &body);
     }
 
     pub fn reports_requested(&self) -> Vec<Value> {

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use api_sandbox::{SandboxConfig, Server};
 use serde_json::{Value, json};
-use zakaz_core::testing::{TempDir, TestDb, query_tsv};
+use zakaz_core::testing::{TempDir, TestDb, sandbox_control};
 
 /// The sandbox's and the loader's "now": yesterday is 2026-11-24.
 pub const NOW: &str = "2026-11-25T12:00:00+03:00";
@@ -77,14 +77,11 @@ impl Env {
     }
 
     pub fn query(&self, sql: &str) -> String {
-        query_tsv(&sql.replace("{db}", &format!("`{}`", self.db.name)))
+        self.db.query(sql)
     }
 
     pub fn control(&self, path: &str, body: Value) {
-        let url = format!("{}/_sandbox{path}", self.sandbox.base_url);
-        if let Err(e) = zakaz_core::testing::post_json(&url, &body.to_string()) {
-            panic!("control {path}: {e}");
-        }
+        sandbox_control(&self.sandbox.base_url, path, &body);
     }
 
     /// The sandbox's request log under `prefix`.
@@ -142,11 +139,11 @@ impl Env {
     /// loader's sandbox).
     pub fn twin(&self) -> Twin {
         let server = Server::start_local(self.config.clone()).unwrap();
-        zakaz_core::testing::post_json(
-            &format!("{}/_sandbox/config", server.base_url),
-            &json!({"vk_rps_limit": 100_000}).to_string(),
-        )
-        .unwrap();
+        sandbox_control(
+            &server.base_url,
+            "/config",
+            &json!({"vk_rps_limit": 100_000}),
+        );
         Twin {
             server,
             http: reqwest::blocking::Client::new(),

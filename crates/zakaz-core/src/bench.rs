@@ -1,0 +1,139 @@
+//! What the benchmarks share: the release binaries they drive, a sandbox in its own process
+//! (so that its work is not counted against the loader), peak memory of a child, and
+//! repetitions summarised as median and spread.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A release binary of the workspace, next to the benchmark executable (`scripts/bench.sh`
+/// builds it first).
+pub fn release_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    // target/release/deps/<bench> → target/release/<name>
+    let path = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target/release")
+        .join(name);
+    assert!(
+        path.exists(),
+        "build it first: cargo build --release --bin {name}"
+    );
+    path
+}
+
+/// `api-sandbox` in a process of its own on a free loopback port; killed on drop.
+pub struct SandboxProcess {
+    child: Child,
+    pub base_url: String,
+}
+
+impl SandboxProcess {
+    pub fn start(args: &[&str]) -> SandboxProcess {
+        let mut child = Command::new(release_binary("api-sandbox"))
+            .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(args)
+            .env_clear()
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("api-sandbox starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("api-sandbox prints its URLs");
+        let urls: serde_json::Value = serde_json::from_str(&line).expect("a JSON line of URLs");
+        SandboxProcess {
+            child,
+            base_url: urls["base_url"].as_str().expect("base_url").to_owned(),
+        }
+    }
+
+    /// `POST /_sandbox{path}` with a JSON body.
+    pub fn control(&self, path: &str, body: &serde_json::Value) {
+        crate::testing::post_json(
+            &format!("{}/_sandbox{path}", self.base_url),
+            &body.to_string(),
+        )
+        .unwrap_or_else(|e| panic!("control {path}: {e}"));
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `cmd` to its end; its exit status, peak resident memory (KiB, `VmHWM`) and duration.
+pub fn run_measuring_peak(mut cmd: Command) -> (ExitStatus, u64, Duration) {
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("the command starts");
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kb: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return (status, peak_kb, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Repetitions of one measurement.
+#[derive(Debug, Clone)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Spread {
+        assert!(!values.is_empty(), "at least one repetition");
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        let median = if v.len() % 2 == 0 {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        };
+        Spread {
+            median,
+            min: v[0],
+            max: v[v.len() - 1],
+            n: v.len(),
+        }
+    }
+
+    /// `1234 (1200–1300, n=5)`.
+    pub fn show(&self, decimals: usize) -> String {
+        format!(
+            "{:.*} ({:.*}–{:.*}, n={})",
+            decimals, self.median, decimals, self.min, decimals, self.max, self.n
+        )
+    }
+}
+
+/// `BENCH_REPS` (default `default`), at least 1.
+pub fn reps(default: usize) -> usize {
+    std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .max(1)
+}
