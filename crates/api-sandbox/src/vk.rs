@@ -298,7 +298,9 @@ fn route(sb: &Sandbox, req: &Req, path: &str) -> Resp {
             data.plans
                 .iter()
                 .filter(|p| p.owner == user)
-                .map(|p| (p.id, p.status, json!({"id": p.id, "name": p.name, "status": p.status})))
+                .map(|p| -> Item<'_> {
+                    (p.id, p.status, Box::new(move || json!({"id": p.id, "name": p.name, "status": p.status})))
+                })
                 .collect(),
         ),
         "/ad_groups.json" => listing(
@@ -306,22 +308,24 @@ fn route(sb: &Sandbox, req: &Req, path: &str) -> Resp {
             data.groups
                 .iter()
                 .filter(|g| owns(g.plan_id))
-                .map(|g| (g.id, g.status, json!({"id": g.id, "name": g.name, "status": g.status, "ad_plan_id": g.plan_id, "utm": g.utm, "enable_utm": g.enable_utm})))
+                .map(|g| -> Item<'_> {
+                    (g.id, g.status, Box::new(move || json!({"id": g.id, "name": g.name, "status": g.status, "ad_plan_id": g.plan_id, "utm": g.utm, "enable_utm": g.enable_utm})))
+                })
                 .collect(),
         ),
         "/banners.json" => {
-            let mut items: Vec<(u64, &'static str, Value)> = data
+            let mut items: Vec<Item<'_>> = data
                 .banners
                 .iter()
                 .filter(|b| owns(b.plan_id))
-                .map(|b| {
-                    (b.id, b.status, json!({"id": b.id, "name": b.name, "status": b.status, "ad_group_id": b.group_id, "urls": {"primary": {"id": b.id * 7, "url": b.url}}}))
+                .map(|b| -> Item<'_> {
+                    (b.id, b.status, Box::new(move || json!({"id": b.id, "name": b.name, "status": b.status, "ad_group_id": b.group_id, "urls": {"primary": {"id": b.id * 7, "url": b.url}}})))
                 })
                 .collect();
             // A banner the listing shows and the statistics do not know (deleted meanwhile).
             if let Some(first) = data.banners.iter().find(|b| owns(b.plan_id)) {
                 for id in ghosts {
-                    items.push((id, "active", json!({"id": id, "name": format!("Баннер {id}"), "status": "active", "ad_group_id": first.group_id, "urls": {"primary": {"id": id * 7, "url": first.url}}})));
+                    items.push((id, "active", Box::new(move || json!({"id": id, "name": format!("Баннер {id}"), "status": "active", "ad_group_id": first.group_id, "urls": {"primary": {"id": id * 7, "url": first.url}}}))));
                 }
             }
             listing(req, items)
@@ -432,7 +436,11 @@ fn delete_tokens(sb: &Sandbox, req: &Req) -> Resp {
     Resp::empty(204)
 }
 
-fn listing(req: &Req, items: Vec<(u64, &'static str, Value)>) -> Resp {
+/// A listing item: id, status, and its JSON, built only when the item is on the page asked
+/// for (a listing of thousands served 50 at a time must not build them all every time).
+type Item<'a> = (u64, &'static str, Box<dyn Fn() -> Value + 'a>);
+
+fn listing(req: &Req, items: Vec<Item<'_>>) -> Resp {
     let limit = match req.query_param("limit").map(str::parse::<usize>) {
         None => 20,
         Some(Ok(n)) if n >= 1 => n.min(MAX_LIMIT),
@@ -450,12 +458,19 @@ fn listing(req: &Req, items: Vec<(u64, &'static str, Value)>) -> Resp {
         .query_param("fields")
         .map(|f| f.split(',').collect())
         .unwrap_or_else(|| vec!["id"]);
-    let matching: Vec<Value> = items
+    let matching: Vec<Item<'_>> = items
         .into_iter()
         .filter(|(id, st, _)| {
             status.is_none_or(|s| s == *st) && ids.as_ref().is_none_or(|ids| ids.contains(id))
         })
-        .map(|(_, _, v)| {
+        .collect();
+    let count = matching.len();
+    let page: Vec<Value> = matching
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(_, _, render)| {
+            let v = render();
             let mut out = serde_json::Map::new();
             for (k, val) in v.as_object().expect("object") {
                 if k == "id" || fields.contains(&k.as_str()) {
@@ -465,8 +480,6 @@ fn listing(req: &Req, items: Vec<(u64, &'static str, Value)>) -> Resp {
             Value::Object(out)
         })
         .collect();
-    let count = matching.len();
-    let page: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
     Resp::json(
         200,
         &json!({"count": count, "offset": offset, "limit": limit, "items": page}),

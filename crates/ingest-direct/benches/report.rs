@@ -39,14 +39,14 @@ fn loader(sandbox: &SandboxProcess, db: &TestDb, from: &str) -> Command {
 }
 
 /// The same report, downloaded and counted, not parsed.
-fn fetch_only(sandbox: &SandboxProcess, n: usize) -> u64 {
+async fn fetch_only(sandbox: &SandboxProcess, n: usize) -> u64 {
     let body = json!({"params": {
         "SelectionCriteria": {"DateFrom": FROM, "DateTo": TO},
         "FieldNames": ingest_direct::report::FIELDS,
         "ReportName": format!("fetch-only {n}"), "ReportType": "CUSTOM_REPORT",
         "DateRangeType": "CUSTOM_DATE", "Format": "TSV", "IncludeVAT": "NO", "IncludeDiscount": "NO"
     }});
-    let mut resp = reqwest::blocking::Client::new()
+    let resp = reqwest::Client::new()
         .post(format!("{}/direct/json/v5/reports", sandbox.base_url))
         .bearer_auth("sandbox-token")
         .header("Client-Login", "client-a")
@@ -56,9 +56,15 @@ fn fetch_only(sandbox: &SandboxProcess, n: usize) -> u64 {
         .header("skipReportSummary", "true")
         .json(&body)
         .send()
+        .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    std::io::copy(&mut resp, &mut std::io::sink()).unwrap()
+    let mut resp = resp;
+    let mut bytes = 0u64;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        bytes += chunk.len() as u64;
+    }
+    bytes
 }
 
 #[tokio::main]
@@ -85,7 +91,7 @@ async fn main() {
         let fetch_first = i % 2 == 1;
         if fetch_first {
             let t = Instant::now();
-            bytes = fetch_only(&sandbox, i * 2);
+            bytes = fetch_only(&sandbox, i * 2).await;
             fetch_rates.push(bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
         }
         let (db, ch) = TestDb::migrated().await;
@@ -102,7 +108,7 @@ async fn main() {
         peaks.push(peak_kb as f64 / 1024.0);
         if !fetch_first {
             let t = Instant::now();
-            bytes = fetch_only(&sandbox, i * 2 + 1);
+            bytes = fetch_only(&sandbox, i * 2 + 1).await;
             fetch_rates.push(bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
         }
         let (_plain_db, plain) = TestDb::migrated().await;

@@ -453,25 +453,19 @@ impl Loader<'_> {
     ) -> anyhow::Result<Answer> {
         let mut parser = report::Parser::default();
         let mut rows: Vec<FactRow> = Vec::with_capacity(INSERT_BATCH);
-        let mut insert = if self.dry {
-            None
-        } else {
-            Some(
+        let mut insert = match self.dry {
+            true => None,
+            false => Some(
                 self.ch
-                    .client()
-                    .insert::<FactRow>("fact_direct_daily")
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "ClickHouse insert into `fact_direct_daily` failed: {}",
-                            zakaz_core::ch::short(&e)
-                        )
-                    })?,
-            )
+                    .stream_insert::<FactRow>("fact_direct_daily")
+                    .await?,
+            ),
         };
         let mut cost = 0i64;
         let mut last_progress = Instant::now();
-        let to_row = |r: ReportRow| -> anyhow::Result<FactRow> {
+        // A campaign's city, from its name, once per campaign.
+        let mut cities: std::collections::HashMap<u64, String> = Default::default();
+        let mut to_row = |r: ReportRow| -> anyhow::Result<FactRow> {
             anyhow::ensure!(
                 piece.contains(r.date),
                 "the report for {piece} holds a row of {}",
@@ -480,9 +474,14 @@ impl Loader<'_> {
             Ok(FactRow {
                 stat_date: ch_date(r.date),
                 client_login: login.to_owned(),
-                city: zakaz_core::utm::city_in_name(&r.campaign_name)
-                    .name()
-                    .to_owned(),
+                city: cities
+                    .entry(r.campaign_id)
+                    .or_insert_with(|| {
+                        zakaz_core::utm::city_in_name(&r.campaign_name)
+                            .name()
+                            .to_owned()
+                    })
+                    .clone(),
                 campaign_id: r.campaign_id,
                 campaign_name: r.campaign_name,
                 ad_group_id: r.ad_group_id,
@@ -516,12 +515,7 @@ impl Loader<'_> {
                 && (rows.len() >= INSERT_BATCH || done)
             {
                 for row in rows.drain(..) {
-                    insert.write(&row).await.map_err(|e| {
-                        anyhow::anyhow!(
-                            "ClickHouse insert into `fact_direct_daily` failed: {}",
-                            zakaz_core::ch::short(&e)
-                        )
-                    })?;
+                    insert.write(&row).await?;
                 }
             } else if self.dry {
                 rows.clear();
@@ -540,12 +534,7 @@ impl Loader<'_> {
             }
         }
         if let Some(insert) = insert {
-            insert.end().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "ClickHouse insert into `fact_direct_daily` failed: {}",
-                    zakaz_core::ch::short(&e)
-                )
-            })?;
+            insert.end().await?;
         }
         Ok(Answer::Done {
             rows: parser.rows,

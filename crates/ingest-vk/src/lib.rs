@@ -362,21 +362,34 @@ impl<'a> Loader<'a> {
             }
         }
         let ids: Vec<u64> = banners.keys().copied().collect();
-        let mut rows: Vec<FactRow> = Vec::new();
+        // Rows stream into one insert per account, committed once every batch is in: memory
+        // stays bounded on long windows, and a failure mid-way writes nothing.
+        let mut insert = match self.dry {
+            true => None,
+            false => Some(
+                self.ch
+                    .stream_insert::<FactRow>("fact_vk_ads_daily")
+                    .await?,
+            ),
+        };
         for chunk in self.window.chunks(CHUNK_DAYS) {
             for batch in ids.chunks(BATCH_IDS) {
                 let items = self
                     .statistics(account, batch, chunk, &mut load.rejected_ids)
                     .await?;
                 for item in items {
-                    rows.extend(self.rows_of(account, &item, &banners)?);
+                    for row in self.rows_of(account, &item, &banners)? {
+                        load.rows += 1;
+                        load.spent += row.spent;
+                        if let Some(insert) = insert.as_mut() {
+                            insert.write(&row).await?;
+                        }
+                    }
                 }
             }
         }
-        load.rows = rows.len();
-        load.spent = rows.iter().map(|r| r.spent).sum();
-        if !self.dry {
-            self.ch.insert_all("fact_vk_ads_daily", &rows).await?;
+        if let Some(insert) = insert {
+            insert.end().await?;
             let scope = format!(
                 "account = {} AND {}",
                 quote(account),

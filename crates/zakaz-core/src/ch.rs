@@ -196,6 +196,24 @@ impl Ch {
         within(self.timeout, all).await.map_err(fail)
     }
 
+    /// One `INSERT` fed row by row as the rows arrive (a large report is never held whole),
+    /// committed by [`StreamInsert::end`]; dropped unfinished, it writes nothing.
+    pub async fn stream_insert<T>(&self, table: &str) -> anyhow::Result<StreamInsert<T>>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        let insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(|e| insert_failed(table, &e))?;
+        Ok(StreamInsert {
+            insert,
+            table: table.to_owned(),
+            rows: 0,
+        })
+    }
+
     /// Run one statement (DDL or `INSERT … SELECT`), no retries: it may not be idempotent.
     pub async fn execute(&self, sql: &str) -> anyhow::Result<()> {
         within(self.timeout, self.client.query(sql).execute())
@@ -207,6 +225,36 @@ impl Ch {
                     first_words(sql)
                 )
             })
+    }
+}
+
+fn insert_failed(table: &str, e: &clickhouse::error::Error) -> anyhow::Error {
+    anyhow::anyhow!("ClickHouse insert into `{table}` failed: {}", short(e))
+}
+
+/// An insert in progress (see [`Ch::stream_insert`]).
+pub struct StreamInsert<T: clickhouse::Row> {
+    insert: clickhouse::insert::Insert<T>,
+    table: String,
+    pub rows: u64,
+}
+
+impl<T: clickhouse::RowOwned + clickhouse::RowWrite> StreamInsert<T> {
+    pub async fn write(&mut self, row: &T) -> anyhow::Result<()> {
+        self.rows += 1;
+        self.insert
+            .write(row)
+            .await
+            .map_err(|e| insert_failed(&self.table, &e))
+    }
+
+    /// Commit every row written.
+    pub async fn end(self) -> anyhow::Result<()> {
+        let table = self.table;
+        self.insert
+            .end()
+            .await
+            .map_err(|e| insert_failed(&table, &e))
     }
 }
 

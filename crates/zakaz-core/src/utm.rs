@@ -93,11 +93,25 @@ impl City {
 }
 
 fn alias(token: &str) -> Option<&'static str> {
+    // Lower-cased city names, computed once (a report of a million rows asks per row).
+    static LOWER: std::sync::OnceLock<Vec<(String, &'static str)>> = std::sync::OnceLock::new();
+    let lower_names = LOWER.get_or_init(|| {
+        CITY_ALIASES
+            .iter()
+            .map(|(_, name)| (name.to_lowercase(), *name))
+            .collect()
+    });
     let lower = token.to_lowercase();
     CITY_ALIASES
         .iter()
-        .find(|(a, name)| *a == lower || name.to_lowercase() == lower)
+        .find(|(a, _)| *a == lower)
         .map(|(_, name)| *name)
+        .or_else(|| {
+            lower_names
+                .iter()
+                .find(|(l, _)| *l == lower)
+                .map(|(_, name)| *name)
+        })
 }
 
 /// `msk_05_12` → Moscow; `tula_01_02` → unknown `tula`; `banner_7` → none. Only the
