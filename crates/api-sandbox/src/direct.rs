@@ -86,7 +86,7 @@ pub fn ad_day(seed: u64, ad_id: u64, date: NaiveDate) -> (u64, u64, i64, u64) {
     }
     let impressions = rng.range(10, 20_000);
     let clicks = impressions * rng.range(5, 80) / 1000;
-    let cost = clicks as i64 * rng.range(800, 6_000) as i64;
+    let cost = clicks as i64 * rng.range(200, 1_500) as i64;
     let conversions = clicks / rng.range(5, 30);
     (impressions, clicks, cost, conversions)
 }

@@ -195,7 +195,8 @@ pub fn banner_day(seed: u64, banner_id: u64, date: NaiveDate) -> (u64, u64, u64,
     let shows = rng.range(100, 80_000);
     let clicks = shows * rng.range(1, 6) / 1000;
     let goals = clicks / rng.range(5, 50);
-    let spent = (shows * rng.range(150, 400) / 1000) as i64 * 100 + rng.range(0, 99) as i64;
+    // 15–40 kopecks per show: a demo day of ads costs about what the demo sells.
+    let spent = (shows * rng.range(15, 40) / 1000) as i64 * 100 + rng.range(0, 99) as i64;
     (shows, clicks, goals, spent)
 }
 
