@@ -691,7 +691,14 @@ fn mask_body(body: &str) -> String {
                         walk(val) || changed
                     }
                 }),
-                Value::Array(items) => items.iter_mut().fold(false, |c, v| walk(v) || c),
+                Value::Array(items) => {
+                    // Every item is walked (no short circuit): each may hold a secret.
+                    let mut changed = false;
+                    for v in items {
+                        changed |= walk(v);
+                    }
+                    changed
+                }
                 _ => false,
             }
         }

@@ -120,7 +120,7 @@ impl Parser {
         }
         let cells: Vec<&str> = text.split('\t').collect();
         let Some(columns) = &self.columns else {
-            if cells.iter().any(|c| *c == "Date") && cells.iter().any(|c| *c == "AdId") {
+            if cells.contains(&"Date") && cells.contains(&"AdId") {
                 let index = FIELDS
                     .iter()
                     .map(|f| {

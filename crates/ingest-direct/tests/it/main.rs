@@ -21,6 +21,12 @@ pub struct Env {
 /// (date, login, campaign) → (impressions, clicks, cost in kopecks, conversions).
 type CampaignDays = BTreeMap<(String, String, u64), (u64, u64, i64, u64)>;
 
+impl Default for Env {
+    fn default() -> Self {
+        Env::new()
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         let config = SandboxConfig {

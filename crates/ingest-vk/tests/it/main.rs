@@ -26,6 +26,12 @@ pub struct Env {
 /// (date, ad plan id) → (shows, clicks, spent in kopecks).
 pub type PlanDays = BTreeMap<(String, u64), (u64, u64, i64)>;
 
+impl Default for Env {
+    fn default() -> Self {
+        Env::new()
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         Env::with(SandboxConfig::default())
