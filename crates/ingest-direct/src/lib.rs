@@ -163,20 +163,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or(Duration::from_secs(600));
     let deadline = Instant::now() + timeout.saturating_sub(Duration::from_secs(20));
     let http = HttpClient::new("Yandex Direct", &cli.http)?.with_deadline(deadline);
-    let ch = Ch::connect(&cli.clickhouse).await?;
     let logins = cli.direct.logins();
-    let loader = |dry| Loader {
+    let loader = |ch| Loader {
         http: &http,
-        ch: &ch,
+        ch,
         args: &cli.direct,
         window,
-        dry,
         stamp: Stamp::now(),
         deadline,
         progress: progress_enabled(),
     };
+    // A dry run needs no ClickHouse: it reads nothing there and writes nothing.
     if cli.dry_run {
-        let outcome = loader(true).run(&logins).await?;
+        let outcome = loader(None).run(&logins).await?;
         println!("{}", outcome.message);
         println!(
             "{}",
@@ -184,9 +183,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let ch = Ch::connect(&cli.clickhouse).await?;
     zakaz_core::schema::ensure(&ch).await?;
     let job = zakaz_core::jobs::get(JOB);
-    let (loader, logins) = (loader(false), &logins);
+    let (loader, logins) = (loader(Some(&ch)), &logins);
     journaled(&ch, job, Some(window), |_run_id| async move {
         loader.run(logins).await
     })
@@ -209,12 +209,12 @@ struct LoginLoad {
     cost: i64,
 }
 
+/// One run; without ClickHouse (`ch: None`) a dry run.
 pub struct Loader<'a> {
     http: &'a HttpClient,
-    ch: &'a Ch,
+    ch: Option<&'a Ch>,
     args: &'a DirectArgs,
     window: DateWindow,
-    dry: bool,
     stamp: Stamp,
     deadline: Instant,
     progress: bool,
@@ -256,7 +256,7 @@ impl Loader<'_> {
             loads.len(),
             zakaz_core::money::format_kopecks(loads.iter().map(|(_, l)| l.cost).sum())
         );
-        if self.dry {
+        if self.ch.is_none() {
             message = format!("dry run, nothing written: would write {message}");
         }
         let outcome = Outcome {
@@ -293,14 +293,14 @@ impl Loader<'_> {
                 ),
             }
         }
-        if !self.dry {
+        if let Some(ch) = self.ch {
             let scope = format!(
                 "client_login = {} AND {}",
                 quote(login),
                 date_range("stat_date", self.window)
             );
             zero_stale(
-                self.ch,
+                ch,
                 "fact_direct_daily",
                 COLUMNS,
                 &["impressions", "clicks", "cost", "conversions"],
@@ -453,13 +453,9 @@ impl Loader<'_> {
     ) -> anyhow::Result<Answer> {
         let mut parser = report::Parser::default();
         let mut rows: Vec<FactRow> = Vec::with_capacity(INSERT_BATCH);
-        let mut insert = match self.dry {
-            true => None,
-            false => Some(
-                self.ch
-                    .stream_insert::<FactRow>("fact_direct_daily")
-                    .await?,
-            ),
+        let mut insert = match self.ch {
+            None => None,
+            Some(ch) => Some(ch.stream_insert::<FactRow>("fact_direct_daily").await?),
         };
         let mut cost = 0i64;
         let mut last_progress = Instant::now();
@@ -517,7 +513,7 @@ impl Loader<'_> {
                 for row in rows.drain(..) {
                     insert.write(&row).await?;
                 }
-            } else if self.dry {
+            } else if insert.is_none() {
                 rows.clear();
             }
             if self.progress && last_progress.elapsed() > Duration::from_secs(2) {

@@ -199,10 +199,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         &state_dir,
     ));
     let api = VkApi::new(http, &cli.vk.vk_ads_base_url, tokens.clone(), clock);
-    let ch = Ch::connect(&cli.clickhouse).await?;
     let accounts = cli.vk.accounts();
+    // A dry run needs no ClickHouse: it reads nothing there and writes nothing.
     if cli.dry_run {
-        let outcome = Loader::new(&api, &ch, &tokens, window, true)
+        let outcome = Loader::new(&api, None, &tokens, window)
             .run(&accounts)
             .await?;
         println!("{}", outcome.message);
@@ -212,11 +212,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let ch = Ch::connect(&cli.clickhouse).await?;
     zakaz_core::schema::ensure(&ch).await?;
     let job = zakaz_core::jobs::get(JOB);
     let (api, ch_ref, tokens, accounts) = (&api, &ch, &tokens, &accounts);
     journaled(&ch, job, Some(window), |_run_id| async move {
-        Loader::new(api, ch_ref, tokens, window, false)
+        Loader::new(api, Some(ch_ref), tokens, window)
             .run(accounts)
             .await
     })
@@ -234,13 +235,12 @@ struct AccountLoad {
     spent: i64,
 }
 
-/// One run.
+/// One run; without ClickHouse (`ch: None`) a dry run.
 pub struct Loader<'a> {
     api: &'a VkApi,
-    ch: &'a Ch,
+    ch: Option<&'a Ch>,
     tokens: &'a Tokens,
     window: DateWindow,
-    dry: bool,
     stamp: Stamp,
 }
 
@@ -256,19 +256,12 @@ struct BannerInfo {
 }
 
 impl<'a> Loader<'a> {
-    pub fn new(
-        api: &'a VkApi,
-        ch: &'a Ch,
-        tokens: &'a Tokens,
-        window: DateWindow,
-        dry: bool,
-    ) -> Self {
+    pub fn new(api: &'a VkApi, ch: Option<&'a Ch>, tokens: &'a Tokens, window: DateWindow) -> Self {
         Loader {
             api,
             ch,
             tokens,
             window,
-            dry,
             stamp: Stamp::now(),
         }
     }
@@ -339,7 +332,7 @@ impl<'a> Loader<'a> {
                     .join(", ")
             ));
         }
-        if self.dry {
+        if self.ch.is_none() {
             message = format!("dry run, nothing written: would write {message}");
         }
         let outcome = Outcome {
@@ -364,13 +357,9 @@ impl<'a> Loader<'a> {
         let ids: Vec<u64> = banners.keys().copied().collect();
         // Rows stream into one insert per account, committed once every batch is in: memory
         // stays bounded on long windows, and a failure mid-way writes nothing.
-        let mut insert = match self.dry {
-            true => None,
-            false => Some(
-                self.ch
-                    .stream_insert::<FactRow>("fact_vk_ads_daily")
-                    .await?,
-            ),
+        let mut insert = match self.ch {
+            None => None,
+            Some(ch) => Some(ch.stream_insert::<FactRow>("fact_vk_ads_daily").await?),
         };
         for chunk in self.window.chunks(CHUNK_DAYS) {
             for batch in ids.chunks(BATCH_IDS) {
@@ -388,7 +377,7 @@ impl<'a> Loader<'a> {
                 }
             }
         }
-        if let Some(insert) = insert {
+        if let (Some(insert), Some(ch)) = (insert, self.ch) {
             insert.end().await?;
             let scope = format!(
                 "account = {} AND {}",
@@ -396,7 +385,7 @@ impl<'a> Loader<'a> {
                 date_range("stat_date", self.window)
             );
             zero_stale(
-                self.ch,
+                ch,
                 "fact_vk_ads_daily",
                 COLUMNS,
                 &["shows", "clicks", "goals", "spent"],

@@ -110,8 +110,25 @@ impl Env {
 
     /// The same sums from a twin sandbox's online reports, parsed by the test.
     pub fn expected(&self, from: &str, to: &str) -> CampaignDays {
-        let twin = Server::start_local(self.config.clone()).unwrap();
         let mut out = CampaignDays::new();
+        for (login, f) in self.twin_rows(from, to) {
+            let e = out
+                .entry((f[0].clone(), login, f[1].parse().unwrap()))
+                .or_default();
+            e.0 += f[2].parse::<u64>().unwrap();
+            e.1 += f[3].parse::<u64>().unwrap();
+            let (rub, kop) = f[4].split_once('.').unwrap();
+            e.2 += rub.parse::<i64>().unwrap() * 100 + kop.parse::<i64>().unwrap();
+            e.3 += f[5].parse::<u64>().unwrap_or(0);
+        }
+        out
+    }
+
+    /// (login, `Date, CampaignId, Impressions, Clicks, Cost, Conversions`) of every data
+    /// line of a twin sandbox's online reports.
+    pub fn twin_rows(&self, from: &str, to: &str) -> Vec<(String, Vec<String>)> {
+        let twin = Server::start_local(self.config.clone()).unwrap();
+        let mut out = Vec::new();
         for login in ["client-a", "client-b"] {
             let body = json!({"params": {
                 "SelectionCriteria": {"DateFrom": from, "DateTo": to},
@@ -134,15 +151,10 @@ impl Env {
             let lines: Vec<&str> = tsv.lines().collect();
             assert!(lines.last().unwrap().starts_with("Total rows"));
             for line in &lines[2..lines.len() - 1] {
-                let f: Vec<&str> = line.split('\t').collect();
-                let e = out
-                    .entry((f[0].to_owned(), login.to_owned(), f[1].parse().unwrap()))
-                    .or_default();
-                e.0 += f[2].parse::<u64>().unwrap();
-                e.1 += f[3].parse::<u64>().unwrap();
-                let (rub, kop) = f[4].split_once('.').unwrap();
-                e.2 += rub.parse::<i64>().unwrap() * 100 + kop.parse::<i64>().unwrap();
-                e.3 += f[5].parse::<u64>().unwrap_or(0);
+                out.push((
+                    login.to_owned(),
+                    line.split('\t').map(str::to_owned).collect(),
+                ));
             }
         }
         out
@@ -278,4 +290,35 @@ fn a_failing_login_fails_the_run_with_the_apis_words_and_the_others_are_loaded()
         stderr(&bad)
     );
     assert!(!stderr(&bad).contains("not-the-token"));
+}
+
+#[test]
+fn dry_run_parses_everything_writes_nothing_and_needs_no_clickhouse() {
+    let env = Env::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let out = env.run(&["--dry-run"], &[("CLICKHOUSE_URL", &url)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = env.twin_rows("2026-11-21", "2026-11-24").len();
+    let cost: i64 = env
+        .expected("2026-11-21", "2026-11-24")
+        .values()
+        .map(|v| v.2)
+        .sum();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "dry run, nothing written: would write {rows} ad-day rows"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("cost {}.{:02}", cost / 100, cost % 100)),
+        "{text}"
+    );
+    assert_eq!(
+        env.query("SELECT count() FROM {db}.fact_direct_daily"),
+        "0\n"
+    );
 }
