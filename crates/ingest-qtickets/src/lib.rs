@@ -31,7 +31,7 @@ use zakaz_core::ch::{Ch, ClickHouseArgs};
 use zakaz_core::cli::{CommonArgs, JobCli};
 use zakaz_core::http::{HttpArgs, HttpClient};
 use zakaz_core::journal::{Metrics, Outcome, journaled};
-use zakaz_core::time::{DateWindow, MOSCOW, WindowArgs, ch_datetime, moscow_today};
+use zakaz_core::time::{Clock, ClockArgs, DateWindow, MOSCOW, WindowArgs, ch_datetime};
 
 use crate::api::QTickets;
 use crate::model::{EventRow, OrderRow, ShowRef, TicketRow, transform_event, transform_order};
@@ -53,6 +53,8 @@ pub struct Cli {
     pub http: HttpArgs,
     #[command(flatten)]
     pub window: WindowArgs,
+    #[command(flatten)]
+    pub clock: ClockArgs,
     #[command(flatten)]
     pub qtickets: QTicketsArgs,
 
@@ -169,11 +171,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let window = match (cli.window.since, cli.window.days) {
         (None, None) => None,
-        _ => Some(DateWindow::resolve(&cli.window, moscow_today(), 1)?),
+        _ => Some(DateWindow::resolve(
+            &cli.window,
+            cli.clock.clock().moscow_today(),
+            1,
+        )?),
     };
     let ch = Ch::connect(&cli.clickhouse).await?;
     if cli.dry_run {
-        let outcome = Loader::new(&api, &ch, &cli.qtickets, window, None)
+        let outcome = Loader::new(&api, &ch, &cli.qtickets, window, None, cli.clock.clock())
             .run()
             .await?;
         println!("{}", outcome.message);
@@ -185,9 +191,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     zakaz_core::schema::ensure(&ch).await?;
     let job = zakaz_core::jobs::get(JOB);
-    let (api, ch_ref, args) = (&api, &ch, &cli.qtickets);
+    let (api, ch_ref, args, clock) = (&api, &ch, &cli.qtickets, cli.clock.clock());
     journaled(&ch, job, window, |run_id| async move {
-        Loader::new(api, ch_ref, args, window, Some(run_id))
+        Loader::new(api, ch_ref, args, window, Some(run_id), clock)
             .run()
             .await
     })
@@ -202,6 +208,9 @@ pub struct Loader<'a> {
     args: &'a QTicketsArgs,
     window: Option<DateWindow>,
     run_id: Option<String>,
+    /// Business time (today, the run's start, upcoming shows); load stamps and versions use
+    /// the system clock, so that they grow with real loads whatever a test pins.
+    clock: Clock,
     loaded_at: u32,
     /// Version of this run's dirty marks; its clean marks are one above, so a later run's
     /// dirty mark always wins over this run's clean one.
@@ -228,6 +237,7 @@ impl<'a> Loader<'a> {
         args: &'a QTicketsArgs,
         window: Option<DateWindow>,
         run_id: Option<String>,
+        clock: Clock,
     ) -> Self {
         Loader {
             api,
@@ -235,6 +245,7 @@ impl<'a> Loader<'a> {
             args,
             window,
             run_id,
+            clock,
             loaded_at: ch_datetime(&chrono::Utc::now()),
             mark_version: chrono::Utc::now().timestamp_micros().max(0) as u64 * 2,
             first_load: false,
@@ -261,8 +272,8 @@ impl<'a> Loader<'a> {
     }
 
     pub async fn run(mut self) -> anyhow::Result<Outcome> {
-        let now = chrono::Utc::now().timestamp();
-        let started_at = ch_datetime(&chrono::Utc::now());
+        let now = self.clock.now().timestamp();
+        let started_at = ch_datetime(&self.clock.now());
         // Events first: facts take each event's city from `dim_events`.
         let event_rows = self.api.all_pages("/events", json!({})).await?;
         let mut events = Vec::with_capacity(event_rows.len());
@@ -397,7 +408,7 @@ impl<'a> Loader<'a> {
 
     /// Fetch the orders this run needs and stage them; returns how they were chosen.
     async fn fetch_orders(&mut self, previous: Option<Watermark>) -> anyhow::Result<Mode> {
-        let today = moscow_today();
+        let today = self.clock.moscow_today();
         if let Some(window) = self.window {
             let max_id = self.api.max_order_id().await?;
             // Payment follows creation within minutes; a day of margin on both sides.

@@ -9,6 +9,10 @@ use api_sandbox::{SandboxConfig, Server};
 use serde_json::Value;
 use zakaz_core::testing::{TestDb, query_tsv};
 
+/// The sandbox's and the loader's "now" in these tests: late evening in Moscow, so that a
+/// date computed in UTC instead of Moscow time would be wrong.
+pub const NOW: &str = "2026-11-25T23:30:00+03:00";
+
 /// (sales date, event id, city).
 pub type Key = (String, u64, String);
 /// (tickets sold, revenue, refunds, net revenue in kopecks, orders).
@@ -24,7 +28,12 @@ impl Env {
         Env::with(SandboxConfig::default()).await
     }
 
+    /// A sandbox whose clock starts at [`NOW`] unless the config says otherwise.
     pub async fn with(config: SandboxConfig) -> Env {
+        let config = SandboxConfig {
+            now: config.now.or_else(|| Some(NOW.into())),
+            ..config
+        };
         let (db, _ch) = TestDb::migrated().await;
         Env {
             sandbox: Server::start_local(config).unwrap(),
@@ -32,9 +41,13 @@ impl Env {
         }
     }
 
+    /// The loader, acting as of the sandbox's "now" (one clock for both, also after a test
+    /// advances the sandbox's).
     pub fn command(&self, args: &[&str]) -> Command {
+        let now = chrono::DateTime::from_timestamp(self.sandbox.sandbox().now(), 0).unwrap();
         let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-qtickets"));
         cmd.args(args)
+            .arg(format!("--now={}", now.to_rfc3339()))
             .env(
                 "QTICKETS_BASE_URL",
                 format!("{}/qtickets/api/rest/v1", self.sandbox.base_url),
