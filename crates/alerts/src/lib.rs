@@ -40,6 +40,8 @@ pub struct Cli {
     pub http: HttpArgs,
     #[command(flatten)]
     pub channels: ChannelArgs,
+    #[command(flatten)]
+    pub clock: zakaz_core::time::ClockArgs,
 
     /// Hours an open alert stays quiet before a reminder.
     #[arg(long, env = "ALERT_COOLDOWN_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720))]
@@ -155,7 +157,7 @@ async fn deliver_without_clickhouse(
     fingerprint: &str,
     notice: &Notice,
 ) -> Option<notify::Delivery> {
-    let now = ch_datetime(&chrono::Utc::now());
+    let now = ch_datetime(&cli.clock.clock().now());
     let mut log = fallback::SentLog::open(&cli.alerts_state_dir);
     if log.recently_sent(fingerprint, now, cli.alert_cooldown_hours * 3600) {
         tracing::info!(
@@ -193,7 +195,7 @@ impl<'a> Checker<'a> {
             cli,
             ch,
             channels,
-            now: ch_datetime(&chrono::Utc::now()),
+            now: ch_datetime(&cli.clock.clock().now()),
         }
     }
 
@@ -286,7 +288,7 @@ impl<'a> Checker<'a> {
             } else {
                 sent += 1;
             }
-            record(self.ch, notice, change, &delivery).await?;
+            record(self.ch, self.cli.clock.clock(), notice, change, &delivery).await?;
         }
         let message = format!("{} notice(s) sent, {} undelivered", sent, failed);
         let outcome = Outcome {
@@ -306,8 +308,11 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// Record a state change: `created_at` on the business clock (cooldowns compare it with
+/// "now"), `created_us` on the system clock (it orders the records of one alert).
 async fn record(
     ch: &Ch,
+    clock: zakaz_core::time::Clock,
     notice: &Notice,
     change: &Change,
     delivery: &notify::Delivery,
@@ -328,10 +333,9 @@ async fn record(
             "resolved",
         ),
     };
-    let now = chrono::Utc::now();
     let row = AlertRow {
-        created_at: ch_datetime(&now),
-        created_us: now.timestamp_micros().max(0) as u64,
+        created_at: ch_datetime(&clock.now()),
+        created_us: chrono::Utc::now().timestamp_micros().max(0) as u64,
         alert_id: uuid::Uuid::new_v4().to_string(),
         fingerprint,
         job,
@@ -474,7 +478,7 @@ async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Resu
     };
     let ch = ch.expect("queries answered, so connected");
     let cooldown = cli.alert_cooldown_hours * 3600;
-    let now = ch_datetime(&chrono::Utc::now());
+    let now = ch_datetime(&cli.clock.clock().now());
     if let Some(o) = open.get(&condition.fingerprint).filter(|o| {
         o.state == "firing" && o.last_sent > 0 && now.saturating_sub(o.last_sent) < cooldown
     }) {
@@ -482,7 +486,14 @@ async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Resu
         return Ok(());
     }
     let delivery = channels.deliver(&notice).await;
-    record(&ch, &notice, &Change::Fire(condition), &delivery).await?;
+    record(
+        &ch,
+        cli.clock.clock(),
+        &notice,
+        &Change::Fire(condition),
+        &delivery,
+    )
+    .await?;
     anyhow::ensure!(
         !delivery.delivered.is_empty(),
         "no channel accepted the alert: {}",

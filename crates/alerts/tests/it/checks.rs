@@ -105,10 +105,10 @@ async fn a_failure_that_never_reached_the_journal_is_resolved_only_by_a_newer_ok
     // Five minutes ago `qtickets` exited 78 before it could write to the journal, and
     // `--unit-failed` alerted; its last run in the journal is still the ok one before that.
     env.ch
-        .execute(
+        .execute(&env.at_now(
             "INSERT INTO alerts (created_at, alert_id, fingerprint, job, alert_type, severity, state, title, channels) \
              SELECT now() - 300, 'a1', 'failed_run:qtickets', 'qtickets', 'failed_run', 'critical', 'firing', 'qtickets.service failed', 'telegram'",
-        )
+        ))
         .await
         .unwrap();
     env.run_ok(&[]);
@@ -137,11 +137,11 @@ async fn an_ok_run_with_warnings_raises_its_own_alert() {
     let env = Env::new().await;
     env.seed_healthy().await;
     env.ch
-        .execute(
+        .execute(&env.at_now(
             "INSERT INTO meta_job_run_events (job, run_id, seq, status, started_at, finished_at, deadline_at, rows_processed, message, metrics, host, pid) \
              SELECT 'qtickets', 'w1', 1, 'ok', now() - 60, now() - 50, now() + 240, 10, \
                     '10 orders; inventory failed for 1 show(s): show 77: HTTP 500', '{\"warnings\":1,\"orders\":10}', 'test', 1",
-        )
+        ))
         .await
         .unwrap();
     env.run_ok(&[]);
@@ -318,11 +318,11 @@ async fn a_reminder_comes_after_the_cooldown_and_not_a_minute_before() {
     // Both were alerted before: qtickets a minute more than the 24 h cooldown ago, vk_ads a
     // minute less.
     env.ch
-        .execute(
+        .execute(&env.at_now(
             "INSERT INTO alerts (created_at, alert_id, fingerprint, job, alert_type, severity, state, title, channels) VALUES \
              (now() - 86460, 'a1', 'failed_run:qtickets', 'qtickets', 'failed_run', 'critical', 'firing', 'qtickets failed', 'telegram'), \
              (now() - 86340, 'a2', 'failed_run:vk_ads', 'vk_ads', 'failed_run', 'critical', 'firing', 'vk_ads failed', 'telegram')",
-        )
+        ))
         .await
         .unwrap();
     env.run_ok(&[]);

@@ -121,6 +121,9 @@ pub struct Env {
     pub state_dir: PathBuf,
     /// `SYSTEMD_UNIT_DIRS`: every job installed, these enabled (the loaders included).
     pub units: zakaz_core::testing::UnitDir,
+    /// The instant the alerts runs of this test act as of (`--now`), and the seeds' "now":
+    /// one clock for both, so no assertion depends on the time of day.
+    pub now: i64,
 }
 
 /// The jobs the tests treat as switched on.
@@ -144,12 +147,25 @@ impl Env {
             smtp: Smtp::start(),
             state_dir,
             units: zakaz_core::testing::UnitDir::enabling(ENABLED),
+            now: chrono::Utc::now().timestamp(),
         }
     }
 
+    /// `sql` with every `now()` meaning [`Env::now`].
+    pub fn at_now(&self, sql: &str) -> String {
+        sql.replace("now()", &self.now_sql())
+    }
+
+    /// [`Env::now`] as a ClickHouse expression, for seeds.
+    pub fn now_sql(&self) -> String {
+        format!("toDateTime({})", self.now)
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
+        let now = chrono::DateTime::from_timestamp(self.now, 0).unwrap();
         let mut cmd = self.db.command(env!("CARGO_BIN_EXE_alerts"));
         cmd.args(args)
+            .arg(format!("--now={}", now.to_rfc3339()))
             .env(
                 "TELEGRAM_API_URL",
                 format!("{}/telegram", self.sandbox.base_url),
@@ -205,12 +221,13 @@ impl Env {
         let finished = if status == "running" {
             "NULL".to_owned()
         } else {
-            format!("now() - {}", ago - 5)
+            format!("{} - {}", self.now_sql(), ago - 5)
         };
         self.ch
             .execute(&format!(
                 "INSERT INTO meta_job_run_events (job, run_id, seq, status, started_at, finished_at, deadline_at, rows_processed, message, metrics, host, pid) \
-                 SELECT '{job}', '{job}-{ago}-{status}', {seq}, '{status}', now() - {ago}, {finished}, now() + {deadline_in}, 1, '{message}', '{{}}', 'test', 1",
+                 SELECT '{job}', '{job}-{ago}-{status}', {seq}, '{status}', {now} - {ago}, {finished}, {now} + {deadline_in}, 1, '{message}', '{{}}', 'test', 1",
+                now = self.now_sql(),
                 seq = u8::from(status != "running"),
                 message = message.replace('\'', "\\'"),
             ))
@@ -232,6 +249,7 @@ impl Env {
             ),
             other => panic!("no seed for {other}"),
         };
+        let sql = self.at_now(&sql);
         self.ch.execute(&sql).await.unwrap();
     }
 
