@@ -1,6 +1,7 @@
 //! `ingest-qtickets` end to end: the real binary, `api-sandbox` in-process, real ClickHouse.
 
 mod load;
+mod properties;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
