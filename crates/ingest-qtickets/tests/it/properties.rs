@@ -136,14 +136,16 @@ fn naive_moscow_date(t: i64) -> NaiveDate {
         + chrono::Days::new((t + 3 * 3600).div_euclid(86_400) as u64)
 }
 
-type Naive = BTreeMap<(NaiveDate, u64, String), (u64, i64, i64, i64, u64)>;
+/// (sales date, event, city).
+type Key = (NaiveDate, u64, String);
+/// Tickets, revenue, refunds, net revenue, orders.
+type Naive = BTreeMap<Key, (u64, i64, i64, i64, u64)>;
 
 /// The documented rules, written out: a paid, not cancelled order counts on the Moscow date of
 /// its payment; a basket not cancelled adds price × quantity to revenue; a refunded one adds
 /// its refunded amount to refunds and no tickets; any other adds its quantity.
 fn naive(orders: &[Order], cities: &HashMap<u64, String>) -> Naive {
-    let mut sums: BTreeMap<(NaiveDate, u64, String), (u64, i64, i64, BTreeSet<u64>)> =
-        BTreeMap::new();
+    let mut sums: BTreeMap<Key, (u64, i64, i64, BTreeSet<u64>)> = BTreeMap::new();
     for (i, o) in orders.iter().enumerate() {
         if !o.payed || o.deleted {
             continue;
