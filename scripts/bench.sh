@@ -12,13 +12,13 @@ fi
 
 if [ "$what" = qtickets ] || [ "$what" = all ]; then
     echo "==> ingest-qtickets: backfill of ~100 000 orders"
-    cargo build -q --release -p ingest-qtickets
+    cargo build -q --release -p ingest-qtickets -p api-sandbox
     cargo bench -q -p ingest-qtickets --bench backfill
 fi
 
 if [ "$what" = incremental ] || [ "$what" = all ]; then
     echo "==> ingest-qtickets: incremental runs after 1 vs 12 months of staged history"
-    cargo build -q --release -p ingest-qtickets
+    cargo build -q --release -p ingest-qtickets -p api-sandbox
     cargo bench -q -p ingest-qtickets --bench incremental
 fi
 

@@ -1,6 +1,10 @@
 //! How fast the sandbox serves QTickets order pages: it must never be the bottleneck of a
-//! loader benchmark. Baseline, in the same process: the cheapest round trip through the same
-//! HTTP stack (`GET /_sandbox/state`), so the ratio shows what page building costs.
+//! loader benchmark. `CLIENTS` (default 4) clients at once, each keyset-paging its own id
+//! range as the loader's concurrent backfill does. Baseline, in the same process and through
+//! the same request path (route, bearer check, request log, fault matching): the same
+//! clients asking for an empty page (`id >` the newest id), so the ratio shows what building
+//! pages costs. A warm-up, then `BENCH_REPS` (default 3) rounds of each, alternating which
+//! goes first; median (min–max).
 //!
 //! `cargo bench -p api-sandbox --bench serve` (scripts/bench.sh runs it); `ORDERS_PER_DAY`
 //! and `DAYS` size the history (default 3 500 × 30 ≈ 105 000 orders).
@@ -8,7 +12,8 @@
 use std::time::Instant;
 
 use api_sandbox::{SandboxConfig, Server};
-use serde_json::json;
+use serde_json::{Value, json};
+use zakaz_core::bench::{Spread, reps};
 
 #[derive(serde::Deserialize)]
 struct IdPage {
@@ -27,6 +32,77 @@ fn env_u32(key: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
+/// One order page (only the ids parsed: the number measures the server, not a client's JSON
+/// tree) and its size.
+fn page(http: &reqwest::blocking::Client, base: &str, body: &Value) -> (Vec<u64>, usize) {
+    let bytes = http
+        .get(format!("{base}/qtickets/api/rest/v1/orders"))
+        .bearer_auth("sandbox-token")
+        .json(body)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let page: IdPage = serde_json::from_slice(&bytes).unwrap();
+    (page.data.into_iter().map(|o| o.id).collect(), bytes.len())
+}
+
+fn after(id: u64, before: u64) -> Value {
+    json!({"where": [
+        {"column": "id", "operator": ">", "value": id},
+        {"column": "id", "operator": "<", "value": before}
+    ], "orderBy": {"id": "asc"}, "page": 1})
+}
+
+/// `clients` threads keyset-paging disjoint id ranges of `lo..hi`: (pages, orders, bytes).
+fn all_pages(base: &str, clients: u64, lo: u64, hi: u64) -> (u64, usize, usize) {
+    let step = (hi - lo).div_ceil(clients);
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let base = base.to_owned();
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                let (mut last, before) = (lo + i * step, (lo + (i + 1) * step + 1).min(hi));
+                let (mut pages, mut orders, mut bytes) = (0u64, 0usize, 0usize);
+                loop {
+                    let (ids, n) = page(&http, &base, &after(last, before));
+                    pages += 1;
+                    bytes += n;
+                    let Some(id) = ids.last() else {
+                        return (pages, orders, bytes);
+                    };
+                    orders += ids.len();
+                    last = *id;
+                }
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+}
+
+/// `clients` threads asking `per_client` times for the empty page after `newest`.
+fn empty_pages(base: &str, clients: u64, newest: u64, per_client: u64) -> u64 {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let base = base.to_owned();
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                for _ in 0..per_client {
+                    let (ids, _) = page(&http, &base, &after(newest, u64::MAX));
+                    assert!(ids.is_empty());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    clients * per_client
+}
+
 fn main() {
     let config = SandboxConfig {
         orders_per_day: env_u32("ORDERS_PER_DAY", 3_500),
@@ -36,68 +112,59 @@ fn main() {
         now: Some("2026-11-25T12:00:00+03:00".into()),
         ..Default::default()
     };
+    let clients = u64::from(env_u32("CLIENTS", 4));
     let started = Instant::now();
     let server = Server::start_local(config).unwrap();
     let generation = started.elapsed();
     let orders = server.sandbox().data.qtickets.orders.len();
-    let http = reqwest::blocking::Client::new();
     let base = server.base_url.clone();
+    let http = reqwest::blocking::Client::new();
+    let (newest, _) = page(&http, &base, &json!({"orderBy": {"id": "desc"}, "page": 1}));
+    let (first, _) = page(&http, &base, &after(0, u64::MAX));
+    let (lo, hi) = (first[0] - 1, newest[0] + 1);
 
-    // Baseline: trivial round trips.
-    let n = 2_000;
-    let t = Instant::now();
-    for _ in 0..n {
-        http.get(format!("{base}/_sandbox/state"))
-            .send()
-            .unwrap()
-            .bytes()
-            .unwrap();
-    }
-    let baseline_rps = f64::from(n) / t.elapsed().as_secs_f64();
+    // Warm-up of both.
+    all_pages(&base, clients, lo, hi);
+    empty_pages(&base, clients, newest[0], 200);
 
-    // Keyset paging through every order, as a loader does.
-    let t = Instant::now();
-    let mut last_id = 0u64;
-    let mut pages = 0u32;
-    let mut seen = 0usize;
-    let mut bytes = 0usize;
-    loop {
-        let body = json!({"where": [{"column": "id", "operator": ">", "value": last_id}], "orderBy": {"id": "asc"}, "page": 1});
-        let resp = http
-            .get(format!("{base}/qtickets/api/rest/v1/orders"))
-            .bearer_auth("sandbox-token")
-            .json(&body)
-            .send()
-            .unwrap()
-            .bytes()
-            .unwrap();
-        bytes += resp.len();
-        // Only the ids are read: the number measures the server, not a client's JSON tree.
-        let page: IdPage = serde_json::from_slice(&resp).unwrap();
-        pages += 1;
-        if page.data.is_empty() {
-            break;
+    let (mut baseline, mut pages_per_s, mut orders_per_s, mut mb_per_s) =
+        (vec![], vec![], vec![], vec![]);
+    for i in 0..reps(3) {
+        let mut rounds: Vec<Box<dyn FnMut()>> = vec![
+            Box::new(|| {
+                let t = Instant::now();
+                let n = empty_pages(&base, clients, newest[0], 1_000);
+                baseline.push(n as f64 / t.elapsed().as_secs_f64());
+            }),
+            Box::new(|| {
+                let t = Instant::now();
+                let (pages, seen, bytes) = all_pages(&base, clients, lo, hi);
+                let secs = t.elapsed().as_secs_f64();
+                assert_eq!(seen, orders);
+                pages_per_s.push(pages as f64 / secs);
+                orders_per_s.push(seen as f64 / secs);
+                mb_per_s.push(bytes as f64 / secs / 1e6);
+            }),
+        ];
+        if i % 2 == 1 {
+            rounds.reverse();
         }
-        seen += page.data.len();
-        last_id = page.data.last().unwrap().id;
-        assert!(pages < 1_000_000);
+        for mut round in rounds {
+            round();
+        }
     }
-    let elapsed = t.elapsed().as_secs_f64();
-    assert_eq!(seen, orders);
-    let pages_per_s = f64::from(pages) / elapsed;
-    println!("api-sandbox serve benchmark");
+    let (b, p) = (Spread::of(&baseline), Spread::of(&pages_per_s));
+    println!("api-sandbox serve benchmark, {clients} clients at once");
     println!(
-        "  orders generated:        {orders} in {:.2} s",
+        "  orders generated:          {orders} in {:.2} s",
         generation.as_secs_f64()
     );
-    println!("  baseline round trips:    {baseline_rps:.0} req/s (GET /_sandbox/state)");
+    println!("  empty pages (baseline):    {} req/s", b.show(0));
+    println!("  order pages (50 each):     {} pages/s", p.show(0));
     println!(
-        "  order pages (50 each):   {pages_per_s:.0} pages/s = {:.0} orders/s, {:.1} MB/s",
-        seen as f64 / elapsed,
-        bytes as f64 / elapsed / 1e6
+        "                             {} orders/s, {} MB/s",
+        Spread::of(&orders_per_s).show(0),
+        Spread::of(&mb_per_s).show(1)
     );
-    println!(
-        "  ratio pages/baseline:    {:.2}",
-        pages_per_s / baseline_rps
-    );
+    println!("  ratio pages/baseline:      {:.2}", p.median / b.median);
 }
