@@ -1,8 +1,14 @@
-//! Gmail API v1 and Google's OAuth token endpoint: refresh-token grant (a bad one is
-//! `invalid_grant`), message search paged by `nextPageToken` with no `messages` key when
-//! nothing matches, `internalDate` as a string, MIME trees with base64url bodies (padded or
-//! not), attachments fetched separately, labels by id. Sales reports arrive as CSV (UTF-8 or
-//! Windows-1251, `;` or `,`, decimal comma), XLSX, or an HTML table, among unrelated mail.
+//! Gmail API v1 and Google's OAuth token endpoint: refresh-token grant (a bad client is
+//! `invalid_client`, a dead refresh token `invalid_grant`), message search paged by
+//! `nextPageToken` (an invalid token is an error, not page 1) with no `messages` key when
+//! nothing matches, the search language's dates (`after:`/`before:` a date are midnight
+//! Pacific time, or epoch seconds; `newer_than:`/`older_than:`), `OR`, `{…}`, `(…)` and `-`
+//! (anything else: 400, never a silent empty result), `internalDate` as a string, MIME trees
+//! with base64url bodies (padded or not), attachments fetched separately by ids that change
+//! with every fetch of the message and expire, labels by id, Google's error bodies
+//! (`error.status` canonical, `error.errors[].reason`). Sales reports arrive as CSV (UTF-8 or
+//! Windows-1251, `;` or `,`, decimal comma), XLSX, or an HTML table — one of them UTF-8 under
+//! a `windows-1251` header — among unrelated mail.
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
@@ -11,6 +17,9 @@ use crate::encode::{base64url, cp1251, xlsx};
 use crate::http::{Req, Resp, form_value};
 use crate::rng::Rng;
 use crate::{Sandbox, SandboxConfig};
+
+/// How long an attachment id stays valid after the message fetch that gave it out.
+pub const ATTACHMENT_ID_TTL: i64 = 3600;
 
 pub const CLIENT_ID: &str = "sandbox-client";
 pub const CLIENT_SECRET: &str = "sandbox-secret";
@@ -44,6 +53,8 @@ pub struct Message {
     pub internal_ms: i64,
     pub text: String,
     pub html: Option<String>,
+    /// The charset the HTML part declares (not always the one its bytes are in).
+    pub html_charset: &'static str,
     pub attachments: Vec<Attachment>,
     pub padded: bool,
 }
@@ -96,11 +107,12 @@ impl GmailData {
                 internal_ms,
                 text: "Отчёт о продажах во вложении.".to_owned(),
                 html: None,
+                html_charset: "UTF-8",
                 attachments: Vec::new(),
                 padded: i % 2 == 0,
             };
             let ru_header = "Дата;Событие;Город;Продано билетов;Выручка;Возвраты;Валюта";
-            match i % 5 {
+            match i % 6 {
                 0 | 1 => {
                     let mut csv = String::from(ru_header);
                     for r in &rows {
@@ -149,7 +161,7 @@ impl GmailData {
                         data: csv.into_bytes(),
                     });
                 }
-                3 => {
+                3 | 5 => {
                     let mut html = String::from(
                         "<html><body><p>Продажи за день:</p><table border=\"1\"><tr><th>Дата</th><th>Событие</th><th>Город</th><th>Продано билетов</th><th>Выручка</th><th>Возвраты</th><th>Валюта</th></tr>",
                     );
@@ -158,6 +170,10 @@ impl GmailData {
                     }
                     html.push_str("</table></body></html>");
                     message.html = Some(html);
+                    // Seen from real clients: UTF-8 bytes under a `windows-1251` header.
+                    if i % 6 == 5 {
+                        message.html_charset = "windows-1251";
+                    }
                     message.text = "Продажи за день — см. HTML-версию письма.".into();
                 }
                 _ => {
@@ -205,6 +221,7 @@ impl GmailData {
                     internal_ms: internal_ms + 3_600_000,
                     text: "Рассылка без вложений.".into(),
                     html: None,
+                    html_charset: "UTF-8",
                     attachments: Vec::new(),
                     padded: false,
                 });
@@ -215,10 +232,22 @@ impl GmailData {
     }
 }
 
+/// Google's error body: `status` is the canonical code of the HTTP status, `reason` the
+/// finer one.
 fn google_error(status: u16, reason: &str, message: &str) -> Resp {
+    let canonical = match status {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ALREADY_EXISTS",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        _ => "INTERNAL",
+    };
     Resp::json(
         status,
-        &json!({"error": {"code": status, "message": message, "errors": [{"domain": "global", "reason": reason, "message": message}], "status": reason}}),
+        &json!({"error": {"code": status, "message": message, "errors": [{"domain": "global", "reason": reason, "message": message}], "status": canonical}}),
     )
 }
 
@@ -238,17 +267,27 @@ pub fn fault_body(status: u16) -> Resp {
 
 pub fn token(sb: &Sandbox, req: &Req) -> Resp {
     let form = req.form();
-    let ok = form_value(&form, "grant_type") == Some("refresh_token")
-        && form_value(&form, "client_id") == Some(CLIENT_ID)
-        && form_value(&form, "client_secret") == Some(CLIENT_SECRET)
-        && form_value(&form, "refresh_token") == Some(REFRESH_TOKEN);
-    if !ok {
+    if form_value(&form, "grant_type") != Some("refresh_token") {
+        return Resp::json(
+            400,
+            &json!({"error": "unsupported_grant_type", "error_description": "Invalid grant_type"}),
+        );
+    }
+    if form_value(&form, "client_id") != Some(CLIENT_ID)
+        || form_value(&form, "client_secret") != Some(CLIENT_SECRET)
+    {
+        return Resp::json(
+            401,
+            &json!({"error": "invalid_client", "error_description": "The OAuth client was not found."}),
+        );
+    }
+    let mut state = sb.state();
+    if form_value(&form, "refresh_token") != Some(REFRESH_TOKEN) || state.google_refresh_revoked {
         return Resp::json(
             400,
             &json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."}),
         );
     }
-    let mut state = sb.state();
     let access = format!("ya29.sandbox-{}", state.google_tokens.len() + 1);
     state.google_tokens.push((access.clone(), false));
     Resp::json(
@@ -265,63 +304,260 @@ fn labels_of(sb: &Sandbox, id: &str) -> Vec<String> {
         .unwrap_or_else(|| vec!["INBOX".into(), "UNREAD".into()])
 }
 
-fn matches_query(sb: &Sandbox, m: &Message, q: &str) -> bool {
-    let labels = labels_of(sb, &m.id);
-    let user_labels = sb.state().gmail_user_labels.clone();
-    let label_id = |name: &str| {
-        user_labels
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(name))
-            .map(|(id, _)| id.clone())
-            .unwrap_or_else(|| name.to_ascii_uppercase())
-    };
-    for token in q.split_whitespace() {
-        let (negated, token) = match token.strip_prefix('-') {
-            Some(t) => (true, t),
-            None => (false, token),
-        };
-        let hit = if let Some(name) = token.strip_prefix("label:") {
-            labels.contains(&label_id(name))
-        } else if let Some(word) = token.strip_prefix("subject:") {
-            m.subject
-                .to_lowercase()
-                .contains(&word.trim_matches('"').to_lowercase())
-        } else if let Some(from) = token.strip_prefix("from:") {
-            m.from.to_lowercase().contains(&from.to_lowercase())
-        } else if token == "has:attachment" {
-            !m.attachments.is_empty()
-        } else if let Some(date) = token.strip_prefix("after:") {
-            NaiveDate::parse_from_str(date, "%Y/%m/%d").is_ok_and(|d| {
-                m.internal_ms / 1000 >= d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp()
-            })
-        } else {
-            let word = token.trim_matches('"').to_lowercase();
-            m.subject.to_lowercase().contains(&word) || m.text.to_lowercase().contains(&word)
-        };
-        if hit == negated {
-            return false;
+/// A parsed search query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    All(Vec<Query>),
+    Any(Vec<Query>),
+    Not(Box<Query>),
+    Label(String),
+    Subject(String),
+    From(String),
+    HasAttachment,
+    Filename(String),
+    /// `internalDate` at or after these epoch seconds.
+    After(i64),
+    /// `internalDate` before these epoch seconds.
+    Before(i64),
+    Word(String),
+}
+
+fn tokens(q: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = q.chars().peekable();
+    let mut current = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                current.push('"');
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some(ch) => current.push(ch),
+                        None => return Err("unbalanced quotes".into()),
+                    }
+                }
+                current.push('"');
+            }
+            '{' | '}' | '(' | ')' => {
+                if !current.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+                out.push(c.to_string());
+            }
+            c if c.is_whitespace() => {
+                if !current.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
         }
     }
-    true
+    if !current.is_empty() {
+        out.push(current);
+    }
+    Ok(out)
 }
 
-fn part(part_id: &str, mime: &str, data: &[u8], padded: bool) -> Value {
-    json!({"partId": part_id, "mimeType": mime, "filename": "", "headers": [{"name": "Content-Type", "value": format!("{mime}; charset=UTF-8")}], "body": {"size": data.len(), "data": base64url(data, padded)}})
+/// Midnight of a date in Pacific time (what Gmail's `after:2025/05/01` means), or epoch
+/// seconds as they are.
+fn search_instant(value: &str) -> Result<i64, String> {
+    if !value.is_empty() && value.chars().all(|c| c.is_ascii_digit()) {
+        return value.parse().map_err(|_| format!("bad epoch `{value}`"));
+    }
+    let date = ["%Y/%m/%d", "%Y-%m-%d", "%m/%d/%Y"]
+        .iter()
+        .find_map(|f| NaiveDate::parse_from_str(value, f).ok())
+        .ok_or_else(|| format!("bad date `{value}`"))?;
+    use chrono::TimeZone;
+    chrono_tz::America::Los_Angeles
+        .from_local_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight"))
+        .earliest()
+        .map(|t| t.timestamp())
+        .ok_or_else(|| format!("no midnight on {value} in Pacific time"))
 }
 
+/// `3d`, `2m`, `1y` in seconds (months of 30 days, years of 365).
+fn relative(value: &str) -> Result<i64, String> {
+    let (n, unit) = value.split_at(value.len().saturating_sub(1));
+    let n: i64 = n.parse().map_err(|_| format!("bad period `{value}`"))?;
+    let day = 86_400;
+    match unit {
+        "d" => Ok(n * day),
+        "m" => Ok(n * 30 * day),
+        "y" => Ok(n * 365 * day),
+        _ => Err(format!("bad period `{value}`")),
+    }
+}
+
+fn atom(token: &str, now: i64) -> Result<Query, String> {
+    let Some((key, value)) = token.split_once(':').filter(|(k, _)| !k.starts_with('"')) else {
+        return Ok(Query::Word(token.trim_matches('"').to_lowercase()));
+    };
+    let value = value.trim_matches('"');
+    Ok(match key.to_ascii_lowercase().as_str() {
+        "label" | "in" => Query::Label(value.to_owned()),
+        "is" if value.eq_ignore_ascii_case("unread") => Query::Label("UNREAD".into()),
+        "subject" => Query::Subject(value.to_lowercase()),
+        "from" => Query::From(value.to_lowercase()),
+        "has" if value == "attachment" => Query::HasAttachment,
+        "filename" => Query::Filename(value.to_lowercase()),
+        "after" => Query::After(search_instant(value)?),
+        "before" => Query::Before(search_instant(value)?),
+        "newer_than" => Query::After(now - relative(value)?),
+        "older_than" => Query::Before(now - relative(value)?),
+        _ => {
+            return Err(format!(
+                "the sandbox does not support the operator `{key}:`"
+            ));
+        }
+    })
+}
+
+/// Terms up to `close` (or the end): ANDed, with `OR` binding the terms beside it.
+fn sequence(
+    tokens: &[String],
+    pos: &mut usize,
+    close: Option<&str>,
+    now: i64,
+) -> Result<Vec<Query>, String> {
+    let mut terms: Vec<Query> = Vec::new();
+    let mut pending_or = false;
+    while *pos < tokens.len() {
+        let t = tokens[*pos].as_str();
+        if Some(t) == close {
+            *pos += 1;
+            return Ok(terms);
+        }
+        *pos += 1;
+        if t == "OR" {
+            if terms.is_empty() {
+                return Err("`OR` needs a term before it".into());
+            }
+            pending_or = true;
+            continue;
+        }
+        let term = term(t, tokens, pos, now)?;
+        if pending_or {
+            let left = terms.pop().expect("checked above");
+            terms.push(match left {
+                Query::Any(mut v) => {
+                    v.push(term);
+                    Query::Any(v)
+                }
+                other => Query::Any(vec![other, term]),
+            });
+            pending_or = false;
+        } else {
+            terms.push(term);
+        }
+    }
+    match (close, pending_or) {
+        (Some(c), _) => Err(format!("missing `{c}`")),
+        (None, true) => Err("`OR` needs a term after it".into()),
+        (None, false) => Ok(terms),
+    }
+}
+
+fn term(t: &str, tokens: &[String], pos: &mut usize, now: i64) -> Result<Query, String> {
+    if let Some(rest) = t.strip_prefix('-') {
+        let inner = if rest.is_empty() {
+            let next = tokens.get(*pos).ok_or("`-` needs a term")?.clone();
+            *pos += 1;
+            term(&next, tokens, pos, now)?
+        } else {
+            term(rest, tokens, pos, now)?
+        };
+        return Ok(Query::Not(Box::new(inner)));
+    }
+    match t {
+        "{" => Ok(Query::Any(sequence(tokens, pos, Some("}"), now)?)),
+        "(" => Ok(Query::All(sequence(tokens, pos, Some(")"), now)?)),
+        "}" | ")" => Err(format!("unbalanced `{t}`")),
+        _ => atom(t, now),
+    }
+}
+
+/// Parse a search query as of `now`; what the sandbox does not understand is an error.
+pub fn parse_query(q: &str, now: i64) -> Result<Query, String> {
+    let tokens = tokens(q)?;
+    let mut pos = 0;
+    Ok(Query::All(sequence(&tokens, &mut pos, None, now)?))
+}
+
+fn matches(sb: &Sandbox, m: &Message, q: &Query) -> bool {
+    let after_exclusive = sb.state().gmail_after_exclusive;
+    let seconds = m.internal_ms / 1000;
+    match q {
+        Query::All(v) => v.iter().all(|x| matches(sb, m, x)),
+        Query::Any(v) => v.iter().any(|x| matches(sb, m, x)),
+        Query::Not(x) => !matches(sb, m, x),
+        Query::Label(name) => {
+            let labels = labels_of(sb, &m.id);
+            let id = sb
+                .state()
+                .gmail_user_labels
+                .iter()
+                .find(|(_, n)| n.eq_ignore_ascii_case(name))
+                .map(|(id, _)| id.clone())
+                .unwrap_or_else(|| name.to_ascii_uppercase());
+            labels.contains(&id)
+        }
+        Query::Subject(w) => m.subject.to_lowercase().contains(w),
+        Query::From(w) => m.from.to_lowercase().contains(w),
+        Query::HasAttachment => !m.attachments.is_empty(),
+        Query::Filename(w) => m
+            .attachments
+            .iter()
+            .any(|a| a.filename.to_lowercase().contains(w)),
+        Query::After(t) if after_exclusive => seconds > *t,
+        Query::After(t) => seconds >= *t,
+        Query::Before(t) => seconds < *t,
+        Query::Word(w) => m.subject.to_lowercase().contains(w) || m.text.to_lowercase().contains(w),
+    }
+}
+
+fn part(part_id: &str, mime: &str, charset: &str, data: &[u8], padded: bool) -> Value {
+    json!({"partId": part_id, "mimeType": mime, "filename": "", "headers": [{"name": "Content-Type", "value": format!("{mime}; charset={charset}")}], "body": {"size": data.len(), "data": base64url(data, padded)}})
+}
+
+/// The message as the API serves it. Its attachment ids are minted anew by every fetch and
+/// valid for [`ATTACHMENT_ID_TTL`] seconds of the sandbox clock.
 fn message_json(sb: &Sandbox, m: &Message) -> Value {
-    let mut alternative = vec![part("0.0", "text/plain", m.text.as_bytes(), m.padded)];
+    let mut alternative = vec![part(
+        "0.0",
+        "text/plain",
+        "UTF-8",
+        m.text.as_bytes(),
+        m.padded,
+    )];
     if let Some(html) = &m.html {
-        alternative.push(part("0.1", "text/html", html.as_bytes(), m.padded));
+        alternative.push(part(
+            "0.1",
+            "text/html",
+            m.html_charset,
+            html.as_bytes(),
+            m.padded,
+        ));
     }
     let mut parts = vec![
         json!({"partId": "0", "mimeType": "multipart/alternative", "filename": "", "headers": [], "body": {"size": 0}, "parts": alternative}),
     ];
     for (i, a) in m.attachments.iter().enumerate() {
+        let attachment_id = {
+            let now = sb.now();
+            let mut state = sb.state();
+            state.gmail_attachment_counter += 1;
+            let id = format!("{}{:06}", a.id, state.gmail_attachment_counter);
+            state
+                .gmail_attachment_ids
+                .insert(id.clone(), (m.id.clone(), i, now));
+            id
+        };
         parts.push(json!({
             "partId": (i + 1).to_string(), "mimeType": a.mime, "filename": a.filename,
             "headers": [{"name": "Content-Disposition", "value": format!("attachment; filename=\"{}\"", a.filename)}],
-            "body": {"attachmentId": a.id, "size": a.data.len()}
+            "body": {"attachmentId": attachment_id, "size": a.data.len()}
         }));
     }
     json!({
@@ -370,15 +606,28 @@ pub fn handle(sb: &Sandbox, req: &Req, path: &str) -> Resp {
                 .and_then(|m| m.parse::<usize>().ok())
                 .unwrap_or(100)
                 .clamp(1, 500);
-            let offset = req
-                .query_param("pageToken")
-                .and_then(|t| t.strip_prefix("p").and_then(|n| n.parse::<usize>().ok()))
-                .unwrap_or(0);
+            let query = match parse_query(q, sb.now()) {
+                Ok(query) => query,
+                Err(e) => {
+                    return google_error(
+                        400,
+                        "invalidArgument",
+                        &format!("Invalid search query: {e}"),
+                    );
+                }
+            };
             let hits: Vec<&Message> = data
                 .messages
                 .iter()
-                .filter(|m| matches_query(sb, m, q))
+                .filter(|m| matches(sb, m, &query))
                 .collect();
+            let offset = match req.query_param("pageToken") {
+                None => 0,
+                Some(t) => match t.strip_prefix('p').and_then(|n| n.parse::<usize>().ok()) {
+                    Some(n) if n < hits.len() => n,
+                    _ => return google_error(400, "invalidArgument", "Invalid pageToken"),
+                },
+            };
             let page: Vec<Value> = hits
                 .iter()
                 .skip(offset)
@@ -400,17 +649,20 @@ pub fn handle(sb: &Sandbox, req: &Req, path: &str) -> Resp {
             None => fault_body(404),
         },
         ("GET", ["messages", id, "attachments", att]) => {
-            match data
-                .messages
-                .iter()
-                .find(|m| m.id == *id)
-                .and_then(|m| m.attachments.iter().find(|a| a.id == *att).map(|a| (m, a)))
-            {
-                Some((m, a)) => Resp::json(
-                    200,
-                    &json!({"size": a.data.len(), "data": base64url(&a.data, m.padded)}),
-                ),
-                None => fault_body(404),
+            let Some(m) = data.messages.iter().find(|m| m.id == *id) else {
+                return fault_body(404);
+            };
+            let minted = sb.state().gmail_attachment_ids.get(*att).cloned();
+            match minted {
+                Some((msg, i, at)) if msg == m.id && sb.now() < at + ATTACHMENT_ID_TTL => {
+                    let a = &m.attachments[i];
+                    Resp::json(
+                        200,
+                        &json!({"size": a.data.len(), "data": base64url(&a.data, m.padded)}),
+                    )
+                }
+                // An id from another message, an expired one, or one never given out.
+                _ => google_error(400, "invalidArgument", "Invalid attachment token"),
             }
         }
         ("POST", ["messages", id, "modify"]) => {

@@ -224,6 +224,13 @@ pub struct State {
     /// Whether answers carry a `Units` header (not confirmed for Reports).
     pub direct_units: bool,
     pub google_tokens: Vec<(String, bool)>,
+    /// The refresh token was revoked (the token endpoint answers `invalid_grant`).
+    pub google_refresh_revoked: bool,
+    /// Attachment id → (message id, attachment index, minted at).
+    pub gmail_attachment_ids: HashMap<String, (String, usize, i64)>,
+    pub gmail_attachment_counter: u64,
+    /// `after:` excludes its own instant (a variant the loaders must survive).
+    pub gmail_after_exclusive: bool,
     pub gmail_labels: HashMap<String, Vec<String>>,
     pub gmail_user_labels: Vec<(String, String)>,
     pub telegram_messages: Vec<telegram::SentMessage>,
@@ -252,6 +259,10 @@ impl State {
             direct_online_days: 1,
             direct_units: false,
             google_tokens: Vec::new(),
+            google_refresh_revoked: false,
+            gmail_attachment_ids: HashMap::new(),
+            gmail_attachment_counter: 0,
+            gmail_after_exclusive: false,
             gmail_labels: HashMap::new(),
             gmail_user_labels: Vec::new(),
             telegram_messages: Vec::new(),
@@ -595,6 +606,9 @@ impl Sandbox {
                 if let Some(b) = body.get("direct_units").and_then(Value::as_bool) {
                     state.direct_units = b;
                 }
+                if let Some(b) = body.get("gmail_after_exclusive").and_then(Value::as_bool) {
+                    state.gmail_after_exclusive = b;
+                }
                 if let Some(n) = body.get("telegram_min_interval_ms").and_then(Value::as_u64) {
                     state.telegram_min_interval_ms = n;
                 }
@@ -610,6 +624,10 @@ impl Sandbox {
                 for t in &mut self.state().vk_tokens {
                     t.revoked = true;
                 }
+                Resp::json(200, &json!({"ok": true}))
+            }
+            ("POST", "/google/revoke") => {
+                self.state().google_refresh_revoked = true;
                 Resp::json(200, &json!({"ok": true}))
             }
             ("POST", "/google/expire") => {
