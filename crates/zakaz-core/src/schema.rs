@@ -464,6 +464,51 @@ Migration {
             GROUP BY day, place, channel",
         ),
     ],
+},
+Migration {
+    version: 7,
+    name: "mail channel: stg_mail_failures (reports that keep failing) and v_sales_daily (API first, mail where it is missing)",
+    steps: &[
+        // Per message: how many runs in a row failed to parse its report (0 once it loads).
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS {db}.stg_mail_failures (
+                message_id String,
+                attempts UInt32,
+                last_error String,
+                last_at DateTime('Europe/Moscow'),
+                _version UInt64
+            ) ENGINE = ReplacingMergeTree(_version)
+            ORDER BY message_id",
+        ),
+        // The daily sales a dashboard shows, per date and city, with the source of each
+        // date: QTickets' facts for every date the API loader covered; for the other dates the
+        // newest report e-mail of that date (by the e-mail's own date). docs/architecture.md,
+        // "The mail channel".
+        Step::Sql(
+            "CREATE VIEW IF NOT EXISTS {db}.v_sales_daily AS
+            SELECT day AS date, place AS city, t AS tickets_sold, r AS revenue, f AS refunds,
+                   n AS net_revenue, 'qtickets' AS source
+            FROM (
+                SELECT sales_date AS day, city AS place, sum(tickets_sold) AS t,
+                       sum(revenue) AS r, sum(refunds) AS f, sum(net_revenue) AS n
+                FROM {db}.fact_qtickets_sales_daily FINAL
+                GROUP BY sales_date, city
+            )
+            UNION ALL
+            SELECT day AS date, place AS city, t AS tickets_sold, r AS revenue, f AS refunds,
+                   r - f AS net_revenue, 'mail' AS source
+            FROM (
+                SELECT report_date AS day, city AS place, sum(tickets_sold) AS t,
+                       sum(revenue) AS r, sum(refunds) AS f
+                FROM {db}.stg_mail_sales FINAL
+                WHERE (report_date, message_id) IN (
+                        SELECT report_date, argMax(message_id, received_at)
+                        FROM {db}.stg_mail_sales FINAL GROUP BY report_date)
+                  AND report_date NOT IN (SELECT sales_date FROM {db}.fact_qtickets_sales_daily FINAL)
+                GROUP BY report_date, city
+            )",
+        ),
+    ],
 }];
 
 /// The schema version these binaries expect.

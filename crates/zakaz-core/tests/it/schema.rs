@@ -12,6 +12,7 @@ const TABLES: &[&str] = &[
     "meta_job_run_events",
     "meta_job_runs",
     "schema_migrations",
+    "stg_mail_failures",
     "stg_mail_sales",
     "stg_qtickets_dirty_dates",
     "stg_qtickets_orders",
@@ -19,6 +20,7 @@ const TABLES: &[&str] = &[
     "stg_qtickets_tickets",
     "v_data_freshness",
     "v_marketing_daily",
+    "v_sales_daily",
 ];
 
 #[tokio::test]
