@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks; each prints its numbers and a ratio against a baseline measured in the same run.
-# Results are recorded in docs/performance.md. Usage: scripts/bench.sh [sandbox|qtickets|incremental|vk|direct|healthcheck|all]
+# Results are recorded in docs/performance.md. Usage: scripts/bench.sh [sandbox|qtickets|incremental|vk|direct|gmail|healthcheck|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -32,6 +32,11 @@ if [ "$what" = direct ] || [ "$what" = all ]; then
     echo "==> ingest-direct: a ~100 MB report vs fetching the same bytes and a plain bulk insert"
     cargo build -q --release -p ingest-direct -p api-sandbox
     cargo bench -q -p ingest-direct --bench report
+fi
+
+if [ "$what" = gmail ] || [ "$what" = all ]; then
+    echo "==> ingest-gmail: CSV and XLSX report parsing vs reading the same bytes"
+    cargo bench -q -p ingest-gmail --bench parse
 fi
 
 if [ "$what" = healthcheck ] || [ "$what" = all ]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up the machine and run the whole system once. Where no credentials are configured
-# (QTICKETS_TOKEN, VK_ADS_CLIENT_ID, DIRECT_TOKEN, TELEGRAM_BOT_TOKEN unset) the jobs talk to a
-# local api-sandbox and write to the database `zakaz_sandbox`, never to `zakaz`. Prints the
-# run journal, facts, spend against sales and alerts.
+# (QTICKETS_TOKEN, VK_ADS_CLIENT_ID, DIRECT_TOKEN, GMAIL_REFRESH_TOKEN, TELEGRAM_BOT_TOKEN
+# unset) the jobs talk to a local api-sandbox and write to the database `zakaz_sandbox`, never
+# to `zakaz`. Prints the run journal, facts, daily sales by source, spend against sales and
+# alerts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,7 +18,8 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${QTICKETS_TOKEN:-}" ] || [ -z "${TELEGRAM_BOT_TOKEN:-}" ] \
-    || [ -z "${VK_ADS_CLIENT_ID:-}" ] || [ -z "${DIRECT_TOKEN:-}" ]; then
+    || [ -z "${VK_ADS_CLIENT_ID:-}" ] || [ -z "${DIRECT_TOKEN:-}" ] \
+    || [ -z "${GMAIL_REFRESH_TOKEN:-}" ]; then
     echo "==> starting api-sandbox (no credentials configured)"
     target/debug/api-sandbox --listen 127.0.0.1:0 >"$workdir/urls.json" 2>"$workdir/sandbox.log" &
     sandbox_pid=$!
@@ -37,6 +39,11 @@ if [ -z "${QTICKETS_TOKEN:-}" ] || [ -z "${TELEGRAM_BOT_TOKEN:-}" ] \
         export DIRECT_API_URL="$base/direct/json/v5" DIRECT_TOKEN=sandbox-token \
             DIRECT_LOGINS=client-a,client-b
     fi
+    if [ -z "${GMAIL_REFRESH_TOKEN:-}" ]; then
+        export GMAIL_API_URL="$base/gmail" GOOGLE_TOKEN_URL="$base/google/token" \
+            GMAIL_CLIENT_ID=sandbox-client GMAIL_CLIENT_SECRET=sandbox-secret \
+            GMAIL_REFRESH_TOKEN=sandbox-refresh
+    fi
     if [ -z "${TELEGRAM_BOT_TOKEN:-}" ]; then
         export TELEGRAM_API_URL="$base/telegram" TELEGRAM_BOT_TOKEN=sandbox-token TELEGRAM_CHAT_ID=-100123
     fi
@@ -53,7 +60,8 @@ echo "==> vk_ads: yesterday's VK Ads statistics (and the 3 days before)"
 target/debug/ingest-vk
 echo "==> direct: yesterday's Yandex Direct statistics (and the 3 days before)"
 target/debug/ingest-direct
-echo "==> gmail_ingest: not built yet (see the issues); skipped"
+echo "==> gmail_ingest: sales report mails (the backup channel; its timer is off by default)"
+target/debug/ingest-gmail
 echo "==> alerts: checks and notices"
 target/debug/alerts || echo "    (alerts reported a failure above)"
 
@@ -62,6 +70,8 @@ echo "==> the run journal ($DB.meta_job_runs)"
 q "SELECT job, status, rows_processed, started_at, substring(message, 1, 90) AS message FROM $DB.meta_job_runs ORDER BY started_at DESC LIMIT 10"
 echo "==> sales per day, last 7 days ($DB.fact_qtickets_sales_daily)"
 q "SELECT sales_date, sum(tickets_sold) AS tickets, sum(revenue) AS revenue, sum(refunds) AS refunds, sum(net_revenue) AS net, sum(orders) AS orders FROM $DB.fact_qtickets_sales_daily FINAL GROUP BY sales_date ORDER BY sales_date DESC LIMIT 7"
+echo "==> daily sales with their source, last 7 days ($DB.v_sales_daily)"
+q "SELECT date, source, sum(tickets_sold) AS tickets, sum(net_revenue) AS net FROM $DB.v_sales_daily GROUP BY date, source ORDER BY date DESC LIMIT 7"
 echo "==> spend against sales, yesterday ($DB.v_marketing_daily)"
 q "SELECT * FROM $DB.v_marketing_daily WHERE date = toDate(now(), 'Europe/Moscow') - 1 ORDER BY city, source"
 echo "==> data freshness ($DB.v_data_freshness)"

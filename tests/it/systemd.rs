@@ -113,6 +113,16 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         ),
     );
 
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/gmail.env",
+        &format!(
+            "GMAIL_API_URL={b}/gmail\nGOOGLE_TOKEN_URL={b}/google/token\nGMAIL_CLIENT_ID=sandbox-client\nGMAIL_CLIENT_SECRET=sandbox-secret\nGMAIL_REFRESH_TOKEN=sandbox-refresh\nCLICKHOUSE_DB={}\n",
+            db.name,
+            b = sandbox.base_url
+        ),
+    );
+
     // The healthcheck (enabled by default) on a port of its own, not the host's 8080.
     write(
         &machine,
@@ -263,6 +273,19 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         let facts = query_tsv(&format!("SELECT count() > 0 FROM `{}`.{table}", db.name));
         assert_eq!(facts, "1\n", "{job}");
     }
+    // The mail channel is off by default; switched on, its timer is scheduled and a run of
+    // its unit loads the report mails. Switched off again for the checks below.
+    let out = ok(&machine, &[manage, "enable", "gmail"]);
+    assert!(out.contains("enabled gmail_ingest.timer"), "{out}");
+    ok(&machine, &["systemctl", "start", "gmail_ingest.service"]);
+    let runs = query_tsv(&format!(
+        "SELECT status, rows_processed > 0 FROM `{}`.meta_job_runs WHERE job = 'gmail_ingest'",
+        db.name
+    ));
+    assert_eq!(runs, "ok\t1\n");
+    let out = ok(&machine, &[manage, "disable", "gmail"]);
+    assert!(out.contains("disabled gmail_ingest.timer"), "{out}");
+
     // The VK token pair is kept in the state directory, private to the service user.
     let token_file = machine.path("/opt/zakaz_dashboard/state/vk_ads_tokens.json");
     let meta = std::fs::metadata(&token_file).expect("the VK token file");

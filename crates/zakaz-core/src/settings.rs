@@ -53,11 +53,12 @@ fn visit(cmd: &clap::Command, bin: &str, out: &mut BTreeMap<String, Setting>) {
 }
 
 /// Names that look like secrets must be declared with `hide_env_values`, or `--help` would
-/// print their values.
+/// print their values. An endpoint's address (`GOOGLE_TOKEN_URL`) is not a secret.
 pub fn looks_secret(env: &str) -> bool {
-    ["TOKEN", "SECRET", "PASSWORD", "KEY"]
-        .iter()
-        .any(|w| env.contains(w))
+    !env.ends_with("_URL")
+        && ["TOKEN", "SECRET", "PASSWORD", "KEY"]
+            .iter()
+            .any(|w| env.contains(w))
 }
 
 /// The reference page.
