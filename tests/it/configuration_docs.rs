@@ -1,4 +1,4 @@
-use zakaz_core::settings::{collect, looks_secret, render_markdown};
+use zakaz_core::settings::{collect, looks_secret, render_env_example, render_markdown};
 use zakaz_e2e::{all_commands, workspace_root};
 
 #[test]
@@ -49,4 +49,43 @@ fn common_clickhouse_settings_have_the_documented_defaults() {
     );
     assert_eq!(default("CLICKHOUSE_USER").as_deref(), Some("default"));
     assert_eq!(default("CLICKHOUSE_DB").as_deref(), Some("zakaz"));
+}
+
+#[test]
+fn env_examples_match_the_binaries_and_are_what_install_writes() {
+    let commands = all_commands();
+    let command = |job: &zakaz_core::jobs::Job| {
+        commands
+            .iter()
+            .find(|c| c.get_name() == job.binary)
+            .unwrap_or_else(|| panic!("no command for `{}`", job.binary))
+    };
+    let path =
+        |job: &zakaz_core::jobs::Job| workspace_root().join(format!("{}.example", job.env_file));
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        for job in zakaz_core::jobs::JOBS {
+            std::fs::write(path(job), render_env_example(job, command(job))).unwrap();
+        }
+    }
+    for job in zakaz_core::jobs::JOBS {
+        let (cmd, path) = (command(job), path(job));
+        let rendered = render_env_example(job, cmd);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == rendered,
+            "{} is out of date: run `UPDATE_DOCS=1 cargo test -p zakaz-e2e configuration_docs`",
+            path.display()
+        );
+        // What `manage-timers install` writes as the starting env file is that very text.
+        assert_eq!(manage_timers::env_example(job), rendered, "{}", job.name);
+        // Every setting of the binary is in it, commented out.
+        for s in collect(std::slice::from_ref(cmd)) {
+            assert!(
+                rendered.contains(&format!("\n#{}=", s.env)),
+                "{} lacks {}",
+                path.display(),
+                s.env
+            );
+        }
+    }
 }

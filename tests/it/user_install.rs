@@ -103,6 +103,17 @@ fn a_per_user_install_works_without_root() {
         "{text}"
     );
     assert!(text.contains("enabled qtickets.timer"), "{text}");
+    // A job without settings yet gets the starting env file: every setting of its binary,
+    // commented out; the user's own files are kept.
+    let direct_env =
+        std::fs::read_to_string(machine.path(&format!("{secrets}/direct.env"))).unwrap();
+    assert_eq!(
+        direct_env,
+        manage_timers::env_example(zakaz_core::jobs::get("direct"))
+    );
+    assert!(direct_env.contains("\n#DIRECT_TOKEN=\n"), "{direct_env}");
+    let own = std::fs::read_to_string(machine.path(&format!("{secrets}/qtickets.env"))).unwrap();
+    assert!(own.starts_with("QTICKETS_BASE_URL="), "{own}");
     let out = as_user(&["systemctl", "--user", "is-active", "qtickets.timer"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "active\n");
     let out = as_user(&["systemctl", "--user", "is-active", "healthcheck.service"]);

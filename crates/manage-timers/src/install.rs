@@ -216,12 +216,14 @@ pub fn install(
     for env_file in env_files {
         let path = layout.prefix.join(env_file);
         if !path.exists() {
-            fs::write(
-                &path,
-                "# KEY=VALUE settings of this job; see docs/configuration.md.\n",
-            )?;
+            // Every setting of the job's binary, commented out with its default.
+            let example = JOBS
+                .iter()
+                .find(|j| j.env_file == env_file)
+                .map_or("", crate::env_example);
+            fs::write(&path, example)?;
             report.push(format!(
-                "created {} (0600, fill in the settings)",
+                "created {} (0600, every setting listed: fill in the required ones)",
                 path.display()
             ));
         }

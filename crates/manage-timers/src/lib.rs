@@ -385,3 +385,26 @@ pub fn list() -> String {
     }
     out
 }
+
+/// The starting env file of `job`: `secrets/<job>.env.example` of the repository, generated
+/// from its binary's settings (a test keeps the two in step).
+pub fn env_example(job: &zakaz_core::jobs::Job) -> &'static str {
+    macro_rules! example {
+        ($file:literal) => {
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../secrets/",
+                $file
+            ))
+        };
+    }
+    match job.name {
+        "qtickets" => example!("qtickets.env.example"),
+        "vk_ads" => example!("vk_ads.env.example"),
+        "direct" => example!("direct.env.example"),
+        "gmail_ingest" => example!("gmail.env.example"),
+        "alerts" => example!("alerts.env.example"),
+        "healthcheck" => example!("healthcheck.env.example"),
+        _ => "# KEY=VALUE settings of this job; see docs/configuration.md.\n",
+    }
+}

@@ -61,6 +61,67 @@ pub fn looks_secret(env: &str) -> bool {
             .any(|w| env.contains(w))
 }
 
+/// The starting env file of `job` (`secrets/<job>.env.example`), from its binary's own
+/// settings: every one commented out with its default (or empty), its help above it, required
+/// and secret ones marked. `manage-timers install` writes it as the job's env file when there
+/// is none; a test fails when a committed example drifts from the binary.
+pub fn render_env_example(job: &crate::jobs::Job, cmd: &clap::Command) -> String {
+    let unit = if job.is_timer() {
+        format!("{}.service (started by {}.timer)", job.name, job.name)
+    } else {
+        format!("{}.service", job.name)
+    };
+    let intro = format!(
+        "{}: {} (`{}`). The settings of {unit}, read from {} (mode 0600). Generated from the \
+         binary's own flags: every setting, with its default; uncomment what you change. \
+         Reference: docs/configuration.md. Never commit a filled-in copy.",
+        job.name, job.description, job.binary, job.env_file
+    );
+    let mut out = String::new();
+    for line in wrap(&intro, 88) {
+        out.push_str(&format!("# {line}\n"));
+    }
+    let required: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| a.is_required_set())
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    for s in collect(std::slice::from_ref(cmd)) {
+        out.push('\n');
+        for line in wrap(&s.help, 88) {
+            out.push_str(&format!("# {line}\n"));
+        }
+        let mut notes = Vec::new();
+        if required.contains(&s.env) {
+            notes.push("Required.");
+        }
+        if s.secret {
+            notes.push("Secret: only in this file, never on a command line.");
+        }
+        if !notes.is_empty() {
+            out.push_str(&format!("# {}\n", notes.join(" ")));
+        }
+        out.push_str(&format!("#{}={}\n", s.env, s.default.unwrap_or_default()));
+    }
+    out
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let last = lines.last_mut().expect("one line at least");
+        if !last.is_empty() && last.chars().count() + 1 + word.chars().count() > width {
+            lines.push(word.to_owned());
+        } else {
+            if !last.is_empty() {
+                last.push(' ');
+            }
+            last.push_str(word);
+        }
+    }
+    lines
+}
+
 /// The reference page.
 pub fn render_markdown(commands: &[clap::Command]) -> String {
     let mut out = String::from(
