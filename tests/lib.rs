@@ -56,7 +56,7 @@ pub fn free_port() -> u16 {
 /// A real systemd booted as PID 1 of a private PID + mount namespace, for end-to-end tests.
 ///
 /// The host is never changed: `/etc` is an overlay whose writes land in a tmpfs (units,
-/// `useradd`), `/run`, `/tmp`, `/var/tmp`, `/opt`, `/var/log`, `/var/lib/systemd`, `/root`
+/// `useradd`, completions), `/run`, `/tmp`, `/var/tmp`, `/opt`, `/var/log`, `/var/lib/systemd`, `/root`, `/usr/local`
 /// are fresh tmpfs (otherwise systemd-tmpfiles would wipe the host's `/tmp`), and `/dev` is a
 /// private tmpfs with the few device nodes bound in. The host's unit enablement links are
 /// dropped inside, so only our units run. Mounts use `mount -n` (no utab on the host).
@@ -76,6 +76,8 @@ $M -t tmpfs -o mode=1777 tmpfs /tmp
 $M -t tmpfs -o mode=1777 tmpfs /var/tmp
 for d in /opt /home /var/log /var/lib/systemd; do mkdir -p "$d" 2>/dev/null || true; $M -t tmpfs -o mode=755 tmpfs "$d"; done
 $M -t tmpfs -o mode=700 tmpfs /root
+# Man pages go to /usr/local/share/man: a tmpfs here, so the host's is never written.
+$M -t tmpfs -o mode=755 tmpfs /usr/local
 $M -t tmpfs -o mode=755 tmpfs /run/dev
 for n in null zero full random urandom tty; do touch /run/dev/$n; $M --bind /dev/$n /run/dev/$n; done
 mkdir /run/dev/pts /run/dev/shm

@@ -90,6 +90,18 @@ pub fn parse<C: Parser>(args: Vec<OsString>) -> Result<C, Exit> {
             message: format!("error: {}", one_line(&err)),
         });
     }
+    if let Some(generated) = generated::<C>(&args) {
+        return Err(match generated {
+            Ok(text) => Exit {
+                code: exit::OK,
+                message: text,
+            },
+            Err(message) => Exit {
+                code: exit::USAGE,
+                message,
+            },
+        });
+    }
     if let Some(message) = secret_flag::<C>(&args) {
         return Err(Exit {
             code: exit::USAGE,
@@ -97,6 +109,34 @@ pub fn parse<C: Parser>(args: Vec<OsString>) -> Result<C, Exit> {
         });
     }
     C::try_parse_from(args).map_err(|err| clap_exit::<C>(&err))
+}
+
+/// `--completions SHELL` and `--man` (hidden, taken before anything else is parsed, so no
+/// setting is needed): the binary's shell completions or man page, generated from its own
+/// flags, for `manage-timers install` to put where the system looks for them.
+fn generated<C: CommandFactory>(args: &[OsString]) -> Option<Result<String, String>> {
+    let first = args.get(1)?.to_str()?;
+    let mut cmd = C::command();
+    let name = cmd.get_name().to_owned();
+    let mut out = Vec::new();
+    match first {
+        "--completions" => {
+            let shell = args.get(2).and_then(|s| s.to_str()).unwrap_or_default();
+            let Ok(shell) = shell.parse::<clap_complete::Shell>() else {
+                return Some(Err(format!(
+                    "error: `--completions` needs a shell: bash, zsh, fish, elvish or powershell (got `{shell}`)"
+                )));
+            };
+            clap_complete::generate(shell, &mut cmd, name, &mut out);
+        }
+        "--man" => {
+            if let Err(e) = clap_mangen::Man::new(cmd).render(&mut out) {
+                return Some(Err(format!("error: cannot render the man page: {e}")));
+            }
+        }
+        _ => return None,
+    }
+    Some(Ok(String::from_utf8_lossy(&out).into_owned()))
 }
 
 /// Secrets never come from the command line, where `ps`, shell history and sudo logs would
