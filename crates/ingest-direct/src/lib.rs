@@ -171,7 +171,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         window,
         stamp: Stamp::now(),
         deadline,
-        progress: progress_enabled(),
     };
     // A dry run needs no ClickHouse: it reads nothing there and writes nothing.
     if cli.dry_run {
@@ -194,11 +193,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Progress lines for long reports only on a terminal; under systemd the log stays quiet.
-fn progress_enabled() -> bool {
-    std::io::IsTerminal::is_terminal(&std::io::stderr())
-}
-
 /// What one login's load produced.
 #[derive(Debug, Default)]
 struct LoginLoad {
@@ -217,7 +211,6 @@ pub struct Loader<'a> {
     window: DateWindow,
     stamp: Stamp,
     deadline: Instant,
-    progress: bool,
 }
 
 /// How one report request ended.
@@ -452,13 +445,18 @@ impl Loader<'_> {
         mut response: reqwest::Response,
     ) -> anyhow::Result<Answer> {
         let mut parser = report::Parser::default();
+        let mut progress_rows = 0;
         let mut rows: Vec<FactRow> = Vec::with_capacity(INSERT_BATCH);
         let mut insert = match self.ch {
             None => None,
             Some(ch) => Some(ch.stream_insert::<FactRow>("fact_direct_daily").await?),
         };
         let mut cost = 0i64;
-        let mut last_progress = Instant::now();
+        // A live count on a terminal; nothing under systemd.
+        let progress = zakaz_core::progress::Progress::counter(
+            &format!("Direct {} {piece}", label(login)),
+            "rows",
+        );
         // A campaign's city, from its name, once per campaign.
         let mut cities: std::collections::HashMap<u64, String> = Default::default();
         let mut to_row = |r: ReportRow| -> anyhow::Result<FactRow> {
@@ -516,15 +514,9 @@ impl Loader<'_> {
             } else if insert.is_none() {
                 rows.clear();
             }
-            if self.progress && last_progress.elapsed() > Duration::from_secs(2) {
-                last_progress = Instant::now();
-                eprintln!(
-                    "  {} {piece}: {} rows, {:.1} MB",
-                    label(login),
-                    parser.rows,
-                    parser.bytes as f64 / 1e6
-                );
-            }
+            progress.add(parser.rows - progress_rows);
+            progress_rows = parser.rows;
+            progress.message(format!("{:.1} MB", parser.bytes as f64 / 1e6));
             if done {
                 break;
             }

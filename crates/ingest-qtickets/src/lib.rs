@@ -228,6 +228,8 @@ pub struct Loader<'a> {
     budget_ends: Instant,
     /// Set when the budget stopped the run: every order id up to this one is staged.
     stopped_after: Option<u64>,
+    /// Orders staged, live on a terminal (a backfill takes a while); nothing under systemd.
+    progress: zakaz_core::progress::Progress,
 }
 
 impl<'a> Loader<'a> {
@@ -258,6 +260,7 @@ impl<'a> Loader<'a> {
             max_id: 0,
             budget_ends: Instant::now() + Duration::from_secs(args.qtickets_time_budget_secs),
             stopped_after: None,
+            progress: zakaz_core::progress::Progress::counter("QTickets", "orders"),
         }
     }
 
@@ -665,6 +668,7 @@ impl<'a> Loader<'a> {
         }
         self.orders += orders.len();
         self.tickets += tickets.len();
+        self.progress.add(orders.len() as u64);
         if self.dry() {
             self.own_dates(&mut dates);
             self.touched.extend(dates);

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod journal;
 pub mod logging;
 pub mod money;
+pub mod progress;
 pub mod schema;
 pub mod secret;
 pub mod settings;

@@ -170,6 +170,8 @@ fn sums_per_date_login_and_campaign_equal_the_reports_and_a_rerun_changes_nothin
     let env = Env::new();
     let out = env.run_ok(&[]);
     assert!(stderr(&out).contains("run finished"), "{}", stderr(&out));
+    // Not on a terminal: plain log lines, no progress redraws.
+    assert!(!stderr(&out).contains('\r'), "{}", stderr(&out));
     let expected = env.expected("2026-11-21", "2026-11-24");
     assert!(!expected.is_empty());
     assert_eq!(env.loaded(), expected);
