@@ -24,12 +24,12 @@ use zakaz_core::ads::{
     Stamp, accounts_or_own, date_range, each_account, label, nightly_window, outcome_or_partial,
     quote, zero_stale,
 };
-use zakaz_core::ch::{Ch, ClickHouseArgs};
-use zakaz_core::cli::{CommonArgs, JobCli};
+use zakaz_core::ch::Ch;
+use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
 use zakaz_core::error::ConfigError;
-use zakaz_core::http::{HttpArgs, HttpClient, body_excerpt};
+use zakaz_core::http::{HttpClient, body_excerpt};
 use zakaz_core::journal::{Metrics, Outcome, journaled};
-use zakaz_core::time::{ClockArgs, DateWindow, WindowArgs, ch_date};
+use zakaz_core::time::{DateWindow, ch_date};
 
 use crate::report::{FIELDS, ReportRow};
 
@@ -51,15 +51,7 @@ const MAX_RETRY_IN: u64 = 60;
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub clickhouse: ClickHouseArgs,
-    #[command(flatten)]
-    pub http: HttpArgs,
-    #[command(flatten)]
-    pub window: WindowArgs,
-    #[command(flatten)]
-    pub clock: ClockArgs,
+    pub base: LoaderArgs,
     #[command(flatten)]
     pub direct: DirectArgs,
 
@@ -107,7 +99,7 @@ pub struct DirectArgs {
 
 impl JobCli for Cli {
     fn common(&self) -> &CommonArgs {
-        &self.common
+        &self.base.common
     }
 }
 
@@ -156,13 +148,13 @@ const COLUMNS: &[&str] = &[
 ];
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let clock = cli.clock.clock();
-    let window = nightly_window(&cli.window, &clock, cli.direct.direct_refresh_days)?;
+    let clock = cli.base.clock.clock();
+    let window = nightly_window(&cli.base.window, &clock, cli.direct.direct_refresh_days)?;
     let timeout = zakaz_core::jobs::get(JOB)
         .timeout()
         .unwrap_or(Duration::from_secs(600));
     let deadline = Instant::now() + timeout.saturating_sub(Duration::from_secs(20));
-    let http = HttpClient::new("Yandex Direct", &cli.http)?.with_deadline(deadline);
+    let http = HttpClient::new("Yandex Direct", &cli.base.http)?.with_deadline(deadline);
     let logins = cli.direct.logins();
     let loader = |ch| Loader {
         http: &http,
@@ -175,14 +167,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // A dry run needs no ClickHouse: it reads nothing there and writes nothing.
     if cli.dry_run {
         let outcome = loader(None).run(&logins).await?;
-        println!("{}", outcome.message);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome.metrics.to_json())?
-        );
+        outcome.print()?;
         return Ok(());
     }
-    let ch = Ch::connect(&cli.clickhouse).await?;
+    let ch = Ch::connect(&cli.base.clickhouse).await?;
     zakaz_core::schema::ensure(&ch).await?;
     let job = zakaz_core::jobs::get(JOB);
     let (loader, logins) = (loader(Some(&ch)), &logins);

@@ -24,11 +24,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zakaz_core::Secret;
 use zakaz_core::ads::{Stamp, quote};
-use zakaz_core::ch::{Ch, ClickHouseArgs};
-use zakaz_core::cli::{CommonArgs, JobCli};
-use zakaz_core::http::{HttpArgs, HttpClient};
+use zakaz_core::ch::Ch;
+use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
+use zakaz_core::http::HttpClient;
 use zakaz_core::journal::{Metrics, Outcome, PartialFailure, journaled};
-use zakaz_core::time::{ClockArgs, DateWindow, MOSCOW, WindowArgs, ch_date, ch_datetime};
+use zakaz_core::time::{DateWindow, MOSCOW, ch_date, ch_datetime};
 
 use crate::api::Gmail;
 use crate::report::Parsed;
@@ -43,15 +43,7 @@ pub const JOB: &str = "gmail_ingest";
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub clickhouse: ClickHouseArgs,
-    #[command(flatten)]
-    pub http: HttpArgs,
-    #[command(flatten)]
-    pub window: WindowArgs,
-    #[command(flatten)]
-    pub clock: ClockArgs,
+    pub base: LoaderArgs,
     #[command(flatten)]
     pub gmail: GmailArgs,
 
@@ -107,7 +99,7 @@ pub struct GmailArgs {
 
 impl JobCli for Cli {
     fn common(&self) -> &CommonArgs {
-        &self.common
+        &self.base.common
     }
 }
 
@@ -140,11 +132,11 @@ struct FailureRow {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let clock = cli.clock.clock();
+    let clock = cli.base.clock.clock();
     let timeout = zakaz_core::jobs::get(JOB)
         .timeout()
         .unwrap_or(Duration::from_secs(300));
-    let http = HttpClient::new("Gmail", &cli.http)?
+    let http = HttpClient::new("Gmail", &cli.base.http)?
         .with_deadline(Instant::now() + timeout.saturating_sub(Duration::from_secs(20)));
     let g = &cli.gmail;
     if g.gmail_client_id.trim().is_empty() {
@@ -160,21 +152,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         g.gmail_client_secret.clone(),
         g.gmail_refresh_token.clone(),
     );
-    let window = match (cli.window.since, cli.window.days) {
+    let window = match (cli.base.window.since, cli.base.window.days) {
         (None, None) => None,
-        _ => Some(DateWindow::resolve(&cli.window, clock.moscow_today(), 1)?),
+        _ => Some(DateWindow::resolve(
+            &cli.base.window,
+            clock.moscow_today(),
+            1,
+        )?),
     };
     let query = search_query(g, window, clock.now().timestamp());
     if cli.dry_run {
         let outcome = Loader::new(&gmail, None, g, query).run().await?;
-        println!("{}", outcome.message);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome.metrics.to_json())?
-        );
+        outcome.print()?;
         return Ok(());
     }
-    let ch = Ch::connect(&cli.clickhouse).await?;
+    let ch = Ch::connect(&cli.base.clickhouse).await?;
     zakaz_core::schema::ensure(&ch).await?;
     let job = zakaz_core::jobs::get(JOB);
     let (gmail, ch_ref) = (&gmail, &ch);

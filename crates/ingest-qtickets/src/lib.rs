@@ -27,11 +27,11 @@ use chrono::NaiveDate;
 use clap::Parser;
 use serde_json::{Value, json};
 use zakaz_core::Secret;
-use zakaz_core::ch::{Ch, ClickHouseArgs};
-use zakaz_core::cli::{CommonArgs, JobCli};
-use zakaz_core::http::{HttpArgs, HttpClient};
+use zakaz_core::ch::Ch;
+use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
+use zakaz_core::http::HttpClient;
 use zakaz_core::journal::{Metrics, Outcome, journaled};
-use zakaz_core::time::{Clock, ClockArgs, DateWindow, MOSCOW, WindowArgs, ch_datetime};
+use zakaz_core::time::{Clock, DateWindow, MOSCOW, ch_datetime};
 
 use crate::api::QTickets;
 use crate::model::{EventRow, OrderRow, ShowRef, TicketRow, transform_event, transform_order};
@@ -46,15 +46,7 @@ pub const JOB: &str = "qtickets";
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub clickhouse: ClickHouseArgs,
-    #[command(flatten)]
-    pub http: HttpArgs,
-    #[command(flatten)]
-    pub window: WindowArgs,
-    #[command(flatten)]
-    pub clock: ClockArgs,
+    pub base: LoaderArgs,
     #[command(flatten)]
     pub qtickets: QTicketsArgs,
 
@@ -126,7 +118,7 @@ fn default_time_budget() -> u64 {
 
 impl JobCli for Cli {
     fn common(&self) -> &CommonArgs {
-        &self.common
+        &self.base.common
     }
 }
 
@@ -162,36 +154,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = zakaz_core::jobs::get(JOB)
         .timeout()
         .unwrap_or(Duration::from_secs(300));
-    let http = HttpClient::new("QTickets", &cli.http)?
+    let http = HttpClient::new("QTickets", &cli.base.http)?
         .with_deadline(Instant::now() + timeout.saturating_sub(Duration::from_secs(20)));
     let api = QTickets::new(
         http,
         &cli.qtickets.qtickets_base_url,
         cli.qtickets.qtickets_token.clone(),
     );
-    let window = match (cli.window.since, cli.window.days) {
+    let window = match (cli.base.window.since, cli.base.window.days) {
         (None, None) => None,
         _ => Some(DateWindow::resolve(
-            &cli.window,
-            cli.clock.clock().moscow_today(),
+            &cli.base.window,
+            cli.base.clock.clock().moscow_today(),
             1,
         )?),
     };
-    let ch = Ch::connect(&cli.clickhouse).await?;
+    let ch = Ch::connect(&cli.base.clickhouse).await?;
     if cli.dry_run {
-        let outcome = Loader::new(&api, &ch, &cli.qtickets, window, None, cli.clock.clock())
-            .run()
-            .await?;
-        println!("{}", outcome.message);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome.metrics.to_json())?
-        );
+        let outcome = Loader::new(
+            &api,
+            &ch,
+            &cli.qtickets,
+            window,
+            None,
+            cli.base.clock.clock(),
+        )
+        .run()
+        .await?;
+        outcome.print()?;
         return Ok(());
     }
     zakaz_core::schema::ensure(&ch).await?;
     let job = zakaz_core::jobs::get(JOB);
-    let (api, ch_ref, args, clock) = (&api, &ch, &cli.qtickets, cli.clock.clock());
+    let (api, ch_ref, args, clock) = (&api, &ch, &cli.qtickets, cli.base.clock.clock());
     journaled(&ch, job, window, |run_id| async move {
         Loader::new(api, ch_ref, args, window, Some(run_id), clock)
             .run()

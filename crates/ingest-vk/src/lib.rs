@@ -27,12 +27,12 @@ use zakaz_core::ads::{
     Stamp, accounts_or_own, date_range, each_account, label, nightly_window, outcome_or_partial,
     quote, zero_stale,
 };
-use zakaz_core::ch::{Ch, ClickHouseArgs};
-use zakaz_core::cli::{CommonArgs, JobCli};
+use zakaz_core::ch::Ch;
+use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
 use zakaz_core::error::config_error;
-use zakaz_core::http::{HttpArgs, HttpClient};
+use zakaz_core::http::HttpClient;
 use zakaz_core::journal::{Metrics, Outcome, journaled};
-use zakaz_core::time::{ClockArgs, DateWindow, WindowArgs, ch_date};
+use zakaz_core::time::{DateWindow, ch_date};
 use zakaz_core::utm::{City, city_of_content, merged};
 
 use crate::api::{VkApi, VkError};
@@ -55,15 +55,7 @@ const HISTORY_DAYS: u64 = 365;
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub clickhouse: ClickHouseArgs,
-    #[command(flatten)]
-    pub http: HttpArgs,
-    #[command(flatten)]
-    pub window: WindowArgs,
-    #[command(flatten)]
-    pub clock: ClockArgs,
+    pub base: LoaderArgs,
     #[command(flatten)]
     pub vk: VkArgs,
 
@@ -109,7 +101,7 @@ pub struct VkArgs {
 
 impl JobCli for Cli {
     fn common(&self) -> &CommonArgs {
-        &self.common
+        &self.base.common
     }
 }
 
@@ -170,8 +162,8 @@ const COLUMNS: &[&str] = &[
 ];
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let clock = cli.clock.clock();
-    let window = nightly_window(&cli.window, &clock, cli.vk.vk_ads_refresh_days)?;
+    let clock = cli.base.clock.clock();
+    let window = nightly_window(&cli.base.window, &clock, cli.vk.vk_ads_refresh_days)?;
     let oldest = clock.moscow_today() - chrono::Days::new(HISTORY_DAYS);
     if window.from < oldest {
         return Err(config_error(format!(
@@ -185,7 +177,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = zakaz_core::jobs::get(JOB)
         .timeout()
         .unwrap_or(Duration::from_secs(600));
-    let http = HttpClient::new("VK Ads", &cli.http)?
+    let http = HttpClient::new("VK Ads", &cli.base.http)?
         .with_deadline(Instant::now() + timeout.saturating_sub(Duration::from_secs(20)));
     let state_dir = zakaz_core::state::resolve_dir(
         cli.vk.vk_ads_state_dir.as_deref(),
@@ -205,14 +197,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         let outcome = Loader::new(&api, None, &tokens, window)
             .run(&accounts)
             .await?;
-        println!("{}", outcome.message);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome.metrics.to_json())?
-        );
+        outcome.print()?;
         return Ok(());
     }
-    let ch = Ch::connect(&cli.clickhouse).await?;
+    let ch = Ch::connect(&cli.base.clickhouse).await?;
     zakaz_core::schema::ensure(&ch).await?;
     let job = zakaz_core::jobs::get(JOB);
     let (api, ch_ref, tokens, accounts) = (&api, &ch, &tokens, &accounts);

@@ -29,6 +29,22 @@ pub trait JobCli: Parser {
     fn common(&self) -> &CommonArgs;
 }
 
+/// What every loader takes: the common flags, ClickHouse, HTTP behaviour, the window of
+/// dates and the clock.
+#[derive(Debug, Clone, Args)]
+pub struct LoaderArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub clickhouse: crate::ch::ClickHouseArgs,
+    #[command(flatten)]
+    pub http: crate::http::HttpArgs,
+    #[command(flatten)]
+    pub window: crate::time::WindowArgs,
+    #[command(flatten)]
+    pub clock: crate::time::ClockArgs,
+}
+
 /// Parse, set up logging, run `body` on a tokio runtime and turn the outcome into an exit
 /// code. Errors are printed as one line with the whole cause chain and no secrets.
 pub fn main<C, F, Fut>(body: F) -> ExitCode

@@ -22,6 +22,15 @@ pub struct Outcome {
     pub metrics: Metrics,
 }
 
+impl Outcome {
+    /// What a dry run prints: its message, then its metrics as JSON.
+    pub fn print(&self) -> anyhow::Result<()> {
+        println!("{}", self.message);
+        println!("{}", serde_json::to_string_pretty(&self.metrics.to_json())?);
+        Ok(())
+    }
+}
+
 /// The metric a run sets to the number of problems it worked around (a show whose inventory
 /// failed, an id the API rejected): the run is `ok`, and alerts and the healthcheck warn.
 pub const WARNINGS: &str = "warnings";

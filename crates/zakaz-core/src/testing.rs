@@ -124,6 +124,9 @@ impl TestDb {
         vec![
             ("CLICKHOUSE_URL", self.args.clickhouse_url.clone()),
             ("CLICKHOUSE_DB", self.name.clone()),
+            // A query stuck behind the DDL of many parallel tests fails in a minute (and the
+            // test is retried) instead of holding the run for the default five.
+            ("CLICKHOUSE_TIMEOUT_SECS", "60".to_owned()),
         ]
     }
 }
