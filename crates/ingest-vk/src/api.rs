@@ -58,6 +58,9 @@ pub struct VkApi {
     base: String,
     tokens: Arc<Tokens>,
     clock: Clock,
+    /// Per account, `X-RateLimit-Daily-Remaining` of its last answer: at 0 the account stops
+    /// before sending what could only be refused (and retried) until midnight.
+    daily_left: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 impl VkApi {
@@ -67,6 +70,7 @@ impl VkApi {
             base: base.trim_end_matches('/').to_owned(),
             tokens,
             clock,
+            daily_left: Arc::default(),
         }
     }
 
@@ -86,12 +90,24 @@ impl VkApi {
         let mut token = self.tokens.access(account, now()).await?;
         let mut replaced = false;
         loop {
+            let used_up = self.daily_left.lock().unwrap().get(account) == Some(&0);
+            if used_up {
+                return Err(VkError::Other(anyhow::anyhow!(
+                    "VK Ads daily request limit is used up (X-RateLimit-Daily-Remaining: 0) before `{path}`: it resets at Moscow midnight, re-run then"
+                )));
+            }
             let response = self
                 .http
                 .send(|c| c.get(&url).bearer_auth(&token).query(query))
                 .await?;
             let status = response.status().as_u16();
             let limits = RateLimits::of(&response);
+            if let Some(daily) = limits.daily {
+                self.daily_left
+                    .lock()
+                    .unwrap()
+                    .insert(account.to_owned(), daily);
+            }
             let text = response.text().await.map_err(|e| {
                 anyhow::anyhow!("VK Ads: reading the answer of `{path}` failed: {e}")
             })?;

@@ -228,3 +228,23 @@ fn dry_run_writes_nothing() {
     );
     assert_eq!(env.query("SELECT count() FROM {db}.meta_job_runs"), "0\n");
 }
+
+#[test]
+fn a_used_up_daily_limit_stops_the_run_saying_when_it_resets() {
+    let env = Env::new();
+    // Three calls left today: the three listings; statistics would only be refused.
+    env.control("/config", json!({"vk_daily_remaining": 3}));
+    let out = env.run(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("daily request limit is used up"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("Moscow midnight"), "{}", stderr(&out));
+    assert!(
+        env.requests("/vk/api/v2/statistics/").is_empty(),
+        "nothing sent to be refused"
+    );
+    assert!(!stderr(&out).contains("retrying"), "{}", stderr(&out));
+}
