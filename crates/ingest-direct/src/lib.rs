@@ -35,6 +35,10 @@ use crate::report::{FIELDS, ReportRow};
 
 pub const JOB: &str = "direct";
 
+/// Logins loaded at once: their offline waits overlap, within Direct's five queued reports
+/// per user.
+const LOGINS_AT_ONCE: usize = 4;
+
 /// Error codes worth another try (temporary server trouble, a full offline queue).
 const RETRY_CODES: &[i64] = &[52, 56, 152, 506, 1000, 1001, 1002, 9000];
 /// Attempts for a report that keeps answering a retryable error code.
@@ -215,8 +219,10 @@ enum Answer {
 impl Loader<'_> {
     pub async fn run(self, logins: &[String]) -> anyhow::Result<Outcome> {
         let this = &self;
-        let (loads, failures) =
-            each_account("login", logins, |l| async move { this.login(&l).await }).await?;
+        let (loads, failures) = each_account("login", logins, LOGINS_AT_ONCE, |l| async move {
+            this.login(&l).await
+        })
+        .await?;
         let rows: u64 = loads.iter().map(|(_, l)| l.rows).sum();
         let by_login: BTreeMap<String, u64> =
             loads.iter().map(|(l, d)| (label(l), d.rows)).collect();

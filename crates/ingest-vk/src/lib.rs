@@ -257,11 +257,10 @@ impl<'a> Loader<'a> {
     pub async fn run(self, accounts: &[String]) -> anyhow::Result<Outcome> {
         let this = &self;
         let (loads, failures) =
-            each_account(
-                "account",
-                accounts,
-                |a| async move { this.account(&a).await },
-            )
+            // One account at a time: they share the client's token file and rate limits.
+            each_account("account", accounts, 1, |a| async move {
+                this.account(&a).await
+            })
             .await?;
         let rows: usize = loads.iter().map(|(_, l)| l.rows).sum();
         let rejected: Vec<u64> = loads

@@ -112,29 +112,40 @@ pub fn label(account: &str) -> String {
     }
 }
 
-/// Load every account in turn. One that fails does not stop the others: it is logged and
-/// named in the returned failures (`"<what> <name>: <reason>"`). A setting the operator must
-/// fix (exit 78) stops them all, since it would fail every account alike.
+/// Load every account, up to `at_once` of them concurrently (results in the accounts'
+/// order). One that fails does not stop the others: it is logged and named in the returned
+/// failures (`"<what> <name>: <reason>"`). A setting the operator must fix (exit 78) fails the
+/// run, since it would fail every account alike.
 pub async fn each_account<T, F, Fut>(
     what: &str,
     accounts: &[String],
+    at_once: usize,
     mut load: F,
 ) -> anyhow::Result<(Vec<(String, T)>, Vec<String>)>
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
+    use futures_util::stream::{self, StreamExt};
+    let results: Vec<(String, anyhow::Result<T>)> = stream::iter(accounts.iter().cloned())
+        .map(|account| {
+            let loading = load(account.clone());
+            async move { (account, loading.await) }
+        })
+        .buffered(at_once.max(1))
+        .collect()
+        .await;
     let (mut loaded, mut failures) = (Vec::new(), Vec::new());
-    for account in accounts {
-        match load(account.clone()).await {
-            Ok(t) => loaded.push((account.clone(), t)),
+    for (account, result) in results {
+        match result {
+            Ok(t) => loaded.push((account, t)),
             Err(e) if crate::error::exit_code_for(&e) == crate::error::exit::CONFIG => {
                 return Err(e);
             }
             Err(e) => {
                 let reason = crate::error::one_line(&e);
-                tracing::error!(account = %label(account), "{what} failed: {reason}");
-                failures.push(format!("{what} {}: {reason}", label(account)));
+                tracing::error!(account = %label(&account), "{what} failed: {reason}");
+                failures.push(format!("{what} {}: {reason}", label(&account)));
             }
         }
     }

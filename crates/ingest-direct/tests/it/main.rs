@@ -211,9 +211,17 @@ fn offline_201_202_200_resends_the_same_request_and_a_one_day_report_comes_at_on
     let env = Env::new();
     env.run_ok(&[]);
     let posts = env.reports_requested();
-    // Per login: 201, 202, 200 — the identical body each time (same ReportName).
+    // Per login (loaded at once, so their requests interleave): 201, 202, 200 — the
+    // identical body each time (same ReportName).
     assert_eq!(posts.len(), 6, "{posts:?}");
-    for login_posts in posts.chunks(3) {
+    let mut by_login: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for p in &posts {
+        let login = p["headers"]["client-login"].as_str().unwrap().to_owned();
+        by_login.entry(login).or_default().push(p);
+    }
+    assert_eq!(by_login.len(), 2);
+    for login_posts in by_login.values() {
+        assert_eq!(login_posts.len(), 3);
         assert!(
             login_posts
                 .iter()
@@ -222,8 +230,9 @@ fn offline_201_202_200_resends_the_same_request_and_a_one_day_report_comes_at_on
         assert_eq!(login_posts[0]["headers"]["processingmode"], "auto");
         assert_eq!(login_posts[0]["headers"]["returnmoneyinmicros"], "false");
     }
+    let firsts: Vec<&Value> = by_login.values().map(|v| v[0]).collect();
     assert_ne!(
-        posts[0]["body"], posts[3]["body"],
+        firsts[0]["body"], firsts[1]["body"],
         "a unique ReportName per report"
     );
     let waits = env.query(
