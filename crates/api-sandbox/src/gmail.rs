@@ -498,7 +498,11 @@ fn matches(sb: &Sandbox, m: &Message, q: &Query) -> bool {
                 .state()
                 .gmail_user_labels
                 .iter()
-                .find(|(_, n)| n.eq_ignore_ascii_case(name))
+                // A search writes a label's spaces as hyphens (`label:my-label`).
+                .find(|(_, n)| {
+                    n.replace(' ', "-")
+                        .eq_ignore_ascii_case(&name.replace(' ', "-"))
+                })
                 .map(|(id, _)| id.clone())
                 .unwrap_or_else(|| name.to_ascii_uppercase());
             labels.contains(&id)

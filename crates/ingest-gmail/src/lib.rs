@@ -190,10 +190,11 @@ pub fn search_query(args: &GmailArgs, window: Option<DateWindow>, now: i64) -> S
             .map_or(0, |t| t.timestamp())
     };
     match window {
+        // Gmail writes a label's spaces as hyphens in a search.
         None => format!(
             "{} -label:{} after:{}",
             args.gmail_query,
-            args.gmail_processed_label,
+            args.gmail_processed_label.trim().replace(' ', "-"),
             now - i64::from(args.gmail_lookback_days) * 86_400 - 1
         ),
         Some(w) => format!(

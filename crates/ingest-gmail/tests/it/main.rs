@@ -391,3 +391,29 @@ fn dry_run_reads_everything_writes_and_labels_nothing_and_needs_no_clickhouse() 
     assert!(env.labelled().is_empty());
     assert_eq!(env.query("SELECT count() FROM {db}.stg_mail_sales"), "0\n");
 }
+
+#[test]
+fn a_processed_label_with_spaces_is_searched_as_gmail_writes_it() {
+    let env = Env::new();
+    env.run(&[], &[("GMAIL_PROCESSED_LABEL", "zakaz processed")]);
+    let again = env.run(&[], &[("GMAIL_PROCESSED_LABEL", "zakaz processed")]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("0 report mail(s) loaded (0 rows) of 0 found"),
+        "the labelled mails are not found again: {}",
+        stderr(&again)
+    );
+    let searches = env.requests("/gmail/gmail/v1/users/me/messages");
+    let last = searches
+        .iter()
+        .rev()
+        .find(|r| r["path"].as_str().unwrap().ends_with("/messages"))
+        .unwrap();
+    assert!(
+        last["query"]
+            .as_str()
+            .unwrap()
+            .contains("-label:zakaz-processed"),
+        "{last}"
+    );
+}
