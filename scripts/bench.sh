@@ -5,39 +5,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 
-if [ "$what" = sandbox ] || [ "$what" = all ]; then
-    echo "==> api-sandbox: QTickets order pages"
-    cargo bench -q -p api-sandbox --bench serve
-fi
+# bench NAME "what it measures" PACKAGE BENCH [RELEASE-BINARY-PACKAGE...]: the binaries a
+# benchmark drives are rebuilt first, so it never measures a stale one.
+bench() {
+    local name=$1 title=$2 package=$3 target=$4
+    shift 4
+    [ "$what" = "$name" ] || [ "$what" = all ] || return 0
+    echo "==> $title"
+    for built in "$@"; do cargo build -q --release -p "$built"; done
+    cargo bench -q -p "$package" --bench "$target"
+}
 
-if [ "$what" = qtickets ] || [ "$what" = all ]; then
-    echo "==> ingest-qtickets: backfill of ~100 000 orders"
-    cargo build -q --release -p ingest-qtickets -p api-sandbox
-    cargo bench -q -p ingest-qtickets --bench backfill
-fi
-
-if [ "$what" = incremental ] || [ "$what" = all ]; then
-    echo "==> ingest-qtickets: incremental runs after 1 vs 12 months of staged history"
-    cargo build -q --release -p ingest-qtickets -p api-sandbox
-    cargo bench -q -p ingest-qtickets --bench incremental
-fi
-
-if [ "$what" = vk ] || [ "$what" = all ]; then
-    echo "==> ingest-vk: banner-day statistics vs a plain bulk insert of the same rows"
-    cargo build -q --release -p ingest-vk -p api-sandbox
-    cargo bench -q -p ingest-vk --bench load
-fi
-
-if [ "$what" = direct ] || [ "$what" = all ]; then
-    echo "==> ingest-direct: a ~100 MB report vs fetching the same bytes and a plain bulk insert"
-    cargo build -q --release -p ingest-direct -p api-sandbox
-    cargo bench -q -p ingest-direct --bench report
-fi
-
-if [ "$what" = gmail ] || [ "$what" = all ]; then
-    echo "==> ingest-gmail: CSV and XLSX report parsing vs reading the same bytes"
-    cargo bench -q -p ingest-gmail --bench parse
-fi
+bench sandbox "api-sandbox: QTickets order pages" api-sandbox serve
+bench qtickets "ingest-qtickets: backfill of ~100 000 orders" \
+    ingest-qtickets backfill ingest-qtickets api-sandbox
+bench incremental "ingest-qtickets: incremental runs after 1 vs 12 months of staged history" \
+    ingest-qtickets incremental ingest-qtickets api-sandbox
+bench vk "ingest-vk: banner-day statistics vs a plain bulk insert of the same rows" \
+    ingest-vk load ingest-vk api-sandbox
+bench direct "ingest-direct: a ~100 MB report vs fetching the same bytes and a plain bulk insert" \
+    ingest-direct report ingest-direct api-sandbox
+bench gmail "ingest-gmail: CSV and XLSX report parsing vs reading the same bytes" \
+    ingest-gmail parse
 
 if [ "$what" = healthcheck ] || [ "$what" = all ]; then
     echo "==> healthcheck: wrk against cached endpoints vs a tiny_http hello-world"

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use api_sandbox::{SandboxConfig, Server};
 use serde_json::{Value, json};
-use zakaz_core::bench::{Spread, reps};
+use zakaz_core::bench::{Spread, env_u32, reps};
 
 #[derive(serde::Deserialize)]
 struct IdPage {
@@ -25,12 +25,6 @@ struct IdOnly {
     id: u64,
 }
 
-fn env_u32(key: &str, default: u32) -> u32 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One order page (only the ids parsed: the number measures the server, not a client's JSON
 /// tree) and its size.

@@ -31,10 +31,7 @@ fn rate(bytes: &[u8], n: usize, mut f: impl FnMut(&[u8]) -> usize) -> (Spread, u
 }
 
 fn main() {
-    let rows: usize = std::env::var("ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let rows = zakaz_core::bench::env_u32("ROWS", 200_000) as usize;
     let n = reps(5);
     let cities = ["Москва", "Санкт-Петербург", "Новосибирск", "Казань"];
     let mut csv = String::from("Дата;Событие;Город;Продано билетов;Выручка;Возвраты;Валюта\n");

@@ -80,10 +80,7 @@ async fn history(days: u32, orders_per_day: u32) -> (u32, Vec<f64>) {
 
 #[tokio::main]
 async fn main() {
-    let per_day = std::env::var("ORDERS_PER_DAY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+    let per_day = zakaz_core::bench::env_u32("ORDERS_PER_DAY", 600);
     println!("ingest-qtickets incremental runs vs staged history ({per_day} orders/day)");
     let mut medians = Vec::new();
     for days in [30, 365] {

@@ -129,6 +129,14 @@ impl Spread {
     }
 }
 
+/// A size from the environment (`ROWS=…`), or `default`.
+pub fn env_u32(key: &str, default: u32) -> u32 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// `BENCH_REPS` (default `default`), at least 1.
 pub fn reps(default: usize) -> usize {
     std::env::var("BENCH_REPS")

@@ -156,6 +156,51 @@ pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
     out
 }
 
+/// A job binary as a test runs it: the test's environment builds the command (a clean
+/// environment pointed at its sandbox and database); running it is the same for every job.
+pub trait JobUnderTest {
+    fn command(&self, args: &[&str]) -> std::process::Command;
+
+    /// Run to the end with `extra_env` on top; whatever the outcome.
+    fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> std::process::Output {
+        self.command(args)
+            .envs(extra_env.iter().copied())
+            .output()
+            .expect("the job binary runs")
+    }
+
+    /// Run to the end; it must succeed.
+    fn run_ok(&self, args: &[&str]) -> std::process::Output {
+        output_ok(&mut self.command(args))
+    }
+}
+
+/// The sandbox's request log under `prefix` (`GET <base>/_sandbox/requests`).
+pub fn sandbox_requests(base_url: &str, prefix: &str) -> Vec<serde_json::Value> {
+    let text = request(
+        "GET",
+        &format!(
+            "{base_url}/_sandbox/requests?path_prefix={}",
+            query_escape(prefix)
+        ),
+        "application/json",
+        "",
+    )
+    .unwrap_or_else(|e| panic!("sandbox request log: {e}"));
+    serde_json::from_str(&text).expect("the request log is JSON")
+}
+
+fn query_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A blocking `POST /` of one query over plain HTTP/1.0 (no chunked answer to undo): usable from `Drop` inside or outside a
 /// runtime. Returns the body, or the error text.
 pub fn http_post(base: &str, query: &str) -> Result<String, String> {
@@ -174,6 +219,10 @@ pub fn post_json(url: &str, body: &str) -> Result<String, String> {
 }
 
 fn post(url: &str, content_type: &str, body: &str) -> Result<String, String> {
+    request("POST", url, content_type, body)
+}
+
+fn request(method: &str, url: &str, content_type: &str, body: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or("only http:// is supported by the test client")?;
@@ -186,7 +235,7 @@ fn post(url: &str, content_type: &str, body: &str) -> Result<String, String> {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
     let request = format!(
-        "POST {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream

@@ -1,4 +1,5 @@
 use crate::{Env, stderr};
+use zakaz_core::testing::JobUnderTest;
 
 #[tokio::test]
 async fn a_healthy_system_stays_quiet() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use api_sandbox::{SandboxConfig, Server};
 use zakaz_core::ch::Ch;
-use zakaz_core::testing::{TestDb, query_tsv};
+use zakaz_core::testing::{JobUnderTest, TestDb, query_tsv};
 
 pub struct Smtp {
     child: Child,
@@ -161,39 +161,6 @@ impl Env {
         format!("toDateTime({})", self.now)
     }
 
-    pub fn command(&self, args: &[&str]) -> Command {
-        let now = chrono::DateTime::from_timestamp(self.now, 0).unwrap();
-        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_alerts"));
-        cmd.args(args)
-            .arg(format!("--now={}", now.to_rfc3339()))
-            .env(
-                "TELEGRAM_API_URL",
-                format!("{}/telegram", self.sandbox.base_url),
-            )
-            .env("TELEGRAM_BOT_TOKEN", "sandbox-token")
-            // Enablement from a unit directory of the test's, never the host's /etc.
-            .env("SYSTEMD_UNIT_DIRS", &self.units.path)
-            .env("ALERTS_STATE_DIR", &self.state_dir)
-            .env("TELEGRAM_CHAT_ID", "-100123")
-            .env("SMTP_HOST", "127.0.0.1")
-            .env("SMTP_PORT", self.smtp.port.to_string())
-            .env("SMTP_STARTTLS", "false")
-            .env("ALERT_EMAIL_TO", "duty@example.org")
-            .env("ALERT_EMAIL_FROM", "alerts@example.org");
-        cmd
-    }
-
-    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        self.command(args)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap()
-    }
-
-    pub fn run_ok(&self, args: &[&str]) -> Output {
-        zakaz_core::testing::output_ok(&mut self.command(args))
-    }
-
     pub fn telegram(&self) -> Vec<String> {
         self.sandbox
             .sandbox()
@@ -261,6 +228,30 @@ impl Env {
         self.seed_fresh("qtickets", 0).await;
         self.seed_fresh("vk_ads", 1).await;
         self.seed_fresh("direct", 1).await;
+    }
+}
+
+impl JobUnderTest for Env {
+    fn command(&self, args: &[&str]) -> Command {
+        let now = chrono::DateTime::from_timestamp(self.now, 0).unwrap();
+        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_alerts"));
+        cmd.args(args)
+            .arg(format!("--now={}", now.to_rfc3339()))
+            .env(
+                "TELEGRAM_API_URL",
+                format!("{}/telegram", self.sandbox.base_url),
+            )
+            .env("TELEGRAM_BOT_TOKEN", "sandbox-token")
+            // Enablement from a unit directory of the test's, never the host's /etc.
+            .env("SYSTEMD_UNIT_DIRS", &self.units.path)
+            .env("ALERTS_STATE_DIR", &self.state_dir)
+            .env("TELEGRAM_CHAT_ID", "-100123")
+            .env("SMTP_HOST", "127.0.0.1")
+            .env("SMTP_PORT", self.smtp.port.to_string())
+            .env("SMTP_STARTTLS", "false")
+            .env("ALERT_EMAIL_TO", "duty@example.org")
+            .env("ALERT_EMAIL_FROM", "alerts@example.org");
+        cmd
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use api_sandbox::{SandboxConfig, Server};
 use serde_json::{Value, json};
-use zakaz_core::testing::{TestDb, sandbox_control};
+use zakaz_core::testing::{JobUnderTest, TestDb, sandbox_control};
 
 /// Yesterday is 2026-11-24.
 pub const NOW: &str = "2026-11-25T12:00:00+03:00";
@@ -46,32 +46,6 @@ impl Env {
         env
     }
 
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-direct"));
-        cmd.args(args)
-            .arg(format!("--now={NOW}"))
-            .env(
-                "DIRECT_API_URL",
-                format!("{}/direct/json/v5", self.sandbox.base_url),
-            )
-            .env("DIRECT_TOKEN", "sandbox-token")
-            .env("DIRECT_LOGINS", "client-a,client-b")
-            .env("HTTP_MAX_ATTEMPTS", "2")
-            .env("LOG_LEVEL", "info");
-        cmd
-    }
-
-    pub fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-        self.command(args)
-            .envs(extra_env.iter().copied())
-            .output()
-            .unwrap()
-    }
-
-    pub fn run_ok(&self, args: &[&str]) -> Output {
-        zakaz_core::testing::output_ok(&mut self.command(args))
-    }
-
     pub fn query(&self, sql: &str) -> String {
         self.db.query(sql)
     }
@@ -81,13 +55,7 @@ impl Env {
     }
 
     pub fn reports_requested(&self) -> Vec<Value> {
-        reqwest::blocking::get(format!(
-            "{}/_sandbox/requests?path_prefix=/direct/",
-            self.sandbox.base_url
-        ))
-        .unwrap()
-        .json()
-        .unwrap()
+        zakaz_core::testing::sandbox_requests(&self.sandbox.base_url, "/direct/")
     }
 
     /// Loaded sums per date, login and campaign.
@@ -158,6 +126,23 @@ impl Env {
             }
         }
         out
+    }
+}
+
+impl JobUnderTest for Env {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-direct"));
+        cmd.args(args)
+            .arg(format!("--now={NOW}"))
+            .env(
+                "DIRECT_API_URL",
+                format!("{}/direct/json/v5", self.sandbox.base_url),
+            )
+            .env("DIRECT_TOKEN", "sandbox-token")
+            .env("DIRECT_LOGINS", "client-a,client-b")
+            .env("HTTP_MAX_ATTEMPTS", "2")
+            .env("LOG_LEVEL", "info");
+        cmd
     }
 }
 

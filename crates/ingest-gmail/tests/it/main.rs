@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use api_sandbox::{SandboxConfig, Server};
 use serde_json::{Value, json};
-use zakaz_core::testing::{TestDb, sandbox_control};
+use zakaz_core::testing::{JobUnderTest, TestDb, sandbox_control};
 
 /// 21:00 Moscow: the newest report mail arrived at exactly 00:00 Moscow that day (the
 /// sandbox dates its mails from its clock), which the window-boundary test uses.
@@ -41,35 +41,6 @@ impl Env {
         }
     }
 
-    pub fn command(&self, args: &[&str]) -> Command {
-        let now = chrono::DateTime::from_timestamp(self.sandbox.sandbox().now(), 0).unwrap();
-        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-gmail"));
-        cmd.args(args)
-            .arg(format!("--now={}", now.to_rfc3339()))
-            .env("GMAIL_API_URL", format!("{}/gmail", self.sandbox.base_url))
-            .env(
-                "GOOGLE_TOKEN_URL",
-                format!("{}/google/token", self.sandbox.base_url),
-            )
-            .env("GMAIL_CLIENT_ID", "sandbox-client")
-            .env("GMAIL_CLIENT_SECRET", "sandbox-secret")
-            .env("GMAIL_REFRESH_TOKEN", "sandbox-refresh")
-            .env("HTTP_MAX_ATTEMPTS", "3")
-            .env("LOG_LEVEL", "info");
-        cmd
-    }
-
-    pub fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-        self.command(args)
-            .envs(extra_env.iter().copied())
-            .output()
-            .unwrap()
-    }
-
-    pub fn run_ok(&self, args: &[&str]) -> Output {
-        zakaz_core::testing::output_ok(&mut self.command(args))
-    }
-
     pub fn query(&self, sql: &str) -> String {
         self.db.query(sql)
     }
@@ -88,13 +59,7 @@ impl Env {
     }
 
     pub fn requests(&self, prefix: &str) -> Vec<Value> {
-        reqwest::blocking::get(format!(
-            "{}/_sandbox/requests?path_prefix={prefix}",
-            self.sandbox.base_url
-        ))
-        .unwrap()
-        .json()
-        .unwrap()
+        zakaz_core::testing::sandbox_requests(&self.sandbox.base_url, prefix)
     }
 
     /// Every row the sandbox's report mails mean to carry.
@@ -168,6 +133,26 @@ impl Env {
             .collect();
         ids.sort();
         ids
+    }
+}
+
+impl JobUnderTest for Env {
+    fn command(&self, args: &[&str]) -> Command {
+        let now = chrono::DateTime::from_timestamp(self.sandbox.sandbox().now(), 0).unwrap();
+        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-gmail"));
+        cmd.args(args)
+            .arg(format!("--now={}", now.to_rfc3339()))
+            .env("GMAIL_API_URL", format!("{}/gmail", self.sandbox.base_url))
+            .env(
+                "GOOGLE_TOKEN_URL",
+                format!("{}/google/token", self.sandbox.base_url),
+            )
+            .env("GMAIL_CLIENT_ID", "sandbox-client")
+            .env("GMAIL_CLIENT_SECRET", "sandbox-secret")
+            .env("GMAIL_REFRESH_TOKEN", "sandbox-refresh")
+            .env("HTTP_MAX_ATTEMPTS", "3")
+            .env("LOG_LEVEL", "info");
+        cmd
     }
 }
 

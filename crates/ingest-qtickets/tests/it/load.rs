@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use crate::{Env, stderr};
+use zakaz_core::testing::JobUnderTest;
 
 #[tokio::test]
 async fn totals_equal_an_independent_computation_and_reruns_change_nothing() {

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use api_sandbox::{SandboxConfig, Server};
 use serde_json::Value;
-use zakaz_core::testing::{TestDb, query_tsv};
+use zakaz_core::testing::{JobUnderTest, TestDb, query_tsv};
 
 /// The sandbox's and the loader's "now" in these tests: late evening in Moscow, so that a
 /// date computed in UTC instead of Moscow time would be wrong.
@@ -40,35 +40,6 @@ impl Env {
             sandbox: Server::start_local(config).unwrap(),
             db,
         }
-    }
-
-    /// The loader, acting as of the sandbox's "now" (one clock for both, also after a test
-    /// advances the sandbox's).
-    pub fn command(&self, args: &[&str]) -> Command {
-        let now = chrono::DateTime::from_timestamp(self.sandbox.sandbox().now(), 0).unwrap();
-        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-qtickets"));
-        cmd.args(args)
-            .arg(format!("--now={}", now.to_rfc3339()))
-            .env(
-                "QTICKETS_BASE_URL",
-                format!("{}/qtickets/api/rest/v1", self.sandbox.base_url),
-            )
-            .env("QTICKETS_TOKEN", "sandbox-token")
-            .env("QTICKETS_BACKFILL_DAYS", "60")
-            .env("HTTP_MAX_ATTEMPTS", "2")
-            .env("LOG_LEVEL", "info");
-        cmd
-    }
-
-    pub fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-        self.command(args)
-            .envs(extra_env.iter().copied())
-            .output()
-            .unwrap()
-    }
-
-    pub fn run_ok(&self, args: &[&str]) -> Output {
-        zakaz_core::testing::output_ok(&mut self.command(args))
     }
 
     pub fn query(&self, sql: &str) -> String {
@@ -185,6 +156,26 @@ impl Env {
             )
         })
         .collect()
+    }
+}
+
+impl JobUnderTest for Env {
+    /// The loader, acting as of the sandbox's "now" (one clock for both, also after a test
+    /// advances the sandbox's).
+    fn command(&self, args: &[&str]) -> Command {
+        let now = chrono::DateTime::from_timestamp(self.sandbox.sandbox().now(), 0).unwrap();
+        let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-qtickets"));
+        cmd.args(args)
+            .arg(format!("--now={}", now.to_rfc3339()))
+            .env(
+                "QTICKETS_BASE_URL",
+                format!("{}/qtickets/api/rest/v1", self.sandbox.base_url),
+            )
+            .env("QTICKETS_TOKEN", "sandbox-token")
+            .env("QTICKETS_BACKFILL_DAYS", "60")
+            .env("HTTP_MAX_ATTEMPTS", "2")
+            .env("LOG_LEVEL", "info");
+        cmd
     }
 }
 

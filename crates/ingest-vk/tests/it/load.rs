@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::{Env, stderr};
+use zakaz_core::testing::JobUnderTest;
 
 #[test]
 fn sums_per_date_and_plan_equal_the_apis_and_a_rerun_changes_nothing() {

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use api_sandbox::{SandboxConfig, Server};
 use serde_json::{Value, json};
-use zakaz_core::testing::{TempDir, TestDb, sandbox_control};
+use zakaz_core::testing::{JobUnderTest, TempDir, TestDb, sandbox_control};
 
 /// The sandbox's and the loader's "now": yesterday is 2026-11-24.
 pub const NOW: &str = "2026-11-25T12:00:00+03:00";
@@ -53,10 +53,6 @@ impl Env {
         }
     }
 
-    pub fn command(&self, args: &[&str]) -> Command {
-        self.command_at(args, NOW)
-    }
-
     /// The loader acting as of `now`.
     pub fn command_at(&self, args: &[&str], now: &str) -> Command {
         let mut cmd = self.db.command(env!("CARGO_BIN_EXE_ingest-vk"));
@@ -71,17 +67,6 @@ impl Env {
         cmd
     }
 
-    pub fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-        self.command(args)
-            .envs(extra_env.iter().copied())
-            .output()
-            .unwrap()
-    }
-
-    pub fn run_ok(&self, args: &[&str]) -> Output {
-        zakaz_core::testing::output_ok(&mut self.command(args))
-    }
-
     pub fn query(&self, sql: &str) -> String {
         self.db.query(sql)
     }
@@ -92,13 +77,7 @@ impl Env {
 
     /// The sandbox's request log under `prefix`.
     pub fn requests(&self, prefix: &str) -> Vec<Value> {
-        reqwest::blocking::get(format!(
-            "{}/_sandbox/requests?path_prefix={prefix}",
-            self.sandbox.base_url
-        ))
-        .unwrap()
-        .json()
-        .unwrap()
+        zakaz_core::testing::sandbox_requests(&self.sandbox.base_url, prefix)
     }
 
     /// Token requests of one grant type the loader made.
@@ -269,6 +248,12 @@ pub fn kopecks(s: &str) -> i64 {
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
     let frac = format!("{frac:0<2}");
     whole.parse::<i64>().unwrap() * 100 + frac[..2].parse::<i64>().unwrap()
+}
+
+impl JobUnderTest for Env {
+    fn command(&self, args: &[&str]) -> Command {
+        self.command_at(args, NOW)
+    }
 }
 
 pub fn stderr(out: &Output) -> String {

@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use crate::{Env, NOW, stderr};
+use zakaz_core::testing::JobUnderTest;
 
 #[test]
 fn one_token_serves_every_run_and_the_count_stays_at_most_five() {
