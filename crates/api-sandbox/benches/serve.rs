@@ -25,7 +25,6 @@ struct IdOnly {
     id: u64,
 }
 
-
 /// One order page (only the ids parsed: the number measures the server, not a client's JSON
 /// tree) and its size.
 fn page(http: &reqwest::blocking::Client, base: &str, body: &Value) -> (Vec<u64>, usize) {

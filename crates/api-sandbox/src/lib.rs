@@ -210,7 +210,10 @@ pub struct State {
     pub vk_token_counter: u64,
     pub vk_daily_remaining: u64,
     pub vk_rps_limit: u64,
-    /// (wall second, requests in it).
+    /// The length of the "per second" window in real milliseconds (1000; a test stretches it so
+    /// that its requests surely fall into one window, however slow the machine).
+    pub vk_rps_window_ms: u64,
+    /// (window number, requests in it).
     pub vk_rps_window: (u64, u64),
     /// Banner ids the listing shows and the statistics reject.
     pub vk_ghost_banners: Vec<u64>,
@@ -250,6 +253,7 @@ impl State {
             vk_token_counter: 0,
             vk_daily_remaining: vk::DAILY_LIMIT,
             vk_rps_limit: 10,
+            vk_rps_window_ms: 1000,
             vk_rps_window: (0, 0),
             vk_ghost_banners: Vec::new(),
             vk_plans_error: "ERR_WRONG_CAMPAIGNS".to_owned(),
@@ -591,6 +595,9 @@ impl Sandbox {
                 }
                 if let Some(n) = body.get("vk_rps_limit").and_then(Value::as_u64) {
                     state.vk_rps_limit = n;
+                }
+                if let Some(n) = body.get("vk_rps_window_ms").and_then(Value::as_u64) {
+                    state.vk_rps_window_ms = n;
                 }
                 if let Some(id) = body.get("vk_ghost_banner").and_then(Value::as_u64) {
                     state.vk_ghost_banners.push(id);

@@ -163,27 +163,6 @@ impl VkData {
             .find(|p| p.id == plan_id)
             .map_or("", |p| p.owner.as_str())
     }
-
-    /// The UTM tags a banner's clicks carry: its URL's, then the group's (when enabled) for
-    /// the keys the URL lacks — what the service does. For tests.
-    pub fn effective_utm(&self, banner: &Banner) -> Vec<(String, String)> {
-        let parse = |q: &str| -> Vec<(String, String)> {
-            url::form_urlencoded::parse(q.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        };
-        let mut tags = parse(banner.url.split_once('?').map_or("", |(_, q)| q));
-        if let Some(g) = self.groups.iter().find(|g| g.id == banner.group_id)
-            && g.enable_utm
-        {
-            for (k, v) in parse(&g.utm) {
-                if !tags.iter().any(|(have, _)| *have == k) {
-                    tags.push((k, v));
-                }
-            }
-        }
-        tags
-    }
 }
 
 /// One banner's base metrics for one day: (shows, clicks, goals, spent in kopecks).
@@ -278,9 +257,9 @@ fn route(sb: &Sandbox, req: &Req, path: &str) -> Resp {
         if state.vk_daily_remaining == 0 {
             return vk_error(429, "ERR_LIMIT_EXCEEDED", "Daily limit exceeded");
         }
-        let second = sb.wall_ms() / 1000;
-        if state.vk_rps_window.0 != second {
-            state.vk_rps_window = (second, 0);
+        let window = sb.wall_ms() / state.vk_rps_window_ms.max(1);
+        if state.vk_rps_window.0 != window {
+            state.vk_rps_window = (window, 0);
         }
         if state.vk_rps_window.1 >= state.vk_rps_limit {
             return vk_error(429, "ERR_LIMIT_EXCEEDED", "Too many requests per second")

@@ -119,7 +119,7 @@ impl Parser {
             return Ok(None);
         }
         let cells: Vec<&str> = text.split('\t').collect();
-        let Some(columns) = &self.columns else {
+        if self.columns.is_none() {
             if cells.contains(&"Date") && cells.contains(&"AdId") {
                 let index = FIELDS
                     .iter()
@@ -134,14 +134,14 @@ impl Parser {
             }
             // No header line (skipped): a data line is in request order; anything else
             // before the header is the title.
-            if cells.len() == FIELDS.len()
-                && NaiveDate::parse_from_str(cells[0], "%Y-%m-%d").is_ok()
+            if cells.len() != FIELDS.len()
+                || NaiveDate::parse_from_str(cells[0], "%Y-%m-%d").is_err()
             {
-                self.columns = Some((0..FIELDS.len()).collect());
-                return self.line_again(text);
+                return Ok(None);
             }
-            return Ok(None);
-        };
+            self.columns = Some((0..FIELDS.len()).collect());
+        }
+        let columns = self.columns.as_ref().expect("set above");
         let cell = |i: usize| cells.get(columns[i]).copied().unwrap_or("");
         let at =
             |what: &str, e: String| anyhow::anyhow!("report line {}: `{what}`: {e}", self.line_no);
@@ -179,11 +179,6 @@ impl Parser {
             cost,
             conversions,
         }))
-    }
-
-    fn line_again(&mut self, text: &str) -> anyhow::Result<Option<ReportRow>> {
-        self.line_no -= 1;
-        self.line(text.as_bytes())
     }
 }
 

@@ -17,11 +17,12 @@ use std::time::Instant;
 
 use ingest_qtickets::model::{OrderRow, TicketRow};
 use serde_json::{Value, json};
-use zakaz_core::bench::{SandboxProcess, Spread, env_u32, release_binary, reps, run_measuring_peak};
+use zakaz_core::bench::{
+    SandboxProcess, Spread, env_u32, release_binary, reps, run_measuring_peak,
+};
 use zakaz_core::testing::TestDb;
 
 const NOW: &str = "2026-11-25T12:00:00+03:00";
-
 
 /// The release loader pointed at `sandbox` and `db`, backfilling everything.
 fn loader(sandbox: &SandboxProcess, db: &TestDb, concurrency: u32) -> Command {

@@ -120,29 +120,17 @@ pub fn flag(v: &Value) -> bool {
     }
 }
 
-/// Money as kopecks: integers, floats and numeric strings (with `.` or `,`); null is 0.
+/// Money as kopecks: integers, decimal numbers and numeric strings (with `.` or `,`), read
+/// through their decimal text (`zakaz_core::money`), never a float; null is 0.
 pub fn kopecks(v: &Value, what: &str) -> anyhow::Result<i64> {
-    match v {
-        Value::Null => Ok(0),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Ok(i * 100)
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                anyhow::ensure!(f.is_finite(), "{what}: money `{n}` is not a number");
-                Ok((f * 100.0).round() as i64)
-            }
-        }
-        Value::String(s) => {
-            let f: f64 = s
-                .trim()
-                .replace(',', ".")
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{what}: money `{s}` is not a number"))?;
-            Ok((f * 100.0).round() as i64)
-        }
+    let text = match v {
+        Value::Null => return Ok(0),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
         other => anyhow::bail!("{what}: money `{other}` is not a number"),
-    }
+    };
+    zakaz_core::money::parse_kopecks(&text)
+        .map_err(|_| anyhow::anyhow!("{what}: money `{text}` is not a number"))
 }
 
 fn timestamp(v: &Value, key: &str, what: &str) -> anyhow::Result<Option<DateTime<FixedOffset>>> {

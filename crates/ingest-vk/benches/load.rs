@@ -13,11 +13,12 @@ use std::time::Instant;
 
 use ingest_vk::FactRow;
 use serde_json::json;
-use zakaz_core::bench::{SandboxProcess, Spread, env_u32, release_binary, reps, run_measuring_peak};
+use zakaz_core::bench::{
+    SandboxProcess, Spread, env_u32, release_binary, reps, run_measuring_peak,
+};
 use zakaz_core::testing::{TempDir, TestDb};
 
 const NOW: &str = "2026-11-25T12:00:00+03:00";
-
 
 fn loader(sandbox: &SandboxProcess, db: &TestDb, state: &TempDir, days: u32) -> Command {
     let mut cmd = Command::new(release_binary("ingest-vk"));

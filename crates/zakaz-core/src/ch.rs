@@ -210,7 +210,6 @@ impl Ch {
         Ok(StreamInsert {
             insert,
             table: table.to_owned(),
-            rows: 0,
         })
     }
 
@@ -236,12 +235,10 @@ fn insert_failed(table: &str, e: &clickhouse::error::Error) -> anyhow::Error {
 pub struct StreamInsert<T: clickhouse::Row> {
     insert: clickhouse::insert::Insert<T>,
     table: String,
-    pub rows: u64,
 }
 
 impl<T: clickhouse::RowOwned + clickhouse::RowWrite> StreamInsert<T> {
     pub async fn write(&mut self, row: &T) -> anyhow::Result<()> {
-        self.rows += 1;
         self.insert
             .write(row)
             .await
