@@ -38,7 +38,6 @@ struct File {
 pub struct TokenEvents {
     pub minted: u32,
     pub refreshed: u32,
-    pub reused: u32,
     pub limit_recoveries: u32,
 }
 
@@ -50,6 +49,9 @@ pub struct Tokens {
     secret: Secret,
     path: PathBuf,
     pub events: std::sync::Mutex<TokenEvents>,
+    /// Pairs this run holds already: the file is locked and read once per account, not for
+    /// every API call.
+    held: std::sync::Mutex<BTreeMap<String, Pair>>,
 }
 
 /// Why the API refused a token (`code` of a 401).
@@ -70,6 +72,7 @@ impl Tokens {
             secret,
             path: dir.join(FILE),
             events: Default::default(),
+            held: Default::default(),
         }
     }
 
@@ -107,12 +110,17 @@ impl Tokens {
     /// A live access token for `account`: the stored one, refreshed if it expires within
     /// the hour, or a new one.
     pub async fn access(&self, account: &str, now: i64) -> anyhow::Result<String> {
+        let key = self.key(account);
+        if let Some(p) = self.held.lock().unwrap().get(&key)
+            && p.expires_at - now > REFRESH_AHEAD_SECS
+        {
+            return Ok(p.access_token.clone());
+        }
         let _lock = self.lock().await?;
         let mut file = self.read();
-        let key = self.key(account);
         let pair = match file.tokens.get(&key) {
             Some(p) if p.expires_at - now > REFRESH_AHEAD_SECS => {
-                self.events.lock().unwrap().reused += 1;
+                self.held.lock().unwrap().insert(key, p.clone());
                 return Ok(p.access_token.clone());
             }
             Some(p) => match self.refresh(p, now).await? {
@@ -122,8 +130,9 @@ impl Tokens {
             None => self.mint(account, now).await?,
         };
         let access = pair.access_token.clone();
-        file.tokens.insert(key, pair);
+        file.tokens.insert(key.clone(), pair.clone());
         self.write(&file)?;
+        self.held.lock().unwrap().insert(key, pair);
         Ok(access)
     }
 
@@ -143,6 +152,7 @@ impl Tokens {
         if let Some(p) = &stored
             && p.access_token != used
         {
+            self.held.lock().unwrap().insert(key, p.clone());
             return Ok(p.access_token.clone());
         }
         let fresh = match (why, stored) {
@@ -153,8 +163,9 @@ impl Tokens {
             _ => self.mint(account, now).await?,
         };
         let access = fresh.access_token.clone();
-        file.tokens.insert(key, fresh);
+        file.tokens.insert(key.clone(), fresh.clone());
         self.write(&file)?;
+        self.held.lock().unwrap().insert(key, fresh);
         Ok(access)
     }
 
