@@ -96,6 +96,16 @@ impl TestDb {
         (db, ch)
     }
 
+    /// [`TestDb::migrated`] for a test without a runtime of its own (one that drives
+    /// binaries and blocking clients only).
+    pub fn migrated_blocking() -> TestDb {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the set-up");
+        runtime.block_on(TestDb::migrated()).0
+    }
+
     pub async fn connect(&self) -> Ch {
         Ch::connect(&self.args)
             .await

@@ -33,9 +33,7 @@ impl Env {
             now: Some(NOW.into()),
             ..SandboxConfig::default()
         };
-        let (db, _ch) = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(TestDb::migrated());
+        let db = TestDb::migrated_blocking();
         let env = Env {
             sandbox: Server::start_local(config.clone()).unwrap(),
             config,

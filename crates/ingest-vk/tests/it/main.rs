@@ -42,9 +42,7 @@ impl Env {
             now: Some(NOW.into()),
             ..config
         };
-        let (db, _ch) = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(TestDb::migrated());
+        let db = TestDb::migrated_blocking();
         Env {
             sandbox: Server::start_local(config.clone()).unwrap(),
             config,
