@@ -121,6 +121,12 @@ fn a_bad_client_or_a_revoked_token_exits_78_naming_the_settings() {
 #[test]
 fn two_runs_at_once_share_one_token() {
     let env = Env::new();
+    // The first token request takes half a second: the first run holds the token file's lock
+    // that long, so the two runs surely meet there (without the lock both would mint).
+    env.control(
+        "/faults",
+        json!({"route": "/vk/api/v2/oauth2/token.json", "delay_ms": 500, "count": 1}),
+    );
     let children: Vec<_> = (0..2)
         .map(|_| env.command(&["--days", "1"]).spawn().unwrap())
         .collect();
