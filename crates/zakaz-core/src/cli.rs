@@ -27,6 +27,9 @@ pub struct CommonArgs {
 /// A binary's top-level arguments.
 pub trait JobCli: Parser {
     fn common(&self) -> &CommonArgs;
+    /// Under systemd, send events to the journal natively so their fields become journal
+    /// fields (`journalctl CID=123`), instead of one text line on stderr.
+    const JOURNAL_FIELDS: bool = false;
 }
 
 /// What every loader takes: the common flags, ClickHouse, HTTP behaviour, the window of
@@ -64,7 +67,7 @@ where
             return ExitCode::from(code);
         }
     };
-    if let Err(err) = crate::logging::init(&cli.common().log) {
+    if let Err(err) = crate::logging::init_with(&cli.common().log, C::JOURNAL_FIELDS) {
         eprintln!("error: {}", one_line(&err));
         return ExitCode::from(exit_code_for(&err));
     }

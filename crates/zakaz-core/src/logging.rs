@@ -51,6 +51,13 @@ pub fn stderr_is_journal() -> bool {
 
 /// Install the global subscriber. Fails with a line naming `LOG_LEVEL` or `LOG_FILE`.
 pub fn init(args: &LogArgs) -> anyhow::Result<()> {
+    init_with(args, false)
+}
+
+/// `init`, optionally sending events to journald natively under systemd (each field an
+/// upper-case journal field: `cid` → `CID`). Falls back to stderr lines when the journal
+/// socket cannot be reached.
+pub fn init_with(args: &LogArgs, journal_fields: bool) -> anyhow::Result<()> {
     let filter = parse_level(&args.log_level)?;
     let file_layer = match &args.log_file {
         None => None,
@@ -79,7 +86,12 @@ pub fn init(args: &LogArgs) -> anyhow::Result<()> {
         }
     };
     let journal = stderr_is_journal();
-    let journal_layer = journal.then(|| {
+    let native = if journal && journal_fields {
+        tracing_journald::layer().ok()
+    } else {
+        None
+    };
+    let journal_layer = (journal && native.is_none()).then(|| {
         tracing_subscriber::fmt::layer()
             .event_format(JournalFormat)
             .with_ansi(false)
@@ -94,6 +106,7 @@ pub fn init(args: &LogArgs) -> anyhow::Result<()> {
     tracing_subscriber::registry()
         .with(filter)
         .with(journal_layer)
+        .with(native)
         .with(terminal_layer)
         .with(file_layer)
         .try_init()
