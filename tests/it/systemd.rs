@@ -478,7 +478,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
 
     // --- uninstall, power off, and the host is untouched ----------------------------------
     let out = ok(&machine, &[manage, "uninstall"]);
-    assert!(out.contains("uninstalled 12 units"), "{out}");
+    assert!(out.contains("uninstalled 17 units"), "{out}");
     // The units are gone and nothing is scheduled any more; the settings stay.
     for unit in ["qtickets.timer", "qtickets.service", "zakaz-alert@.service"] {
         assert!(
@@ -643,7 +643,7 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     );
 
     let out = ok(&machine, &[&format!("{bin}/manage-timers"), "uninstall"]);
-    assert!(out.contains("uninstalled 12 units"), "{out}");
+    assert!(out.contains("uninstalled 17 units"), "{out}");
     drop(machine);
     let _ = std::fs::remove_file(&log);
 }
@@ -735,7 +735,7 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
     ok(&machine, &[&manage, "disable", "qtickets"]);
     let again = ok(&machine, &[&manage, "install", "--binaries", bin]);
     assert!(
-        again.contains("12 unit(s) already as they should be: unchanged"),
+        again.contains("17 unit(s) already as they should be: unchanged"),
         "{again}"
     );
     assert!(!again.contains("enabled qtickets.timer"), "{again}");

@@ -360,7 +360,7 @@ async fn last_check(ch: &Ch, now: u32) -> anyhow::Result<u32> {
         .await?;
     let interval = match jobs::get(JOB).schedule {
         zakaz_core::jobs::Schedule::Timer { interval, .. } => interval.as_secs() as u32,
-        zakaz_core::jobs::Schedule::Service { .. } => 7200,
+        _ => 7200,
     };
     Ok(if last > 0 {
         last

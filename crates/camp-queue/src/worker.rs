@@ -36,7 +36,8 @@ pub struct RunArgs {
     )]
     pub par_id: Option<Lane>,
 
-    /// `S-copy:N` or `S-rest`: shard and par-id in one word (the systemd instance name).
+    /// `S-copyN` (or `S-copy:N`) or `S-rest`: shard and par-id in one word (the systemd
+    /// instance name, `camp_queue@2-copy1.service`).
     #[arg(long, value_name = "S-PARID", conflicts_with_all = ["shard", "par_id"])]
     pub instance: Option<String>,
 
@@ -92,14 +93,19 @@ impl RunArgs {
     fn identity(&self) -> anyhow::Result<(u32, Lane)> {
         if let Some(instance) = &self.instance {
             let parsed = instance.split_once('-').and_then(|(s, l)| {
+                // `copy1` in unit names (`:` is not welcome there), `copy:1` everywhere else.
+                let lane = match l.strip_prefix("copy") {
+                    Some(n) if !n.starts_with(':') => format!("copy:{n}"),
+                    _ => l.to_owned(),
+                };
                 Some((
                     s.parse::<u32>().ok().filter(|&s| s > 0)?,
-                    l.parse::<Lane>().ok()?,
+                    lane.parse::<Lane>().ok()?,
                 ))
             });
             return parsed.ok_or_else(|| {
                 config_error(format!(
-                    "`--instance {instance}`: expected `S-copy:N` or `S-rest`"
+                    "`--instance {instance}`: expected `S-copyN` or `S-rest`"
                 ))
             });
         }

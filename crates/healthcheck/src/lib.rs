@@ -27,7 +27,7 @@ pub const JOB: &str = "healthcheck";
 pub fn default_listen() -> SocketAddr {
     let port = match jobs::get(JOB).schedule {
         Schedule::Service { port, .. } => port,
-        Schedule::Timer { .. } => unreachable!("healthcheck is a service in the job table"),
+        _ => unreachable!("healthcheck is a service in the job table"),
     };
     SocketAddr::from(([127, 0, 0, 1], port))
 }

@@ -222,7 +222,10 @@ pub fn evaluate(inputs: Option<&Inputs>, ctx: &Context) -> Report {
                     Verdict::Error,
                     vec!["ClickHouse unreachable: the job's state is unknown".to_owned()],
                 ),
-                (Some(_), Schedule::Service { .. }) => (Verdict::Ok, Vec::new()),
+                // The queue's health is its own section (age, heartbeats), not a run journal.
+                (Some(_), Schedule::Service { .. } | Schedule::Workers { .. }) => {
+                    (Verdict::Ok, Vec::new())
+                }
                 (Some(_), Schedule::Timer { .. }) => {
                     let state = states.get(job.name).cloned().unwrap_or_default();
                     let found =
@@ -376,7 +379,11 @@ fn job_health(
     let last_ok = runs.map(|r| r.last_ok_at).filter(|t| *t > 0);
     JobHealth {
         job: job.name,
-        kind: if job.is_timer() { "timer" } else { "service" },
+        kind: match job.schedule {
+            Schedule::Timer { .. } => "timer",
+            Schedule::Workers { .. } => "workers",
+            Schedule::Service { .. } => "service",
+        },
         enabled,
         verdict,
         reasons,

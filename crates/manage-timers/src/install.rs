@@ -19,6 +19,7 @@ pub const BINARIES: &[&str] = &[
     "ingest-gmail",
     "alerts",
     "healthcheck",
+    "camp-queue",
     "manage-timers",
 ];
 
@@ -276,6 +277,18 @@ pub fn install(
         ));
     }
 
+    // Worker timers of shards the deployment no longer has (fewer `--queue-shards`).
+    for path in units::installed_worker_timers(&unit_dir) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if !rendered.iter().any(|u| u.name == name) {
+            if system::systemd_running() || scope == Scope::User {
+                let _ = system::systemctl(scope, &["disable", "--now", &name]);
+            }
+            fs::remove_file(&path)?;
+            report.push(format!("removed {} (beyond --queue-shards {})", path.display(), layout.queue_shards));
+        }
+    }
+
     if system::systemd_running() || scope == Scope::User {
         system::systemctl(scope, &["daemon-reload"])?;
         report.push("reloaded systemd".to_owned());
@@ -411,7 +424,7 @@ pub fn uninstall(args: &LayoutArgs) -> anyhow::Result<()> {
     system::require_root("uninstall", scope)?;
     let unit_dir = args.unit_dir()?;
     let layout = args.layout()?;
-    let ours: Vec<(UnitFile, PathBuf)> = units::render_all(&layout)
+    let mut ours: Vec<(UnitFile, PathBuf)> = units::render_all(&layout)
         .into_iter()
         .map(|u| {
             let path = unit_dir.join(&u.name);
@@ -419,9 +432,23 @@ pub fn uninstall(args: &LayoutArgs) -> anyhow::Result<()> {
         })
         .filter(|(_, path)| matches!(existing(path), Ok(Existing::Ours)))
         .collect();
+    // Worker timers of shards beyond this layout's count (an install with more shards).
+    for path in units::installed_worker_timers(&unit_dir) {
+        if !ours.iter().any(|(_, p)| *p == path) {
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            ours.push((
+                UnitFile {
+                    name,
+                    content: String::new(),
+                },
+                path,
+            ));
+        }
+    }
     let running = system::systemd_running() || scope == Scope::User;
     for (unit, path) in &ours {
-        if running && !unit.name.contains('@') {
+        // Templates (`…@.service`) cannot be disabled; worker instance timers can.
+        if running && !unit.name.contains("@.") {
             // Not all of them are enabled or running: failures here are not errors.
             let _ = system::systemctl(scope, &["disable", "--now", &unit.name]);
         }

@@ -68,6 +68,14 @@ impl JobRef {
 fn parse_job(s: &str) -> Result<JobRef, String> {
     let job = jobs::find(s)
         .ok_or_else(|| format!("unknown job `{s}`; valid names: {}", jobs::names()))?;
+    // One worker's timer or service (`camp_queue-2-copy:1.timer`, `camp_queue@2-rest.service`)
+    // is named as typed.
+    if job.is_workers() && s != job.name && (s.ends_with(".service") || s.ends_with(".timer")) {
+        return Ok(JobRef {
+            job,
+            explicit: Some(s.to_owned()),
+        });
+    }
     let explicit = (s.ends_with(".service") || s.ends_with(".timer")).then(|| {
         let suffix = if s.ends_with(".service") {
             "service"
@@ -124,6 +132,10 @@ pub struct LayoutArgs {
     /// address is denied. Default: no restriction.
     #[arg(long, value_name = "RANGES", value_parser = parse_ip_allow)]
     pub ip_allow: Option<String>,
+
+    /// Shards of the campaign queue: a worker timer per shard and lane (`camp_queue@S-…`).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub queue_shards: u32,
 }
 
 /// Address ranges as systemd takes them: addresses or prefixes, or its named sets.
@@ -171,6 +183,7 @@ impl LayoutArgs {
             prefix,
             user: (!self.user).then(|| "etl".to_owned()),
             ip_allow: self.ip_allow.clone(),
+            queue_shards: self.queue_shards,
         })
     }
 
@@ -372,6 +385,15 @@ pub fn list() -> String {
         let (kind, schedule) = match job.schedule {
             Schedule::Timer { on_calendar, .. } => ("timer", on_calendar.to_owned()),
             Schedule::Service { port, .. } => ("service", format!("long-running, port {port}")),
+            Schedule::Workers { lanes, .. } => (
+                "workers",
+                lanes
+                    .iter()
+                    .map(|l| format!("{} {}", l.par_id, l.on_calendar))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + " per shard",
+            ),
         };
         let default = if job.enabled_by_default {
             "enabled"
@@ -405,6 +427,7 @@ pub fn env_example(job: &zakaz_core::jobs::Job) -> &'static str {
         "gmail_ingest" => example!("gmail.env.example"),
         "alerts" => example!("alerts.env.example"),
         "healthcheck" => example!("healthcheck.env.example"),
+        "camp_queue" => example!("camp_queue.env.example"),
         _ => "# KEY=VALUE settings of this job; see docs/configuration.md.\n",
     }
 }

@@ -14,10 +14,56 @@ use crate::JobRef;
 use crate::system::{self, Scope};
 use crate::units::{self, MANAGED_MARKER};
 
+/// The installed instance timers of a worker job (`camp_queue@1-copy:1.timer`, …).
+pub fn worker_timers(job: &JobRef, scope: Scope) -> anyhow::Result<Vec<String>> {
+    let pattern = format!("{}-*.timer", job.job.name);
+    let listed = system::systemctl(scope, &["list-unit-files", "--no-legend", "--plain", &pattern])?;
+    let timers: Vec<String> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| units::is_worker_timer(n))
+        .map(str::to_owned)
+        .collect();
+    anyhow::ensure!(
+        !timers.is_empty(),
+        "no `{pattern}` units are installed: run `manage-timers install --queue-shards N`"
+    );
+    Ok(timers)
+}
+
+/// The service a worker timer starts: `camp_queue-2-rest.timer` → `camp_queue@2-rest.service`.
+fn worker_service(unit: &str) -> String {
+    if unit.contains('@') {
+        return unit.replace(".timer", ".service");
+    }
+    let bare = unit.trim_end_matches(".timer").trim_end_matches(".service");
+    match bare.split_once('-') {
+        Some((job, instance)) => format!("{job}@{instance}.service"),
+        None => format!("{bare}.service"),
+    }
+}
+
+/// The units a timer-or-service command acts on: a worker job's every instance timer.
+fn units_of(job: &JobRef, scope: Scope) -> anyhow::Result<Vec<String>> {
+    if job.explicit.is_none() && job.job.is_workers() {
+        worker_timers(job, scope)
+    } else {
+        Ok(vec![job.unit()])
+    }
+}
+
 pub fn enable(job: &JobRef, scope: Scope, on: bool) -> anyhow::Result<()> {
     let verb = if on { "enable" } else { "disable" };
     system::require_root(verb, scope)?;
-    let unit = job.unit();
+    for unit in units_of(job, scope)? {
+        enable_one(&unit, scope, on)?;
+    }
+    Ok(())
+}
+
+fn enable_one(unit: &str, scope: Scope, on: bool) -> anyhow::Result<()> {
+    let verb = if on { "enable" } else { "disable" };
+    let unit = unit.to_owned();
     system::systemctl(scope, &[verb, "--now", &unit])?;
     println!(
         "{verb}d {unit}{}",
@@ -38,7 +84,14 @@ pub fn enable(job: &JobRef, scope: Scope, on: bool) -> anyhow::Result<()> {
 
 pub fn control(verb: &str, job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     system::require_root(verb, scope)?;
-    let unit = job.unit();
+    for unit in units_of(job, scope)? {
+        control_one(verb, &unit, scope)?;
+    }
+    Ok(())
+}
+
+fn control_one(verb: &str, unit: &str, scope: Scope) -> anyhow::Result<()> {
+    let unit = unit.to_owned();
     system::systemctl(scope, &[verb, &unit])?;
     println!("{verb}{} {unit}", if verb == "stop" { "ped" } else { "ed" });
     if unit.ends_with(".timer")
@@ -60,6 +113,20 @@ fn next_elapse(scope: Scope, timer: &str) -> anyhow::Result<Option<String>> {
 
 pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     system::require_root("run", scope)?;
+    if job.job.is_workers() {
+        // Workers run for their lifetime: start them, do not wait.
+        let timers = match &job.explicit {
+            Some(u) => vec![u.clone()],
+            None => worker_timers(job, scope)?,
+        };
+        for timer in timers {
+            let service = worker_service(&timer);
+            system::systemctl(scope, &["start", "--no-block", &service])?;
+            println!("started {service}");
+        }
+        println!("`manage-timers logs {}` follows them", job.job.name);
+        return Ok(());
+    }
     let service = job.service();
     println!("running {service} now…");
     // For a oneshot job `systemctl start` returns when the run has ended.
@@ -109,7 +176,11 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
 }
 
 pub fn logs(job: &JobRef, scope: Scope, follow: bool, lines: u32) -> anyhow::Result<()> {
-    let service = job.service();
+    let service = match (&job.explicit, job.job.is_workers()) {
+        (Some(u), true) => worker_service(u),
+        (None, true) => format!("{}@*", job.job.name),
+        _ => job.service(),
+    };
     let n = lines.to_string();
     let mut args = vec!["-u", service.as_str(), "-n", n.as_str(), "--no-pager"];
     if follow {
@@ -170,6 +241,10 @@ pub async fn status(
         .iter()
         .filter(|j| only.is_none_or(|o| o.job.name == j.name))
     {
+        if job.is_workers() {
+            worker_status(job, scope)?;
+            continue;
+        }
         let (unit, state, last, next) = if job.is_timer() {
             let unit = format!("{}.timer", job.name);
             let p: HashMap<String, String> = system::show(
@@ -247,6 +322,40 @@ pub async fn status(
     Ok(())
 }
 
+/// One line per installed worker timer; the queue itself is `camp-queue status`.
+fn worker_status(job: &'static zakaz_core::jobs::Job, scope: Scope) -> anyhow::Result<()> {
+    let job_ref = JobRef { job, explicit: None };
+    let Ok(timers) = worker_timers(&job_ref, scope) else {
+        println!("{:<13} {:<22} (no worker timers installed)", job.name, "not installed");
+        return Ok(());
+    };
+    for timer in timers {
+        let p: HashMap<String, String> = system::show(
+            scope,
+            &timer,
+            &["UnitFileState", "ActiveState", "LastTriggerUSec", "NextElapseUSecRealtime"],
+        )?
+        .into_iter()
+        .collect();
+        let service = worker_service(&timer);
+        let worker: HashMap<String, String> =
+            system::show(scope, &service, &["SubState", "Result"])?.into_iter().collect();
+        let get = |m: &HashMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_default();
+        println!(
+            "{:<30} timer {}/{}, worker {} ({}), last {}, next {}",
+            timer.trim_end_matches(".timer"),
+            get(&p, "UnitFileState"),
+            get(&p, "ActiveState"),
+            get(&worker, "SubState"),
+            get(&worker, "Result"),
+            Some(get(&p, "LastTriggerUSec")).filter(|v| !v.is_empty() && v != "n/a").unwrap_or_else(|| "never".to_owned()),
+            Some(get(&p, "NextElapseUSecRealtime")).filter(|v| !v.is_empty() && v != "n/a").unwrap_or_else(|| "-".to_owned()),
+        );
+    }
+    println!("(the queues themselves: `camp-queue status`)");
+    Ok(())
+}
+
 /// Next elapse of a calendar expression per `systemd-analyze calendar` (needs no manager),
 /// in UTC.
 pub fn calendar_next(expr: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
@@ -309,6 +418,19 @@ pub fn schedule() -> anyhow::Result<()> {
                 "{:<13} {:<44} {:<7} long-running service on port {port}",
                 job.name, "-", "-"
             ),
+            Schedule::Workers { lanes, .. } => {
+                for lane in lanes {
+                    let next = calendar_next(lane.on_calendar)?;
+                    println!(
+                        "{:<13} {:<44} {:<7} {:<26} {:<26}",
+                        format!("{} {}", job.name, lane.par_id),
+                        format!("{} (every shard)", lane.on_calendar),
+                        "0s",
+                        next.with_timezone(&chrono::Local).format("%a %Y-%m-%d %H:%M %Z").to_string(),
+                        next.with_timezone(&MOSCOW).format("%a %Y-%m-%d %H:%M MSK").to_string()
+                    );
+                }
+            }
         }
     }
     println!(
@@ -344,11 +466,16 @@ pub fn verify(unit_dir: &Path, threshold: f64) -> anyhow::Result<()> {
         .into_iter()
         .map(|u| u.name)
         .collect();
-    let present: Vec<std::path::PathBuf> = names
+    let mut present: Vec<std::path::PathBuf> = names
         .iter()
         .map(|n| unit_dir.join(n))
         .filter(|p| fs::read_to_string(p).is_ok_and(|c| c.contains(MANAGED_MARKER)))
         .collect();
+    for timer in units::installed_worker_timers(unit_dir) {
+        if !present.contains(&timer) {
+            present.push(timer);
+        }
+    }
     anyhow::ensure!(
         !present.is_empty(),
         "no units of manage-timers in `{}`: run `manage-timers install` first",
@@ -359,7 +486,15 @@ pub fn verify(unit_dir: &Path, threshold: f64) -> anyhow::Result<()> {
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "timer"))
     {
-        if !timer.with_extension("service").exists() {
+        let name = timer.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        // A worker's timer starts an instance of its template (`camp_queue@.service`).
+        let service = if units::is_worker_timer(&name) {
+            let job = name.split_once('-').map_or(name.as_str(), |(j, _)| j);
+            unit_dir.join(format!("{job}@.service"))
+        } else {
+            timer.with_extension("service")
+        };
+        if !service.exists() {
             problems.push(format!("{} has no service", timer.display()));
         }
         let text = fs::read_to_string(timer)?;

@@ -28,6 +28,8 @@ pub struct Layout {
     /// Address ranges the services may reach (`IPAddressAllow=`, plus localhost; every other
     /// address denied); `None`: no restriction.
     pub ip_allow: Option<String>,
+    /// Shards of the campaign queue: one worker timer per shard and lane.
+    pub queue_shards: u32,
 }
 
 impl Default for Layout {
@@ -36,6 +38,7 @@ impl Default for Layout {
             prefix: PathBuf::from("/opt/zakaz_dashboard"),
             user: Some("etl".to_owned()),
             ip_allow: None,
+            queue_shards: 1,
         }
     }
 }
@@ -174,6 +177,28 @@ fn service(job: &Job, layout: &Layout) -> UnitFile {
             secs(timeout),
             hardening(layout, job, &[layout.logs(), layout.state()], false),
         ),
+        Schedule::Workers { runtime_max, .. } => format!(
+            "{}\n[Unit]\nDescription={} (%i: shard-worker)\nDocumentation=file:{}/docs/runbook.md\n\
+             After=network-online.target mariadb.service\nWants=network-online.target\n\
+             OnFailure=zakaz-alert@%n.service\n\
+             \n[Service]\n\
+             # Runs until its lifetime ends (CAMP_QUEUE_LIFETIME_SECS); its timer starts it again.\n\
+             Type=exec\n{}\
+             WorkingDirectory={}\nEnvironmentFile={}\nExecStart={} run --instance %i\nSyslogIdentifier={}\n\
+             RuntimeMaxSec={}\n\
+             # SIGTERM: the job in hand is finished (or its claim kept for the same worker) first.\n\
+             TimeoutStopSec=120\n\n{}",
+            header(),
+            job.description,
+            layout.path(&layout.prefix),
+            user_lines(layout),
+            layout.path(&layout.prefix),
+            layout.path(&env_file),
+            layout.path(&exec),
+            job.name,
+            secs(runtime_max),
+            hardening(layout, job, &[layout.logs(), layout.state()], false),
+        ),
         Schedule::Service { watchdog, .. } => format!(
             "{}\n[Unit]\nDescription={}\nDocumentation=file:{}/docs/runbook.md\n\
              After=network-online.target clickhouse-server.service\nWants=network-online.target\n\
@@ -197,10 +222,64 @@ fn service(job: &Job, layout: &Layout) -> UnitFile {
             },
         ),
     };
-    UnitFile {
-        name: format!("{}.service", job.name),
-        content,
+    let name = if job.is_workers() {
+        format!("{}@.service", job.name)
+    } else {
+        format!("{}.service", job.name)
+    };
+    UnitFile { name, content }
+}
+
+/// The timers of a worker job: one per shard and lane, each starting its instance.
+fn worker_timers(job: &Job, shards: u32) -> Vec<UnitFile> {
+    let Schedule::Workers { lanes, .. } = job.schedule else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for shard in 1..=shards {
+        for lane in lanes {
+            let instance = format!("{shard}-{}", lane.unit_token());
+            out.push(UnitFile {
+                name: format!("{}-{instance}.timer", job.name),
+                content: format!(
+                    "{}\n[Unit]\nDescription=Schedule of {} worker {} of shard {shard}\nDocumentation=file:/opt/zakaz_dashboard/docs/runbook.md\n\
+                     \n[Timer]\nOnCalendar={}\n\
+                     # Firing while the worker still runs does nothing: at most one per shard and lane.\n\
+                     AccuracySec=1s\nUnit={}@{instance}.service\n\
+                     \n[Install]\nWantedBy=timers.target\n",
+                    header(),
+                    job.name,
+                    lane.par_id,
+                    lane.on_calendar,
+                    job.name,
+                ),
+            });
+        }
     }
+    out
+}
+
+/// Whether a unit name is one of a worker job's timers (`camp_queue-2-rest.timer`, which
+/// starts `camp_queue@2-rest.service`). Plain timers, not instances of a template: each lane
+/// has its own calendar.
+pub fn is_worker_timer(name: &str) -> bool {
+    JOBS.iter()
+        .filter(|j| j.is_workers())
+        .any(|j| name.starts_with(&format!("{}-", j.name)) && name.ends_with(".timer"))
+}
+
+/// Worker timers written by manage-timers in `unit_dir` (any shard count).
+pub fn installed_worker_timers(unit_dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(unit_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| is_worker_timer(&n.to_string_lossy())))
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|c| c.starts_with(MANAGED_MARKER)))
+        .collect();
+    out.sort();
+    out
 }
 
 fn timer(job: &Job) -> Option<UnitFile> {
@@ -263,6 +342,7 @@ pub fn render_all(layout: &Layout) -> Vec<UnitFile> {
     for job in JOBS {
         out.push(service(job, layout));
         out.extend(timer(job));
+        out.extend(worker_timers(job, layout.queue_shards));
     }
     out.push(alert_template(layout));
     out
@@ -284,14 +364,20 @@ mod tests {
     fn every_timer_has_its_service_and_no_requires() {
         let units = render_all(&Layout::default());
         for t in units.iter().filter(|u| u.name.ends_with(".timer")) {
-            let service = t.name.replace(".timer", ".service");
+            // A worker's timer names its instance; the file is the template.
+            let service = match t.content.lines().find_map(|l| l.strip_prefix("Unit=")) {
+                Some(unit) => unit.split_once('@').map_or(unit.to_owned(), |(j, _)| format!("{j}@.service")),
+                None => t.name.replace(".timer", ".service"),
+            };
             assert!(
                 units.iter().any(|u| u.name == service),
                 "{} has no service",
                 t.name
             );
             assert!(!t.content.contains("Requires="), "{}", t.name);
-            assert!(t.content.contains("Persistent=true"));
+            if !is_worker_timer(&t.name) {
+                assert!(t.content.contains("Persistent=true"));
+            }
         }
     }
 
@@ -377,6 +463,7 @@ mod tests {
             prefix: PathBuf::from("/home/op/zakaz"),
             user: None,
             ip_allow: None,
+            queue_shards: 1,
         };
         let q = render_all(&layout)
             .into_iter()

@@ -62,11 +62,7 @@ pub fn enabled_in(unit_dirs: &[PathBuf]) -> HashSet<&'static str> {
     jobs::JOBS
         .iter()
         .filter(|j| {
-            let (unit, target) = if j.is_timer() {
-                (format!("{}.timer", j.name), "timers.target.wants")
-            } else {
-                (format!("{}.service", j.name), "multi-user.target.wants")
-            };
+            let (unit, target) = j.enablement_unit();
             match unit_dirs.iter().find(|d| d.join(&unit).exists()) {
                 Some(dir) => {
                     dir.join(target).join(&unit).exists()
@@ -148,7 +144,8 @@ pub fn missed_after(job: &Job, tolerance: f64) -> Option<Duration> {
             timeout,
             ..
         } => Some(interval.mul_f64(tolerance) + randomized_delay + timeout),
-        Schedule::Service { .. } => None,
+        // Workers keep no run journal: the queue's own checks (age, heartbeat) watch them.
+        Schedule::Service { .. } | Schedule::Workers { .. } => None,
     }
 }
 

@@ -18,6 +18,13 @@ pub enum Schedule {
         /// The nominal interval between runs, for "missed run" checks.
         interval: Duration,
     },
+    /// Workers of the campaign queue: per shard one instance of a template service per lane,
+    /// each started by its own timer (a timer firing while its worker runs does nothing).
+    Workers {
+        lanes: &'static [WorkerLane],
+        /// `RuntimeMaxSec=`: a safety net above the workers' own lifetime.
+        runtime_max: Duration,
+    },
     /// A long-running service (`Type=notify`).
     Service {
         /// The port it listens on by default (loopback).
@@ -25,6 +32,21 @@ pub enum Schedule {
         /// `WatchdogSec=`: systemd restarts it when it stops answering for this long.
         watchdog: Duration,
     },
+}
+
+/// One worker of every shard and the calendar of its timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerLane {
+    /// `copy:1`, `copy:2`, …, `rest`.
+    pub par_id: &'static str,
+    pub on_calendar: &'static str,
+}
+
+impl WorkerLane {
+    /// The lane in unit names: `copy1`, `rest` (`:` breaks `systemd-analyze verify`).
+    pub fn unit_token(&self) -> String {
+        self.par_id.replace(':', "")
+    }
 }
 
 /// How fresh a job's data must be, read from `v_data_freshness`.
@@ -158,6 +180,39 @@ pub const JOBS: &[Job] = &[
         tasks_max: 32,
     },
     Job {
+        name: "camp_queue",
+        aliases: &["camp-queue", "queue"],
+        binary: "camp-queue",
+        description: "Campaign copy/archive/delete queue workers, per shard",
+        schedule: Schedule::Workers {
+            lanes: &[
+                WorkerLane {
+                    par_id: "copy:1",
+                    on_calendar: "*:0/3",
+                },
+                WorkerLane {
+                    par_id: "copy:2",
+                    on_calendar: "*:0/15",
+                },
+                WorkerLane {
+                    par_id: "copy:3",
+                    on_calendar: "*:0/15",
+                },
+                WorkerLane {
+                    par_id: "rest",
+                    on_calendar: "*:0/3",
+                },
+            ],
+            runtime_max: Duration::from_secs(30 * MIN),
+        },
+        // It needs the shards' DSNs first (secrets/camp_queue.env).
+        enabled_by_default: false,
+        env_file: "secrets/camp_queue.env",
+        freshness: None,
+        memory_max_mib: 256,
+        tasks_max: 64,
+    },
+    Job {
         name: "healthcheck",
         aliases: &[],
         binary: "healthcheck",
@@ -183,6 +238,13 @@ pub fn find(name: &str) -> Option<&'static Job> {
         .unwrap_or(name);
     JOBS.iter()
         .find(|j| j.name == bare || j.aliases.contains(&bare))
+        .or_else(|| {
+            // A worker's timer or service: `camp_queue-2-copy:1`, `camp_queue@2-copy:1`.
+            JOBS.iter().filter(|j| j.is_workers()).find(|j| {
+                bare.strip_prefix(j.name)
+                    .is_some_and(|rest| rest.starts_with('-') || rest.starts_with('@'))
+            })
+        })
 }
 
 /// The job table entry for a name every caller knows to exist (binaries name themselves).
@@ -199,7 +261,24 @@ impl Job {
     pub fn timeout(&self) -> Option<Duration> {
         match self.schedule {
             Schedule::Timer { timeout, .. } => Some(timeout),
-            Schedule::Service { .. } => None,
+            Schedule::Service { .. } | Schedule::Workers { .. } => None,
+        }
+    }
+
+    pub fn is_workers(&self) -> bool {
+        matches!(self.schedule, Schedule::Workers { .. })
+    }
+
+    /// The unit whose presence says the job is installed, and the `.wants` directory whose
+    /// link says it is enabled (a worker job: the timer of shard 1's primary).
+    pub fn enablement_unit(&self) -> (String, &'static str) {
+        match self.schedule {
+            Schedule::Timer { .. } => (format!("{}.timer", self.name), "timers.target.wants"),
+            Schedule::Workers { lanes, .. } => (
+                format!("{}-1-{}.timer", self.name, lanes[0].unit_token()),
+                "timers.target.wants",
+            ),
+            Schedule::Service { .. } => (format!("{}.service", self.name), "multi-user.target.wants"),
         }
     }
 
@@ -230,6 +309,8 @@ mod tests {
         assert_eq!(find("qtickets.timer").unwrap().name, "qtickets");
         assert_eq!(find("vk_ads.service").unwrap().binary, "ingest-vk");
         assert!(find("nope").is_none());
+        assert_eq!(find("camp_queue-2-copy1.timer").unwrap().binary, "camp-queue");
+        assert_eq!(find("camp_queue@2-rest.service").unwrap().binary, "camp-queue");
     }
 
     #[test]
@@ -241,7 +322,7 @@ mod tests {
                 timeout,
                 ..
             } => (on_calendar, randomized_delay.as_secs(), timeout.as_secs()),
-            Schedule::Service { .. } => unreachable!(),
+            _ => unreachable!(),
         };
         assert_eq!(t("qtickets"), ("*:0/15", 60, 300));
         assert_eq!(t("vk_ads"), ("*-*-* 00:00:00 Europe/Moscow", 300, 600));

@@ -68,6 +68,11 @@ pub fn looks_secret(env: &str) -> bool {
 pub fn render_env_example(job: &crate::jobs::Job, cmd: &clap::Command) -> String {
     let unit = if job.is_timer() {
         format!("{}.service (started by {}.timer)", job.name, job.name)
+    } else if job.is_workers() {
+        format!(
+            "{}@<shard>-<par-id>.service (each started by its own timer)",
+            job.name
+        )
     } else {
         format!("{}.service", job.name)
     };

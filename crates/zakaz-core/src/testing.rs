@@ -319,11 +319,7 @@ impl UnitDir {
             std::fs::create_dir_all(path.join(target)).expect("unit directory");
         }
         for job in crate::jobs::JOBS {
-            let (unit, target) = if job.is_timer() {
-                (format!("{}.timer", job.name), "timers.target.wants")
-            } else {
-                (format!("{}.service", job.name), "multi-user.target.wants")
-            };
+            let (unit, target) = job.enablement_unit();
             std::fs::write(path.join(&unit), "# test unit\n").expect("unit file");
             if enabled.contains(&job.name) {
                 std::os::unix::fs::symlink(path.join(&unit), path.join(target).join(&unit))

@@ -229,7 +229,7 @@ fn missing_and_unknown_names_list_the_valid_ones() {
     let out = manage_timers(&["start"], &[]);
     assert_eq!(out.status.code(), Some(78));
     let err = stderr(&out);
-    assert!(err.contains("`manage-timers start` needs a job name: one of qtickets, vk_ads, direct, gmail_ingest, alerts, healthcheck"), "{err}");
+    assert!(err.contains("`manage-timers start` needs a job name: one of qtickets, vk_ads, direct, gmail_ingest, alerts, camp_queue, healthcheck"), "{err}");
     let out = manage_timers(&["logs", "qtickets-typo"], &[]);
     assert_eq!(out.status.code(), Some(78));
     let err = stderr(&out);
