@@ -87,7 +87,9 @@ pub fn init_with(args: &LogArgs, journal_fields: bool) -> anyhow::Result<()> {
     };
     let journal = stderr_is_journal();
     let native = if journal && journal_fields {
-        tracing_journald::layer().ok()
+        tracing_journald::layer()
+            .ok()
+            .map(|l| l.with_field_prefix(None))
     } else {
         None
     };
