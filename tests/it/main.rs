@@ -1,5 +1,6 @@
 //! End-to-end tests across binaries.
 
 mod configuration_docs;
+mod queue_observability;
 mod systemd;
 mod user_install;

@@ -749,7 +749,16 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
 /// A query on a MariaDB server of the queue's (tab-separated rows).
 fn mariadb(port: u16, sql: &str) -> String {
     let out = std::process::Command::new("mariadb")
-        .args(["--no-defaults", "-h127.0.0.1", "-uroot", &format!("-P{port}"), "-N", "-B", "-e", sql])
+        .args([
+            "--no-defaults",
+            "-h127.0.0.1",
+            "-uroot",
+            &format!("-P{port}"),
+            "-N",
+            "-B",
+            "-e",
+            sql,
+        ])
         .output()
         .expect("the mariadb client runs");
     assert!(out.status.success(), "{sql}: {}", text(&out));
@@ -767,10 +776,18 @@ impl Drop for QueueDbs {
         let p = &self.prefix;
         let _ = std::process::Command::new("mariadb")
             .args(["--no-defaults", "-h127.0.0.1", "-uroot", "-P3306", "-e"])
-            .arg(format!("DROP DATABASE IF EXISTS {p}_dict; DROP DATABASE IF EXISTS {p}_ppc1"))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {p}_dict; DROP DATABASE IF EXISTS {p}_ppc1"
+            ))
             .output();
         let _ = std::process::Command::new("mariadb")
-            .args(["--no-defaults", "-h127.0.0.1", "-uroot", &format!("-P{}", self.shard_port), "-e"])
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                "-uroot",
+                &format!("-P{}", self.shard_port),
+                "-e",
+            ])
             .arg(format!("DROP DATABASE IF EXISTS {p}_ppc2"))
             .output();
     }
@@ -798,7 +815,8 @@ fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
     // The data, from the host: client 1 on shard 1 (system server), client 2 on shard 2.
     let queue = |args: &[&str]| {
         let mut cmd = std::process::Command::new(zakaz_e2e::binary("camp-queue"));
-        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         for line in env.lines() {
             let (k, v) = line.split_once('=').unwrap();
             cmd.env(k, v);
@@ -807,24 +825,66 @@ fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
         assert!(out.status.success(), "camp-queue {args:?}: {}", text(&out));
         text(&out)
     };
-    queue(&["demo-data", "--clients", "2", "--campaigns", "2", "--banners", "2", "--phrases", "3"]);
-    queue(&["enqueue", "copy", "--cid", "1", "--to-client", "2", "--role", "client"]);
+    queue(&[
+        "demo-data",
+        "--clients",
+        "2",
+        "--campaigns",
+        "2",
+        "--banners",
+        "2",
+        "--phrases",
+        "3",
+    ]);
+    queue(&[
+        "enqueue",
+        "copy",
+        "--cid",
+        "1",
+        "--to-client",
+        "2",
+        "--role",
+        "client",
+    ]);
     queue(&["enqueue", "arc", "--cid", "2"]);
 
     let log = std::env::temp_dir().join(format!("zakaz-e2e-queue-{}.log", std::process::id()));
     let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
-    write(&machine, "/opt/zakaz_dashboard/secrets/camp_queue.env", &env);
+    write(
+        &machine,
+        "/opt/zakaz_dashboard/secrets/camp_queue.env",
+        &env,
+    );
     let bin = machine.stage_binaries();
     let manage = "/opt/zakaz_dashboard/bin/manage-timers";
-    let install = ok(&machine, &[&format!("{bin}/manage-timers"), "install", "--binaries", bin, "--queue-shards", "2"]);
+    let install = ok(
+        &machine,
+        &[
+            &format!("{bin}/manage-timers"),
+            "install",
+            "--binaries",
+            bin,
+            "--queue-shards",
+            "2",
+        ],
+    );
     for shard in 1..=2 {
         for lane in ["copy1", "copy2", "copy3", "rest"] {
-            assert!(install.contains(&format!("camp_queue-{shard}-{lane}.timer")), "{install}");
+            assert!(
+                install.contains(&format!("camp_queue-{shard}-{lane}.timer")),
+                "{install}"
+            );
         }
     }
-    assert!(!install.contains("enabled camp_queue"), "not enabled by default: {install}");
+    assert!(
+        !install.contains("enabled camp_queue"),
+        "not enabled by default: {install}"
+    );
     let list = ok(&machine, &[manage, "list"]);
-    assert!(list.contains("camp_queue") && list.contains("copy:1 *:0/3"), "{list}");
+    assert!(
+        list.contains("camp_queue") && list.contains("copy:1 *:0/3"),
+        "{list}"
+    );
 
     // Shard 1's timers fire every few seconds here (the shipped calendar is every 3 minutes).
     for lane in ["copy1", "rest"] {
@@ -837,36 +897,82 @@ fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
     ok(&machine, &["systemctl", "daemon-reload"]);
     let enabled = ok(&machine, &[manage, "enable", "camp_queue"]);
     assert!(
-        enabled.contains("enabled camp_queue-1-copy1.timer") && enabled.contains("enabled camp_queue-2-rest.timer"),
+        enabled.contains("enabled camp_queue-1-copy1.timer")
+            && enabled.contains("enabled camp_queue-2-rest.timer"),
         "{enabled}"
     );
     let copies = format!("SELECT COUNT(*) FROM {p}_ppc2.campaigns WHERE copied_from_cid = 1");
-    wait_for("the copy:1 timer to start a worker that copies cid 1", Duration::from_secs(90), || {
-        (mariadb(shard_port, &copies) == "1").then_some(())
-    });
-    wait_for("the rest timer to archive cid 2", Duration::from_secs(90), || {
-        (mariadb(3306, &format!("SELECT statusArchived FROM {p}_ppc1.campaigns WHERE cid = 2")) == "Yes").then_some(())
-    });
-    assert_eq!(mariadb(3306, &format!("SELECT COUNT(*) FROM {p}_ppc1.camp_operations_queue_copy")), "0");
-    let new_cid = mariadb(shard_port, &format!("SELECT cid FROM {p}_ppc2.campaigns WHERE copied_from_cid = 1"));
-    assert_eq!(mariadb(shard_port, &format!("SELECT COUNT(*) FROM {p}_ppc2.phrases WHERE cid = {new_cid}")), "6");
+    wait_for(
+        "the copy:1 timer to start a worker that copies cid 1",
+        Duration::from_secs(90),
+        || (mariadb(shard_port, &copies) == "1").then_some(()),
+    );
+    wait_for(
+        "the rest timer to archive cid 2",
+        Duration::from_secs(90),
+        || {
+            (mariadb(
+                3306,
+                &format!("SELECT statusArchived FROM {p}_ppc1.campaigns WHERE cid = 2"),
+            ) == "Yes")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        mariadb(
+            3306,
+            &format!("SELECT COUNT(*) FROM {p}_ppc1.camp_operations_queue_copy")
+        ),
+        "0"
+    );
+    let new_cid = mariadb(
+        shard_port,
+        &format!("SELECT cid FROM {p}_ppc2.campaigns WHERE copied_from_cid = 1"),
+    );
+    assert_eq!(
+        mariadb(
+            shard_port,
+            &format!("SELECT COUNT(*) FROM {p}_ppc2.phrases WHERE cid = {new_cid}")
+        ),
+        "6"
+    );
 
     // The campaign's story is in the journal under its own field.
-    let story = ok(&machine, &["journalctl", "CID=1", "--no-pager", "-o", "cat"]);
-    assert!(story.contains("shard_1,par-id_copy:1 cid=1 claimed: copy to client 2"), "{story}");
-    assert!(story.contains(&format!("shard_1,par-id_copy:1 cid=1 done: copied to cid {new_cid} of client 2 on shard 2")), "{story}");
-    let fields = ok(&machine, &["journalctl", "CID=1", "--no-pager", "-o", "json", "-n", "1"]);
+    let story = ok(
+        &machine,
+        &["journalctl", "CID=1", "--no-pager", "-o", "cat"],
+    );
+    assert!(
+        story.contains("shard_1,par-id_copy:1 cid=1 claimed: copy to client 2"),
+        "{story}"
+    );
+    assert!(
+        story.contains(&format!(
+            "shard_1,par-id_copy:1 cid=1 done: copied to cid {new_cid} of client 2 on shard 2"
+        )),
+        "{story}"
+    );
+    let fields = ok(
+        &machine,
+        &["journalctl", "CID=1", "--no-pager", "-o", "json", "-n", "1"],
+    );
     let fields: Value = serde_json::from_str(fields.trim()).unwrap();
     assert_eq!(fields["SHARD"], "1");
     assert_eq!(fields["PAR_ID"], "copy:1");
     assert_eq!(fields["_SYSTEMD_UNIT"], "camp_queue@1-copy1.service");
 
     let status = ok(&machine, &[manage, "status", "camp_queue"]);
-    assert!(status.contains("camp_queue-1-copy1") && status.contains("camp_queue-2-rest"), "{status}");
+    assert!(
+        status.contains("camp_queue-1-copy1") && status.contains("camp_queue-2-rest"),
+        "{status}"
+    );
     let out = ok(&machine, &[manage, "disable", "camp_queue"]);
     assert!(out.contains("disabled camp_queue-2-copy3.timer"), "{out}");
     let out = ok(&machine, &[&format!("{bin}/manage-timers"), "uninstall"]);
-    assert!(out.contains("removed /etc/systemd/system/camp_queue-2-rest.timer"), "{out}");
+    assert!(
+        out.contains("removed /etc/systemd/system/camp_queue-2-rest.timer"),
+        "{out}"
+    );
     drop(machine);
     let _ = std::fs::remove_file(&log);
 }

@@ -42,6 +42,9 @@ pub struct Cli {
     pub channels: ChannelArgs,
     #[command(flatten)]
     pub clock: zakaz_core::time::ClockArgs,
+    /// The campaign queue's databases (its checks run when they are set).
+    #[command(flatten)]
+    pub queue: camp_queue::db::DbArgs,
 
     /// Hours an open alert stays quiet before a reminder.
     #[arg(long, env = "ALERT_COOLDOWN_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720))]
@@ -216,7 +219,14 @@ impl<'a> Checker<'a> {
             &chrono::DateTime::from_timestamp(i64::from(self.now), 0).unwrap_or_default(),
         );
         conditions.extend(checks::stale_conditions(&freshness, &is_enabled, today));
-        // The campaign queue's checks join here once the queue is configured.
+        if let Some(queue) = camp_queue::db::connect_if_configured(&self.cli.queue)? {
+            let now = chrono::DateTime::from_timestamp(i64::from(self.now), 0)
+                .unwrap_or_default()
+                .naive_utc();
+            let workers_on = is_enabled(jobs::get("camp_queue"));
+            conditions.extend(camp_queue::checks::check(&queue, now, workers_on).await);
+            queue.close().await;
+        }
         let open = open_alerts(self.ch).await?;
         let cooldown = self.cli.alert_cooldown_hours * 3600;
         let mut plan = Vec::new();

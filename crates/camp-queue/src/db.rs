@@ -94,6 +94,16 @@ impl Deployment {
     }
 }
 
+/// `None` when the queue is not configured here (neither DSN set): jobs that only report on
+/// the queue (alerts, healthcheck) then skip it.
+pub fn connect_if_configured(args: &DbArgs) -> anyhow::Result<Option<Deployment>> {
+    let set = |s: &Option<Secret>| s.as_ref().is_some_and(|s| !s.is_empty());
+    if !set(&args.ppcdict_dsn) && !set(&args.shard_dsns) {
+        return Ok(None);
+    }
+    connect(args).map(Some)
+}
+
 /// Connect (lazily) to every configured database. Fails with a line naming the setting.
 pub fn connect(args: &DbArgs) -> anyhow::Result<Deployment> {
     let dict = args

@@ -28,7 +28,7 @@ impl Demo {
     }
     /// Every third campaign has money left (and so cannot be deleted).
     pub fn has_money(j: u64) -> bool {
-        j % 3 == 0
+        j.is_multiple_of(3)
     }
 }
 

@@ -4,6 +4,7 @@
 //! and each shard may live on its own server. systemd starts the workers from timers
 //! (`manage-timers` generates one instance per shard and worker).
 
+pub mod checks;
 pub mod db;
 pub mod demo;
 pub mod ops;

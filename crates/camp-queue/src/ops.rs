@@ -11,7 +11,7 @@ use chrono::NaiveDateTime;
 use sqlx::{MySql, QueryBuilder};
 
 use crate::db::{Deployment, Shard};
-use crate::queue::{self, CopyJob, Operation, RestJob, Role, Table};
+use crate::queue::{self, CopyJob, Event, Operation, RestJob, Role, Table};
 
 /// Where a test may freeze a worker to kill it (hidden `--pause-at`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -267,11 +267,13 @@ async fn finish_copy(
     queue::history(
         tx,
         now,
-        job.cid,
-        "copy",
-        ctx.worker,
-        "done",
-        detail,
+        Event {
+            cid: job.cid,
+            queue: "copy",
+            worker: ctx.worker,
+            event: "done",
+            detail,
+        },
         Some(elapsed.as_millis() as u64),
     )
     .await
@@ -286,7 +288,16 @@ async fn reject(
     let mut tx = ctx.source.pool.begin().await?;
     queue::delete_job(&mut tx, Table::Copy, job.id).await?;
     queue::history(
-        &mut tx, now, job.cid, "copy", ctx.worker, "rejected", why, None,
+        &mut tx,
+        now,
+        Event {
+            cid: job.cid,
+            queue: "copy",
+            worker: ctx.worker,
+            event: "rejected",
+            detail: why,
+        },
+        None,
     )
     .await?;
     tx.commit().await?;
@@ -349,7 +360,19 @@ pub async fn rest(
         Outcome::Done(d) => ("done", format!("{}: {d}", job.operation.as_str())),
         Outcome::Rejected(d) => ("rejected", format!("{}: {d}", job.operation.as_str())),
     };
-    queue::history(&mut tx, now, job.cid, "rest", worker, event, &detail, None).await?;
+    queue::history(
+        &mut tx,
+        now,
+        Event {
+            cid: job.cid,
+            queue: "rest",
+            worker,
+            event,
+            detail: &detail,
+        },
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok(outcome)
 }

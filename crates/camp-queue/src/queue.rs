@@ -126,17 +126,26 @@ pub fn is_retryable(err: &anyhow::Error) -> bool {
 }
 
 /// Record one event of a campaign's story (`camp-queue history --cid`).
+/// One event of a campaign's story.
+pub struct Event<'a> {
+    pub cid: u64,
+    /// `copy` or `rest`.
+    pub queue: &'a str,
+    /// The worker's par-id, or `enqueue`.
+    pub worker: &'a str,
+    /// `queued`, `claimed`, `done`, `rejected`, `failed`, `gave_up`.
+    pub event: &'a str,
+    pub detail: &'a str,
+}
+
 pub async fn history(
     tx: &mut Transaction<'_, MySql>,
     at: NaiveDateTime,
-    cid: u64,
-    queue: &str,
-    worker: &str,
-    event: &str,
-    detail: &str,
+    e: Event<'_>,
     duration_ms: Option<u64>,
 ) -> anyhow::Result<()> {
-    let detail: String = detail.chars().take(1000).collect();
+    let (cid, queue, worker, event) = (e.cid, e.queue, e.worker, e.event);
+    let detail: String = e.detail.chars().take(1000).collect();
     sqlx::query(
         "INSERT INTO camp_queue_history (at, cid, queue, worker, event, detail, duration_ms) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -271,7 +280,16 @@ pub async fn enqueue_copy(
         req.role.as_str()
     );
     history(
-        &mut tx, now, req.cid, "copy", "enqueue", "queued", &detail, None,
+        &mut tx,
+        now,
+        Event {
+            cid: req.cid,
+            queue: "copy",
+            worker: "enqueue",
+            event: "queued",
+            detail: &detail,
+        },
+        None,
     )
     .await?;
     tx.commit().await?;
@@ -357,11 +375,13 @@ pub async fn enqueue_rest(
     history(
         &mut tx,
         now,
-        cid,
-        "rest",
-        "enqueue",
-        "queued",
-        op.as_str(),
+        Event {
+            cid,
+            queue: "rest",
+            worker: "enqueue",
+            event: "queued",
+            detail: op.as_str(),
+        },
         None,
     )
     .await?;
@@ -456,7 +476,16 @@ pub async fn claim_copy(
         job.role.as_str()
     );
     history(
-        &mut tx, now, job.cid, "copy", worker, "claimed", &detail, None,
+        &mut tx,
+        now,
+        Event {
+            cid: job.cid,
+            queue: "copy",
+            worker,
+            event: "claimed",
+            detail: &detail,
+        },
+        None,
     )
     .await?;
     tx.commit().await?;
@@ -586,7 +615,16 @@ pub async fn claim_rest(
         .await?;
     let detail = format!("attempt {} of {}", job.attempts, job.operation.as_str());
     history(
-        &mut tx, now, job.cid, "rest", worker, "claimed", &detail, None,
+        &mut tx,
+        now,
+        Event {
+            cid: job.cid,
+            queue: "rest",
+            worker,
+            event: "claimed",
+            detail: &detail,
+        },
+        None,
     )
     .await?;
     tx.commit().await?;
@@ -669,11 +707,13 @@ pub async fn fail_job(
             history(
                 &mut tx,
                 now,
-                cid,
-                table.queue(),
-                worker,
-                "failed",
-                &detail,
+                Event {
+                    cid,
+                    queue: table.queue(),
+                    worker,
+                    event: "failed",
+                    detail: &detail,
+                },
                 None,
             )
             .await?;
@@ -685,11 +725,13 @@ pub async fn fail_job(
             history(
                 &mut tx,
                 now,
-                cid,
-                table.queue(),
-                worker,
-                "gave_up",
-                &detail,
+                Event {
+                    cid,
+                    queue: table.queue(),
+                    worker,
+                    event: "gave_up",
+                    detail: &detail,
+                },
                 None,
             )
             .await?;

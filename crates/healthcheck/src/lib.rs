@@ -45,6 +45,9 @@ pub struct Cli {
     pub clickhouse: ClickHouseArgs,
     #[command(flatten)]
     pub checks: CheckArgs,
+    /// The campaign queue's databases (its metrics are exported when they are set).
+    #[command(flatten)]
+    pub queue: camp_queue::db::DbArgs,
 
     /// Address and port to listen on (`0.0.0.0:8080` to serve other hosts).
     #[arg(long, env = "HEALTHCHECK_LISTEN", default_value_t = default_listen())]
@@ -104,6 +107,7 @@ impl Cli {
             client_timeout: Duration::from_secs_f64(self.client_timeout_seconds.max(0.1)),
             clickhouse: self.clickhouse.clone(),
             checks: self.checks.clone(),
+            queue: self.queue.clone(),
             clock,
         }
     }

@@ -228,6 +228,7 @@ pub fn metrics(report: &Report) -> String {
         "Alerts whose latest state is firing.",
     )
     .sample(name, &[], report.open_alerts.len());
+    queue_metrics(&mut out, &report.queue);
     out
 }
 
@@ -442,4 +443,81 @@ pub fn text(report: &Report) -> String {
         let _ = writeln!(out, "  {}", a.title);
     }
     out
+}
+
+/// The campaign queue per shard and queue (nothing when the queue is not configured here).
+fn queue_metrics(out: &mut String, queue: &[camp_queue::status::ShardStatus]) {
+    if queue.is_empty() {
+        return;
+    }
+    let name = "zakaz_camp_queue_shard_up";
+    let mut f = Family::new(
+        out,
+        name,
+        "gauge",
+        "1 when the shard's queues could be read.",
+    );
+    for s in queue {
+        f.sample(
+            name,
+            &[("shard", &s.shard.to_string())],
+            u8::from(s.error.is_none()),
+        );
+    }
+    type Field = fn(&camp_queue::status::QueueStatus) -> f64;
+    let families: [(&str, &str, Field); 3] = [
+        (
+            // Seconds, as Prometheus wants; `camp-queue status` and alerts speak minutes.
+            "zakaz_camp_queue_oldest_due_age_seconds",
+            "Seconds since the oldest due job was queued (0 when nothing is due).",
+            |q| q.oldest_due_age_minutes.unwrap_or(0.0) * 60.0,
+        ),
+        ("zakaz_camp_queue_size", "Jobs in the queue.", |q| {
+            q.size as f64
+        }),
+        (
+            "zakaz_camp_queue_waiting_clients",
+            "Distinct clients with jobs in the queue.",
+            |q| q.waiting_clients as f64,
+        ),
+    ];
+    for (name, help, value) in families {
+        let mut f = Family::new(out, name, "gauge", help);
+        for s in queue {
+            for q in &s.queues {
+                f.sample(
+                    name,
+                    &[("shard", &s.shard.to_string()), ("queue", q.queue)],
+                    value(q),
+                );
+            }
+        }
+    }
+    let name = "zakaz_camp_queue_pinned_to_stopped_lanes";
+    let mut f = Family::new(
+        out,
+        name,
+        "gauge",
+        "Copies waiting for a lane whose worker is not running.",
+    );
+    for s in queue.iter().filter(|s| s.error.is_none()) {
+        let jobs: i64 = s.pinned_to_stopped_lanes.iter().map(|p| p.jobs).sum();
+        f.sample(name, &[("shard", &s.shard.to_string())], jobs);
+    }
+    let name = "zakaz_camp_queue_heartbeat_age_seconds";
+    let mut f = Family::new(
+        out,
+        name,
+        "gauge",
+        "Seconds since each worker's last heartbeat.",
+    );
+    for s in queue {
+        for w in &s.workers {
+            f.sample(
+                name,
+                &[("shard", &s.shard.to_string()), ("par_id", &w.par_id)],
+                w.heartbeat_age_seconds,
+            );
+        }
+    }
 }

@@ -80,6 +80,8 @@ pub struct Inputs {
     pub runs: Vec<JobRuns>,
     pub freshness: Vec<FreshnessRow>,
     pub firing: Vec<OpenAlert>,
+    /// The campaign queue per shard, when it is configured.
+    pub queue: Vec<camp_queue::status::ShardStatus>,
 }
 
 /// One refresh: three reads of small aggregates.
@@ -106,6 +108,7 @@ pub async fn gather(ch: &Ch) -> anyhow::Result<Inputs> {
         runs,
         freshness,
         firing,
+        queue: Vec::new(),
     })
 }
 
@@ -125,6 +128,8 @@ pub struct Report {
     pub jobs: Vec<JobHealth>,
     pub sources: Vec<SourceHealth>,
     pub open_alerts: Vec<AlertSummary>,
+    /// Per shard: queue ages, sizes, waiting clients, heartbeats (empty when not configured).
+    pub queue: Vec<camp_queue::status::ShardStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -314,6 +319,7 @@ pub fn evaluate(inputs: Option<&Inputs>, ctx: &Context) -> Report {
         },
         jobs,
         sources,
+        queue: inputs.map(|i| i.queue.clone()).unwrap_or_default(),
         open_alerts: inputs
             .map(|i| {
                 i.firing
@@ -450,6 +456,7 @@ mod tests {
                 total_rows: 0,
             }],
             firing: vec![],
+            queue: vec![],
         };
         let report = evaluate(Some(&inputs), &ctx(now));
         let q = report.jobs.iter().find(|j| j.job == "qtickets").unwrap();

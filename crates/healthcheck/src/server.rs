@@ -31,6 +31,7 @@ pub struct Config {
     pub client_timeout: Duration,
     pub clickhouse: ClickHouseArgs,
     pub checks: CheckArgs,
+    pub queue: camp_queue::db::DbArgs,
     pub clock: Clock,
 }
 
@@ -61,6 +62,8 @@ struct Shared {
     /// Held during a refresh: one at a time. Keeps the connection between refreshes.
     connection: Mutex<Option<Ch>>,
     stats: Mutex<Stats>,
+    /// The campaign queue's databases, when configured.
+    queue: Option<camp_queue::db::Deployment>,
 }
 
 const ROUTES: &[&str] = &[
@@ -182,7 +185,12 @@ impl Shared {
                     *connection = Some(ch);
                 }
                 let ch = connection.as_ref().expect("connected above");
-                report::gather(ch).await
+                let mut inputs = report::gather(ch).await?;
+                if let Some(queue) = &self.queue {
+                    let now = self.config.clock.now().naive_utc();
+                    inputs.queue = camp_queue::status::collect(queue, now).await;
+                }
+                anyhow::Ok(inputs)
             })
             .await
         });
@@ -256,12 +264,18 @@ pub fn start(config: Config, runtime: tokio::runtime::Handle) -> anyhow::Result<
     );
     let threads = config.threads;
     let client_timeout = config.client_timeout;
+    let queue = {
+        // The pools are created (lazily) on the runtime that will drive them.
+        let _inside = runtime.enter();
+        camp_queue::db::connect_if_configured(&config.queue)?
+    };
     let shared = Arc::new(Shared {
         config,
         runtime,
         cached: Mutex::new(None),
         connection: Mutex::new(None),
         stats: Mutex::new(Stats::default()),
+        queue,
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let failure = Arc::new(Mutex::new(None));

@@ -279,13 +279,21 @@ pub fn install(
 
     // Worker timers of shards the deployment no longer has (fewer `--queue-shards`).
     for path in units::installed_worker_timers(&unit_dir) {
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if !rendered.iter().any(|u| u.name == name) {
             if system::systemd_running() || scope == Scope::User {
                 let _ = system::systemctl(scope, &["disable", "--now", &name]);
             }
             fs::remove_file(&path)?;
-            report.push(format!("removed {} (beyond --queue-shards {})", path.display(), layout.queue_shards));
+            report.push(format!(
+                "removed {} (beyond --queue-shards {})",
+                path.display(),
+                layout.queue_shards
+            ));
         }
     }
 
@@ -435,7 +443,11 @@ pub fn uninstall(args: &LayoutArgs) -> anyhow::Result<()> {
     // Worker timers of shards beyond this layout's count (an install with more shards).
     for path in units::installed_worker_timers(&unit_dir) {
         if !ours.iter().any(|(_, p)| *p == path) {
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             ours.push((
                 UnitFile {
                     name,

@@ -17,7 +17,10 @@ use crate::units::{self, MANAGED_MARKER};
 /// The installed instance timers of a worker job (`camp_queue@1-copy:1.timer`, …).
 pub fn worker_timers(job: &JobRef, scope: Scope) -> anyhow::Result<Vec<String>> {
     let pattern = format!("{}-*.timer", job.job.name);
-    let listed = system::systemctl(scope, &["list-unit-files", "--no-legend", "--plain", &pattern])?;
+    let listed = system::systemctl(
+        scope,
+        &["list-unit-files", "--no-legend", "--plain", &pattern],
+    )?;
     let timers: Vec<String> = listed
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -324,22 +327,35 @@ pub async fn status(
 
 /// One line per installed worker timer; the queue itself is `camp-queue status`.
 fn worker_status(job: &'static zakaz_core::jobs::Job, scope: Scope) -> anyhow::Result<()> {
-    let job_ref = JobRef { job, explicit: None };
+    let job_ref = JobRef {
+        job,
+        explicit: None,
+    };
     let Ok(timers) = worker_timers(&job_ref, scope) else {
-        println!("{:<13} {:<22} (no worker timers installed)", job.name, "not installed");
+        println!(
+            "{:<13} {:<22} (no worker timers installed)",
+            job.name, "not installed"
+        );
         return Ok(());
     };
     for timer in timers {
         let p: HashMap<String, String> = system::show(
             scope,
             &timer,
-            &["UnitFileState", "ActiveState", "LastTriggerUSec", "NextElapseUSecRealtime"],
+            &[
+                "UnitFileState",
+                "ActiveState",
+                "LastTriggerUSec",
+                "NextElapseUSecRealtime",
+            ],
         )?
         .into_iter()
         .collect();
         let service = worker_service(&timer);
         let worker: HashMap<String, String> =
-            system::show(scope, &service, &["SubState", "Result"])?.into_iter().collect();
+            system::show(scope, &service, &["SubState", "Result"])?
+                .into_iter()
+                .collect();
         let get = |m: &HashMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_default();
         println!(
             "{:<30} timer {}/{}, worker {} ({}), last {}, next {}",
@@ -348,8 +364,12 @@ fn worker_status(job: &'static zakaz_core::jobs::Job, scope: Scope) -> anyhow::R
             get(&p, "ActiveState"),
             get(&worker, "SubState"),
             get(&worker, "Result"),
-            Some(get(&p, "LastTriggerUSec")).filter(|v| !v.is_empty() && v != "n/a").unwrap_or_else(|| "never".to_owned()),
-            Some(get(&p, "NextElapseUSecRealtime")).filter(|v| !v.is_empty() && v != "n/a").unwrap_or_else(|| "-".to_owned()),
+            Some(get(&p, "LastTriggerUSec"))
+                .filter(|v| !v.is_empty() && v != "n/a")
+                .unwrap_or_else(|| "never".to_owned()),
+            Some(get(&p, "NextElapseUSecRealtime"))
+                .filter(|v| !v.is_empty() && v != "n/a")
+                .unwrap_or_else(|| "-".to_owned()),
         );
     }
     println!("(the queues themselves: `camp-queue status`)");
@@ -426,8 +446,12 @@ pub fn schedule() -> anyhow::Result<()> {
                         format!("{} {}", job.name, lane.par_id),
                         format!("{} (every shard)", lane.on_calendar),
                         "0s",
-                        next.with_timezone(&chrono::Local).format("%a %Y-%m-%d %H:%M %Z").to_string(),
-                        next.with_timezone(&MOSCOW).format("%a %Y-%m-%d %H:%M MSK").to_string()
+                        next.with_timezone(&chrono::Local)
+                            .format("%a %Y-%m-%d %H:%M %Z")
+                            .to_string(),
+                        next.with_timezone(&MOSCOW)
+                            .format("%a %Y-%m-%d %H:%M MSK")
+                            .to_string()
                     );
                 }
             }
@@ -486,7 +510,11 @@ pub fn verify(unit_dir: &Path, threshold: f64) -> anyhow::Result<()> {
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "timer"))
     {
-        let name = timer.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = timer
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         // A worker's timer starts an instance of its template (`camp_queue@.service`).
         let service = if units::is_worker_timer(&name) {
             let job = name.split_once('-').map_or(name.as_str(), |(j, _)| j);

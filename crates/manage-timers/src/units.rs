@@ -275,7 +275,10 @@ pub fn installed_worker_timers(unit_dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| is_worker_timer(&n.to_string_lossy())))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| is_worker_timer(&n.to_string_lossy()))
+        })
         .filter(|p| std::fs::read_to_string(p).is_ok_and(|c| c.starts_with(MANAGED_MARKER)))
         .collect();
     out.sort();
@@ -366,7 +369,9 @@ mod tests {
         for t in units.iter().filter(|u| u.name.ends_with(".timer")) {
             // A worker's timer names its instance; the file is the template.
             let service = match t.content.lines().find_map(|l| l.strip_prefix("Unit=")) {
-                Some(unit) => unit.split_once('@').map_or(unit.to_owned(), |(j, _)| format!("{j}@.service")),
+                Some(unit) => unit
+                    .split_once('@')
+                    .map_or(unit.to_owned(), |(j, _)| format!("{j}@.service")),
                 None => t.name.replace(".timer", ".service"),
             };
             assert!(

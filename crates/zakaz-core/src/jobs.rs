@@ -278,7 +278,9 @@ impl Job {
                 format!("{}-1-{}.timer", self.name, lanes[0].unit_token()),
                 "timers.target.wants",
             ),
-            Schedule::Service { .. } => (format!("{}.service", self.name), "multi-user.target.wants"),
+            Schedule::Service { .. } => {
+                (format!("{}.service", self.name), "multi-user.target.wants")
+            }
         }
     }
 
@@ -309,8 +311,14 @@ mod tests {
         assert_eq!(find("qtickets.timer").unwrap().name, "qtickets");
         assert_eq!(find("vk_ads.service").unwrap().binary, "ingest-vk");
         assert!(find("nope").is_none());
-        assert_eq!(find("camp_queue-2-copy1.timer").unwrap().binary, "camp-queue");
-        assert_eq!(find("camp_queue@2-rest.service").unwrap().binary, "camp-queue");
+        assert_eq!(
+            find("camp_queue-2-copy1.timer").unwrap().binary,
+            "camp-queue"
+        );
+        assert_eq!(
+            find("camp_queue@2-rest.service").unwrap().binary,
+            "camp-queue"
+        );
     }
 
     #[test]

@@ -44,6 +44,12 @@ fn config(clickhouse: ClickHouseArgs, units: &std::path::Path) -> Config {
             alert_missed_tolerance: 1.5,
             systemd_unit_dirs: vec![units.to_owned()],
         },
+        // The queue's gauges are tested end to end (tests/it/queue_observability.rs).
+        queue: camp_queue::db::DbArgs {
+            ppcdict_dsn: None,
+            shard_dsns: None,
+            shards: None,
+        },
         clock: Clock::Fixed(t()),
     }
 }
