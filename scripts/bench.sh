@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks; each prints its numbers and a ratio against a baseline measured in the same run.
-# Results are recorded in docs/performance.md. Usage: scripts/bench.sh [sandbox|qtickets|incremental|vk|direct|gmail|healthcheck|all]
+# Results are recorded in docs/performance.md. Usage: scripts/bench.sh [sandbox|qtickets|incremental|vk|direct|gmail|queue|healthcheck|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -27,6 +27,13 @@ bench direct "ingest-direct: a ~100 MB report vs fetching the same bytes and a p
     ingest-direct report ingest-direct api-sandbox
 bench gmail "ingest-gmail: CSV and XLSX report parsing vs reading the same bytes" \
     ingest-gmail parse
+
+if [ "$what" = queue ] || [ "$what" = all ]; then
+    # The shard lives on an extra MariaDB server, as in a real deployment.
+    bash scripts/mariadb-shards.sh start >/dev/null
+fi
+bench queue "camp-queue: jobs/s with 1, 2, 4 workers; a client's 100 000-copy backlog vs 100" \
+    camp-queue queue camp-queue
 
 if [ "$what" = healthcheck ] || [ "$what" = all ]; then
     echo "==> healthcheck: wrk against cached endpoints vs a tiny_http hello-world"

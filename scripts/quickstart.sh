@@ -23,6 +23,11 @@ stop() {
             rm -f "$state/$name.pid"
         fi
     done
+    # The queue's extra MariaDB servers, when this script started them.
+    if [ -f "$state/mariadb-shards.started" ]; then
+        bash scripts/mariadb-shards.sh stop
+        rm -f "$state/mariadb-shards.started"
+    fi
 }
 
 if [ "${1:-}" = "--stop" ]; then
@@ -36,6 +41,12 @@ fi
 
 bash scripts/setup.sh
 stop >/dev/null # a previous round's services
+
+# The campaign queue's shards live on three MariaDB servers: the system one and two more.
+if ! mariadb-admin --no-defaults -h127.0.0.1 -P3316 -uroot ping >/dev/null 2>&1; then
+    touch "$state/mariadb-shards.started"
+fi
+bash scripts/mariadb-shards.sh start >/dev/null
 
 CH=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
 export LOG_LEVEL=${LOG_LEVEL:-warn}
@@ -72,6 +83,12 @@ if [ -z "${QTICKETS_TOKEN:-}" ] || [ -z "${TELEGRAM_BOT_TOKEN:-}" ] \
     export ALERTS_STATE_DIR="$state/alerts-state"
     mkdir -p "$ALERTS_STATE_DIR" "$state/vk-state"
 fi
+if [ -z "${PPCDICT_DSN:-}" ]; then
+    # Demo shards: shard 1 on the system server, shards 2 and 3 on the extra ones.
+    export PPCDICT_DSN="mysql://root@127.0.0.1:3306/zakaz_sandbox_ppcdict" \
+        PPC_SHARD_DSNS="mysql://root@127.0.0.1:3306/zakaz_sandbox_ppc1,mysql://root@127.0.0.1:3316/zakaz_sandbox_ppc2,mysql://root@127.0.0.1:3317/zakaz_sandbox_ppc3"
+    queue_demo=1
+fi
 DB=${CLICKHOUSE_DB:-zakaz}
 target/debug/manage-timers migrate >/dev/null
 
@@ -92,8 +109,39 @@ run_job qtickets ingest-qtickets
 run_job vk_ads ingest-vk
 run_job direct ingest-direct
 run_job gmail_ingest ingest-gmail
+
+# A camp-queue round: demo data, copies (one across servers), archive and deletes, every
+# shard's workers once. Demo data is reset first, so a second round gives the same result.
+queue_round() {
+    local cq=target/debug/camp-queue
+    if [ -n "${queue_demo:-}" ]; then
+        $cq migrate >/dev/null
+        $cq demo-data --clients 6 --campaigns 5 >/dev/null
+        $cq enqueue copy --cid 1 --to-client 2 --role client >/dev/null  # shard 1 → shard 2
+        $cq enqueue copy --cid 2 --to-client 4 --role client >/dev/null  # within shard 1
+        $cq enqueue copy --cid 6 --to-client 3 --role manager >/dev/null # shard 2 → shard 3
+        $cq enqueue arc --cid 7 >/dev/null
+        $cq enqueue del --cid 4 >/dev/null
+        $cq enqueue del --cid 3 >/dev/null # has money: refused
+    fi
+    local shards shard lane
+    shards=$(echo "$PPC_SHARD_DSNS" | tr ',' '\n' | grep -c .)
+    for shard in $(seq 1 "$shards"); do
+        for lane in copy:1 rest; do
+            LOG_LEVEL=info $cq run --shard "$shard" --par-id "$lane" --once
+        done
+    done
+}
+rc=0
+queue_round >"$state/camp_queue.log" 2>&1 || rc=$?
+if [ "$rc" = 0 ]; then
+    events=$(grep -oE 'cid=[0-9]+ (done: [a-z]+|rejected)' "$state/camp_queue.log" | awk '{print $NF}' | sort | uniq -c | awk '{printf "%s%s %s", sep, $1, $2; sep=", "}')
+    printf '==> %-13s ok, %s (across %s shards; logs: %s)\n' camp_queue "${events:-nothing queued}" "$(echo "$PPC_SHARD_DSNS" | tr ',' '\n' | grep -c .)" "$state/camp_queue.log"
+else
+    printf '==> %-13s exit %s, see %s\n' camp_queue "$rc" "$state/camp_queue.log"
+    tail -3 "$state/camp_queue.log" | sed 's/^/      /'
+fi
 run_job alerts alerts
-echo "==> camp_queue: not built yet (issue 12); skipped"
 
 # The healthcheck keeps serving after this script (until `--stop`).
 port=${HEALTHCHECK_PORT:-8080}
@@ -120,18 +168,21 @@ echo "==> daily sales with their source, last 7 days ($DB.v_sales_daily)"
 q "SELECT date, source, sum(tickets_sold) AS tickets, sum(net_revenue) AS net FROM $DB.v_sales_daily GROUP BY date, source ORDER BY date DESC LIMIT 7"
 echo "==> spend against sales, yesterday ($DB.v_marketing_daily)"
 q "SELECT * FROM $DB.v_marketing_daily WHERE date = toDate(now(), 'Europe/Moscow') - 1 ORDER BY city, source"
+echo "==> campaign queue (target/debug/camp-queue status)"
+target/debug/camp-queue status 2>&1 | sed 's/^/    /' || true
 echo "==> open alerts ($DB.alerts)"
 q "SELECT fingerprint, argMax(state, created_at) AS state, argMax(title, created_at) AS title FROM $DB.alerts GROUP BY fingerprint HAVING state = 'firing'"
 echo "==> healthcheck: $health answers HTTP $code (serving until \`bash scripts/quickstart.sh --stop\`)"
 if [ -d /run/systemd/system ]; then
     echo "==> systemd runs here: install the timers with"
     echo "      sudo target/debug/manage-timers install --binaries target/debug"
-    systemctl list-timers --all --no-pager 2>/dev/null | grep -E 'qtickets|vk_ads|direct|gmail|alerts' || true
+    systemctl list-timers --all --no-pager 2>/dev/null | grep -E 'qtickets|vk_ads|direct|gmail|alerts|camp_queue' || true
 fi
 cat <<EOF
 ==> next:
       curl -s $health | head -40
       target/debug/manage-timers list            # the job table
       target/debug/ingest-qtickets --help        # every setting (also docs/configuration.md)
+      target/debug/camp-queue history --cid 1    # one campaign's story (docs/camp-queue.md)
       bash scripts/quickstart.sh --stop          # stop the healthcheck and the sandbox
 EOF

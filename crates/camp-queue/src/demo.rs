@@ -42,6 +42,23 @@ pub async fn load(dep: &Deployment, demo: Demo, now: NaiveDateTime) -> anyhow::R
         .execute(&dep.ppcdict)
         .await
         .context("resetting ppcdict.shard_inc_cid")?;
+    // Whatever holds the demo's cids now (an earlier demo of another shape, copies made since)
+    // makes way.
+    for shard in &dep.shards {
+        for sql in [
+            "DELETE FROM camp_operations_queue WHERE cid BETWEEN 1 AND ?",
+            "DELETE FROM camp_operations_queue_copy WHERE cid BETWEEN 1 AND ?",
+            "DELETE FROM phrases WHERE cid BETWEEN 1 AND ?",
+            "DELETE FROM banners WHERE cid BETWEEN 1 AND ?",
+            "DELETE FROM campaigns WHERE cid BETWEEN 1 AND ?",
+        ] {
+            sqlx::query(sql)
+                .bind(max_cid)
+                .execute(&shard.pool)
+                .await
+                .with_context(|| format!("clearing the demo's cids on shard {}", shard.number))?;
+        }
+    }
     for client in 1..=demo.clients {
         let shard = dep.shard(demo.shard_of(client, shards))?;
         sqlx::query("REPLACE INTO shard_client_id (ClientID, shard) VALUES (?, ?)")

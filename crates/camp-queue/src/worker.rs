@@ -340,6 +340,8 @@ impl Worker<'_> {
         let mut last_check = Instant::now();
         let mut last_beat = Instant::now();
         let mut jobs = 0u64;
+        // A live count on a terminal (a drain by hand); nothing under systemd.
+        let progress = zakaz_core::progress::Progress::counter(&prefix.to_string(), "jobs");
         let mut errors_in_a_row = 0u32;
         let mut once_looks = 0u32;
         let reason = loop {
@@ -379,6 +381,13 @@ impl Worker<'_> {
                 Ok(Some(pause)) => {
                     errors_in_a_row = 0;
                     jobs += 1;
+                    progress.add(1);
+                    if progress.is_visible() {
+                        let due = queue::due_for(shard, prefix.lane, self.clock.now())
+                            .await
+                            .unwrap_or(0);
+                        progress.message(format!("done, {due} due"));
+                    }
                     sleep_unless_stopped(pause, &stop).await;
                 }
                 Ok(None) => {
