@@ -175,7 +175,7 @@ q "SELECT fingerprint, argMax(state, created_at) AS state, argMax(title, created
 echo "==> healthcheck: $health answers HTTP $code (serving until \`bash scripts/quickstart.sh --stop\`)"
 if [ -d /run/systemd/system ]; then
     echo "==> systemd runs here: install the timers with"
-    echo "      sudo target/debug/manage-timers install --binaries target/debug"
+    echo "      sudo target/debug/manage-timers install --binaries target/debug --queue-shards 3"
     systemctl list-timers --all --no-pager 2>/dev/null | grep -E 'qtickets|vk_ads|direct|gmail|alerts|camp_queue' || true
 fi
 cat <<EOF
