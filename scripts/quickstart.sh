@@ -174,8 +174,17 @@ echo "==> open alerts ($DB.alerts)"
 q "SELECT fingerprint, argMax(state, created_at) AS state, argMax(title, created_at) AS title FROM $DB.alerts GROUP BY fingerprint HAVING state = 'firing'"
 echo "==> healthcheck: $health answers HTTP $code (serving until \`bash scripts/quickstart.sh --stop\`)"
 if [ -d /run/systemd/system ]; then
-    echo "==> systemd runs here: install the timers with"
-    echo "      sudo target/debug/manage-timers install --binaries target/debug --queue-shards 3"
+    install_cmd=(target/debug/manage-timers install --binaries target/debug --queue-shards 3)
+    answer=
+    if [ -t 0 ] && [ -t 1 ]; then
+        read -r -p "==> systemd runs here: install the timers now (${install_cmd[*]})? [y/N] " answer || answer=
+    fi
+    if [ "$answer" = y ] || [ "$answer" = Y ]; then
+        "${install_cmd[@]}"
+    else
+        echo "==> systemd runs here: install the timers with"
+        echo "      sudo ${install_cmd[*]}"
+    fi
     systemctl list-timers --all --no-pager 2>/dev/null | grep -E 'qtickets|vk_ads|direct|gmail|alerts|camp_queue' || true
 fi
 cat <<EOF

@@ -398,22 +398,21 @@ pub struct CopyJob {
     pub to_client: u64,
     pub role: Role,
     pub attempts: u32,
-    pub new_cid: Option<u64>,
 }
 
 /// The two claim queries, each served by the `claim` index in its order (a test checks
 /// their EXPLAIN): the worker's own lane first (its crashed or retried jobs, or jobs an
 /// operator pinned to it), then the shared lane.
-pub const CLAIM_OWN: &str = "SELECT id, cid, ClientID, new_ClientID, role, attempts, new_cid \
+pub const CLAIM_OWN: &str = "SELECT id, cid, ClientID, new_ClientID, role, attempts \
      FROM camp_operations_queue_copy FORCE INDEX (claim) \
      WHERE par_id = ? AND next_try_at <= ? \
      ORDER BY effective_queue_time, id LIMIT 1 FOR UPDATE SKIP LOCKED";
-pub const CLAIM_SHARED: &str = "SELECT id, cid, ClientID, new_ClientID, role, attempts, new_cid \
+pub const CLAIM_SHARED: &str = "SELECT id, cid, ClientID, new_ClientID, role, attempts \
      FROM camp_operations_queue_copy FORCE INDEX (claim) \
      WHERE par_id IS NULL AND effective_queue_time < ? AND next_try_at <= ? \
      ORDER BY effective_queue_time, id LIMIT 1 FOR UPDATE SKIP LOCKED";
 
-type CopyRow = (u64, u64, u64, u64, String, u32, Option<u64>);
+type CopyRow = (u64, u64, u64, u64, String, u32);
 
 /// Claim the next due copy for worker `par_id`: sets `par_id`, counts the attempt, and (for a
 /// client's copy taken from the shared lane) gives the client's next copy its time.
@@ -455,7 +454,6 @@ pub async fn claim_copy(
         to_client: row.3,
         role: Role::parse(&row.4),
         attempts: row.5 + 1,
-        new_cid: row.6,
     };
     sqlx::query("UPDATE camp_operations_queue_copy SET par_id = ?, attempts = ? WHERE id = ?")
         .bind(par_id)

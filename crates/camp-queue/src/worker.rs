@@ -340,8 +340,15 @@ impl Worker<'_> {
         let mut last_check = Instant::now();
         let mut last_beat = Instant::now();
         let mut jobs = 0u64;
-        // A live count on a terminal (a drain by hand); nothing under systemd.
-        let progress = zakaz_core::progress::Progress::counter(&prefix.to_string(), "jobs");
+        // A live bar on a terminal (a drain by hand); nothing under systemd.
+        let progress = if args.once {
+            let due = queue::due_for(shard, prefix.lane, self.clock.now())
+                .await
+                .unwrap_or(0);
+            zakaz_core::progress::Progress::bar(&prefix.to_string(), "jobs", due.max(0) as u64)
+        } else {
+            zakaz_core::progress::Progress::counter(&prefix.to_string(), "jobs")
+        };
         let mut errors_in_a_row = 0u32;
         let mut once_looks = 0u32;
         let reason = loop {
@@ -382,12 +389,6 @@ impl Worker<'_> {
                     errors_in_a_row = 0;
                     jobs += 1;
                     progress.add(1);
-                    if progress.is_visible() {
-                        let due = queue::due_for(shard, prefix.lane, self.clock.now())
-                            .await
-                            .unwrap_or(0);
-                        progress.message(format!("done, {due} due"));
-                    }
                     sleep_unless_stopped(pause, &stop).await;
                 }
                 Ok(None) => {

@@ -18,6 +18,19 @@ impl Progress {
         Progress::with_target(what, unit, std::io::stderr().is_terminal())
     }
 
+    /// A bar towards a known `total` (a queue drain: the jobs due when it began).
+    pub fn bar(what: &str, unit: &str, total: u64) -> Progress {
+        let p = Progress::with_target(what, unit, std::io::stderr().is_terminal());
+        p.bar.set_length(total);
+        let template = format!(
+            "{{spinner}} {what}: [{{bar:30}}] {{human_pos}}/{{human_len}} {unit}, {{eta}} left {{msg}}"
+        );
+        if let Ok(style) = ProgressStyle::with_template(&template) {
+            p.bar.set_style(style.progress_chars("=> "));
+        }
+        p
+    }
+
     fn with_target(what: &str, unit: &str, visible: bool) -> Progress {
         let bar = ProgressBar::with_draw_target(
             None,
