@@ -202,3 +202,119 @@ impl Drop for Machine {
         let _ = self.unshare.wait();
     }
 }
+
+/// A campaign-queue deployment of its own for a test: ppcdict and shard 1 on the system
+/// MariaDB, shard 2 on the first extra server (`scripts/mariadb-shards.sh`), databases named
+/// after the test process and dropped at the end.
+pub struct QueueStand {
+    pub prefix: String,
+    /// The extra server that holds shard 2.
+    pub shard_port: u16,
+}
+
+impl Default for QueueStand {
+    fn default() -> Self {
+        QueueStand::new()
+    }
+}
+
+impl QueueStand {
+    pub fn new() -> QueueStand {
+        let shard_port = std::env::var("ZAKAZ_SHARD_PORTS")
+            .unwrap_or_else(|_| "3316 3317".into())
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("ZAKAZ_SHARD_PORTS: ports");
+        QueueStand {
+            prefix: format!("cqe_{}_{}", std::process::id(), free_port()),
+            shard_port,
+        }
+    }
+
+    /// `PPCDICT_DSN` and `PPC_SHARD_DSNS` of this deployment.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let p = &self.prefix;
+        vec![
+            (
+                "PPCDICT_DSN",
+                format!("mysql://root@127.0.0.1:3306/{p}_dict"),
+            ),
+            (
+                "PPC_SHARD_DSNS",
+                format!(
+                    "mysql://root@127.0.0.1:3306/{p}_ppc1,mysql://root@127.0.0.1:{}/{p}_ppc2",
+                    self.shard_port
+                ),
+            ),
+        ]
+    }
+
+    /// `camp-queue ARGS` against this deployment; must succeed. Returns stdout + stderr.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(binary("camp-queue"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env())
+            .args(args)
+            .output()
+            .expect("camp-queue runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "camp-queue {args:?}: {text}");
+        text
+    }
+
+    /// A query on shard `shard` (1 or 2), tab-separated rows.
+    pub fn sql(&self, shard: u32, sql: &str) -> String {
+        let (port, db) = match shard {
+            1 => (3306, format!("{}_ppc1", self.prefix)),
+            _ => (self.shard_port, format!("{}_ppc2", self.prefix)),
+        };
+        let out = std::process::Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                "-uroot",
+                &format!("-P{port}"),
+                "-N",
+                "-B",
+            ])
+            .args(["-e", sql, &db])
+            .output()
+            .expect("the mariadb client runs");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for QueueStand {
+    fn drop(&mut self) {
+        let p = &self.prefix;
+        for (port, sql) in [
+            (
+                3306,
+                format!("DROP DATABASE IF EXISTS {p}_dict; DROP DATABASE IF EXISTS {p}_ppc1"),
+            ),
+            (self.shard_port, format!("DROP DATABASE IF EXISTS {p}_ppc2")),
+        ] {
+            let _ = std::process::Command::new("mariadb")
+                .args([
+                    "--no-defaults",
+                    "-h127.0.0.1",
+                    "-uroot",
+                    &format!("-P{port}"),
+                    "-e",
+                    &sql,
+                ])
+                .output();
+        }
+    }
+}

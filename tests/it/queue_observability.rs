@@ -6,7 +6,7 @@
 use std::process::{Command, Output};
 
 use zakaz_core::testing::{TestDb, UnitDir};
-use zakaz_e2e::{binary, free_port};
+use zakaz_e2e::{QueueStand, binary, free_port};
 
 fn text(out: &Output) -> String {
     format!(
@@ -16,84 +16,12 @@ fn text(out: &Output) -> String {
     )
 }
 
-struct Queue {
-    prefix: String,
-    shard_port: u16,
-}
-
-impl Queue {
-    fn new() -> Queue {
-        let shard_port = std::env::var("ZAKAZ_SHARD_PORTS")
-            .unwrap_or_else(|_| "3316 3317".into())
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Queue {
-            prefix: format!("cqo_{}_{}", std::process::id(), free_port()),
-            shard_port,
-        }
-    }
-    fn env(&self) -> Vec<(&'static str, String)> {
-        let p = &self.prefix;
-        vec![
-            (
-                "PPCDICT_DSN",
-                format!("mysql://root@127.0.0.1:3306/{p}_dict"),
-            ),
-            (
-                "PPC_SHARD_DSNS",
-                format!(
-                    "mysql://root@127.0.0.1:3306/{p}_ppc1,mysql://root@127.0.0.1:{}/{p}_ppc2",
-                    self.shard_port
-                ),
-            ),
-        ]
-    }
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new(binary("camp-queue"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.env())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "camp-queue {args:?}: {}", text(&out));
-        text(&out)
-    }
-}
-
-impl Drop for Queue {
-    fn drop(&mut self) {
-        let p = &self.prefix;
-        for (port, sql) in [
-            (
-                3306,
-                format!("DROP DATABASE IF EXISTS {p}_dict; DROP DATABASE IF EXISTS {p}_ppc1"),
-            ),
-            (self.shard_port, format!("DROP DATABASE IF EXISTS {p}_ppc2")),
-        ] {
-            let _ = Command::new("mariadb")
-                .args([
-                    "--no-defaults",
-                    "-h127.0.0.1",
-                    "-uroot",
-                    &format!("-P{port}"),
-                    "-e",
-                    &sql,
-                ])
-                .output();
-        }
-    }
-}
-
 const T0: &str = "2026-12-01T06:00:00Z";
 const FIVE_HOURS_LATER: &str = "2026-12-01T11:00:00Z";
 
 #[test]
 fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
-    let queue = Queue::new();
+    let queue = QueueStand::new();
     let db = TestDb::migrated_blocking();
     queue.run(&["demo-data", "--clients", "2", "--campaigns", "2"]);
     // Shard 1: two copies queued at T0 by two clients; shard 2: nothing.

@@ -746,85 +746,17 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
     let _ = std::fs::remove_file(&log);
 }
 
-/// A query on a MariaDB server of the queue's (tab-separated rows).
-fn mariadb(port: u16, sql: &str) -> String {
-    let out = std::process::Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h127.0.0.1",
-            "-uroot",
-            &format!("-P{port}"),
-            "-N",
-            "-B",
-            "-e",
-            sql,
-        ])
-        .output()
-        .expect("the mariadb client runs");
-    assert!(out.status.success(), "{sql}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Databases of one queue deployment, dropped at the end.
-struct QueueDbs {
-    prefix: String,
-    shard_port: u16,
-}
-
-impl Drop for QueueDbs {
-    fn drop(&mut self) {
-        let p = &self.prefix;
-        let _ = std::process::Command::new("mariadb")
-            .args(["--no-defaults", "-h127.0.0.1", "-uroot", "-P3306", "-e"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {p}_dict; DROP DATABASE IF EXISTS {p}_ppc1"
-            ))
-            .output();
-        let _ = std::process::Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "-h127.0.0.1",
-                "-uroot",
-                &format!("-P{}", self.shard_port),
-                "-e",
-            ])
-            .arg(format!("DROP DATABASE IF EXISTS {p}_ppc2"))
-            .output();
-    }
-}
-
 #[test]
 fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
-    let shard_port: u16 = std::env::var("ZAKAZ_SHARD_PORTS")
-        .unwrap_or_else(|_| "3316 3317".into())
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let dbs = QueueDbs {
-        prefix: format!("cqe_{}", std::process::id()),
-        shard_port,
-    };
-    let p = &dbs.prefix;
-    let env = format!(
-        "PPCDICT_DSN=mysql://root@127.0.0.1:3306/{p}_dict\n\
-         PPC_SHARD_DSNS=mysql://root@127.0.0.1:3306/{p}_ppc1,mysql://root@127.0.0.1:{shard_port}/{p}_ppc2\n\
-         CAMP_QUEUE_POLL_MS=200\nCAMP_QUEUE_LIFETIME_SECS=20\n"
-    );
+    let stand = zakaz_e2e::QueueStand::new();
+    let mut env: String = stand
+        .env()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    env.push_str("CAMP_QUEUE_POLL_MS=200\nCAMP_QUEUE_LIFETIME_SECS=20\n");
     // The data, from the host: client 1 on shard 1 (system server), client 2 on shard 2.
-    let queue = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(zakaz_e2e::binary("camp-queue"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        for line in env.lines() {
-            let (k, v) = line.split_once('=').unwrap();
-            cmd.env(k, v);
-        }
-        let out = cmd.args(args).output().unwrap();
-        assert!(out.status.success(), "camp-queue {args:?}: {}", text(&out));
-        text(&out)
-    };
+    let queue = |args: &[&str]| stand.run(args);
     queue(&[
         "demo-data",
         "--clients",
@@ -901,38 +833,34 @@ fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
             && enabled.contains("enabled camp_queue-2-rest.timer"),
         "{enabled}"
     );
-    let copies = format!("SELECT COUNT(*) FROM {p}_ppc2.campaigns WHERE copied_from_cid = 1");
     wait_for(
         "the copy:1 timer to start a worker that copies cid 1",
         Duration::from_secs(90),
-        || (mariadb(shard_port, &copies) == "1").then_some(()),
+        || {
+            (stand.sql(
+                2,
+                "SELECT COUNT(*) FROM campaigns WHERE copied_from_cid = 1",
+            ) == "1")
+                .then_some(())
+        },
     );
     wait_for(
         "the rest timer to archive cid 2",
         Duration::from_secs(90),
         || {
-            (mariadb(
-                3306,
-                &format!("SELECT statusArchived FROM {p}_ppc1.campaigns WHERE cid = 2"),
-            ) == "Yes")
+            (stand.sql(1, "SELECT statusArchived FROM campaigns WHERE cid = 2") == "Yes")
                 .then_some(())
         },
     );
     assert_eq!(
-        mariadb(
-            3306,
-            &format!("SELECT COUNT(*) FROM {p}_ppc1.camp_operations_queue_copy")
-        ),
+        stand.sql(1, "SELECT COUNT(*) FROM camp_operations_queue_copy"),
         "0"
     );
-    let new_cid = mariadb(
-        shard_port,
-        &format!("SELECT cid FROM {p}_ppc2.campaigns WHERE copied_from_cid = 1"),
-    );
+    let new_cid = stand.sql(2, "SELECT cid FROM campaigns WHERE copied_from_cid = 1");
     assert_eq!(
-        mariadb(
-            shard_port,
-            &format!("SELECT COUNT(*) FROM {p}_ppc2.phrases WHERE cid = {new_cid}")
+        stand.sql(
+            2,
+            &format!("SELECT COUNT(*) FROM phrases WHERE cid = {new_cid}")
         ),
         "6"
     );

@@ -218,6 +218,25 @@ async fn set_effective(
     Ok(())
 }
 
+/// An enqueue's insert: a unique-key violation is the campaign already being queued (at
+/// most once per queue), said in `already`'s words.
+fn queued_once(
+    inserted: Result<sqlx::mysql::MySqlQueryResult, sqlx::Error>,
+    table: &str,
+    already: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
+            Err(anyhow::anyhow!(already()))
+        }
+        Err(e) => Err(e).with_context(|| format!("inserting into {table}")),
+    }
+}
+
 /// What a copy request names.
 #[derive(Debug, Clone)]
 pub struct CopyRequest {
@@ -262,18 +281,12 @@ pub async fn enqueue_copy(
     .bind(now)
     .execute(&mut *tx)
     .await;
-    if let Err(e) = inserted {
-        if e.as_database_error()
-            .is_some_and(|d| d.is_unique_violation())
-        {
-            anyhow::bail!(
-                "campaign {} is already in the copy queue of shard {}",
-                req.cid,
-                shard.number
-            );
-        }
-        return Err(e).context("inserting into camp_operations_queue_copy");
-    }
+    queued_once(inserted, "camp_operations_queue_copy", || {
+        format!(
+            "campaign {} is already in the copy queue of shard {}",
+            req.cid, shard.number
+        )
+    })?;
     let detail = format!(
         "copy to client {} (role {})",
         req.to_client,
@@ -361,17 +374,12 @@ pub async fn enqueue_rest(
     .bind(now)
     .execute(&mut *tx)
     .await;
-    if let Err(e) = inserted {
-        if e.as_database_error()
-            .is_some_and(|d| d.is_unique_violation())
-        {
-            anyhow::bail!(
-                "campaign {cid} already has an operation queued on shard {} (at most one per campaign)",
-                shard.number
-            );
-        }
-        return Err(e).context("inserting into camp_operations_queue");
-    }
+    queued_once(inserted, "camp_operations_queue", || {
+        format!(
+            "campaign {cid} already has an operation queued on shard {} (at most one per campaign)",
+            shard.number
+        )
+    })?;
     history(
         &mut tx,
         now,
