@@ -190,19 +190,25 @@ async fn lock_client(
         .await?)
 }
 
-/// The client's first waiting copy in the shared lane (its head), by a non-locking read.
+/// The client's first waiting copy in the shared lane (its head): by a non-locking read, or
+/// locking it unless another transaction holds it (`skip_locked`).
 async fn client_head(
     tx: &mut Transaction<'_, MySql>,
     client: u64,
+    skip_locked: bool,
 ) -> anyhow::Result<Option<(u64, NaiveDateTime)>> {
-    Ok(sqlx::query_as(
-        "SELECT id, queue_time FROM camp_operations_queue_copy FORCE INDEX (client_head) \
+    const HEAD: &str = "SELECT id, queue_time FROM camp_operations_queue_copy FORCE INDEX (client_head) \
          WHERE ClientID = ? AND role = 'client' AND par_id IS NULL \
-         ORDER BY queue_time, id LIMIT 1",
-    )
-    .bind(client)
-    .fetch_optional(&mut **tx)
-    .await?)
+         ORDER BY queue_time, id LIMIT 1";
+    let sql = if skip_locked {
+        format!("{HEAD} FOR UPDATE SKIP LOCKED")
+    } else {
+        HEAD.to_owned()
+    };
+    Ok(sqlx::query_as(&sql)
+        .bind(client)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 async fn set_effective(
@@ -255,7 +261,7 @@ pub async fn enqueue_copy(
     let mut tx = shard.pool.begin().await?;
     let effective = if req.role == Role::Client {
         let (acc, _) = lock_client(&mut tx, req.client).await?;
-        match client_head(&mut tx, req.client).await? {
+        match client_head(&mut tx, req.client, false).await? {
             None => plus_seconds(now, acc),
             Some((_, head_time)) if head_time <= now => sentinel(),
             // A copy queued "earlier" than the head (a clock step back) becomes the head.
@@ -320,7 +326,7 @@ pub async fn enqueue_client_copies(
 ) -> anyhow::Result<u64> {
     let mut tx = shard.pool.begin().await?;
     let (acc, _) = lock_client(&mut tx, client).await?;
-    let has_head = role == Role::Client && client_head(&mut tx, client).await?.is_some();
+    let has_head = role == Role::Client && client_head(&mut tx, client, false).await?.is_some();
     let first = if role == Role::Client && !has_head {
         plus_seconds(now, acc)
     } else if role == Role::Client {
@@ -471,7 +477,7 @@ pub async fn claim_copy(
         .await?;
     if shared && job.role == Role::Client {
         let (acc, _) = lock_client(&mut tx, job.client).await?;
-        if let Some((next, queue_time)) = client_head(&mut tx, job.client).await? {
+        if let Some((next, queue_time)) = client_head(&mut tx, job.client, false).await? {
             set_effective(&mut tx, next, plus_seconds(queue_time, acc)).await?;
         }
     }
@@ -521,14 +527,7 @@ pub async fn pessimise(
     .await?;
     // SKIP LOCKED: a head being claimed right now is skipped; its claimer gives the next copy
     // its time after this commits (it waits for the client's row), with the new value.
-    let head: Option<(u64, NaiveDateTime)> = sqlx::query_as(
-        "SELECT id, queue_time FROM camp_operations_queue_copy FORCE INDEX (client_head) \
-         WHERE ClientID = ? AND role = 'client' AND par_id IS NULL \
-         ORDER BY queue_time, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(client)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let head = client_head(tx, client, true).await?;
     if let Some((id, queue_time)) = head {
         set_effective(tx, id, plus_seconds(queue_time, acc)).await?;
     }
@@ -553,7 +552,7 @@ pub async fn repair_heads(shard: &Shard) -> anyhow::Result<u64> {
     for (client,) in orphans {
         let mut tx = shard.pool.begin().await?;
         let (acc, _) = lock_client(&mut tx, client).await?;
-        if let Some((id, queue_time)) = client_head(&mut tx, client).await? {
+        if let Some((id, queue_time)) = client_head(&mut tx, client, false).await? {
             set_effective(&mut tx, id, plus_seconds(queue_time, acc)).await?;
             repaired += 1;
         }
