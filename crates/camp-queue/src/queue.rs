@@ -315,7 +315,7 @@ pub async fn enqueue_copy(
     Ok(())
 }
 
-/// Queue every campaign of `req.client` at once (the flood the seed describes; also the
+/// Queue every campaign of `client` at once (the flood the seed describes; also the
 /// benchmark's backlog): one statement, the same effective times as one-by-one enqueues.
 pub async fn enqueue_client_copies(
     shard: &Shard,
@@ -326,39 +326,29 @@ pub async fn enqueue_client_copies(
 ) -> anyhow::Result<u64> {
     let mut tx = shard.pool.begin().await?;
     let (acc, _) = lock_client(&mut tx, client).await?;
-    let has_head = role == Role::Client && client_head(&mut tx, client, false).await?.is_some();
-    let first = if role == Role::Client && !has_head {
-        plus_seconds(now, acc)
-    } else if role == Role::Client {
+    // A client's copies wait behind its head; the head is given (or kept) below.
+    let effective = if role == Role::Client {
         sentinel()
     } else {
         now
     };
-    let later = if role == Role::Client {
-        sentinel()
-    } else {
-        now
-    };
-    // The lowest cid takes the head's time, the rest wait behind it; all share queue_time,
-    // so their order is by id, which follows cid here.
     let inserted = sqlx::query(
         "INSERT IGNORE INTO camp_operations_queue_copy \
          (cid, ClientID, new_ClientID, role, queue_time, effective_queue_time, next_try_at) \
-         SELECT c.cid, c.ClientID, ?, ?, ?, IF(c.cid = m.first_cid, ?, ?), ? \
-         FROM campaigns c JOIN (SELECT MIN(cid) AS first_cid FROM campaigns WHERE ClientID = ?) m \
-         WHERE c.ClientID = ? ORDER BY c.cid",
+         SELECT cid, ClientID, ?, ?, ?, ?, ? FROM campaigns WHERE ClientID = ? ORDER BY cid",
     )
     .bind(to_client)
     .bind(role.as_str())
     .bind(now)
-    .bind(first)
-    .bind(later)
+    .bind(effective)
     .bind(now)
-    .bind(client)
     .bind(client)
     .execute(&mut *tx)
     .await
     .context("queueing the client's campaigns")?;
+    if role == Role::Client {
+        ensure_head(&mut tx, client, acc).await?;
+    }
     tx.commit().await?;
     Ok(inserted.rows_affected())
 }
@@ -534,6 +524,34 @@ pub async fn pessimise(
     Ok(acc)
 }
 
+/// If none of the client's waiting copies carries its time (a head), give it to the first:
+/// `queue_time + accumulated`. The client's row must be locked. True when a head was given.
+async fn ensure_head(
+    tx: &mut Transaction<'_, MySql>,
+    client: u64,
+    acc: f64,
+) -> anyhow::Result<bool> {
+    let head: Option<(u64,)> = sqlx::query_as(
+        "SELECT id FROM camp_operations_queue_copy FORCE INDEX (client_head) \
+         WHERE ClientID = ? AND role = 'client' AND par_id IS NULL AND effective_queue_time < ? \
+         LIMIT 1",
+    )
+    .bind(client)
+    .bind(sentinel())
+    .fetch_optional(&mut **tx)
+    .await?;
+    if head.is_some() {
+        return Ok(false);
+    }
+    match client_head(tx, client, false).await? {
+        Some((id, queue_time)) => {
+            set_effective(tx, id, plus_seconds(queue_time, acc)).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// Give a head to every client whose waiting copies have none (a head pinned to a lane by
 /// hand, or a claim rolled back after a finish skipped it). Run when the worker is idle.
 pub async fn repair_heads(shard: &Shard) -> anyhow::Result<u64> {
@@ -552,8 +570,7 @@ pub async fn repair_heads(shard: &Shard) -> anyhow::Result<u64> {
     for (client,) in orphans {
         let mut tx = shard.pool.begin().await?;
         let (acc, _) = lock_client(&mut tx, client).await?;
-        if let Some((id, queue_time)) = client_head(&mut tx, client, false).await? {
-            set_effective(&mut tx, id, plus_seconds(queue_time, acc)).await?;
+        if ensure_head(&mut tx, client, acc).await? {
             repaired += 1;
         }
         tx.commit().await?;

@@ -209,3 +209,64 @@ fn demo_data_is_the_same_after_every_run_and_archive_unarchive_delete_work() {
     stand.ok(&["demo-data", "--clients", "6", "--campaigns", "3"]);
     assert_eq!(fingerprint(), first);
 }
+
+#[test]
+fn a_client_flooding_the_queue_gets_one_head_with_its_accumulated_time() {
+    let stand = Stand::new(1);
+    stand.ok(&[
+        "demo-data",
+        "--clients",
+        "2",
+        "--campaigns",
+        "50",
+        "--banners",
+        "1",
+        "--phrases",
+        "1",
+    ]);
+    stand.sql(
+        1,
+        "UPDATE clients_options SET camp_copy_ela = 42.5 WHERE ClientID = 1",
+    );
+    let out = stand.ok(&[
+        "--now",
+        T0,
+        "enqueue",
+        "copy",
+        "--from-client",
+        "1",
+        "--to-client",
+        "2",
+        "--role",
+        "client",
+    ]);
+    assert!(
+        out.contains("queued 50 copies of client 1's campaigns"),
+        "{out}"
+    );
+    // Only the first copy carries its time (queue_time + 42.5 s); the others wait behind it.
+    let timed = stand.sql(
+        1,
+        "SELECT cid, TIMESTAMPDIFF(MICROSECOND, queue_time, effective_queue_time) FROM camp_operations_queue_copy \
+         WHERE effective_queue_time < '9999-01-01'",
+    );
+    assert_eq!(timed, "1\t42500000");
+    // A manager's flood is not pessimised: every copy at its queue time.
+    let out = stand.ok(&[
+        "--now",
+        T0,
+        "enqueue",
+        "copy",
+        "--from-client",
+        "2",
+        "--to-client",
+        "1",
+        "--role",
+        "manager",
+    ]);
+    assert!(out.contains("queued 50 copies"), "{out}");
+    assert_eq!(
+        stand.count(1, "SELECT COUNT(*) FROM camp_operations_queue_copy WHERE ClientID = 2 AND effective_queue_time = queue_time"),
+        50
+    );
+}
