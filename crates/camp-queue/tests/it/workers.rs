@@ -322,3 +322,46 @@ fn one_process_per_worker_identity_and_status_tells_running_lanes_from_stopped_o
     );
     assert!(text.contains("shard 2 copy:1: no heartbeat yet"), "{text}");
 }
+
+#[test]
+fn a_worker_past_its_lifetime_takes_no_more_jobs_and_exits_cleanly() {
+    let mut stand = Stand::new(1);
+    stand.ok(&[
+        "demo-data",
+        "--clients",
+        "1",
+        "--campaigns",
+        "2",
+        "--banners",
+        "1",
+        "--phrases",
+        "1",
+    ]);
+    stand.ok(&[
+        "enqueue",
+        "copy",
+        "--cid",
+        "1",
+        "--to-client",
+        "1",
+        "--role",
+        "manager",
+    ]);
+    stand
+        .env
+        .push(("CAMP_QUEUE_LIFETIME_SECS".into(), "0".into()));
+    let out = stand.ok(&["run", "--shard", "1", "--par-id", "copy:1"]);
+    assert!(
+        out.contains("shard_1,par-id_copy:1 exiting: lifetime reached"),
+        "{out}"
+    );
+    assert_eq!(
+        stand.count(1, "SELECT COUNT(*) FROM camp_operations_queue_copy"),
+        1,
+        "the job waits for the next start"
+    );
+    // Its lock went with it: the next start takes the job.
+    stand.env.pop();
+    let out = stand.ok(&["run", "--shard", "1", "--par-id", "copy:1", "--once"]);
+    assert!(out.contains("cid=1 done: copied"), "{out}");
+}
