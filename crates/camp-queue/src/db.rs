@@ -278,21 +278,6 @@ impl Deployment {
         }
         Ok(())
     }
-
-    /// Drop every database of the deployment (tests and `demo-data --reset`).
-    pub async fn drop_databases(&self) -> anyhow::Result<()> {
-        use sqlx::Connection as _;
-        let mut all = vec![(&self.ppcdict_server, &self.ppcdict_database)];
-        all.extend(self.shards.iter().map(|s| (&s.server, &s.database)));
-        for (server, database) in all {
-            let mut conn = sqlx::MySqlConnection::connect_with(server).await?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS `{database}`"))
-                .execute(&mut conn)
-                .await?;
-            conn.close().await.ok();
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

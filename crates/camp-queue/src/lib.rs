@@ -212,9 +212,7 @@ async fn dispatch(cli: &Cli, dep: &Deployment) -> anyhow::Result<()> {
         }
         Command::Props { what } => match what {
             Props::Get { name: Some(name) } => {
-                if !props::KNOWN.iter().any(|k| k.0 == name) {
-                    return Err(config_error(props::validate(name, "", 0, 0).unwrap_err()));
-                }
+                props::known(name).map_err(config_error)?;
                 println!(
                     "{}",
                     props::get(&dep.ppcdict, name).await?.unwrap_or_default()

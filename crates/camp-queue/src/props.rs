@@ -63,11 +63,19 @@ pub fn validate(name: &str, value: &str, shards: u32, launched: u32) -> Result<(
             .map_err(|e| e.to_string()),
         SLEEP_COEF => SleepCoef::parse(value).map(|_| ()),
         ELA_DECAY | AGE_LIMIT => positive_number(value).map(|_| ()),
-        _ => Err(format!(
-            "unknown property `{name}`; known: {}",
-            KNOWN.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
-        )),
+        _ => known(name),
     }
+}
+
+/// `Ok` for a property the queue reads; else an error listing those it does.
+pub fn known(name: &str) -> Result<(), String> {
+    if KNOWN.iter().any(|k| k.0 == name) {
+        return Ok(());
+    }
+    Err(format!(
+        "unknown property `{name}`; known: {}",
+        KNOWN.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
+    ))
 }
 
 /// A positive number; empty means the default.

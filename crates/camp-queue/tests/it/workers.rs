@@ -233,15 +233,7 @@ fn a_worker_exits_when_its_entry_changes_and_the_others_keep_working() {
         two.child.try_wait().unwrap().is_none(),
         "copy:2 is still running"
     );
-    let status = String::from_utf8(
-        std::process::Command::new("kill")
-            .args(["-TERM", &two.child.id().to_string()])
-            .output()
-            .unwrap()
-            .stderr,
-    )
-    .unwrap();
-    assert!(status.is_empty(), "{status}");
+    two.terminate();
     let (code, lines) = two.wait_exit();
     assert_eq!(code, 0, "{lines}");
     assert!(
@@ -305,10 +297,7 @@ fn one_process_per_worker_identity_and_status_tells_running_lanes_from_stopped_o
     assert_eq!(shard1["queues"][0]["size"], 1);
     assert_eq!(shard1["queues"][0]["waiting_clients"], 1);
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &first.child.id().to_string()])
-        .status()
-        .unwrap();
+    first.terminate();
     let (code, lines) = first.wait_exit();
     assert_eq!(code, 0, "{lines}");
     let text = stand.ok(&["status"]);
