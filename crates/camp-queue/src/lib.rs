@@ -219,9 +219,9 @@ async fn dispatch(cli: &Cli, dep: &Deployment) -> anyhow::Result<()> {
                 );
             }
             Props::Get { name: None } => {
+                let values = props::get_all(&dep.ppcdict).await?;
                 for (name, about) in props::KNOWN {
-                    let value = props::get(&dep.ppcdict, name).await?.unwrap_or_default();
-                    println!("{name} = {value}\n    {about}");
+                    println!("{name} = {}\n    {about}", values.get(name));
                 }
             }
             Props::Set { name, value } => {

@@ -42,6 +42,31 @@ pub async fn get(ppcdict: &MySqlPool, name: &str) -> anyhow::Result<Option<Strin
     Ok(row.map(|r| r.0))
 }
 
+/// Every property the queue reads, in one query (what a worker re-reads every second); a
+/// missing row reads as empty.
+pub async fn get_all(ppcdict: &MySqlPool) -> anyhow::Result<Values> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, value FROM ppc_properties WHERE name IN (?, ?, ?, ?)")
+            .bind(KNOWN[0].0)
+            .bind(KNOWN[1].0)
+            .bind(KNOWN[2].0)
+            .bind(KNOWN[3].0)
+            .fetch_all(ppcdict)
+            .await
+            .context("reading the queue's properties from ppcdict.ppc_properties")?;
+    Ok(Values(rows.into_iter().collect()))
+}
+
+/// The queue's properties as read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Values(std::collections::HashMap<String, String>);
+
+impl Values {
+    pub fn get(&self, name: &str) -> &str {
+        self.0.get(name).map_or("", String::as_str)
+    }
+}
+
 pub async fn set(ppcdict: &MySqlPool, name: &str, value: &str) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO ppc_properties (name, value) VALUES (?, ?) \

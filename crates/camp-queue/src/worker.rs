@@ -204,18 +204,16 @@ pub struct Worker<'a> {
     pub clock: RunClock,
 }
 
-async fn read_workers(
+fn workers_of(
+    values: &props::Values,
     dep: &Deployment,
     launched: u32,
-) -> anyhow::Result<Result<AdditionalWorkers, props::InvalidWorkers>> {
-    let value = props::get(&dep.ppcdict, props::ADDITIONAL_WORKERS)
-        .await?
-        .unwrap_or_default();
-    Ok(AdditionalWorkers::parse(
-        &value,
+) -> Result<AdditionalWorkers, props::InvalidWorkers> {
+    AdditionalWorkers::parse(
+        values.get(props::ADDITIONAL_WORKERS),
         dep.shards.len() as u32,
         launched,
-    ))
+    )
 }
 
 /// What concerns one worker in the property: its entry, or that the value is invalid.
@@ -240,7 +238,11 @@ impl Worker<'_> {
             },
         };
         let workers = match lane {
-            Lane::Copy(_) => Some(read_workers(dep, self.launched).await?),
+            Lane::Copy(_) => Some(workers_of(
+                &props::get_all(&dep.ppcdict).await?,
+                dep,
+                self.launched,
+            )),
             Lane::Rest => None,
         };
         let serve = match (&workers, lane) {
@@ -336,7 +338,12 @@ impl Worker<'_> {
         let worker = prefix.lane.to_string();
         heartbeat(shard, &worker, &self.clock, true).await?;
         worker_log!(info, prefix, "started (lifetime {} s)", args.lifetime_secs);
-        let mut settings = Settings::read(dep, prefix.shard).await;
+        let mut coef_error = None;
+        let mut settings = Settings::of(
+            &props::get_all(&dep.ppcdict).await?,
+            prefix.shard,
+            &mut coef_error,
+        );
         let mut last_check = Instant::now();
         let mut last_beat = Instant::now();
         let mut jobs = 0u64;
@@ -363,16 +370,16 @@ impl Worker<'_> {
             }
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
-                if let Some(before) = &watched {
-                    let now = concern(&read_workers(dep, self.launched).await?, slot);
-                    if &now != before {
-                        break format!(
-                            "{} changed for {slot}; exiting (the timer starts it again)",
-                            props::ADDITIONAL_WORKERS
-                        );
-                    }
+                let values = props::get_all(&dep.ppcdict).await?;
+                if let Some(before) = &watched
+                    && concern(&workers_of(&values, dep, self.launched), slot) != *before
+                {
+                    break format!(
+                        "{} changed for {slot}; exiting (the timer starts it again)",
+                        props::ADDITIONAL_WORKERS
+                    );
                 }
-                settings = Settings::read(dep, prefix.shard).await;
+                settings = Settings::of(&values, prefix.shard, &mut coef_error);
             }
             if last_beat.elapsed() >= Duration::from_secs(10) {
                 last_beat = Instant::now();
@@ -595,29 +602,27 @@ struct Settings {
 }
 
 impl Settings {
-    async fn read(dep: &Deployment, shard: u32) -> Settings {
-        let coef = props::get(&dep.ppcdict, props::SLEEP_COEF)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let sleep_coef = match SleepCoef::parse(&coef) {
-            Ok(c) => c.for_shard(shard),
+    /// From the properties; an invalid coefficient is logged once per distinct error (not
+    /// every second) and reads as the empty property's.
+    fn of(values: &props::Values, shard: u32, last_error: &mut Option<String>) -> Settings {
+        let sleep_coef = match SleepCoef::parse(values.get(props::SLEEP_COEF)) {
+            Ok(c) => {
+                *last_error = None;
+                c.for_shard(shard)
+            }
             Err(e) => {
-                tracing::error!(
-                    "{} is invalid ({e}); using {}",
-                    props::SLEEP_COEF,
-                    props::EMPTY_SLEEP_COEF
-                );
+                if last_error.as_deref() != Some(e.as_str()) {
+                    tracing::error!(
+                        "{} is invalid ({e}); using {}",
+                        props::SLEEP_COEF,
+                        props::EMPTY_SLEEP_COEF
+                    );
+                    *last_error = Some(e);
+                }
                 props::EMPTY_SLEEP_COEF
             }
         };
-        let decay = props::get(&dep.ppcdict, props::ELA_DECAY)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let decay_secs = props::positive_number(&decay)
+        let decay_secs = props::positive_number(values.get(props::ELA_DECAY))
             .ok()
             .flatten()
             .unwrap_or(3600.0);
