@@ -35,14 +35,11 @@ pub fn worker_timers(job: &JobRef, scope: Scope) -> anyhow::Result<Vec<String>> 
 }
 
 /// The service a worker timer starts: `camp_queue-2-rest.timer` → `camp_queue@2-rest.service`.
+/// A worker's service named by the operator (`camp_queue@2-rest.service`) stays as it is.
 fn worker_service(unit: &str) -> String {
-    if unit.contains('@') {
-        return unit.replace(".timer", ".service");
-    }
-    let bare = unit.trim_end_matches(".timer").trim_end_matches(".service");
-    match bare.split_once('-') {
-        Some((job, instance)) => format!("{job}@{instance}.service"),
-        None => format!("{bare}.service"),
+    match zakaz_core::jobs::worker_timer_instance(unit) {
+        Some((job, instance)) => job.worker_service(instance),
+        None => unit.to_owned(),
     }
 }
 
@@ -516,9 +513,8 @@ pub fn verify(unit_dir: &Path, threshold: f64) -> anyhow::Result<()> {
             .to_string_lossy()
             .into_owned();
         // A worker's timer starts an instance of its template (`camp_queue@.service`).
-        let service = if units::is_worker_timer(&name) {
-            let job = name.split_once('-').map_or(name.as_str(), |(j, _)| j);
-            unit_dir.join(format!("{job}@.service"))
+        let service = if let Some((job, _)) = zakaz_core::jobs::worker_timer_instance(&name) {
+            unit_dir.join(job.worker_service(""))
         } else {
             timer.with_extension("service")
         };

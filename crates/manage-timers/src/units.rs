@@ -223,7 +223,8 @@ fn service(job: &Job, layout: &Layout) -> UnitFile {
         ),
     };
     let name = if job.is_workers() {
-        format!("{}@.service", job.name)
+        // The template: `camp_queue@.service`.
+        job.worker_service("")
     } else {
         format!("{}.service", job.name)
     };
@@ -238,20 +239,20 @@ fn worker_timers(job: &Job, shards: u32) -> Vec<UnitFile> {
     let mut out = Vec::new();
     for shard in 1..=shards {
         for lane in lanes {
-            let instance = format!("{shard}-{}", lane.unit_token());
+            let instance = Job::worker_instance(shard, lane);
             out.push(UnitFile {
-                name: format!("{}-{instance}.timer", job.name),
+                name: job.worker_timer(shard, lane),
                 content: format!(
                     "{}\n[Unit]\nDescription=Schedule of {} worker {} of shard {shard}\nDocumentation=file:/opt/zakaz_dashboard/docs/runbook.md\n\
                      \n[Timer]\nOnCalendar={}\n\
                      # Firing while the worker still runs does nothing: at most one per shard and lane.\n\
-                     AccuracySec=1s\nUnit={}@{instance}.service\n\
+                     AccuracySec=1s\nUnit={}\n\
                      \n[Install]\nWantedBy=timers.target\n",
                     header(),
                     job.name,
                     lane.par_id,
                     lane.on_calendar,
-                    job.name,
+                    job.worker_service(&instance),
                 ),
             });
         }
@@ -259,13 +260,9 @@ fn worker_timers(job: &Job, shards: u32) -> Vec<UnitFile> {
     out
 }
 
-/// Whether a unit name is one of a worker job's timers (`camp_queue-2-rest.timer`, which
-/// starts `camp_queue@2-rest.service`). Plain timers, not instances of a template: each lane
-/// has its own calendar.
+/// Whether a unit name is one of a worker job's timers (`camp_queue-2-rest.timer`).
 pub fn is_worker_timer(name: &str) -> bool {
-    JOBS.iter()
-        .filter(|j| j.is_workers())
-        .any(|j| name.starts_with(&format!("{}-", j.name)) && name.ends_with(".timer"))
+    zakaz_core::jobs::worker_timer_instance(name).is_some()
 }
 
 /// Worker timers written by manage-timers in `unit_dir` (any shard count).

@@ -252,6 +252,16 @@ pub fn get(name: &str) -> &'static Job {
     find(name).unwrap_or_else(|| panic!("job `{name}` is not in the job table"))
 }
 
+/// The worker job and instance of a worker timer's name (`camp_queue-2-copy1.timer` →
+/// `camp_queue`, `2-copy1`).
+pub fn worker_timer_instance(name: &str) -> Option<(&'static Job, &str)> {
+    let bare = name.strip_suffix(".timer")?;
+    JOBS.iter().filter(|j| j.is_workers()).find_map(|j| {
+        let instance = bare.strip_prefix(j.name)?.strip_prefix('-')?;
+        Some((j, instance))
+    })
+}
+
 /// `qtickets, vk_ads, …`: for error messages that list the valid names.
 pub fn names() -> String {
     JOBS.iter().map(|j| j.name).collect::<Vec<_>>().join(", ")
@@ -265,6 +275,22 @@ impl Job {
         }
     }
 
+    /// The instance of one worker: `2-copy1` (shard 2, lane `copy:1`).
+    pub fn worker_instance(shard: u32, lane: &WorkerLane) -> String {
+        format!("{shard}-{}", lane.unit_token())
+    }
+
+    /// The timer of one worker: `camp_queue-2-copy1.timer`. A plain timer, not an instance
+    /// of a template: each lane has its own calendar.
+    pub fn worker_timer(&self, shard: u32, lane: &WorkerLane) -> String {
+        format!("{}-{}.timer", self.name, Job::worker_instance(shard, lane))
+    }
+
+    /// The service an instance runs: `camp_queue@2-copy1.service`.
+    pub fn worker_service(&self, instance: &str) -> String {
+        format!("{}@{instance}.service", self.name)
+    }
+
     pub fn is_workers(&self) -> bool {
         matches!(self.schedule, Schedule::Workers { .. })
     }
@@ -274,10 +300,9 @@ impl Job {
     pub fn enablement_unit(&self) -> (String, &'static str) {
         match self.schedule {
             Schedule::Timer { .. } => (format!("{}.timer", self.name), "timers.target.wants"),
-            Schedule::Workers { lanes, .. } => (
-                format!("{}-1-{}.timer", self.name, lanes[0].unit_token()),
-                "timers.target.wants",
-            ),
+            Schedule::Workers { lanes, .. } => {
+                (self.worker_timer(1, &lanes[0]), "timers.target.wants")
+            }
             Schedule::Service { .. } => {
                 (format!("{}.service", self.name), "multi-user.target.wants")
             }
