@@ -247,34 +247,8 @@ pub async fn status(
         }
         let (unit, state, last, next) = if job.is_timer() {
             let unit = format!("{}.timer", job.name);
-            let p: HashMap<String, String> = system::show(
-                scope,
-                &unit,
-                &[
-                    "LoadState",
-                    "UnitFileState",
-                    "ActiveState",
-                    "LastTriggerUSec",
-                    "NextElapseUSecRealtime",
-                ],
-            )?
-            .into_iter()
-            .collect();
-            let state = if p.get("LoadState").map(String::as_str) != Some("loaded") {
-                "not installed".to_owned()
-            } else {
-                format!(
-                    "{}/{}",
-                    p.get("UnitFileState").cloned().unwrap_or_default(),
-                    p.get("ActiveState").cloned().unwrap_or_default()
-                )
-            };
-            (
-                unit,
-                state,
-                p.get("LastTriggerUSec").cloned().unwrap_or_default(),
-                p.get("NextElapseUSecRealtime").cloned().unwrap_or_default(),
-            )
+            let t = timer_state(scope, &unit)?;
+            (unit, t.state, t.last, t.next)
         } else {
             let unit = format!("{}.service", job.name);
             let p: HashMap<String, String> = system::show(
@@ -306,20 +280,53 @@ pub async fn status(
             "{:<13} {:<22} {:<29} {:<29} {:<10} {last_run}",
             job.name,
             format!("{} {state}", unit.rsplit('.').next().unwrap_or_default()),
-            if last.is_empty() || last == "n/a" {
-                "never".to_owned()
-            } else {
-                last
-            },
-            if next.is_empty() || next == "n/a" {
-                "-".to_owned()
-            } else {
-                next
-            },
+            last,
+            next,
             result.get("Result").cloned().unwrap_or_default(),
         );
     }
     Ok(())
+}
+
+/// A timer as `status` shows it: `enabled/active` (or `not installed`), last trigger
+/// (`never`) and next elapse (`-`).
+struct TimerState {
+    state: String,
+    last: String,
+    next: String,
+}
+
+fn timer_state(scope: Scope, unit: &str) -> anyhow::Result<TimerState> {
+    let p: HashMap<String, String> = system::show(
+        scope,
+        unit,
+        &[
+            "LoadState",
+            "UnitFileState",
+            "ActiveState",
+            "LastTriggerUSec",
+            "NextElapseUSecRealtime",
+        ],
+    )?
+    .into_iter()
+    .collect();
+    let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+    let or = |v: String, none: &str| {
+        if v.is_empty() || v == "n/a" {
+            none.to_owned()
+        } else {
+            v
+        }
+    };
+    Ok(TimerState {
+        state: if get("LoadState") != "loaded" {
+            "not installed".to_owned()
+        } else {
+            format!("{}/{}", get("UnitFileState"), get("ActiveState"))
+        },
+        last: or(get("LastTriggerUSec"), "never"),
+        next: or(get("NextElapseUSecRealtime"), "-"),
+    })
 }
 
 /// One line per installed worker timer; the queue itself is `camp-queue status`.
@@ -336,37 +343,20 @@ fn worker_status(job: &'static zakaz_core::jobs::Job, scope: Scope) -> anyhow::R
         return Ok(());
     };
     for timer in timers {
-        let p: HashMap<String, String> = system::show(
-            scope,
-            &timer,
-            &[
-                "UnitFileState",
-                "ActiveState",
-                "LastTriggerUSec",
-                "NextElapseUSecRealtime",
-            ],
-        )?
-        .into_iter()
-        .collect();
-        let service = worker_service(&timer);
+        let t = timer_state(scope, &timer)?;
         let worker: HashMap<String, String> =
-            system::show(scope, &service, &["SubState", "Result"])?
+            system::show(scope, &worker_service(&timer), &["SubState", "Result"])?
                 .into_iter()
                 .collect();
-        let get = |m: &HashMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_default();
+        let get = |k: &str| worker.get(k).cloned().unwrap_or_default();
         println!(
-            "{:<30} timer {}/{}, worker {} ({}), last {}, next {}",
+            "{:<30} timer {}, worker {} ({}), last {}, next {}",
             timer.trim_end_matches(".timer"),
-            get(&p, "UnitFileState"),
-            get(&p, "ActiveState"),
-            get(&worker, "SubState"),
-            get(&worker, "Result"),
-            Some(get(&p, "LastTriggerUSec"))
-                .filter(|v| !v.is_empty() && v != "n/a")
-                .unwrap_or_else(|| "never".to_owned()),
-            Some(get(&p, "NextElapseUSecRealtime"))
-                .filter(|v| !v.is_empty() && v != "n/a")
-                .unwrap_or_else(|| "-".to_owned()),
+            t.state,
+            get("SubState"),
+            get("Result"),
+            t.last,
+            t.next,
         );
     }
     println!("(the queues themselves: `camp-queue status`)");
