@@ -6,7 +6,7 @@
 use std::process::{Command, Output};
 
 use zakaz_core::testing::{TestDb, UnitDir};
-use zakaz_e2e::{QueueStand, binary, free_port};
+use zakaz_e2e::{binary, free_port, queue_stand};
 
 fn text(out: &Output) -> String {
     format!(
@@ -21,11 +21,11 @@ const FIVE_HOURS_LATER: &str = "2026-12-01T11:00:00Z";
 
 #[test]
 fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
-    let queue = QueueStand::new();
+    let queue = queue_stand();
     let db = TestDb::migrated_blocking();
-    queue.run(&["demo-data", "--clients", "2", "--campaigns", "2"]);
+    queue.ok(&["demo-data", "--clients", "2", "--campaigns", "2"]);
     // Shard 1: two copies queued at T0 by two clients; shard 2: nothing.
-    queue.run(&[
+    queue.ok(&[
         "--now",
         T0,
         "enqueue",
@@ -37,7 +37,7 @@ fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
         "--role",
         "client",
     ]);
-    queue.run(&[
+    queue.ok(&[
         "--now",
         T0,
         "enqueue",
@@ -50,7 +50,7 @@ fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
         "manager",
     ]);
     // Shard 2's primaries beat (they find nothing to do); shard 1's never ran.
-    queue.run(&[
+    queue.ok(&[
         "--now",
         FIVE_HOURS_LATER,
         "run",
@@ -60,7 +60,7 @@ fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
         "copy:1",
         "--once",
     ]);
-    queue.run(&[
+    queue.ok(&[
         "--now",
         FIVE_HOURS_LATER,
         "run",
@@ -75,7 +75,7 @@ fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
     let alerts = |now: &str| {
         let out = db
             .command(binary("alerts"))
-            .envs(queue.env())
+            .envs(queue.dsn_env())
             .env("SYSTEMD_UNIT_DIRS", &units.path)
             .args(["--dry-run", "--now", now])
             .output()
@@ -106,7 +106,7 @@ fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
     }
     assert!(!plan.contains("on shard 2 wait"), "{plan}");
     // A higher limit (an operator's property) silences the age alert.
-    queue.run(&[
+    queue.ok(&[
         "props",
         "set",
         "camp_operations_queue_copy_age_limit_hours",
@@ -118,7 +118,7 @@ fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
     let port = free_port();
     let mut server = db
         .command(binary("healthcheck"))
-        .envs(queue.env())
+        .envs(queue.dsn_env())
         .env("SYSTEMD_UNIT_DIRS", &units.path)
         .env("HEALTHCHECK_LISTEN", format!("127.0.0.1:{port}"))
         .args(["--now", FIVE_HOURS_LATER])

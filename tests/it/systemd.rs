@@ -755,15 +755,15 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
 
 #[test]
 fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
-    let stand = zakaz_e2e::QueueStand::new();
+    let stand = zakaz_e2e::queue_stand();
     let mut env: String = stand
-        .env()
+        .dsn_env()
         .iter()
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
     env.push_str("CAMP_QUEUE_POLL_MS=200\nCAMP_QUEUE_LIFETIME_SECS=20\n");
     // The data, from the host: client 1 on shard 1 (system server), client 2 on shard 2.
-    let queue = |args: &[&str]| stand.run(args);
+    let queue = |args: &[&str]| stand.ok(args);
     queue(&[
         "demo-data",
         "--clients",

@@ -8,84 +8,37 @@
 //! `CLIENTS`×`CAMPAIGNS` (default 50×40) size the throughput runs, `BACKLOG` (default
 //! 100 000) the big backlog.
 
-use std::process::Command;
 use std::time::Instant;
 
+use camp_queue::testing::TestStand;
 use sqlx::Connection as _;
 use zakaz_core::bench::{Spread, env_u32, release_binary, reps};
 
-struct Stand {
-    env: Vec<(&'static str, String)>,
-    prefix: String,
-    port: u16,
-}
-
-impl Stand {
-    fn run(&self, args: &[&str]) {
-        let out = Command::new(release_binary("camp-queue"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.env.iter().cloned())
-            .env("LOG_LEVEL", "warn")
-            .args(args)
-            .output()
-            .expect("camp-queue runs");
-        assert!(
-            out.status.success(),
-            "camp-queue {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// Seconds for `workers` copy workers (separate processes) to drain shard 1's queue, at most
+/// `max` jobs each.
+fn drain(stand: &TestStand, workers: u32, max: Option<u64>) -> f64 {
+    let t = Instant::now();
+    let mut children: Vec<_> = (1..=workers)
+        .map(|n| {
+            let mut cmd = stand.command();
+            cmd.args([
+                "run",
+                "--shard",
+                "1",
+                "--par-id",
+                &format!("copy:{n}"),
+                "--once",
+            ]);
+            if let Some(m) = max {
+                cmd.args(["--max-jobs", &m.to_string()]);
+            }
+            cmd.spawn().expect("a worker starts")
+        })
+        .collect();
+    for c in &mut children {
+        assert!(c.wait().unwrap().success());
     }
-
-    /// Seconds for `workers` copy workers to drain what is queued (at most `max` jobs each).
-    fn drain(&self, workers: u32, max: Option<u64>) -> f64 {
-        let t = Instant::now();
-        let mut children: Vec<_> = (1..=workers)
-            .map(|n| {
-                let mut cmd = Command::new(release_binary("camp-queue"));
-                cmd.env_clear()
-                    .env("PATH", std::env::var("PATH").unwrap_or_default())
-                    .envs(self.env.iter().cloned())
-                    .env("LOG_LEVEL", "warn")
-                    .args([
-                        "run",
-                        "--shard",
-                        "1",
-                        "--par-id",
-                        &format!("copy:{n}"),
-                        "--once",
-                    ]);
-                if let Some(m) = max {
-                    cmd.args(["--max-jobs", &m.to_string()]);
-                }
-                cmd.spawn().expect("a worker starts")
-            })
-            .collect();
-        for c in &mut children {
-            assert!(c.wait().unwrap().success());
-        }
-        t.elapsed().as_secs_f64()
-    }
-}
-
-impl Drop for Stand {
-    fn drop(&mut self) {
-        let p = &self.prefix;
-        for (port, db) in [
-            (3306, format!("{p}_dict")),
-            (self.port, format!("{p}_ppc1")),
-        ] {
-            let _ = Command::new("mariadb")
-                .args([
-                    "--no-defaults",
-                    "-h127.0.0.1",
-                    "-uroot",
-                    &format!("-P{port}"),
-                ])
-                .args(["-e", &format!("DROP DATABASE IF EXISTS {db}")])
-                .output();
-        }
-    }
+    t.elapsed().as_secs_f64()
 }
 
 /// Microseconds per `INSERT` + `DELETE` pair, each its own commit, on the shard's server.
@@ -119,38 +72,23 @@ fn main() {
     let clients = env_u32("CLIENTS", 50);
     let campaigns = env_u32("CAMPAIGNS", 40);
     let backlog = env_u32("BACKLOG", 100_000);
-    let port: u16 = std::env::var("ZAKAZ_SHARD_PORTS")
-        .unwrap_or_else(|_| "3316 3317".into())
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let prefix = format!("cqb_{}", std::process::id());
-    let stand = Stand {
-        env: vec![
-            (
-                "PPCDICT_DSN",
-                format!("mysql://root@127.0.0.1:3306/{prefix}_dict"),
-            ),
-            (
-                "PPC_SHARD_DSNS",
-                format!("mysql://root@127.0.0.1:{port}/{prefix}_ppc1"),
-            ),
-            ("CAMP_QUEUE_COPY_WORKERS", "4".into()),
-            ("CAMP_QUEUE_POLL_MS", "20".into()),
-        ],
-        prefix: prefix.clone(),
-        port,
-    };
-    stand.run(&["migrate"]);
-    stand.run(&[
+    // The shard on an extra server of its own, as in a real deployment.
+    let port = camp_queue::testing::servers()[1];
+    let mut stand = TestStand::on(release_binary("camp-queue"), 1, vec![port]);
+    for (k, v) in [
+        ("CAMP_QUEUE_COPY_WORKERS", "4"),
+        ("CAMP_QUEUE_POLL_MS", "20"),
+        ("LOG_LEVEL", "warn"),
+    ] {
+        stand.env.push((k.into(), v.into()));
+    }
+    stand.ok(&[
         "props",
         "set",
         "camp_copy_queue_additional_workers",
         r#"{"1:2":"on","1:3":"on","1:4":"on"}"#,
     ]);
-    stand.run(&[
+    stand.ok(&[
         "props",
         "set",
         "camp_copy_queue_sleep_coef",
@@ -160,7 +98,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let url = format!("mysql://root@127.0.0.1:{port}/{prefix}_ppc1");
+    let url = format!("mysql://root@127.0.0.1:{port}/{}", stand.shard_db(1));
     commit_loop(&runtime, &url, 200);
     let baseline = Spread::of(
         &(0..n)
@@ -175,7 +113,7 @@ fn main() {
     // Throughput: CLIENTS × CAMPAIGNS copies, half pessimised (role client), half not.
     let jobs = u64::from(clients * campaigns);
     let fill = || {
-        stand.run(&[
+        stand.ok(&[
             "demo-data",
             "--clients",
             &clients.to_string(),
@@ -189,7 +127,7 @@ fn main() {
         for c in 1..=clients {
             let role = if c % 2 == 0 { "client" } else { "manager" };
             let to = (c % clients + 1).to_string();
-            stand.run(&[
+            stand.ok(&[
                 "enqueue",
                 "copy",
                 "--from-client",
@@ -202,13 +140,13 @@ fn main() {
         }
     };
     fill();
-    stand.drain(1, None);
+    drain(&stand, 1, None);
     let mut one_worker = 0.0;
     for workers in [1, 2, 4] {
         let rates: Vec<f64> = (0..n)
             .map(|_| {
                 fill();
-                jobs as f64 / stand.drain(workers, None)
+                jobs as f64 / drain(&stand, workers, None)
             })
             .collect();
         let rate = Spread::of(&rates);
@@ -227,7 +165,7 @@ fn main() {
     // Per-job cost with a client's big backlog vs a small one (role client: pessimised).
     let measured = 500u64;
     let per_job = |queued: u32, take: u64| -> f64 {
-        stand.run(&[
+        stand.ok(&[
             "demo-data",
             "--clients",
             "1",
@@ -238,7 +176,7 @@ fn main() {
             "--phrases",
             "1",
         ]);
-        stand.run(&[
+        stand.ok(&[
             "enqueue",
             "copy",
             "--from-client",
@@ -248,7 +186,7 @@ fn main() {
             "--role",
             "client",
         ]);
-        stand.drain(1, Some(take)) * 1e6 / take as f64
+        drain(&stand, 1, Some(take)) * 1e6 / take as f64
     };
     per_job(100, 100);
     let small: Vec<f64> = (0..n).map(|_| per_job(100, 100)).collect();

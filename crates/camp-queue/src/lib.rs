@@ -12,6 +12,8 @@ pub mod props;
 pub mod queue;
 pub mod schema;
 pub mod status;
+/// Test and benchmark support (drives the binary; not used by the jobs).
+pub mod testing;
 pub mod worker;
 
 use anyhow::Context as _;

@@ -3,7 +3,7 @@
 //! worker number resumes its claimed job, and the counts of campaigns, banners and phrases
 //! are exactly one copy's.
 
-use crate::{Stand, T0};
+use crate::{T0, stand};
 
 struct Case {
     cid: u64,
@@ -13,7 +13,7 @@ struct Case {
 
 #[test]
 fn a_worker_killed_mid_copy_resumes_its_job_and_copies_exactly_once() {
-    let stand = Stand::new(2);
+    let stand = stand(2);
     assert_ne!(
         stand.port_of(1),
         stand.port_of(2),

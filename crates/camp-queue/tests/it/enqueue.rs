@@ -1,7 +1,7 @@
 //! Enqueueing as the platform does, with one-line rejections that queue nothing; demo data
 //! that is the same after every run.
 
-use crate::{Stand, T0};
+use crate::{Stand, T0, stand};
 
 fn queued(stand: &Stand) -> (u64, u64) {
     (
@@ -12,7 +12,7 @@ fn queued(stand: &Stand) -> (u64, u64) {
 
 #[test]
 fn bad_requests_are_one_line_errors_and_queue_nothing() {
-    let stand = Stand::new(2);
+    let stand = stand(2);
     stand.ok(&["demo-data", "--clients", "2", "--campaigns", "2"]);
     stand.ok(&[
         "--now",
@@ -112,7 +112,7 @@ fn bad_requests_are_one_line_errors_and_queue_nothing() {
 
 #[test]
 fn settings_errors_name_the_setting() {
-    let stand = Stand::new(1);
+    let stand = stand(1);
     for (env, value, message) in [
         ("PPCDICT_DSN", "", "`PPCDICT_DSN` is not set"),
         (
@@ -141,7 +141,7 @@ fn settings_errors_name_the_setting() {
 
 #[test]
 fn demo_data_is_the_same_after_every_run_and_archive_unarchive_delete_work() {
-    let stand = Stand::new(3);
+    let stand = stand(3);
     let fingerprint = || {
         (1..=3)
             .map(|s| {
@@ -212,7 +212,7 @@ fn demo_data_is_the_same_after_every_run_and_archive_unarchive_delete_work() {
 
 #[test]
 fn a_client_flooding_the_queue_gets_one_head_with_its_accumulated_time() {
-    let stand = Stand::new(1);
+    let stand = stand(1);
     stand.ok(&[
         "demo-data",
         "--clients",

@@ -4,7 +4,7 @@
 
 use chrono::NaiveDateTime;
 
-use crate::Stand;
+use crate::{Stand, stand};
 
 const T0: &str = "2026-12-01 09:00:00";
 
@@ -27,7 +27,7 @@ fn secs_since_t0(stand: &Stand, expr: &str, from: &str) -> f64 {
 
 #[test]
 fn copies_are_processed_in_the_order_the_formula_gives() {
-    let stand = Stand::new(1);
+    let stand = stand(1);
     // Clients A=1 (cids 1-3), B=2 (4-6), C=3 (7-9), D=4 (10-12), all on shard 1.
     stand.ok(&[
         "demo-data",

@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{Stand, T0};
+use crate::{T0, stand};
 
 #[test]
 fn claims_are_index_ordered_without_filesort() {
-    let stand = Stand::new(1);
+    let stand = stand(1);
     stand.ok(&[
         "demo-data",
         "--clients",
@@ -62,7 +62,7 @@ fn claims_are_index_ordered_without_filesort() {
 
 #[test]
 fn four_workers_on_one_shard_never_do_a_job_twice_and_all_make_progress() {
-    let mut stand = Stand::new(1);
+    let mut stand = stand(1);
     stand
         .env
         .push(("CAMP_QUEUE_COPY_WORKERS".into(), "4".into()));

@@ -3,7 +3,7 @@
 
 use chrono::{NaiveDateTime, TimeDelta};
 
-use crate::{Stand, T0};
+use crate::{T0, stand};
 
 fn rfc3339(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -15,7 +15,7 @@ fn parse(t: &str) -> NaiveDateTime {
 
 #[test]
 fn a_failing_copy_is_retried_after_1_30_60_180_seconds_then_dropped() {
-    let stand = Stand::new(2);
+    let stand = stand(2);
     stand.ok(&[
         "demo-data",
         "--clients",

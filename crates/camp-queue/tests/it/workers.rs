@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::{Stand, T0};
+use crate::{Stand, T0, stand};
 
 const PROP: &str = "camp_copy_queue_additional_workers";
 
@@ -43,7 +43,7 @@ fn with_lines<'a>(lines: &'a str, text: &str) -> Vec<&'a str> {
 
 #[test]
 fn the_seeds_two_examples_start_exactly_the_workers_and_prefixes_it_describes() {
-    let stand = Stand::new(6);
+    let stand = stand(6);
     stand.ok(&[
         "demo-data",
         "--clients",
@@ -126,7 +126,7 @@ fn the_seeds_two_examples_start_exactly_the_workers_and_prefixes_it_describes() 
 
 #[test]
 fn every_invalid_configuration_leaves_only_the_primaries_and_says_additional_workers_error() {
-    let stand = Stand::new(6);
+    let stand = stand(6);
     stand.ok(&[
         "demo-data",
         "--clients",
@@ -189,7 +189,7 @@ fn every_invalid_configuration_leaves_only_the_primaries_and_says_additional_wor
 
 #[test]
 fn a_worker_exits_when_its_entry_changes_and_the_others_keep_working() {
-    let stand = Stand::new(6);
+    let stand = stand(6);
     stand.ok(&[
         "demo-data",
         "--clients",
@@ -244,7 +244,7 @@ fn a_worker_exits_when_its_entry_changes_and_the_others_keep_working() {
 
 #[test]
 fn one_process_per_worker_identity_and_status_tells_running_lanes_from_stopped_ones() {
-    let stand = Stand::new(2);
+    let stand = stand(2);
     stand.ok(&[
         "demo-data",
         "--clients",
@@ -314,7 +314,7 @@ fn one_process_per_worker_identity_and_status_tells_running_lanes_from_stopped_o
 
 #[test]
 fn a_worker_past_its_lifetime_takes_no_more_jobs_and_exits_cleanly() {
-    let mut stand = Stand::new(1);
+    let mut stand = stand(1);
     stand.ok(&[
         "demo-data",
         "--clients",
