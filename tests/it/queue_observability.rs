@@ -114,6 +114,21 @@ fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
     ]);
     assert!(!alerts(FIVE_HOURS_LATER).contains("Campaign copies on shard 1 wait"));
 
+    // `healthcheck --once` (a terminal report) shows the queue as `camp-queue status` does.
+    let once = db
+        .command(binary("healthcheck"))
+        .envs(queue.dsn_env())
+        .env("SYSTEMD_UNIT_DIRS", &units.path)
+        .args(["--once", "--now", FIVE_HOURS_LATER])
+        .output()
+        .unwrap();
+    let once = String::from_utf8_lossy(&once.stdout);
+    assert!(once.contains("campaign queue:"), "{once}");
+    assert!(
+        once.contains("shard 1 copy: 2 queued, 2 due, oldest due 300.0 min, 1 waiting clients"),
+        "{once}"
+    );
+
     // The healthcheck exports the same per shard and queue.
     let port = free_port();
     let mut server = db

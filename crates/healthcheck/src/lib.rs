@@ -179,9 +179,10 @@ fn notify(states: &[sd_notify::NotifyState]) {
 /// `--once`: one report for a terminal.
 async fn once(cli: &Cli) -> anyhow::Result<()> {
     let timeout = Duration::from_secs_f64(cli.clickhouse_timeout_seconds.max(0.1));
+    let queue = camp_queue::db::connect_if_configured(&cli.queue)?;
     let inputs = match tokio::time::timeout(timeout, async {
         let ch = Ch::connect(&cli.clickhouse).await?;
-        report::gather(&ch).await
+        report::gather(&ch, queue.as_ref(), cli.clock().now().naive_utc()).await
     })
     .await
     {

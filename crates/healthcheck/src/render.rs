@@ -438,6 +438,13 @@ pub fn text(report: &Report) -> String {
             s.rows
         );
     }
+    if !report.queue.is_empty() {
+        // The same lines as `camp-queue status`.
+        let _ = writeln!(out, "\ncampaign queue:");
+        for line in camp_queue::status::render(&report.queue).lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     let _ = writeln!(out, "\nopen alerts: {}", report.open_alerts.len());
     for a in &report.open_alerts {
         let _ = writeln!(out, "  {}", a.title);

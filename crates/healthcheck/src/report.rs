@@ -84,8 +84,12 @@ pub struct Inputs {
     pub queue: Vec<camp_queue::status::ShardStatus>,
 }
 
-/// One refresh: three reads of small aggregates.
-pub async fn gather(ch: &Ch) -> anyhow::Result<Inputs> {
+/// One refresh: three reads of small aggregates, and the queue's status when it is configured.
+pub async fn gather(
+    ch: &Ch,
+    queue: Option<&camp_queue::db::Deployment>,
+    now: chrono::NaiveDateTime,
+) -> anyhow::Result<Inputs> {
     let version = ch
         .read("server version", |c| async move {
             c.query("SELECT version()").fetch_one::<String>().await
@@ -108,7 +112,10 @@ pub async fn gather(ch: &Ch) -> anyhow::Result<Inputs> {
         runs,
         freshness,
         firing,
-        queue: Vec::new(),
+        queue: match queue {
+            Some(q) => camp_queue::status::collect(q, now).await,
+            None => Vec::new(),
+        },
     })
 }
 

@@ -185,12 +185,8 @@ impl Shared {
                     *connection = Some(ch);
                 }
                 let ch = connection.as_ref().expect("connected above");
-                let mut inputs = report::gather(ch).await?;
-                if let Some(queue) = &self.queue {
-                    let now = self.config.clock.now().naive_utc();
-                    inputs.queue = camp_queue::status::collect(queue, now).await;
-                }
-                anyhow::Ok(inputs)
+                let now = self.config.clock.now().naive_utc();
+                report::gather(ch, self.queue.as_ref(), now).await
             })
             .await
         });
