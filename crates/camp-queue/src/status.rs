@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::db::{Deployment, Shard};
 use crate::queue::Lane;
-use crate::worker::lock_name;
+use crate::worker::lock_prefix;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueStatus {
@@ -84,14 +84,6 @@ async fn queue(
     })
 }
 
-async fn is_running(shard: &Shard, lane: Lane) -> anyhow::Result<bool> {
-    let (holder,): (Option<i64>,) = sqlx::query_as("SELECT IS_USED_LOCK(?)")
-        .bind(lock_name(&shard.database, lane))
-        .fetch_one(&shard.pool)
-        .await?;
-    Ok(holder.is_some())
-}
-
 async fn shard_status(shard: &Shard, now: NaiveDateTime) -> anyhow::Result<ShardStatus> {
     let copy = queue(
         shard,
@@ -111,38 +103,39 @@ async fn shard_status(shard: &Shard, now: NaiveDateTime) -> anyhow::Result<Shard
         now,
     )
     .await?;
+    // Whether a lane's worker runs is whether its named lock is held, asked in the same
+    // query (`lock_name` = `lock_prefix` + the lane).
+    let locks = lock_prefix(&shard.database);
     let lanes: Vec<(u32, i64)> = sqlx::query_as(
-        "SELECT par_id, COUNT(*) FROM camp_operations_queue_copy WHERE par_id IS NOT NULL GROUP BY par_id",
+        "SELECT par_id, COUNT(*) FROM camp_operations_queue_copy WHERE par_id IS NOT NULL \
+         GROUP BY par_id HAVING IS_USED_LOCK(CONCAT(?, 'copy:', par_id)) IS NULL",
     )
+    .bind(&locks)
     .fetch_all(&shard.pool)
     .await?;
-    let mut pinned = Vec::new();
-    for (par_id, jobs) in lanes {
-        if !is_running(shard, Lane::Copy(par_id)).await? {
-            pinned.push(Pinned {
-                par_id: Lane::Copy(par_id).to_string(),
-                jobs,
-            });
-        }
-    }
-    let beats: Vec<(String, String, u32, NaiveDateTime)> = sqlx::query_as(
-        "SELECT par_id, host, pid, heartbeat_at FROM camp_queue_workers ORDER BY par_id",
+    let pinned = lanes
+        .into_iter()
+        .map(|(par_id, jobs)| Pinned {
+            par_id: Lane::Copy(par_id).to_string(),
+            jobs,
+        })
+        .collect();
+    let beats: Vec<(String, String, u32, NaiveDateTime, i64)> = sqlx::query_as(
+        "SELECT par_id, host, pid, heartbeat_at, IS_USED_LOCK(CONCAT(?, par_id)) IS NOT NULL \
+         FROM camp_queue_workers ORDER BY par_id",
     )
+    .bind(&locks)
     .fetch_all(&shard.pool)
     .await?;
     let mut workers = Vec::new();
-    for (par_id, host, pid, at) in beats {
-        let running = match par_id.parse::<Lane>() {
-            Ok(lane) => is_running(shard, lane).await?,
-            Err(_) => false,
-        };
+    for (par_id, host, pid, at, running) in beats {
         workers.push(WorkerBeat {
             heartbeat_age_seconds: (now - at).num_milliseconds() as f64 / 1000.0,
             par_id,
             host,
             pid,
             heartbeat_at: at,
-            running,
+            running: running == 1,
         });
     }
     Ok(ShardStatus {

@@ -167,7 +167,12 @@ struct NamedLock {
 
 /// The lock name of a worker identity: per database, so shards sharing a server differ.
 pub fn lock_name(database: &str, lane: Lane) -> String {
-    format!("zakaz_camp_queue.{database}.{lane}")
+    format!("{}{lane}", lock_prefix(database))
+}
+
+/// What every lock name of a database's workers starts with (`status` appends the lane in SQL).
+pub fn lock_prefix(database: &str) -> String {
+    format!("zakaz_camp_queue.{database}.")
 }
 
 impl NamedLock {
