@@ -207,9 +207,18 @@ fn parse_dsn(
             url.scheme()
         )));
     }
-    if let Some(password) = url.password() {
-        zakaz_core::secret::register(password);
-    }
+    // User and password are percent-encoded in a URL (`p%40ss` is `p@ss`; `+` is a plus).
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let password = url.password().map(|p| {
+        zakaz_core::secret::register(p);
+        let decoded = decode(p);
+        zakaz_core::secret::register(&decoded);
+        decoded
+    });
     let host = url
         .host_str()
         .ok_or_else(|| config_error(format!("`{setting}`: the DSN names no host")))?;
@@ -228,20 +237,14 @@ fn parse_dsn(
     let mut options = MySqlConnectOptions::new()
         .host(host)
         .port(url.port().unwrap_or(3306))
-        .username(if url.username().is_empty() {
-            "root"
-        } else {
-            url.username()
+        .username(&match url.username() {
+            "" => "root".to_owned(),
+            user => decode(user),
         })
         .charset("utf8mb4")
         .collation("utf8mb4_unicode_ci");
-    if let Some(password) = url.password() {
-        let decoded = url::form_urlencoded::parse(format!("p={password}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        zakaz_core::secret::register(&decoded);
-        options = options.password(&decoded);
+    if let Some(password) = &password {
+        options = options.password(password);
     }
     Ok((options, database))
 }
@@ -319,6 +322,11 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("hunter2secret"), "{err}");
+        // A password is percent-decoded (not form-decoded: `+` stays a plus), and both
+        // spellings are kept out of every log line.
+        parse_dsn("PPCDICT_DSN", "mysql://u:pl%2Bus+pw%40x@h/x", "ppcdict").unwrap();
+        assert_eq!(zakaz_core::secret::redact("pl+us+pw@x"), "***");
+        assert_eq!(zakaz_core::secret::redact("pl%2Bus+pw%40x"), "***");
         let err = parse_dsn("PPCDICT_DSN", "mysql://h/bad-name", "ppcdict")
             .unwrap_err()
             .to_string();
