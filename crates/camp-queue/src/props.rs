@@ -1,7 +1,7 @@
 //! `ppcdict.ppc_properties` that steer the queue, with the validation `props set` applies
 //! before writing and workers apply again on every read (the table can be edited by hand).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use anyhow::Context as _;
@@ -278,7 +278,6 @@ impl SleepCoef {
         let object = json
             .as_object()
             .ok_or("must be a JSON object like {\"default\":\"1\",\"shard_1\":\"0.5\"}")?;
-        let mut seen = BTreeSet::new();
         for (key, v) in object {
             let coef = match v {
                 serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
@@ -290,7 +289,6 @@ impl SleepCoef {
             if key == "default" {
                 out.default = coef;
             } else if let Some(n) = key.strip_prefix("shard_").and_then(|n| n.parse().ok()) {
-                seen.insert(n);
                 out.shards.insert(n, coef);
             } else {
                 return Err(format!("key `{key}` is neither `default` nor `shard_<N>`"));

@@ -221,12 +221,19 @@ fn workers_of(
     )
 }
 
-/// What concerns one worker in the property: its entry, or that the value is invalid.
-fn concern(
-    parsed: &Result<AdditionalWorkers, props::InvalidWorkers>,
-    slot: Slot,
-) -> Option<Option<Activation>> {
-    parsed.as_ref().ok().map(|w| w.entry(slot))
+/// What concerns one additional worker in the property: its entry, or that the whole value
+/// is invalid. A worker exits when this changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Concern {
+    Invalid,
+    Entry(Option<Activation>),
+}
+
+fn concern(parsed: &Result<AdditionalWorkers, props::InvalidWorkers>, slot: Slot) -> Concern {
+    match parsed {
+        Ok(w) => Concern::Entry(w.entry(slot)),
+        Err(_) => Concern::Invalid,
+    }
 }
 
 impl Worker<'_> {
@@ -333,7 +340,7 @@ impl Worker<'_> {
         shard: &Shard,
         prefix: Prefix,
         slot: Slot,
-        watched: Option<Option<Option<Activation>>>,
+        watched: Option<Concern>,
     ) -> anyhow::Result<()> {
         let dep = self.deployment;
         let args = self.args;
