@@ -28,9 +28,15 @@ async fn totals_equal_an_independent_computation_and_reruns_change_nothing() {
     // The same window again, then an explicit re-load of a window: no total changes.
     env.run_ok(&[]);
     assert_eq!(env.facts(), facts);
-    let today = zakaz_core::time::moscow_today();
+    let today = env.sandbox.sandbox().today();
     let since = (today - chrono::Days::new(10)).to_string();
     let until = (today - chrono::Days::new(3)).to_string();
+    assert!(
+        facts
+            .keys()
+            .any(|(date, _, _)| *date >= since && *date <= until),
+        "the re-loaded window holds sales"
+    );
     env.run_ok(&["--since", &since, "--until", &until]);
     assert_eq!(env.facts(), facts);
 
@@ -267,7 +273,7 @@ async fn utm_facts_match_an_independent_count_per_date_event_and_all_five_tags()
 #[tokio::test]
 async fn a_window_run_on_a_fresh_database_writes_exactly_its_dates() {
     let env = Env::new().await;
-    let today = zakaz_core::time::moscow_today();
+    let today = env.sandbox.sandbox().today();
     let (since, until) = (today - chrono::Days::new(12), today - chrono::Days::new(5));
     env.run_ok(&["--since", &since.to_string(), "--until", &until.to_string()]);
     let in_window = |date: &str| {
@@ -294,6 +300,7 @@ async fn a_rescan_after_more_than_the_refresh_days_without_a_run_loses_no_new_or
         ..Default::default()
     })
     .await;
+    let last_run_day = env.sandbox.sandbox().today();
     env.run_ok(&[]);
     let before: u64 = env
         .query("SELECT max(order_id) FROM {db}.stg_qtickets_orders")
@@ -327,14 +334,20 @@ async fn a_rescan_after_more_than_the_refresh_days_without_a_run_loses_no_new_or
         served.len().to_string(),
         "every new order staged"
     );
-    // Their facts are exact for every date after the last run's days.
-    let first_new_day = (zakaz_core::time::moscow_today() + chrono::Days::new(7)).to_string();
+    // Their facts are exact for every date after the last run's day.
+    let first_new_day = (last_run_day + chrono::Days::new(1)).to_string();
     let recent = |m: std::collections::BTreeMap<crate::Key, crate::Totals>| {
         m.into_iter()
             .filter(|((date, _, _), _)| *date >= first_new_day)
             .collect::<std::collections::BTreeMap<_, _>>()
     };
-    assert_eq!(recent(env.facts()), recent(env.expected()));
+    let expected = recent(env.expected());
+    assert!(
+        expected.len() > 20,
+        "twenty days of facts: {}",
+        expected.len()
+    );
+    assert_eq!(recent(env.facts()), expected);
 }
 
 #[tokio::test]
@@ -626,9 +639,16 @@ async fn a_bad_token_fails_clearly_and_never_prints_the_secret() {
 #[tokio::test]
 async fn a_window_run_before_any_full_run_leaves_the_backfill_to_the_next_run() {
     let env = Env::new().await;
-    let today = zakaz_core::time::moscow_today();
+    let today = env.sandbox.sandbox().today();
     let day = (today - chrono::Days::new(5)).to_string();
+    let sales_that_day = env.expected().keys().filter(|(d, _, _)| *d == day).count();
+    assert!(sales_that_day > 0, "the window holds sales");
     env.run_ok(&["--since", &day, "--until", &day]);
+    assert_eq!(
+        env.facts().keys().filter(|(d, _, _)| *d == day).count(),
+        sales_that_day,
+        "the window run wrote its day"
+    );
     let out = env.run_ok(&[]);
     assert!(stderr(&out).contains("mode backfill"), "{}", stderr(&out));
     assert_eq!(env.facts(), env.expected());
