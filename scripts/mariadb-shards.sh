@@ -4,8 +4,10 @@
 # (127.0.0.1:3306). Each instance has its own data directory and listens on loopback only.
 #
 #   scripts/mariadb-shards.sh start   # idempotent: starts what is not answering
-#   scripts/mariadb-shards.sh stop    # stops the instances this script started
+#   scripts/mariadb-shards.sh stop [PORT...]  # stops the instances this script started
+#                                             # (only those on PORTs, when given)
 #   scripts/mariadb-shards.sh ports   # prints the ports, space separated
+#   scripts/mariadb-shards.sh down    # prints the ports where no server answers now
 #
 # Settings: ZAKAZ_SHARD_PORTS (default "3316 3317"), ZAKAZ_SHARD_DIR (default
 # /var/tmp/zakaz-mariadb-shards).
@@ -60,7 +62,16 @@ stop_one() {
 
 case "${1:-}" in
 start) for p in $PORTS; do start_one "$p"; done ;;
-stop) for p in $PORTS; do stop_one "$p"; done ;;
+stop)
+    shift
+    [ $# -gt 0 ] || set -- $PORTS
+    for p in "$@"; do stop_one "$p"; done
+    ;;
 ports) echo "$PORTS" ;;
-*) echo "usage: $0 start|stop|ports" >&2; exit 64 ;;
+down)
+    down=()
+    for p in $PORTS; do up "$p" || down+=("$p"); done
+    echo "${down[*]}"
+    ;;
+*) echo "usage: $0 start|stop [PORT...]|ports|down" >&2; exit 64 ;;
 esac

@@ -82,12 +82,14 @@ if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd
 fi
 
-# Debian's tools the healthcheck tests and benchmark use: promtool (in the prometheus
-# package) checks the /metrics format, headless Chromium renders the status page, wrk loads it.
+# Debian's tools the tests and benchmarks use: promtool (in the prometheus package) checks
+# the /metrics format, headless Chromium renders the status page, wrk loads it.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# libfaketime: scripts/test.sh runs the tests a second time with the clock moved ahead.
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
     had_prometheus=$(command -v prometheus || true)
     apt_install "${missing[@]}"

@@ -53,7 +53,14 @@ pub fn free_port() -> u16 {
         .expect("bind a loopback port")
 }
 
-/// A real systemd booted as PID 1 of a private PID + mount namespace, for end-to-end tests.
+/// A real systemd booted as PID 1 of a private PID + mount + network namespace, for
+/// end-to-end tests.
+///
+/// The machine has a loopback of its own, so its services never compete with the host's for
+/// ports (a quickstart's healthcheck on the host's 8080 is no obstacle). What it needs of the
+/// host (ClickHouse, the MariaDB servers, a test's sandbox) is relayed: [`Machine::forward`]
+/// makes a host loopback port answer on the same port inside; [`Machine::connect`] reaches a
+/// port inside from the host.
 ///
 /// The host is never changed: `/etc` is an overlay whose writes land in a tmpfs (units,
 /// `useradd`, completions), `/run`, `/tmp`, `/var/tmp`, `/opt`, `/var/log`, `/var/lib/systemd`, `/root`, `/usr/local`
@@ -64,10 +71,13 @@ pub struct Machine {
     unshare: std::process::Child,
     /// The host PID of the namespace's systemd.
     pub pid: u32,
+    /// Tells the relays to stop accepting (set when the machine goes down).
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 const BOOT: &str = r#"
 set -e
+ip link set lo up
 M="mount -n"
 $M -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/etc-upper /run/etc-work /run/dev
@@ -89,7 +99,8 @@ ln -s /proc/self/fd/1 /run/dev/stdout
 ln -s /proc/self/fd/2 /run/dev/stderr
 ln -s pts/ptmx /run/dev/ptmx
 $M --move /run/dev /dev
-find /etc/systemd/system -mindepth 1 -maxdepth 1 ! -name '*.d' -exec rm -rf {} +
+# Nothing of the host's units, links or drop-ins: only what the tests install runs here.
+find /etc/systemd/system -mindepth 1 -maxdepth 1 -exec rm -rf {} +
 export container=zakaz-e2e
 exec /lib/systemd/systemd --system --show-status=no --log-target=journal
 "#;
@@ -104,19 +115,27 @@ impl Machine {
                 "--fork",
                 "--mount",
                 "--mount-proc",
+                "--net",
                 "--propagation",
                 "private",
                 "bash",
                 "-c",
                 BOOT,
             ])
+            // The machine keeps the real clock: systemd's timers wait on timerfds, which the
+            // shifted pass's libfaketime cannot move (scripts/test.sh).
+            .env_remove("LD_PRELOAD")
             .stdin(std::process::Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot run `unshare`: {e}"))?;
         let children = format!("/proc/{0}/task/{0}/children", unshare.id());
-        let mut machine = Machine { unshare, pid: 0 };
+        let mut machine = Machine {
+            unshare,
+            pid: 0,
+            stop: Default::default(),
+        };
         for _ in 0..200 {
             if let Some(pid) = std::fs::read_to_string(&children)
                 .ok()
@@ -139,6 +158,9 @@ impl Machine {
             let out = machine.exec(&["systemctl", "is-system-running"]);
             state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
             if state == "running" || state == "degraded" {
+                for port in host_services() {
+                    machine.forward(port)?;
+                }
                 return Ok(machine);
             }
             std::thread::sleep(std::time::Duration::from_millis(250));
@@ -187,8 +209,90 @@ impl Machine {
     }
 }
 
+/// The host's services every machine reaches on its own loopback: ClickHouse and the MariaDB
+/// servers of the queue's shards.
+fn host_services() -> Vec<u16> {
+    let clickhouse = url::Url::parse(&zakaz_core::testing::clickhouse_url())
+        .ok()
+        .and_then(|u| u.port_or_known_default())
+        .unwrap_or(8123);
+    let mut ports = vec![clickhouse];
+    ports.extend(camp_queue::testing::servers());
+    ports
+}
+
+impl Machine {
+    /// Run `f` on a thread inside the machine's network namespace (sockets it makes stay
+    /// there).
+    fn in_network<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid))?;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| anyhow::anyhow!("cannot enter the machine's network: {e}"))?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the network thread panicked"))?
+        })
+    }
+
+    /// Make the host's `127.0.0.1:port` answer at `127.0.0.1:port` inside the machine.
+    pub fn forward(&self, port: u16) -> anyhow::Result<()> {
+        let listener = self.in_network(|| std::net::TcpListener::bind(("127.0.0.1", port)))??;
+        listener.set_nonblocking(true)?;
+        let stop = self.stop.clone();
+        std::thread::spawn(move || relay(listener, port, &stop));
+        Ok(())
+    }
+
+    /// [`Machine::forward`] the port of an `http://127.0.0.1:PORT…` URL (a test's sandbox).
+    pub fn forward_url(&self, url: &str) -> anyhow::Result<()> {
+        let port = url::Url::parse(url)?
+            .port()
+            .ok_or_else(|| anyhow::anyhow!("`{url}` names no port"))?;
+        self.forward(port)
+    }
+
+    /// A connection to `127.0.0.1:port` inside the machine.
+    pub fn connect(&self, port: u16) -> std::io::Result<std::net::TcpStream> {
+        self.in_network(|| std::net::TcpStream::connect(("127.0.0.1", port)))
+            .map_err(std::io::Error::other)?
+    }
+}
+
+/// Accept inside, connect on the host, copy both ways; until the machine goes down.
+fn relay(listener: std::net::TcpListener, port: u16, stop: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((inside, _)) => {
+                let Ok(host) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                    continue; // the host's service is down: the client sees a reset
+                };
+                let _ = inside.set_nonblocking(false);
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                if let (Ok(inside2), Ok(host2)) = (inside.try_clone(), host.try_clone()) {
+                    pipe(inside, host);
+                    pipe(host2, inside2);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}
+
 impl Drop for Machine {
     fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if self.pid != 0 {
             let _ = self.exec(&["systemctl", "poweroff"]);
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use zakaz_core::testing::{TestDb, query_tsv};
-use zakaz_e2e::{Machine, free_port};
+use zakaz_e2e::Machine;
 
 /// The error-priority lines of the qtickets service, as `journalctl -p err` shows them.
 const ERROR_LINES: &[&str] = &[
@@ -71,6 +71,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
     let sandbox = api_sandbox::Server::start_local(api_sandbox::SandboxConfig::default()).unwrap();
     let log = std::env::temp_dir().join(format!("zakaz-e2e-systemd-{}.log", std::process::id()));
     let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
+    machine.forward_url(&sandbox.base_url).unwrap();
     let unit_state = |verb: &str, unit: &str| {
         String::from_utf8_lossy(&machine.exec(&["systemctl", verb, unit]).stdout)
             .trim()
@@ -123,15 +124,12 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         ),
     );
 
-    // The healthcheck (enabled by default) on a port of its own, not the host's 8080.
+    // The healthcheck (enabled by default) on its default 127.0.0.1:8080, which is the
+    // machine's own: a healthcheck of the host's on 8080 is no obstacle.
     write(
         &machine,
         "/opt/zakaz_dashboard/secrets/healthcheck.env",
-        &format!(
-            "HEALTHCHECK_LISTEN=127.0.0.1:{}\nCLICKHOUSE_DB={}\n",
-            free_port(),
-            db.name
-        ),
+        &format!("CLICKHOUSE_DB={}\n", db.name),
     );
 
     // --- install ----------------------------------------------------------------------------
@@ -524,10 +522,10 @@ fn zakaz_e2e_user_exists(name: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// `GET path` from the host (the machine shares the host's network): status and body.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+/// `GET path` of a server on the machine's own loopback: status and body.
+fn http_get(machine: &Machine, port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut s = machine.connect(port).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut raw = String::new();
@@ -541,14 +539,12 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     let (db, _ch) = TestDb::migrated().await;
     let log = std::env::temp_dir().join(format!("zakaz-e2e-health-{}.log", std::process::id()));
     let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
-    let port = free_port();
+    // The default port, inside the machine's own network.
+    let port = 8080;
     write(
         &machine,
         "/opt/zakaz_dashboard/secrets/healthcheck.env",
-        &format!(
-            "HEALTHCHECK_LISTEN=127.0.0.1:{port}\nCLICKHOUSE_DB={}\nHEALTHCHECK_CACHE_SECONDS=1\n",
-            db.name
-        ),
+        &format!("CLICKHOUSE_DB={}\nHEALTHCHECK_CACHE_SECONDS=1\n", db.name),
     );
     let bin = machine.stage_binaries();
     let install = ok(
@@ -585,12 +581,12 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     let status = machine.exec(&["systemctl", "status", "--no-pager", "healthcheck.service"]);
     let status = text(&status);
     assert!(status.contains("active (running)"), "{status}");
-    let (code, body) = http_get(port, "/healthz").expect("the healthcheck answers");
+    let (code, body) = http_get(&machine, port, "/healthz").expect("the healthcheck answers");
     assert_eq!(
         (code, body.as_str()),
         (200, r#"{"clickhouse":"reachable","status":"ok"}"#)
     );
-    let (_, detailed) = http_get(port, "/healthz/detailed").unwrap();
+    let (_, detailed) = http_get(&machine, port, "/healthz/detailed").unwrap();
     let detailed: Value = serde_json::from_str(&detailed).unwrap();
     assert_eq!(
         detailed["jobs"].as_array().unwrap().len(),
@@ -636,7 +632,7 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     wait_for(
         "/healthz after the restart",
         Duration::from_secs(30),
-        || http_get(port, "/healthz").filter(|(c, _)| *c == 200),
+        || http_get(&machine, port, "/healthz").filter(|(c, _)| *c == 200),
     );
 
     // A clean stop on SIGTERM.
@@ -645,7 +641,7 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     let lines = journal();
     assert!(lines.contains("SIGTERM received, stopping"), "{lines}");
     assert!(
-        http_get(port, "/healthz/live").is_none(),
+        http_get(&machine, port, "/healthz/live").is_none(),
         "nothing listens after the stop"
     );
 
@@ -662,13 +658,8 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
     let bin = machine.stage_binaries();
     let manage = format!("{bin}/manage-timers");
     let units = "/etc/systemd/system";
-    // The healthcheck on a port of its own.
-    write(
-        &machine,
-        "/opt/zakaz_dashboard/secrets/healthcheck.env",
-        &format!("HEALTHCHECK_LISTEN=127.0.0.1:{}\n", free_port()),
-    );
     // An existing prefix with the operator's own owner and mode.
+    ok(&machine, &["mkdir", "-p", "/opt/zakaz_dashboard"]);
     ok(&machine, &["chown", "65534:65534", "/opt/zakaz_dashboard"]);
     ok(&machine, &["chmod", "0775", "/opt/zakaz_dashboard"]);
     // A unit linked to a file the test owns (as a masked unit links to /dev/null), and a
@@ -762,30 +753,6 @@ fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
     env.push_str("CAMP_QUEUE_POLL_MS=200\nCAMP_QUEUE_LIFETIME_SECS=20\n");
-    // The data, from the host: client 1 on shard 1 (system server), client 2 on shard 2.
-    let queue = |args: &[&str]| stand.ok(args);
-    queue(&[
-        "demo-data",
-        "--clients",
-        "2",
-        "--campaigns",
-        "2",
-        "--banners",
-        "2",
-        "--phrases",
-        "3",
-    ]);
-    queue(&[
-        "enqueue",
-        "copy",
-        "--cid",
-        "1",
-        "--to-client",
-        "2",
-        "--role",
-        "client",
-    ]);
-    queue(&["enqueue", "arc", "--cid", "2"]);
 
     let log = std::env::temp_dir().join(format!("zakaz-e2e-queue-{}.log", std::process::id()));
     let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
@@ -819,6 +786,39 @@ fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
         !install.contains("enabled camp_queue"),
         "not enabled by default: {install}"
     );
+    // The data, enqueued on the machine as an operator would (its clock is the workers'):
+    // client 1 on shard 1 (system server), client 2 on shard 2.
+    let queue = |args: &[&str]| {
+        let mut all = vec![
+            "/opt/zakaz_dashboard/bin/camp-queue",
+            "--env-file",
+            "/opt/zakaz_dashboard/secrets/camp_queue.env",
+        ];
+        all.extend_from_slice(args);
+        ok(&machine, &all)
+    };
+    queue(&[
+        "demo-data",
+        "--clients",
+        "2",
+        "--campaigns",
+        "2",
+        "--banners",
+        "2",
+        "--phrases",
+        "3",
+    ]);
+    queue(&[
+        "enqueue",
+        "copy",
+        "--cid",
+        "1",
+        "--to-client",
+        "2",
+        "--role",
+        "client",
+    ]);
+    queue(&["enqueue", "arc", "--cid", "2"]);
     let list = ok(&machine, &[manage, "list"]);
     assert!(
         list.contains("camp_queue") && list.contains("copy:1 *:0/3"),

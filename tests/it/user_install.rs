@@ -52,16 +52,13 @@ fn a_per_user_install_works_without_root() {
         all.extend_from_slice(args);
         run(&machine, &all)
     };
-    // The healthcheck service (enabled by default) gets a port of its own, not the host's 8080.
+    // The healthcheck service (enabled by default) keeps its default port: the machine's
+    // network is its own.
     let secrets = "/home/operator1/zakaz_dashboard/secrets";
     std::fs::create_dir_all(machine.path(secrets)).unwrap();
-    std::fs::write(
-        machine.path(&format!("{secrets}/healthcheck.env")),
-        format!("HEALTHCHECK_LISTEN=127.0.0.1:{}\n", zakaz_e2e::free_port()),
-    )
-    .unwrap();
     // A loader the user can run, against a sandbox and a database of this test's own.
     let sandbox = api_sandbox::Server::start_local(api_sandbox::SandboxConfig::default()).unwrap();
+    machine.forward_url(&sandbox.base_url).unwrap();
     let db = zakaz_core::testing::TestDb::empty();
     std::fs::write(
         machine.path(&format!("{secrets}/qtickets.env")),

@@ -205,7 +205,8 @@ impl<'a> Checker<'a> {
     /// The notices this run owes: new problems, reminders, and problems that cleared.
     async fn plan(&self) -> anyhow::Result<Vec<(Notice, Change)>> {
         let since = last_check(self.ch, self.now).await?;
-        let states = checks::job_states(self.ch, since).await?;
+        let now = chrono::DateTime::from_timestamp(i64::from(self.now), 0).unwrap_or_default();
+        let states = checks::job_states(self.ch, since, &now).await?;
         let enabled = self.cli.checks.enabled_jobs();
         let is_enabled = |j: &Job| enabled.contains(j.name);
         let mut conditions = checks::run_conditions(

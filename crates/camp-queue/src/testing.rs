@@ -118,10 +118,8 @@ impl TestStand {
 
     /// `camp-queue` with a clean environment pointed at this deployment.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.binary);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.dsn_env())
+        let mut cmd = zakaz_core::testing::clean_command(&self.binary);
+        cmd.envs(self.dsn_env())
             .env("LOG_LEVEL", "info")
             .env("CAMP_QUEUE_POLL_MS", "100");
         for (k, v) in &self.env {

@@ -64,6 +64,7 @@ pub struct JobRuns {
     pub warnings: u64,
 }
 
+/// Read from [`zakaz_core::journal::runs_as_of`] the refresh's instant (`{runs}`).
 const JOURNAL_QUERY: &str = "SELECT job, argMax(run_id, started_at), argMax(status, started_at), \
     toUInt32(max(started_at)), argMax(ifNull(toUInt32(finished_at), 0), started_at), \
     argMax(rows_processed, started_at), argMax(message, started_at), toUInt32(min(started_at)), \
@@ -71,7 +72,7 @@ const JOURNAL_QUERY: &str = "SELECT job, argMax(run_id, started_at), argMax(stat
     toUInt32(argMaxIf(ifNull(toUInt32(finished_at), 0) - toUInt32(started_at), started_at, status = 'ok')), \
     countIf(status = 'ok'), countIf(status = 'error'), countIf(status = 'running'), \
     countIf(status = 'unfinished'), argMax(visitParamExtractUInt(metrics, 'warnings'), started_at) \
-    FROM meta_job_runs GROUP BY job";
+    FROM {runs} GROUP BY job";
 
 /// Everything read from ClickHouse in one refresh.
 #[derive(Debug, Clone, Default)]
@@ -95,9 +96,11 @@ pub async fn gather(
             c.query("SELECT version()").fetch_one::<String>().await
         })
         .await?;
+    let sql = JOURNAL_QUERY.replace("{runs}", &zakaz_core::journal::runs_as_of(&now.and_utc()));
+    let sql = sql.as_str();
     let runs = ch
         .read("job runs", |c| async move {
-            c.query(JOURNAL_QUERY).fetch_all::<JobRuns>().await
+            c.query(sql).fetch_all::<JobRuns>().await
         })
         .await?;
     let freshness = checks::freshness_rows(ch).await?;

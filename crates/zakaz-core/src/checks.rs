@@ -109,12 +109,16 @@ pub fn failed_fingerprint(job: &str) -> String {
     format!("failed_run:{job}")
 }
 
-/// Per job: last status and message, last success, errors and unfinished runs since `since`.
-pub async fn job_states(ch: &Ch, since: u32) -> anyhow::Result<HashMap<String, JobState>> {
-    let rows: Vec<JobState> = ch
-        .read("job states", |c| async move {
-            c.query(
-                "SELECT job, \
+/// Per job: last status and message, last success, errors and unfinished runs since `since`,
+/// as of `now` (a run past its deadline by then is `unfinished`).
+pub async fn job_states(
+    ch: &Ch,
+    since: u32,
+    now: &chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<HashMap<String, JobState>> {
+    let runs = crate::journal::runs_as_of(now);
+    let sql = format!(
+        "SELECT job, \
                         argMax(status, started_at), \
                         argMax(message, started_at), \
                         toUInt32(maxIf(started_at, status = 'ok')), \
@@ -123,13 +127,17 @@ pub async fn job_states(ch: &Ch, since: u32) -> anyhow::Result<HashMap<String, J
                         argMaxIf(message, started_at, status = 'error' AND started_at >= toDateTime(?)), \
                         countIf(status = 'unfinished' AND deadline_at >= toDateTime(?)), \
                         argMax(visitParamExtractUInt(metrics, 'warnings'), started_at) \
-                 FROM meta_job_runs WHERE job != 'alerts' GROUP BY job",
-            )
-            .bind(since)
-            .bind(since)
-            .bind(since)
-            .fetch_all::<JobState>()
-            .await
+                 FROM {runs} WHERE job != 'alerts' GROUP BY job"
+    );
+    let sql = sql.as_str();
+    let rows: Vec<JobState> = ch
+        .read("job states", |c| async move {
+            c.query(sql)
+                .bind(since)
+                .bind(since)
+                .bind(since)
+                .fetch_all::<JobState>()
+                .await
         })
         .await?;
     Ok(rows.into_iter().map(|r| (r.job.clone(), r)).collect())

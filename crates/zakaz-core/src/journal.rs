@@ -14,6 +14,19 @@ use crate::error::one_line;
 use crate::jobs::Job;
 use crate::time::{DateWindow, ch_date, ch_datetime};
 
+/// `meta_job_runs` as of `now` (a table expression for `FROM`): a `running` run whose
+/// deadline is before `now` is `unfinished`. The view itself judges that by the server's
+/// clock, which suits people's queries; a job judges by its own clock, which tests pin.
+pub fn runs_as_of(now: &DateTime<Utc>) -> String {
+    format!(
+        "(SELECT job, run_id, started_at, finished_at, \
+                 if(last_status = 'running' AND toDateTime({now}) > deadline_at, 'unfinished', last_status) AS status, \
+                 rows_processed, message, metrics, window_from, window_to, host, pid, deadline_at \
+          FROM meta_job_runs)",
+        now = ch_datetime(now)
+    )
+}
+
 /// What a finished run reports.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {

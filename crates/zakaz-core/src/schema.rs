@@ -509,6 +509,45 @@ Migration {
             )",
         ),
     ],
+},
+Migration {
+    version: 8,
+    name: "meta_job_runs: last_status, so a job judges killed runs by its own clock",
+    steps: &[
+        // `status` stays as people's queries expect it (a `running` run past its deadline is
+        // `unfinished` by the server's clock); `last_status` is the recorded state, which the
+        // jobs compare with their own clock (journal::runs_as_of).
+        Step::Sql("DROP TABLE IF EXISTS {db}.meta_job_runs"),
+        Step::Sql(
+            "CREATE VIEW IF NOT EXISTS {db}.meta_job_runs AS
+            SELECT
+                job,
+                run_id,
+                min(e_started_at) AS started_at,
+                argMax(e_finished_at, e_seq) AS finished_at,
+                if(argMax(e_status, e_seq) = 'running' AND now() > max(e_deadline_at),
+                   'unfinished', argMax(e_status, e_seq)) AS status,
+                argMax(e_rows, e_seq) AS rows_processed,
+                argMax(e_message, e_seq) AS message,
+                argMax(e_metrics, e_seq) AS metrics,
+                any(e_window_from) AS window_from,
+                any(e_window_to) AS window_to,
+                any(e_host) AS host,
+                any(e_pid) AS pid,
+                max(e_deadline_at) AS deadline_at,
+                argMax(e_status, e_seq) AS last_status
+            FROM (
+                SELECT job, run_id, seq AS e_seq, status AS e_status,
+                       started_at AS e_started_at, finished_at AS e_finished_at,
+                       deadline_at AS e_deadline_at, rows_processed AS e_rows,
+                       message AS e_message, metrics AS e_metrics,
+                       window_from AS e_window_from, window_to AS e_window_to,
+                       host AS e_host, pid AS e_pid
+                FROM {db}.meta_job_run_events
+            )
+            GROUP BY job, run_id",
+        ),
+    ],
 }];
 
 /// The schema version these binaries expect.

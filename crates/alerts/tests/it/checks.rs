@@ -69,7 +69,7 @@ async fn each_check_fires_on_its_situation_and_lands_in_both_channels() {
          stale_data\tvk_ads\tfiring\ttelegram,email\n"
     );
     // The seed's alert queries answer.
-    let stats = env.query("SELECT alert_type, count() as alerts_count, max(created_at) as last_alert FROM {db}.alerts WHERE created_at >= today() - 7 GROUP BY alert_type ORDER BY alerts_count DESC, alert_type");
+    let stats = env.query(&env.at_now("SELECT alert_type, count() as alerts_count, max(created_at) as last_alert FROM {db}.alerts WHERE created_at >= toDate(now()) - 7 GROUP BY alert_type ORDER BY alerts_count DESC, alert_type"));
     assert_eq!(stats.lines().count(), 4, "{stats}");
 
     // Within the cooldown nothing new is sent or recorded.

@@ -628,8 +628,9 @@ async fn a_bad_token_fails_clearly_and_never_prints_the_secret() {
     );
 
     // Without a token at all: one line naming the setting, before anything runs.
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-qtickets"));
-    let out = cmd.env_clear().output().unwrap();
+    let out = zakaz_core::testing::clean_command(env!("CARGO_BIN_EXE_ingest-qtickets"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = stderr(&out);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");

@@ -83,26 +83,44 @@ async fn run_journal_round_trip_answers_the_seed_queries() {
 #[tokio::test]
 async fn a_run_left_behind_past_its_deadline_is_unfinished_not_running() {
     let (db, ch) = TestDb::migrated().await;
+    // Judged at a pinned instant (the jobs' clock), never the wall clock.
+    let now: chrono::DateTime<chrono::Utc> = "2026-11-25T09:00:00Z".parse().unwrap();
+    let at = |minutes_ago: i64| {
+        zakaz_core::time::Clock::Fixed(now - chrono::Duration::minutes(minutes_ago))
+    };
     // A run whose process died (SIGKILL, OOM, reboot): started, never finished, and its
     // deadline has passed: started ten minutes ago with a five-minute timeout.
-    let ten_minutes_ago =
-        zakaz_core::time::Clock::Fixed(chrono::Utc::now() - chrono::Duration::minutes(10));
     let dead = Run::start_at(
         &ch,
         jobs::get("qtickets"),
         None,
         Duration::from_secs(300),
-        ten_minutes_ago,
+        at(10),
     )
     .await
     .unwrap();
-    let alive = Run::start(&ch, jobs::get("qtickets"), None).await.unwrap();
+    // One still running: started two minutes ago, five minutes to go before its deadline.
+    let alive = Run::start_at(
+        &ch,
+        jobs::get("qtickets"),
+        None,
+        Duration::from_secs(420),
+        at(2),
+    )
+    .await
+    .unwrap();
 
     let status_of = |run_id: &str| {
-        query_tsv(&format!(
-            "SELECT status FROM `{}`.meta_job_runs WHERE run_id = '{run_id}'",
-            db.name
-        ))
+        query_tsv(
+            &format!(
+                "SELECT status FROM {} WHERE run_id = '{run_id}'",
+                zakaz_core::journal::runs_as_of(&now)
+            )
+            .replace(
+                "FROM meta_job_runs",
+                &format!("FROM `{}`.meta_job_runs", db.name),
+            ),
+        )
     };
     assert_eq!(status_of(&dead.run_id), "unfinished\n");
     assert_eq!(status_of(&alive.run_id), "running\n");
@@ -111,6 +129,8 @@ async fn a_run_left_behind_past_its_deadline_is_unfinished_not_running() {
     let alive_id = alive.run_id.clone();
     alive.finish_ok(&Outcome::default()).await.unwrap();
     assert_eq!(status_of(&alive_id), "ok\n");
+    assert_eq!(status_of(&dead.run_id), "unfinished\n");
+    // People's queries judge by the server's clock, which is past both deadlines.
     let stats = runs_per_status(&db);
     assert!(stats.starts_with("qtickets\tok\t1\t"), "{stats}");
     assert!(stats.contains("qtickets\tunfinished\t1\t"), "{stats}");
