@@ -4,7 +4,11 @@
 //! `returnMoneyInMicros: false`, the three `skip*` headers, and `ReportName` reuse with a
 //! different body refused with code 4000. In `processingMode: auto` a small report comes
 //! back online at once; `retryIn` changes between polls; `Units` only when switched on (it
-//! is not confirmed for Reports); `Conversions` is `--` for campaigns without goals.
+//! is not confirmed for Reports); `Conversions` is `--` for campaigns without goals;
+//! campaigns made in the Campaign Wizard (the second of each login) show `--` for
+//! `AdGroupId`, `AdGroupName` and `AdId`, one row per hidden ad; the summary line
+//! `Total rows: N`. On request: rows dropped (statistics corrected after the fact) and an
+//! answer that ends early without its summary line.
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
@@ -39,6 +43,8 @@ pub struct Ad {
     pub ad_id: u64,
     /// Whether the campaign has goals (else `Conversions` is `--`).
     pub has_goals: bool,
+    /// Made in the Campaign Wizard: the report shows `--` for its group and ad.
+    pub wizard: bool,
 }
 
 pub struct DirectData {
@@ -68,6 +74,7 @@ impl DirectData {
                             group_id,
                             ad_id: group_id * 10 + a,
                             has_goals: c % 3 != 2,
+                            wizard: c % 3 == 1,
                         });
                     }
                 }
@@ -75,6 +82,13 @@ impl DirectData {
         }
         DirectData { logins, ads }
     }
+}
+
+/// Whether an ad's row of a day is still served after `/config
+/// {"direct_rows_kept_percent"}` (deterministic per ad and day).
+pub fn row_kept(seed: u64, ad_id: u64, date: NaiveDate, kept_percent: u64) -> bool {
+    kept_percent >= 100
+        || Rng::stream(seed, &format!("direct-kept-{ad_id}-{date}")).range(0, 99) < kept_percent
 }
 
 /// One ad's statistics for one day: (impressions, clicks, cost in kopecks with VAT,
@@ -325,8 +339,12 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
         out.push_str(&report.fields.join("\t"));
         out.push('\n');
     }
+    let (kept, cut_after) = {
+        let state = sb.state();
+        (state.direct_rows_kept_percent, state.direct_cut_after_rows)
+    };
     let mut rows = 0;
-    for date in report.from.iter_days().take_while(|d| *d <= report.to) {
+    'dates: for date in report.from.iter_days().take_while(|d| *d <= report.to) {
         if date > sb.today() {
             break;
         }
@@ -340,8 +358,11 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
             }
             let (impressions, clicks, cost_vat, conversions) =
                 ad_day(sb.config.seed, ad.ad_id, date);
-            if impressions == 0 {
+            if impressions == 0 || !row_kept(sb.config.seed, ad.ad_id, date, kept) {
                 continue;
+            }
+            if cut_after.is_some_and(|n| rows >= n) {
+                break 'dates;
             }
             let cost = if report.include_vat {
                 cost_vat
@@ -355,6 +376,7 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
                     "Date" => date.to_string(),
                     "CampaignId" => ad.campaign_id.to_string(),
                     "CampaignName" => ad.campaign_name.clone(),
+                    "AdGroupId" | "AdGroupName" | "AdId" if ad.wizard => "--".to_owned(),
                     "AdGroupId" => ad.group_id.to_string(),
                     "AdGroupName" => format!("Группа {}", ad.group_id),
                     "Conversions" if ad.has_goals => conversions.to_string(),
@@ -371,7 +393,7 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
             rows += 1;
         }
     }
-    if !header_true(req, "skipReportSummary") {
+    if !header_true(req, "skipReportSummary") && cut_after.is_none_or(|n| rows < n) {
         out.push_str(&format!("Total rows: {rows}\n"));
     }
     let resp = Resp::text(200, "text/tab-separated-values; charset=UTF-8", out)

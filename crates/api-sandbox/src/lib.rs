@@ -219,6 +219,14 @@ pub struct State {
     pub vk_ghost_banners: Vec<u64>,
     /// The error code of an unknown ad plan id (the English and Russian docs differ).
     pub vk_plans_error: String,
+    /// Banners still there (the rest deleted: gone from the listing and the statistics).
+    pub vk_banners_kept_percent: u64,
+    /// Integers and booleans as strings (`"123"`, `"true"`), as the docs' type table shows.
+    pub vk_strings: bool,
+    /// Report rows served (the rest dropped: statistics corrected after the fact).
+    pub direct_rows_kept_percent: u64,
+    /// A report ends cleanly after this many rows, without its summary line (a cut answer).
+    pub direct_cut_after_rows: Option<u64>,
     pub direct_pending: HashMap<String, u32>,
     pub direct_names: HashMap<String, String>,
     pub direct_retry_in: u64,
@@ -257,6 +265,10 @@ impl State {
             vk_rps_window: (0, 0),
             vk_ghost_banners: Vec::new(),
             vk_plans_error: "ERR_WRONG_CAMPAIGNS".to_owned(),
+            vk_banners_kept_percent: 100,
+            vk_strings: false,
+            direct_rows_kept_percent: 100,
+            direct_cut_after_rows: None,
             direct_pending: HashMap::new(),
             direct_names: HashMap::new(),
             direct_retry_in: 1,
@@ -604,6 +616,18 @@ impl Sandbox {
                 }
                 if let Some(code) = body.get("vk_plans_error").and_then(Value::as_str) {
                     state.vk_plans_error = code.to_owned();
+                }
+                if let Some(n) = body.get("vk_banners_kept_percent").and_then(Value::as_u64) {
+                    state.vk_banners_kept_percent = n;
+                }
+                if let Some(b) = body.get("vk_strings").and_then(Value::as_bool) {
+                    state.vk_strings = b;
+                }
+                if let Some(n) = body.get("direct_rows_kept_percent").and_then(Value::as_u64) {
+                    state.direct_rows_kept_percent = n;
+                }
+                if let Some(v) = body.get("direct_cut_after_rows") {
+                    state.direct_cut_after_rows = v.as_u64();
                 }
                 if let Some(n) = body.get("direct_retry_in").and_then(Value::as_u64) {
                     state.direct_retry_in = n;

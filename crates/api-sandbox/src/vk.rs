@@ -6,6 +6,10 @@
 //! `expires_in` as a string, listings paged by `limit/offset` (`limit` at most 50), UTM on ad
 //! groups (`utm` + `enable_utm`, appended by the service to the group's banner URLs),
 //! daily statistics for the last 365 days where one unknown id fails the whole request.
+//! Groups with `enable_utm` and no `utm` (VK tags their banners itself, [`AUTO_UTM`]);
+//! `base.goals` (Top@Mail.ru goals) apart from `base.vk.goals` (VK pixel conversions). On
+//! request, integers and booleans as strings (`"123"`, `"true"`, as the docs' type table
+//! shows them), and banners deleted between runs (gone from the listing and the statistics).
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
@@ -28,6 +32,13 @@ pub const STATS_DAYS: i64 = 365;
 /// `utm_content=<alias>_<dd>_<mm>`: the city aliases the ads use, with one the loaders do not
 /// know (kept as is and counted).
 pub const CITY_ALIASES: &[&str] = &["msk", "spb", "ekb", "nsk", "kzn", "tula"];
+
+/// What VK appends to a group's banner URLs when `enable_utm` is on and `utm` is empty
+/// (VK Ads help, "UTM-метки": medium `cpc`, source `vk_ads`, the group and banner ids as
+/// macros). docs/vendor-facts.md has the sources and the variants seen (`vkads`,
+/// `mytarget`).
+pub const AUTO_UTM: &str =
+    "utm_medium=cpc&utm_source=vk_ads&utm_campaign={{campaign_id}}&utm_content={{banner_id}}";
 
 /// The name of the `n`th agency client (1-based).
 pub fn agency_client(n: u32) -> String {
@@ -105,15 +116,17 @@ impl VkData {
             });
             for g in 0..2 {
                 let group_id = plan_id * 10 + g;
-                // Three kinds of group: UTM on the group (the banners carry the rest, some
-                // overriding a group tag); UTM text present but switched off; no UTM at all.
-                let kind = (u64::from(p) * 2 + g) % 3;
+                // Four kinds of group: UTM on the group (the banners carry the rest, some
+                // overriding a group tag); UTM text present but switched off; no UTM at all;
+                // UTM switched on without text (VK tags the banners itself).
+                let kind = (u64::from(p) * 2 + g) % 4;
                 let (utm, enable_utm) = match kind {
                     0 => (
                         format!("utm_source=vk&utm_medium=cpc&utm_campaign=plan_{plan_id}"),
                         true,
                     ),
                     1 => ("utm_source=ignored&utm_medium=ignored".to_owned(), false),
+                    3 => (String::new(), true),
                     _ => (String::new(), false),
                 };
                 groups.push(Group {
@@ -135,6 +148,8 @@ impl VkData {
                             format!("utm_content={content}&utm_campaign=banner_{banner_id}")
                         }
                         0 => format!("utm_content={content}"),
+                        // Auto-tagged: the banner names its city, VK adds the rest.
+                        3 => format!("utm_content={content}"),
                         _ => format!(
                             "utm_source=vk&utm_medium=cpc&utm_campaign=plan_{plan_id}&utm_content={content}&utm_term="
                         ),
@@ -165,18 +180,55 @@ impl VkData {
     }
 }
 
-/// One banner's base metrics for one day: (shows, clicks, goals, spent in kopecks).
-pub fn banner_day(seed: u64, banner_id: u64, date: NaiveDate) -> (u64, u64, u64, i64) {
+/// One banner's base metrics for one day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Day {
+    pub shows: u64,
+    pub clicks: u64,
+    /// `base.goals`: Top@Mail.ru counter goals.
+    pub goals: u64,
+    /// `base.vk.goals`: VK pixel conversions (the team's capture: 0 goals, 3 of these).
+    pub vk_goals: u64,
+    /// Kopecks.
+    pub spent: i64,
+}
+
+impl std::ops::AddAssign for Day {
+    fn add_assign(&mut self, o: Day) {
+        self.shows += o.shows;
+        self.clicks += o.clicks;
+        self.goals += o.goals;
+        self.vk_goals += o.vk_goals;
+        self.spent += o.spent;
+    }
+}
+
+pub fn banner_day(seed: u64, banner_id: u64, date: NaiveDate) -> Day {
     let mut rng = Rng::stream(seed, &format!("vk-{banner_id}-{date}"));
     if rng.chance(10) {
-        return (0, 0, 0, 0);
+        return Day::default();
     }
     let shows = rng.range(100, 80_000);
     let clicks = shows * rng.range(1, 6) / 1000;
     let goals = clicks / rng.range(5, 50);
     // 15–40 kopecks per show: a demo day of ads costs about what the demo sells.
     let spent = (shows * rng.range(15, 40) / 1000) as i64 * 100 + rng.range(0, 99) as i64;
-    (shows, clicks, goals, spent)
+    // Pixel conversions: more than the counter's goals, never the same series.
+    let vk_goals = clicks / rng.range(3, 20) + rng.range(0, 2);
+    Day {
+        shows,
+        clicks,
+        goals,
+        vk_goals,
+        spent,
+    }
+}
+
+/// Whether a banner is still there after the deletions `/config {"vk_banners_kept_percent"}`
+/// asks for (deterministic per banner).
+pub fn banner_kept(seed: u64, banner_id: u64, kept_percent: u64) -> bool {
+    kept_percent >= 100
+        || Rng::stream(seed, &format!("vk-kept-{banner_id}")).range(0, 99) < kept_percent
 }
 
 fn money(cents: i64) -> String {
@@ -270,11 +322,20 @@ fn route(sb: &Sandbox, req: &Req, path: &str) -> Resp {
         user
     };
     let data = &sb.data.vk;
-    let ghosts = sb.state().vk_ghost_banners.clone();
+    let (ghosts, kept, strings) = {
+        let state = sb.state();
+        (
+            state.vk_ghost_banners.clone(),
+            state.vk_banners_kept_percent,
+            state.vk_strings,
+        )
+    };
+    let seed = sb.config.seed;
     let owns = |plan_id: u64| data.owner_of_plan(plan_id) == user;
     match path {
         "/ad_plans.json" => listing(
             req,
+            strings,
             data.plans
                 .iter()
                 .filter(|p| p.owner == user)
@@ -285,6 +346,7 @@ fn route(sb: &Sandbox, req: &Req, path: &str) -> Resp {
         ),
         "/ad_groups.json" => listing(
             req,
+            strings,
             data.groups
                 .iter()
                 .filter(|g| owns(g.plan_id))
@@ -297,7 +359,7 @@ fn route(sb: &Sandbox, req: &Req, path: &str) -> Resp {
             let mut items: Vec<Item<'_>> = data
                 .banners
                 .iter()
-                .filter(|b| owns(b.plan_id))
+                .filter(|b| owns(b.plan_id) && banner_kept(seed, b.id, kept))
                 .map(|b| -> Item<'_> {
                     (b.id, b.status, Box::new(move || json!({"id": b.id, "name": b.name, "status": b.status, "ad_group_id": b.group_id, "urls": {"primary": {"id": b.id * 7, "url": b.url}}})))
                 })
@@ -308,7 +370,7 @@ fn route(sb: &Sandbox, req: &Req, path: &str) -> Resp {
                     items.push((id, "active", Box::new(move || json!({"id": id, "name": format!("Баннер {id}"), "status": "active", "ad_group_id": first.group_id, "urls": {"primary": {"id": id * 7, "url": first.url}}}))));
                 }
             }
-            listing(req, items)
+            listing(req, strings, items)
         }
         p if p.starts_with("/statistics/") && p.ends_with("/day.json") => statistics(sb, req, &user, &p["/statistics/".len()..p.len() - "/day.json".len()]),
         _ => vk_error(404, "ERR_WRONG_RESOURCE", "Unknown resource"),
@@ -420,7 +482,7 @@ fn delete_tokens(sb: &Sandbox, req: &Req) -> Resp {
 /// for (a listing of thousands served 50 at a time must not build them all every time).
 type Item<'a> = (u64, &'static str, Box<dyn Fn() -> Value + 'a>);
 
-fn listing(req: &Req, items: Vec<Item<'_>>) -> Resp {
+fn listing(req: &Req, strings: bool, items: Vec<Item<'_>>) -> Resp {
     let limit = match req.query_param("limit").map(str::parse::<usize>) {
         None => 20,
         Some(Ok(n)) if n >= 1 => n.min(MAX_LIMIT),
@@ -451,6 +513,7 @@ fn listing(req: &Req, items: Vec<Item<'_>>) -> Resp {
         .take(limit)
         .map(|(_, _, render)| {
             let v = render();
+            let v = if strings { stringly(v) } else { v };
             let mut out = serde_json::Map::new();
             for (k, val) in v.as_object().expect("object") {
                 if k == "id" || fields.contains(&k.as_str()) {
@@ -490,7 +553,7 @@ fn statistics(sb: &Sandbox, req: &Req, user: &str, level: &str) -> Resp {
             "ERR_WRONG_BANNERS".to_owned(),
             data.banners
                 .iter()
-                .filter(|b| owns(b.plan_id))
+                .filter(|b| owns(b.plan_id) && banner_kept(sb.config.seed, b.id, state_kept(sb)))
                 .map(|b| b.id)
                 .collect(),
         ),
@@ -542,49 +605,66 @@ fn statistics(sb: &Sandbox, req: &Req, user: &str, level: &str) -> Resp {
             .map(|b| b.id)
             .collect()
     };
-    let mut grand = [0u64; 3];
-    let mut grand_spent = 0i64;
+    let strings = sb.state().vk_strings;
+    let mut grand = Day::default();
     let items: Vec<Value> = ids
         .iter()
         .map(|id| {
             let banners = banners_of(*id);
-            let mut total = [0u64; 3];
-            let mut total_spent = 0i64;
+            let mut total = Day::default();
             let rows: Vec<Value> = from
                 .iter_days()
                 .take_while(|d| *d <= to)
                 .map(|date| {
-                    let (mut shows, mut clicks, mut goals, mut spent) = (0, 0, 0, 0);
+                    let mut day = Day::default();
                     if date <= today {
                         for b in &banners {
-                            let (s, c, g, sp) = banner_day(seed, *b, date);
-                            shows += s;
-                            clicks += c;
-                            goals += g;
-                            spent += sp;
+                            day += banner_day(seed, *b, date);
                         }
                     }
-                    total[0] += shows;
-                    total[1] += clicks;
-                    total[2] += goals;
-                    total_spent += spent;
-                    json!({"date": date.to_string(), "base": base(shows, clicks, goals, spent)})
+                    total += day;
+                    json!({"date": date.to_string(), "base": base(day, strings)})
                 })
                 .collect();
-            for i in 0..3 {
-                grand[i] += total[i];
-            }
-            grand_spent += total_spent;
-            json!({"id": id, "rows": rows, "total": {"base": base(total[0], total[1], total[2], total_spent)}})
+            grand += total;
+            let id = if strings {
+                json!(id.to_string())
+            } else {
+                json!(id)
+            };
+            json!({"id": id, "rows": rows, "total": {"base": base(total, strings)}})
         })
         .collect();
     Resp::json(
         200,
-        &json!({"items": items, "total": {"base": base(grand[0], grand[1], grand[2], grand_spent)}}),
+        &json!({"items": items, "total": {"base": base(grand, strings)}}),
     )
 }
 
-fn base(shows: u64, clicks: u64, goals: u64, spent: i64) -> Value {
+fn state_kept(sb: &Sandbox) -> u64 {
+    sb.state().vk_banners_kept_percent
+}
+
+/// Integers and booleans as strings, as the docs' type table shows them (`"123"`,
+/// `"true"`); nested objects too.
+fn stringly(v: Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_u64() || n.is_i64() => Value::String(n.to_string()),
+        Value::Bool(b) => Value::String(b.to_string()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, stringly(v))).collect()),
+        Value::Array(items) => Value::Array(items.into_iter().map(stringly).collect()),
+        other => other,
+    }
+}
+
+fn base(day: Day, strings: bool) -> Value {
+    let Day {
+        shows,
+        clicks,
+        goals,
+        vk_goals,
+        spent,
+    } = day;
     let ratio = |a: f64, b: f64| {
         if b == 0.0 {
             0.0
@@ -593,7 +673,7 @@ fn base(shows: u64, clicks: u64, goals: u64, spent: i64) -> Value {
         }
     };
     let cents_per = |per: u64| if per == 0 { 0 } else { spent / per as i64 };
-    json!({
+    let v = json!({
         "shows": shows, "clicks": clicks, "goals": goals,
         "spent": money(spent),
         "cpm": money(if shows == 0 { 0 } else { spent * 1000 / shows as i64 }),
@@ -601,6 +681,7 @@ fn base(shows: u64, clicks: u64, goals: u64, spent: i64) -> Value {
         "cpa": money(cents_per(goals)),
         "ctr": ratio(clicks as f64 * 100.0, shows as f64),
         "cr": ratio(goals as f64 * 100.0, clicks as f64),
-        "vk": {"goals": goals, "cpa": if goals == 0 { 0.0 } else { spent as f64 / 100.0 / goals as f64 }, "cr": ratio(goals as f64 * 100.0, clicks as f64)}
-    })
+        "vk": {"goals": vk_goals, "cpa": if vk_goals == 0 { 0.0 } else { spent as f64 / 100.0 / vk_goals as f64 }, "cr": ratio(vk_goals as f64 * 100.0, clicks as f64)}
+    });
+    if strings { stringly(v) } else { v }
 }

@@ -7,9 +7,11 @@
 //! offline mode waited out (201/202 → `retryIn`, bounded by `DIRECT_MAX_WAIT_SECS`), a full
 //! queue (9000) and the retryable codes retried, fatal codes reported with the API's own
 //! words. The TSV is parsed as it streams in and streamed into one ClickHouse insert per
-//! piece, so a large report is never held in memory; keys of the window this load did not
-//! see get zero rows, so a re-run changes no total. A login that fails does not stop the
-//! others, but fails the run.
+//! piece, so a large report is never held in memory; the summary line is asked for and a
+//! report whose row count differs (or lacks it: a cut answer) writes nothing. Rows whose ad
+//! the report hides (`--`, Campaign Wizard campaigns) are summed per campaign and day, so
+//! every served row counts. Keys of the window this load did not see get zero rows, so a
+//! re-run changes no total. A login that fails does not stop the others, but fails the run.
 
 pub mod report;
 
@@ -343,7 +345,8 @@ impl Loader<'_> {
                         .header("processingMode", "auto")
                         .header("returnMoneyInMicros", "false")
                         .header("skipReportHeader", "true")
-                        .header("skipReportSummary", "true")
+                        // The summary line is the only sign of a complete answer.
+                        .header("skipReportSummary", "false")
                         .json(&body);
                     if !login.is_empty() {
                         r = r.header("Client-Login", login);
@@ -438,7 +441,7 @@ impl Loader<'_> {
         piece: DateWindow,
         mut response: reqwest::Response,
     ) -> anyhow::Result<Answer> {
-        let mut parser = report::Parser::default();
+        let mut parser = report::Parser::expecting_summary();
         let mut progress_rows = 0;
         let mut rows: Vec<FactRow> = Vec::with_capacity(INSERT_BATCH);
         let mut insert = match self.ch {
@@ -483,6 +486,8 @@ impl Loader<'_> {
                 _version: self.stamp.version,
             })
         };
+        // Rows of hidden ads, summed per (date, campaign): written once the report is whole.
+        let mut hidden: BTreeMap<(u16, u64), FactRow> = BTreeMap::new();
         loop {
             let chunk = response
                 .chunk()
@@ -490,14 +495,28 @@ impl Loader<'_> {
                 .map_err(|e| anyhow::anyhow!("Yandex Direct: the report {piece} broke off: {e}"))?;
             let done = chunk.is_none();
             let mut sink = |r: ReportRow| -> anyhow::Result<()> {
+                let ad_hidden = r.ad_hidden;
                 let row = to_row(r)?;
                 cost += row.cost;
-                rows.push(row);
+                if ad_hidden {
+                    add_hidden(&mut hidden, row);
+                } else {
+                    rows.push(row);
+                }
                 Ok(())
             };
-            match &chunk {
-                Some(bytes) => parser.feed(bytes, &mut sink)?,
-                None => parser.finish(&mut sink)?,
+            let parsed = match &chunk {
+                Some(bytes) => parser.feed(bytes, &mut sink),
+                None => parser.finish(&mut sink),
+            };
+            parsed.map_err(|e| {
+                e.context(format!(
+                    "Yandex Direct login {} report {piece}: nothing of it written",
+                    label(login)
+                ))
+            })?;
+            if done {
+                rows.extend(std::mem::take(&mut hidden).into_values());
             }
             if let Some(insert) = insert.as_mut()
                 && (rows.len() >= INSERT_BATCH || done)
@@ -523,6 +542,30 @@ impl Loader<'_> {
             bytes: parser.bytes,
             cost,
         })
+    }
+}
+
+/// Add a row of a hidden ad to its campaign and day's sum (ids 0: the ad is unknown).
+fn add_hidden(sums: &mut BTreeMap<(u16, u64), FactRow>, row: FactRow) {
+    match sums.entry((row.stat_date, row.campaign_id)) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(FactRow {
+                ad_group_id: 0,
+                ad_group_name: String::new(),
+                ad_id: 0,
+                ..row
+            });
+        }
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            let sum = o.get_mut();
+            sum.impressions += row.impressions;
+            sum.clicks += row.clicks;
+            sum.cost += row.cost;
+            sum.conversions = match (sum.conversions, row.conversions) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            };
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The TSV of a Direct report, parsed line by line as it streams in: the title line and the
 //! `Total rows: N` summary are skipped (and the count checked) whether or not the server
 //! honoured the `skip*` headers; columns are found by the header line's names; `--` is a
-//! missing value.
+//! missing value. A parser that expects the summary ([`Parser::expecting_summary`]) refuses
+//! an answer without it: the summary is the last line, so a cut answer lacks it.
 
 use chrono::NaiveDate;
 
@@ -34,6 +35,9 @@ pub struct ReportRow {
     pub cost: i64,
     /// `None` where the report says `--` (a campaign without goals).
     pub conversions: Option<u64>,
+    /// The report hides the ad (`--` for `AdId` or `AdGroupId`, as for Campaign Wizard
+    /// campaigns): several such rows of a campaign and day are different ads.
+    pub ad_hidden: bool,
 }
 
 /// Splits a byte stream into lines and lines into rows.
@@ -47,9 +51,18 @@ pub struct Parser {
     /// The summary's `Total rows: N`, when the server sent one.
     pub total: Option<u64>,
     line_no: u64,
+    summary_required: bool,
 }
 
 impl Parser {
+    /// A parser for an answer asked with its summary line (`skipReportSummary: false`).
+    pub fn expecting_summary() -> Parser {
+        Parser {
+            summary_required: true,
+            ..Parser::default()
+        }
+    }
+
     /// Feed a chunk; `emit` gets every complete row.
     pub fn feed(
         &mut self,
@@ -91,15 +104,17 @@ impl Parser {
                 emit(row)?;
             }
         }
-        if let Some(total) = self.total
-            && total != self.rows
-        {
-            anyhow::bail!(
+        match self.total {
+            Some(total) if total != self.rows => anyhow::bail!(
                 "the report says `Total rows: {total}` but {} rows arrived: the answer was cut off",
                 self.rows
-            );
+            ),
+            None if self.summary_required => anyhow::bail!(
+                "the report ended after {} rows without its `Total rows` line: the answer was cut off",
+                self.rows
+            ),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn line(&mut self, raw: &[u8]) -> anyhow::Result<Option<ReportRow>> {
@@ -159,6 +174,9 @@ impl Parser {
             "--" | "" => 0,
             v => zakaz_core::money::parse_kopecks(v).map_err(|e| at("Cost", e))?,
         };
+        // `--` (or nothing) where an id should be: an ad the report does not show.
+        let hidden = |i: usize| matches!(cell(i).trim(), "--" | "");
+        let ad_hidden = hidden(3) || hidden(5);
         let conversions = match cell(9).trim() {
             "--" | "" => None,
             v => Some(
@@ -172,12 +190,17 @@ impl Parser {
             campaign_id: count(1)?,
             campaign_name: cell(2).to_owned(),
             ad_group_id: count(3)?,
-            ad_group_name: cell(4).to_owned(),
+            ad_group_name: if hidden(4) {
+                String::new()
+            } else {
+                cell(4).to_owned()
+            },
             ad_id: count(5)?,
             impressions: count(6)?,
             clicks: count(7)?,
             cost,
             conversions,
+            ad_hidden,
         }))
     }
 }
@@ -250,5 +273,47 @@ mod tests {
         assert!(err.to_string().contains("cut off"), "{err}");
         let bad = parse(&[HEADER, "2026-11-20\t5\tc\t50\tg\t500\tmany\t1\t1.00\t0\n"]).unwrap_err();
         assert!(bad.to_string().contains("`Impressions`"), "{bad}");
+    }
+
+    #[test]
+    fn a_parser_expecting_the_summary_refuses_an_answer_without_it() {
+        let run = |text: &str| {
+            let mut p = Parser::expecting_summary();
+            let mut n = 0;
+            p.feed(text.as_bytes(), |_| {
+                n += 1;
+                Ok(())
+            })?;
+            p.finish(|_| {
+                n += 1;
+                Ok(())
+            })?;
+            anyhow::Ok(n)
+        };
+        let line = "2026-11-20\t5\tc\t50\tg\t500\t1\t1\t1.00\t0\n";
+        assert_eq!(
+            run(&format!("{HEADER}{line}{line}Total rows: 2\n")).unwrap(),
+            2
+        );
+        let cut = run(&format!("{HEADER}{line}{line}")).unwrap_err();
+        assert!(
+            cut.to_string().contains("without its `Total rows` line"),
+            "{cut}"
+        );
+        // Nothing at all is cut off too.
+        assert!(run("").is_err());
+    }
+
+    #[test]
+    fn hidden_ids_are_flagged_and_their_names_empty() {
+        let rows = parse(&[
+            HEADER,
+            "2026-11-20\t5\tWizard\t--\t--\t--\t10\t1\t1.00\t--\n2026-11-20\t5\tWizard\t--\t--\t--\t20\t2\t2.00\t1\n2026-11-20\t6\tc\t60\tg\t600\t1\t1\t1.00\t0\n",
+        ])
+        .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows[0].ad_hidden && rows[1].ad_hidden && !rows[2].ad_hidden);
+        assert_eq!((rows[0].ad_id, rows[0].ad_group_name.as_str()), (0, ""));
+        assert_eq!(rows[2].ad_group_name, "g");
     }
 }

@@ -194,7 +194,11 @@ impl VkApi {
                 )
                 .await
                 .map_err(VkError::into_anyhow)?;
-            let count = page["count"].as_u64().unwrap_or(0) as usize;
+            // `count` may come as a string, like VK's other integers.
+            let count = zakaz_core::loose::uint(&page["count"])
+                .ok()
+                .flatten()
+                .unwrap_or(0) as usize;
             let got = page["items"].as_array().cloned().unwrap_or_default();
             let served = got.len();
             items.extend(got);

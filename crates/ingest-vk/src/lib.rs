@@ -6,7 +6,9 @@
 //! ad groups and banners listed; banner-day statistics in batches of at most 200 ids over
 //! the window (yesterday plus `VK_ADS_REFRESH_DAYS` earlier days, or `--since/--until`);
 //! money parsed exactly; UTM from the banner URL merged with its group's (the banner wins per
-//! key); the city from `utm_content=<alias>_<dd>_<mm>`. Rows replace earlier loads of the same
+//! key; a group with `enable_utm` and no `utm` gets the tags VK adds itself, [`AUTO_UTM`]);
+//! the city from `utm_content=<alias>_<dd>_<mm>`; both goal counts (`base.goals`, Top@Mail.ru,
+//! and `base.vk.goals`, VK pixel conversions); integers and booleans as numbers or strings. Rows replace earlier loads of the same
 //! keys, and keys of the window this load did not see get zero rows: a re-run changes no
 //! total. An id VK rejects is dropped from its batch (found by splitting), named, and counted
 //! as a warning; an account that fails does not stop the others, but fails the run.
@@ -46,6 +48,28 @@ pub const BATCH_IDS: usize = 200;
 const CHUNK_DAYS: u32 = 31;
 /// Daily statistics reach back this many days.
 const HISTORY_DAYS: u64 = 365;
+
+/// The tags VK appends to the banner URLs of a group with `enable_utm` on and no `utm` of its
+/// own (VK Ads help, "UTM-метки"; docs/vendor-facts.md): `{{campaign_id}}` is the ad group
+/// (VK's old name for it), `{{banner_id}}` the banner.
+pub const AUTO_UTM: &str =
+    "utm_medium=cpc&utm_source=vk_ads&utm_campaign={{campaign_id}}&utm_content={{banner_id}}";
+
+/// [`AUTO_UTM`] with its macros filled in for one banner.
+pub fn auto_utm(group_id: u64, banner_id: u64) -> String {
+    AUTO_UTM
+        .replace("{{campaign_id}}", &group_id.to_string())
+        .replace("{{banner_id}}", &banner_id.to_string())
+}
+
+/// What a group adds to its banners' URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GroupUtm {
+    None,
+    Text(String),
+    /// `enable_utm` without text: VK's own tags.
+    Auto,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,7 +149,10 @@ pub struct FactRow {
     pub banner_name: String,
     pub shows: u64,
     pub clicks: u64,
+    /// `base.goals`: Top@Mail.ru counter goals.
     pub goals: u64,
+    /// `base.vk.goals`: VK pixel conversions (what `v_marketing_daily` calls conversions).
+    pub vk_goals: u64,
     /// Kopecks (`Decimal(18, 2)` on the wire), without VAT as VK reports it.
     pub spent: i64,
     pub utm_source: String,
@@ -150,6 +177,7 @@ const COLUMNS: &[&str] = &[
     "shows",
     "clicks",
     "goals",
+    "vk_goals",
     "spent",
     "utm_source",
     "utm_medium",
@@ -375,7 +403,7 @@ impl<'a> Loader<'a> {
                 ch,
                 "fact_vk_ads_daily",
                 COLUMNS,
-                &["shows", "clicks", "goals", "spent"],
+                &["shows", "clicks", "goals", "vk_goals", "spent"],
                 &scope,
                 self.stamp,
             )
@@ -388,15 +416,17 @@ impl<'a> Loader<'a> {
     /// Every banner of the account with what its rows carry: plan and group names, the
     /// merged UTM tags, the city.
     async fn banners(&self, account: &str) -> anyhow::Result<BTreeMap<u64, BannerInfo>> {
-        let plans: HashMap<u64, String> = self
+        let mut plans: HashMap<u64, String> = HashMap::new();
+        for p in self
             .api
             .list(account, "ad_plans.json", "id,name,status")
             .await?
-            .iter()
-            .filter_map(|p| Some((p["id"].as_u64()?, text(p, "name"))))
-            .collect();
-        // id → (plan id, name, UTM to append when enabled).
-        let groups: HashMap<u64, (u64, String, Option<String>)> = self
+        {
+            plans.insert(id_of(&p, "ad plan", "id")?, text(&p, "name"));
+        }
+        // id → (plan id, name, what the group adds to its banners' URLs).
+        let mut groups: HashMap<u64, (u64, String, GroupUtm)> = HashMap::new();
+        for g in self
             .api
             .list(
                 account,
@@ -404,37 +434,40 @@ impl<'a> Loader<'a> {
                 "id,name,status,ad_plan_id,utm,enable_utm",
             )
             .await?
-            .iter()
-            .filter_map(|g| {
-                let enabled = g["enable_utm"].as_bool().unwrap_or(false);
-                let utm = g["utm"].as_str().filter(|u| enabled && !u.is_empty());
-                Some((
-                    g["id"].as_u64()?,
-                    (
-                        g["ad_plan_id"].as_u64().unwrap_or(0),
-                        text(g, "name"),
-                        utm.map(str::to_owned),
-                    ),
-                ))
-            })
-            .collect();
+        {
+            let id = id_of(&g, "ad group", "id")?;
+            let enabled = zakaz_core::loose::boolean(&g["enable_utm"])
+                .map_err(|e| anyhow::anyhow!("VK Ads ad group {id}: `enable_utm`: {e}"))?
+                .unwrap_or(false);
+            let utm = g["utm"].as_str().unwrap_or_default().trim();
+            let group_utm = match (enabled, utm.is_empty()) {
+                (false, _) => GroupUtm::None,
+                (true, true) => GroupUtm::Auto,
+                (true, false) => GroupUtm::Text(utm.to_owned()),
+            };
+            let plan_id = optional_id(&g, "ad group", id, "ad_plan_id")?;
+            groups.insert(id, (plan_id, text(&g, "name"), group_utm));
+        }
         let mut out = BTreeMap::new();
         for b in self
             .api
             .list(account, "banners.json", "id,name,status,ad_group_id,urls")
             .await?
         {
-            let Some(id) = b["id"].as_u64() else {
-                anyhow::bail!("VK Ads listed a banner without a numeric id: {b}");
-            };
-            let group_id = b["ad_group_id"].as_u64().unwrap_or(0);
+            let id = id_of(&b, "banner", "id")?;
+            let group_id = optional_id(&b, "banner", id, "ad_group_id")?;
             let (plan_id, group_name, group_utm) =
                 groups
                     .get(&group_id)
                     .cloned()
-                    .unwrap_or((0, String::new(), None));
+                    .unwrap_or((0, String::new(), GroupUtm::None));
             let url = b["urls"]["primary"]["url"].as_str().unwrap_or_default();
-            let tags = merged(url, group_utm.as_deref());
+            let group_tags = match group_utm {
+                GroupUtm::None => None,
+                GroupUtm::Text(t) => Some(t),
+                GroupUtm::Auto => Some(auto_utm(group_id, id)),
+            };
+            let tags = merged(url, group_tags.as_deref());
             let city = city_of_content(&tags[3]);
             out.insert(
                 id,
@@ -504,9 +537,15 @@ impl<'a> Loader<'a> {
         item: &Value,
         banners: &BTreeMap<u64, BannerInfo>,
     ) -> anyhow::Result<Vec<FactRow>> {
-        let id = item["id"]
-            .as_u64()
-            .ok_or_else(|| anyhow::anyhow!("VK Ads statistics item without an id: {item}"))?;
+        let id = zakaz_core::loose::uint(&item["id"])
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "VK Ads statistics item without a numeric id: {}",
+                    zakaz_core::http::body_excerpt(&item.to_string())
+                )
+            })?;
         let Some(info) = banners.get(&id) else {
             anyhow::bail!("VK Ads sent statistics for banner {id}, which was not asked for");
         };
@@ -520,17 +559,10 @@ impl<'a> Loader<'a> {
                 continue;
             }
             let base = &row["base"];
-            let count = |k: &str| -> anyhow::Result<u64> {
-                match &base[k] {
-                    Value::Null => Ok(0),
-                    Value::Number(n) => n.as_u64().ok_or_else(|| {
-                        anyhow::anyhow!("banner {id} {date}: `{k}` is `{n}`, not a count")
-                    }),
-                    Value::String(s) => s.trim().parse().map_err(|_| {
-                        anyhow::anyhow!("banner {id} {date}: `{k}` is `{s}`, not a count")
-                    }),
-                    other => anyhow::bail!("banner {id} {date}: `{k}` is `{other}`, not a count"),
-                }
+            let count = |v: &Value, k: &str| -> anyhow::Result<u64> {
+                zakaz_core::loose::uint(v)
+                    .map(Option::unwrap_or_default)
+                    .map_err(|e| anyhow::anyhow!("banner {id} {date}: `{k}`: {e}"))
             };
             let spent = match &base["spent"] {
                 Value::Null => 0,
@@ -551,9 +583,10 @@ impl<'a> Loader<'a> {
                 ad_plan_name: info.plan_name.clone(),
                 ad_group_name: info.group_name.clone(),
                 banner_name: info.name.clone(),
-                shows: count("shows")?,
-                clicks: count("clicks")?,
-                goals: count("goals")?,
+                shows: count(&base["shows"], "shows")?,
+                clicks: count(&base["clicks"], "clicks")?,
+                goals: count(&base["goals"], "goals")?,
+                vk_goals: count(&base["vk"]["goals"], "vk.goals")?,
                 spent,
                 utm_source: source,
                 utm_medium: medium,
@@ -567,6 +600,25 @@ impl<'a> Loader<'a> {
         }
         Ok(out)
     }
+}
+
+/// An object's required id (a number or a numeric string).
+fn id_of(v: &Value, what: &str, key: &str) -> anyhow::Result<u64> {
+    match zakaz_core::loose::uint(&v[key]) {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => anyhow::bail!(
+            "VK Ads: an item of the {what} listing has no `{key}`: {}",
+            zakaz_core::http::body_excerpt(&v.to_string())
+        ),
+        Err(e) => anyhow::bail!("VK Ads: an item of the {what} listing has `{key}` {e}"),
+    }
+}
+
+/// An object's reference to another (0 when absent; an error when malformed).
+fn optional_id(v: &Value, what: &str, id: u64, key: &str) -> anyhow::Result<u64> {
+    zakaz_core::loose::uint(&v[key])
+        .map(Option::unwrap_or_default)
+        .map_err(|e| anyhow::anyhow!("VK Ads {what} {id}: `{key}`: {e}"))
 }
 
 fn text(v: &Value, key: &str) -> String {

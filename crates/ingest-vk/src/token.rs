@@ -292,6 +292,9 @@ fn is_token_limit(body: &Value) -> bool {
 }
 
 /// `expires_in` is a string or a number.
+/// The longest token lifetime believed (VK's are one day).
+const MAX_LIFETIME_SECS: i64 = 30 * 86_400;
+
 fn parse_pair(body: &Value, old_refresh: Option<&str>, now: i64) -> anyhow::Result<Pair> {
     let access = body
         .get("access_token")
@@ -307,17 +310,43 @@ fn parse_pair(body: &Value, old_refresh: Option<&str>, now: i64) -> anyhow::Resu
         Some(Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     }
-    .unwrap_or(86_400);
+    .unwrap_or(86_400)
+    // VK's tokens live a day; an absurd lifetime (`i64::MAX` was seen from a proxy) is held
+    // to a month so the arithmetic stays sound and the token is refreshed anyway.
+    .clamp(0, MAX_LIFETIME_SECS);
     Ok(Pair {
         access_token: access.to_owned(),
         refresh_token: refresh.to_owned(),
-        expires_at: now + expires_in,
+        expires_at: now.saturating_add(expires_in),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_lifetime_is_clamped_not_overflowed() {
+        for huge in [
+            serde_json::json!(9_223_372_036_854_775_807i64),
+            serde_json::json!("9223372036854775807"),
+        ] {
+            let p = parse_pair(
+                &serde_json::json!({"access_token": "a", "expires_in": huge}),
+                None,
+                1_800_000_000,
+            )
+            .unwrap();
+            assert_eq!(p.expires_at, 1_800_000_000 + MAX_LIFETIME_SECS);
+        }
+        let negative = parse_pair(
+            &serde_json::json!({"access_token": "a", "expires_in": -5}),
+            None,
+            100,
+        )
+        .unwrap();
+        assert_eq!(negative.expires_at, 100);
+    }
 
     #[test]
     fn expires_in_as_string_or_number() {

@@ -47,6 +47,25 @@ pub async fn zero_stale(
     scope: &str,
     stamp: Stamp,
 ) -> anyhow::Result<()> {
+    ch.execute(&zero_stale_sql(table, columns, zeroed, scope, stamp))
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "cannot zero the rows of `{table}` this load did not see"
+            ))
+        })
+}
+
+/// The statement of [`zero_stale`]. The rows are chosen in a subquery of their own: in one
+/// `SELECT`, ClickHouse resolves `impressions` and `_version` in `WHERE` to the outer
+/// aliases (`0 AS impressions`, the new version), and the filter would never match.
+pub fn zero_stale_sql(
+    table: &str,
+    columns: &[&str],
+    zeroed: &[&str],
+    scope: &str,
+    stamp: Stamp,
+) -> String {
     let select: Vec<String> = columns
         .iter()
         .map(|c| match *c {
@@ -60,19 +79,14 @@ pub async fn zero_stale(
         .iter()
         .map(|c| format!("(isNotNull({c}) AND {c} != 0)"))
         .collect();
-    let sql = format!(
-        "INSERT INTO {table} ({cols}) SELECT {select} FROM {table} FINAL \
-         WHERE ({scope}) AND _version < {version} AND ({nonzero})",
+    format!(
+        "INSERT INTO {table} ({cols}) SELECT {select} FROM \
+         (SELECT {cols} FROM {table} FINAL WHERE ({scope}) AND _version < {version} AND ({nonzero}))",
         cols = columns.join(", "),
         select = select.join(", "),
         version = stamp.version,
         nonzero = nonzero.join(" OR "),
-    );
-    ch.execute(&sql).await.map_err(|e| {
-        e.context(format!(
-            "cannot zero the rows of `{table}` this load did not see"
-        ))
-    })
+    )
 }
 
 /// `'text'` as a ClickHouse string literal.

@@ -13,6 +13,7 @@ pub mod http;
 pub mod jobs;
 pub mod journal;
 pub mod logging;
+pub mod loose;
 pub mod money;
 pub mod progress;
 pub mod schema;

@@ -548,6 +548,60 @@ Migration {
             GROUP BY job, run_id",
         ),
     ],
+},
+Migration {
+    version: 9,
+    name: "VK pixel conversions (vk_goals); v_marketing_daily gains conversions and VK's own utm_source spellings",
+    steps: &[
+        // `goals` stays Top@Mail.ru's counter goals (`base.goals`); `vk_goals` is VK's pixel
+        // (`base.vk.goals`), which the cabinet shows as results.
+        Step::AddColumn {
+            table: "fact_vk_ads_daily",
+            column: "vk_goals",
+            definition: "UInt64 DEFAULT 0",
+        },
+        Step::Sql("DROP TABLE IF EXISTS {db}.v_marketing_daily"),
+        // Conversions: VK's pixel conversions (`vk_goals`: the VK Ads cabinet's results, which
+        // the business's pixel feeds; Top@Mail.ru goals need a counter it does not run) and
+        // Direct's `Conversions` (goals of the campaign's Metrica counter). `vkads` is the
+        // spelling VK's own help uses beside `vk_ads` (docs/vendor-facts.md).
+        Step::Sql(
+            "CREATE VIEW IF NOT EXISTS {db}.v_marketing_daily AS
+            SELECT day AS date, place AS city, channel AS source,
+                   sum(x_spend) AS spend, sum(x_shows) AS shows, sum(x_clicks) AS clicks,
+                   sum(x_conversions) AS conversions,
+                   sum(x_tickets) AS tickets, sum(x_net) AS net_revenue,
+                   if(sum(x_spend) > 0,
+                      round((toFloat64(sum(x_net)) - toFloat64(sum(x_spend))) / toFloat64(sum(x_spend)), 4),
+                      NULL) AS romi
+            FROM (
+                SELECT stat_date AS day, city AS place, 'vk' AS channel, spent AS x_spend,
+                       shows AS x_shows, clicks AS x_clicks, vk_goals AS x_conversions,
+                       toUInt64(0) AS x_tickets, toDecimal64(0, 2) AS x_net
+                FROM {db}.fact_vk_ads_daily FINAL
+                UNION ALL
+                SELECT stat_date AS day, city AS place, 'direct' AS channel, cost AS x_spend,
+                       impressions AS x_shows, clicks AS x_clicks,
+                       ifNull(conversions, toUInt64(0)) AS x_conversions,
+                       toUInt64(0) AS x_tickets, toDecimal64(0, 2) AS x_net
+                FROM {db}.fact_direct_daily FINAL
+                UNION ALL
+                SELECT day, place, channel, x_spend, x_shows, x_clicks, x_conversions, x_tickets, x_net
+                FROM (
+                    SELECT sales_date AS day, city AS place,
+                           multiIf(lower(utm_source) IN ('vk', 'vkontakte', 'vk_ads', 'vkads', 'mytarget'), 'vk',
+                                   lower(utm_source) IN ('yandex', 'direct', 'yandex_direct', 'ya'), 'direct',
+                                   '') AS channel,
+                           toDecimal64(0, 2) AS x_spend, toUInt64(0) AS x_shows,
+                           toUInt64(0) AS x_clicks, toUInt64(0) AS x_conversions,
+                           tickets_sold AS x_tickets, net_revenue AS x_net
+                    FROM {db}.fact_qtickets_sales_utm_daily FINAL
+                )
+                WHERE channel != ''
+            )
+            GROUP BY day, place, channel",
+        ),
+    ],
 }];
 
 /// The schema version these binaries expect.

@@ -16,6 +16,8 @@ pub struct Env {
     pub config: SandboxConfig,
     pub sandbox: Server,
     pub db: TestDb,
+    /// `/config` changes of the data itself, made on twins too (see [`Env::shape`]).
+    shaped: std::sync::Mutex<Vec<Value>>,
 }
 
 /// (date, login, campaign) → (impressions, clicks, cost in kopecks, conversions).
@@ -38,6 +40,7 @@ impl Env {
             sandbox: Server::start_local(config.clone()).unwrap(),
             config,
             db,
+            shaped: Default::default(),
         };
         // No waiting in tests: `retryIn` 0 then 1 second.
         env.control("/config", json!({"direct_retry_in": 0}));
@@ -50,6 +53,13 @@ impl Env {
 
     pub fn control(&self, path: &str, body: Value) {
         sandbox_control(&self.sandbox.base_url, path, &body);
+    }
+
+    /// A `/config` change of what Direct serves (rows dropped): made on the loader's sandbox
+    /// now and on every twin made later, so that expectations follow the same data.
+    pub fn shape(&self, body: Value) {
+        self.control("/config", body.clone());
+        self.shaped.lock().unwrap().push(body);
     }
 
     pub fn reports_requested(&self) -> Vec<Value> {
@@ -94,6 +104,9 @@ impl Env {
     /// line of a twin sandbox's online reports.
     pub fn twin_rows(&self, from: &str, to: &str) -> Vec<(String, Vec<String>)> {
         let twin = Server::start_local(self.config.clone()).unwrap();
+        for body in self.shaped.lock().unwrap().iter() {
+            sandbox_control(&twin.base_url, "/config", body);
+        }
         let mut out = Vec::new();
         for login in ["client-a", "client-b"] {
             let body = json!({"params": {
@@ -173,20 +186,26 @@ fn sums_per_date_login_and_campaign_equal_the_reports_and_a_rerun_changes_nothin
     let f: Vec<&str> = quirks.trim().split('\t').collect();
     assert_eq!((f[0], f[1], f[4]), ("1", "1", "1"), "{quirks}");
     assert_eq!(f[2], f[3], "{quirks}");
+    // The journal counts the rows Direct served, per login.
     let run = env.query(
         "SELECT status, visitParamExtractRaw(metrics, 'rows_by_login') FROM {db}.meta_job_runs WHERE job = 'direct' ORDER BY started_at, run_id LIMIT 1",
     );
-    let per_login = env.query(
-        "SELECT client_login, count() FROM {db}.fact_direct_daily FINAL GROUP BY client_login ORDER BY client_login",
-    );
-    let counts: Vec<String> = per_login
-        .lines()
-        .map(|l| {
-            let (login, n) = l.split_once('\t').unwrap();
+    let served = env.twin_rows("2026-11-21", "2026-11-24");
+    let counts: Vec<String> = ["client-a", "client-b"]
+        .iter()
+        .map(|login| {
+            let n = served.iter().filter(|(l, _)| l == login).count();
             format!("\"{login}\":{n}")
         })
         .collect();
     assert_eq!(run, format!("ok\t{{{}}}\n", counts.join(",")));
+    // Campaign Wizard campaigns (ads shown as `--`) are there, every row of them counted.
+    let wizard = env.query(
+        "SELECT count(), countIf(ad_id = 0 AND ad_group_id = 0 AND ad_group_name = '') FROM {db}.fact_direct_daily FINAL \
+         WHERE campaign_name LIKE '% 1'",
+    );
+    let (n, hidden) = wizard.trim().split_once('\t').unwrap();
+    assert!(n != "0" && n == hidden, "{wizard}");
 }
 
 #[test]
@@ -315,4 +334,65 @@ fn dry_run_parses_everything_writes_nothing_and_needs_no_clickhouse() {
         env.query("SELECT count() FROM {db}.fact_direct_daily"),
         "0\n"
     );
+}
+
+#[test]
+fn a_rerun_after_direct_dropped_rows_leaves_exactly_the_second_runs_totals() {
+    let env = Env::new();
+    env.run_ok(&[]);
+    let first = env.loaded();
+    assert_eq!(first, env.expected("2026-11-21", "2026-11-24"));
+    // Direct corrects its statistics: most rows of the window are gone.
+    env.shape(json!({"direct_rows_kept_percent": 13}));
+    env.run_ok(&[]);
+    let expected = env.expected("2026-11-21", "2026-11-24");
+    assert!(
+        !expected.is_empty() && expected != first,
+        "the vendor dropped rows"
+    );
+    assert_eq!(env.loaded(), expected, "exactly the second run's totals");
+}
+
+#[test]
+fn a_report_cut_short_writes_nothing_of_that_piece_and_fails_naming_login_and_dates() {
+    for (what, control) in [
+        (
+            "a clean end after 5 rows, no summary",
+            json!({"direct_cut_after_rows": 5}),
+        ),
+        ("a body cut in the middle of a line", Value::Null),
+    ] {
+        let env = Env::new();
+        if control.is_null() {
+            // Every answer loses its second half (201/202 have no body to lose).
+            env.control(
+                "/faults",
+                json!({"route": "/direct/json/v5/reports", "truncate": true}),
+            );
+        } else {
+            env.control("/config", control);
+        }
+        let out = env.run(&[], &[]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        let err = stderr(&out);
+        for login in ["client-a", "client-b"] {
+            assert!(
+                err.contains(&format!(
+                    "Yandex Direct login {login} report 2026-11-21..2026-11-24: nothing of it written"
+                )),
+                "{what}: {err}"
+            );
+        }
+        assert!(err.contains("cut off"), "{what}: {err}");
+        let run = env.query("SELECT status, message FROM {db}.meta_job_runs WHERE job = 'direct'");
+        assert!(
+            run.starts_with("error\t") && run.contains("nothing of it written"),
+            "{what}: {run}"
+        );
+        assert_eq!(
+            env.query("SELECT count() FROM {db}.fact_direct_daily"),
+            "0\n",
+            "{what}: nothing written"
+        );
+    }
 }

@@ -58,7 +58,16 @@ fn group_utm_reaches_the_rows_and_utm_content_names_the_city() {
         };
         let mut tags = pairs(url.split_once('?').map_or("", |(_, q)| q));
         if group["enable_utm"] == true {
-            for (k, v) in pairs(group["utm"].as_str().unwrap()) {
+            // Without text of its own, the group gets VK's tags (the AdGroup doc; VK Ads
+            // help lists them): `{{campaign_id}}` is the group, `{{banner_id}}` the banner.
+            let text = match group["utm"].as_str().unwrap() {
+                "" => format!(
+                    "utm_medium=cpc&utm_source=vk_ads&utm_campaign={}&utm_content={}",
+                    group["id"], b["id"]
+                ),
+                text => text.to_owned(),
+            };
+            for (k, v) in pairs(&text) {
                 if !tags.iter().any(|(have, x)| *have == k && !x.is_empty()) {
                     tags.push((k, v));
                 }

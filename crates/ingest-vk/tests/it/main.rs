@@ -5,6 +5,7 @@
 
 mod load;
 mod tokens;
+mod vendor;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
@@ -21,6 +22,8 @@ pub struct Env {
     pub sandbox: Server,
     pub db: TestDb,
     pub state: TempDir,
+    /// `/config` changes of the data itself, made on twins too (see [`Env::shape`]).
+    shaped: std::sync::Mutex<Vec<Value>>,
 }
 
 /// (date, ad plan id) → (shows, clicks, spent in kopecks).
@@ -48,6 +51,7 @@ impl Env {
             config,
             db,
             state: TempDir::new("vk-state"),
+            shaped: Default::default(),
         }
     }
 
@@ -71,6 +75,14 @@ impl Env {
 
     pub fn control(&self, path: &str, body: Value) {
         sandbox_control(&self.sandbox.base_url, path, &body);
+    }
+
+    /// A `/config` change of what the vendor serves (banners deleted, strings for numbers):
+    /// made on the loader's sandbox now and on every twin made later, so that expectations
+    /// follow the same data.
+    pub fn shape(&self, body: Value) {
+        self.control("/config", body.clone());
+        self.shaped.lock().unwrap().push(body);
     }
 
     /// The sandbox's request log under `prefix`.
@@ -127,6 +139,9 @@ impl Env {
             "/config",
             &json!({"vk_rps_limit": 100_000}),
         );
+        for body in self.shaped.lock().unwrap().iter() {
+            sandbox_control(&server.base_url, "/config", body);
+        }
         Twin {
             server,
             http: reqwest::blocking::Client::new(),

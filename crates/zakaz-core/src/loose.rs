@@ -1,0 +1,111 @@
+//! JSON values as vendors really send them: integers and booleans sometimes as strings
+//! (`"123"`, `"true"`, as VK's docs show them), `0`/`1` for booleans. A value that is
+//! present but none of these is an error naming what it was, never a silent default.
+
+use serde_json::Value;
+
+/// A non-negative integer: `123` or `"123"`; `None` when absent or `null`.
+pub fn uint(v: &Value) -> Result<Option<u64>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("`{n}` is not a non-negative integer")),
+        Value::String(s) if s.trim().is_empty() => Ok(None),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("`{}` is not a non-negative integer", excerpt(s))),
+        other => Err(format!("`{}` is not a non-negative integer", kind(other))),
+    }
+}
+
+/// A boolean: `true`, `"true"`, `"True"`, `1`, `"1"` (and their opposites); `None` when
+/// absent or `null`.
+pub fn boolean(v: &Value) -> Result<Option<bool>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        Value::Number(n) if n.as_u64() == Some(0) => Ok(Some(false)),
+        Value::Number(n) if n.as_u64() == Some(1) => Ok(Some(true)),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(Some(true)),
+            "false" | "0" => Ok(Some(false)),
+            "" => Ok(None),
+            _ => Err(format!("`{}` is not a boolean", excerpt(s))),
+        },
+        other => Err(format!("`{}` is not a boolean", kind(other))),
+    }
+}
+
+/// The start of a vendor's text, for an error message (bounded, whatever was sent).
+fn excerpt(s: &str) -> String {
+    let mut out: String = s.chars().take(40).collect();
+    if s.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+/// What a value is, without repeating all of it.
+fn kind(v: &Value) -> String {
+    match v {
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+        other => excerpt(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integers_as_numbers_or_strings() {
+        assert_eq!(uint(&json!(123)), Ok(Some(123)));
+        assert_eq!(uint(&json!("123")), Ok(Some(123)));
+        assert_eq!(uint(&json!(" 7 ")), Ok(Some(7)));
+        assert_eq!(uint(&Value::Null), Ok(None));
+        assert_eq!(uint(&json!("")), Ok(None));
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("12a"),
+            json!([]),
+            json!({}),
+            json!(true),
+        ] {
+            assert!(uint(&bad).is_err(), "{bad}");
+        }
+        assert!(uint(&json!("x".repeat(500))).unwrap_err().len() < 100);
+    }
+
+    #[test]
+    fn booleans_in_every_spelling() {
+        for t in [
+            json!(true),
+            json!("true"),
+            json!("True"),
+            json!(1),
+            json!("1"),
+        ] {
+            assert_eq!(boolean(&t), Ok(Some(true)), "{t}");
+        }
+        for f in [
+            json!(false),
+            json!("false"),
+            json!("False"),
+            json!(0),
+            json!("0"),
+        ] {
+            assert_eq!(boolean(&f), Ok(Some(false)), "{f}");
+        }
+        assert_eq!(boolean(&Value::Null), Ok(None));
+        for bad in [json!(2), json!("yes"), json!([]), json!(0.5)] {
+            assert!(boolean(&bad).is_err(), "{bad}");
+        }
+    }
+}
