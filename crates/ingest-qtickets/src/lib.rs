@@ -407,8 +407,10 @@ impl<'a> Loader<'a> {
     /// Fetch the orders this run needs and stage them; returns how they were chosen.
     async fn fetch_orders(&mut self, previous: Option<Watermark>) -> anyhow::Result<Mode> {
         let today = self.clock.moscow_today();
+        // The newest order a previous run saw: the search for today's newest starts there.
+        let known = previous.map_or(0, |w| w.max_order_id);
         if let Some(window) = self.window {
-            let max_id = self.api.max_order_id().await?;
+            let max_id = self.api.max_order_id(known).await?;
             // Payment follows creation within minutes; a day of margin on both sides.
             let from = self
                 .api
@@ -426,12 +428,12 @@ impl<'a> Loader<'a> {
             return Ok(Mode::Window);
         }
         let Some(previous) = previous else {
-            let max_id = self.api.max_order_id().await?;
             let resume = if self.dry() {
                 None
             } else {
                 resume_point(self.ch).await?
             };
+            let max_id = self.api.max_order_id(resume.unwrap_or(0)).await?;
             let after = match resume {
                 Some(id) => {
                     tracing::info!(
@@ -466,7 +468,7 @@ impl<'a> Loader<'a> {
             "QTickets ignored the `updated_at` filter; re-reading the last {} days of orders",
             self.args.qtickets_refresh_days
         );
-        let max_id = self.api.max_order_id().await?;
+        let max_id = self.api.max_order_id(known).await?;
         let refresh_from =
             today - chrono::Days::new(u64::from(self.args.qtickets_refresh_days - 1));
         let from = self

@@ -5,7 +5,7 @@ use crate::Sb;
 fn snapshot(sb: &Sb) -> Vec<String> {
     let mut out = Vec::new();
     for page in 1..=3 {
-        out.push(sb.qt("/orders", json!({"page": page})).text().unwrap());
+        out.push(sb.qt("/orders", crate::every_order(page)).text().unwrap());
     }
     out.push(sb.qt("/events", json!({})).text().unwrap());
     out.push(

@@ -9,13 +9,13 @@ fn qtickets_503_in_the_middle_of_paging_then_recovers() {
         "/faults",
         json!({"route": "/qtickets/api/rest/v1/orders", "status": 503, "after": 2, "count": 1}),
     );
-    assert_eq!(sb.qt("/orders", json!({"page": 1})).status(), 200);
-    assert_eq!(sb.qt("/orders", json!({"page": 2})).status(), 200);
-    let failed = sb.qt("/orders", json!({"page": 3}));
+    assert_eq!(sb.qt("/orders", crate::every_order(1)).status(), 200);
+    assert_eq!(sb.qt("/orders", crate::every_order(2)).status(), 200);
+    let failed = sb.qt("/orders", crate::every_order(3));
     assert_eq!(failed.status(), 503);
     assert_eq!(json_of(failed)["code"], "UNKNOWN_ERROR");
     assert_eq!(
-        sb.qt("/orders", json!({"page": 3})).status(),
+        sb.qt("/orders", crate::every_order(3)).status(),
         200,
         "count: 1 means once"
     );

@@ -104,6 +104,12 @@ impl Sb {
     }
 }
 
+/// A filter every order matches (an unfiltered order listing is refused, as by the real
+/// service), on page `page`.
+pub fn every_order(page: usize) -> Value {
+    serde_json::json!({"where": [{"column": "id", "operator": ">", "value": 0}], "page": page})
+}
+
 pub fn json_of(resp: Response) -> Value {
     let text = resp.text().unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

@@ -35,7 +35,7 @@ fn page_all(sb: &Sb, body: Value) -> (Vec<Value>, usize, usize) {
 #[test]
 fn paging_stops_on_per_page_and_total() {
     let sb = Sb::new();
-    let (orders, total, last_len) = page_all(&sb, json!({}));
+    let (orders, total, last_len) = page_all(&sb, crate::every_order(1));
     assert_eq!(orders.len(), total);
     assert!(total > 50, "several pages of history");
     assert_eq!(last_len, if total % 50 == 0 { 50 } else { total % 50 });
@@ -45,7 +45,7 @@ fn paging_stops_on_per_page_and_total() {
         "ascending id, no duplicates"
     );
     // A page past the end is empty, not an error.
-    let beyond = json_of(sb.qt("/orders", json!({"page": total / 50 + 5})));
+    let beyond = json_of(sb.qt("/orders", crate::every_order(total / 50 + 5)));
     assert_eq!(beyond["data"], json!([]));
     // An empty result: total 0.
     let none = json_of(sb.qt(
@@ -57,19 +57,46 @@ fn paging_stops_on_per_page_and_total() {
 }
 
 #[test]
+fn an_unfiltered_order_listing_is_refused_as_the_real_service_did() {
+    let sb = Sb::new();
+    for body in [
+        json!({}),
+        json!({"page": 2}),
+        json!({"where": [], "orderBy": {"id": "desc"}}),
+    ] {
+        let resp = sb.qt("/orders", body.clone());
+        assert_eq!(resp.status(), 503, "{body}");
+        let answer = json_of(resp);
+        assert_eq!(
+            (answer["code"].as_str(), answer["status"].as_u64()),
+            (Some("UNKNOWN_ERROR"), Some(503)),
+            "{answer}"
+        );
+    }
+    // A query string is no filter: the real service ignores it.
+    let resp = sb
+        .get("/qtickets/api/rest/v1/orders?payed=1")
+        .bearer_auth("sandbox-token")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+}
+
+#[test]
 fn query_string_filters_are_ignored_body_filters_are_not() {
     let sb = Sb::new();
-    let plain = sb.qt("/orders", json!({})).text().unwrap();
+    let plain = sb.qt("/orders", crate::every_order(1)).text().unwrap();
     let with_query = sb
         .get("/qtickets/api/rest/v1/orders?payed=1&per_page=500")
         .bearer_auth("sandbox-token")
+        .json(&crate::every_order(1))
         .send()
         .unwrap()
         .text()
         .unwrap();
     assert_eq!(plain, with_query, "query string changes nothing");
 
-    let all = json_of(sb.qt("/orders", json!({})));
+    let all = json_of(sb.qt("/orders", crate::every_order(1)));
     let paid = json_of(sb.qt(
         "/orders",
         json!({"where": [{"column": "payed", "value": 1}]}),
@@ -202,7 +229,7 @@ fn date_filters_need_a_colon_offset_and_can_be_ignored() {
     let sb = Sb::new();
     let filter = |offset: &str| json!({"where": [{"column": "updated_at", "operator": ">=", "value": format!("2026-11-24T00:00:00{offset}")}]});
     let ok = json_of(sb.qt("/orders", filter("+03:00")));
-    let all = json_of(sb.qt("/orders", json!({})));
+    let all = json_of(sb.qt("/orders", crate::every_order(1)));
     assert!(ok["paging"]["total"].as_u64().unwrap() < all["paging"]["total"].as_u64().unwrap());
     assert_eq!(sb.qt("/orders", filter("+0300")).status(), 400);
     sb.control("/config", json!({"qtickets_date_filters": "ignored"}));

@@ -672,3 +672,39 @@ async fn a_failure_in_one_of_the_concurrent_ranges_fails_the_backfill_and_the_ne
     assert!(stderr(&out).contains("mode backfill"), "{}", stderr(&out));
     assert_eq!(env.facts(), env.expected());
 }
+
+#[tokio::test]
+async fn no_order_listing_goes_out_unfiltered_in_any_mode() {
+    let env = Env::new().await;
+    let out = env.run_ok(&[]);
+    assert!(stderr(&out).contains("mode backfill"), "{}", stderr(&out));
+    let today = env.sandbox.sandbox().today();
+    let day = (today - chrono::Days::new(3)).to_string();
+    let out = env.run_ok(&["--since", &day, "--until", &day]);
+    assert!(stderr(&out).contains("mode window"), "{}", stderr(&out));
+    env.control("/advance", json!({"days": 1}));
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("mode updated_since"),
+        "{}",
+        stderr(&out)
+    );
+    env.control("/config", json!({"qtickets_date_filters": "ignored"}));
+    env.control("/advance", json!({"days": 1}));
+    let out = env.run_ok(&[]);
+    assert!(stderr(&out).contains("mode rescan"), "{}", stderr(&out));
+    assert_eq!(env.facts(), env.expected());
+
+    let log = env.sandbox.sandbox().state().log.clone();
+    let listings: Vec<&serde_json::Value> = log
+        .iter()
+        .filter(|r| r["path"] == "/qtickets/api/rest/v1/orders")
+        .collect();
+    assert!(listings.len() > 10, "{}", listings.len());
+    for r in listings {
+        let body: serde_json::Value =
+            serde_json::from_str(r["body"].as_str().unwrap_or("{}")).unwrap_or_default();
+        let conditions = body["where"].as_array().map_or(0, Vec::len);
+        assert!(conditions > 0, "an unfiltered order listing was sent: {r}");
+    }
+}
