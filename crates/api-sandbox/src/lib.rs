@@ -379,6 +379,50 @@ impl Sandbox {
         }
     }
 
+    /// Refund a paid ticket now (a postponed show, weeks after the payment): `order_id`,
+    /// optionally `basket_id` (default: its first ticket neither refunded nor cancelled) and
+    /// `bump_updated_at` (default true: whether the order's `updated_at` moves).
+    fn late_refund(&self, body: &Value) -> Resp {
+        let Some(id) = body.get("order_id").and_then(Value::as_u64) else {
+            return Resp::json(400, &json!({"error": "`order_id` is required"}));
+        };
+        let now = self.now();
+        let Some(order) = self.data.qtickets.visible(now).iter().find(|o| o.id == id) else {
+            return Resp::json(404, &json!({"error": format!("no order {id}")}));
+        };
+        let view = order.view(now, self.data.qtickets.refunds_bump());
+        if view.payed_at.is_none() || view.deleted_at.is_some() {
+            return Resp::json(409, &json!({"error": format!("order {id} is not paid")}));
+        }
+        let refundable = |b: &&qtickets::Basket| {
+            b.refund(now, true).is_none() && order.basket_cancelled_at(b, view.payed_at).is_none()
+        };
+        let wanted = body.get("basket_id").and_then(Value::as_u64);
+        let Some(basket) = order
+            .baskets
+            .iter()
+            .filter(refundable)
+            .find(|b| wanted.is_none_or(|w| b.id == w))
+        else {
+            return Resp::json(
+                409,
+                &json!({"error": format!("order {id} has no ticket to refund")}),
+            );
+        };
+        let refund = qtickets::LateRefund {
+            at: now,
+            cents: basket.price_cents * i64::from(self.data.qtickets.quantity(order, basket)),
+            bumps: body
+                .get("bump_updated_at")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+        };
+        match basket.late_refund.set(refund) {
+            Ok(()) => Resp::json(200, &json!({"ok": true, "basket_id": basket.id})),
+            Err(_) => Resp::json(409, &json!({"error": "refunded already"})),
+        }
+    }
+
     pub fn now(&self) -> i64 {
         self.start + self.clock_offset.load(Ordering::Relaxed)
     }
@@ -599,6 +643,30 @@ impl Sandbox {
                 if let Some(mode) = body.get("qtickets_date_filters").and_then(Value::as_str) {
                     state.qtickets_date_filters = mode != "ignored";
                 }
+                if let Some(b) = body
+                    .get("qtickets_refunds_bump_updated_at")
+                    .and_then(Value::as_bool)
+                {
+                    self.data.qtickets.refunds_bump.store(b, Ordering::Relaxed);
+                }
+                if let Some(list) = body.get("qtickets_shapes").and_then(Value::as_array) {
+                    let mut bits = 0u8;
+                    for name in list {
+                        match qtickets::SHAPES
+                            .iter()
+                            .find(|(n, _)| Some(*n) == name.as_str())
+                        {
+                            Some((_, bit)) => bits |= bit,
+                            None => {
+                                return Resp::json(
+                                    400,
+                                    &json!({"error": format!("unknown shape {name}; known: {:?}", qtickets::SHAPES.iter().map(|(n, _)| n).collect::<Vec<_>>())}),
+                                );
+                            }
+                        }
+                    }
+                    self.data.qtickets.shapes.store(bits, Ordering::Relaxed);
+                }
                 if let Some(mode) = body.get("qtickets_paging").and_then(Value::as_str) {
                     state.qtickets_paging = mode != "missing";
                 }
@@ -688,6 +756,7 @@ impl Sandbox {
             }
             ("GET", "/qtickets/orders") => Resp::json(200, &Value::Array(self.qtickets_orders())),
             ("POST", "/qtickets/payment") => self.change_payment(&body),
+            ("POST", "/qtickets/refund") => self.late_refund(&body),
             ("GET", "/telegram/messages") => {
                 Resp::json(200, &json!(self.state().telegram_messages))
             }

@@ -99,6 +99,31 @@ pub struct Basket {
     pub refunded_at: Option<i64>,
     pub refund_cents: i64,
     pub barcode: String,
+    /// A refund a test scripted (`POST /_sandbox/qtickets/refund`), weeks after the payment
+    /// perhaps (a postponed show). Once per basket.
+    pub late_refund: OnceLock<LateRefund>,
+}
+
+/// From `at` on (sandbox time) the basket is refunded for `cents`; `bumps`: whether that
+/// moved the order's `updated_at` (not documented either way).
+#[derive(Debug, Clone, Copy)]
+pub struct LateRefund {
+    pub at: i64,
+    pub cents: i64,
+    pub bumps: bool,
+}
+
+impl Basket {
+    /// The refund visible at `now`: (when, amount, whether it moved the order's
+    /// `updated_at`). `generated_bumps`: whether the generated refunds move it.
+    pub fn refund(&self, now: i64, generated_bumps: bool) -> Option<(i64, i64, bool)> {
+        if let Some(r) = self.late_refund.get().filter(|r| r.at <= now) {
+            return Some((r.at, r.cents, r.bumps));
+        }
+        self.refunded_at
+            .filter(|t| *t <= now)
+            .map(|t| (t, self.refund_cents, generated_bumps))
+    }
 }
 
 pub struct Order {
@@ -139,7 +164,8 @@ impl Order {
             .then_some(paid_at + 3600)
     }
 
-    pub fn view(&self, now: i64) -> OrderView {
+    /// `refunds_bump`: whether the generated refunds move `updated_at` ([`QData::refunds_bump`]).
+    pub fn view(&self, now: i64, refunds_bump: bool) -> OrderView {
         let change = self.payment_change.get().filter(|c| c.at <= now);
         let payed_at = change
             .map_or(self.payed_at, |c| c.payed_at)
@@ -148,8 +174,9 @@ impl Order {
         let refunds = self
             .baskets
             .iter()
-            .filter_map(|b| b.refunded_at)
-            .filter(|t| *t <= now);
+            .filter_map(|b| b.refund(now, refunds_bump))
+            .filter(|(_, _, bumps)| *bumps)
+            .map(|(t, _, _)| t);
         let cancellations = self
             .baskets
             .iter()
@@ -175,8 +202,25 @@ impl Order {
     }
 }
 
+/// Shapes the real service has been seen (or might be) sending besides the documented ones,
+/// by name and bit: seats nested by zone (the original client handled `{zone: {seats}}`),
+/// every 97th order without `baskets`, the first event without `shows`, every 53rd basket's
+/// `quantity` as text.
+pub const SHAPES: &[(&str, u8)] = &[
+    ("nested_seats", 1),
+    ("order_without_baskets", 2),
+    ("event_without_shows", 4),
+    ("quantity_as_text", 8),
+];
+
 pub struct QData {
     pub city_offsets: bool,
+    /// Whether the generated refunds move their order's `updated_at` (`/_sandbox/config
+    /// {"qtickets_refunds_bump_updated_at": false}`): the docs do not say, so both must load.
+    pub refunds_bump: std::sync::atomic::AtomicBool,
+    /// Shapes other than the documented ones, switched on by `/_sandbox/config
+    /// {"qtickets_shapes": [...]}` ([`SHAPES`]).
+    pub shapes: std::sync::atomic::AtomicU8,
     pub events: Vec<Event>,
     /// Sorted by `created` and `id` alike.
     pub orders: Vec<Order>,
@@ -327,6 +371,7 @@ impl QData {
                         refunded_at,
                         refund_cents,
                         barcode: format!("{:012}", rng.next_u64() % 1_000_000_000_000),
+                        late_refund: OnceLock::new(),
                     });
                     basket_id += 1;
                 }
@@ -365,7 +410,17 @@ impl QData {
             events,
             orders,
             city_offsets: cfg.qtickets_city_offsets,
+            refunds_bump: std::sync::atomic::AtomicBool::new(true),
+            shapes: std::sync::atomic::AtomicU8::new(0),
         }
+    }
+
+    pub fn shape(&self, bit: u8) -> bool {
+        self.shapes.load(std::sync::atomic::Ordering::Relaxed) & bit != 0
+    }
+
+    pub fn refunds_bump(&self) -> bool {
+        self.refunds_bump.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Tickets in a basket: 2 or 3 for every third basket of a general-admission zone (one
@@ -549,7 +604,7 @@ struct BasketOut {
     price: Money,
     original_price: Money,
     discount_value: Money,
-    quantity: u32,
+    quantity: Value,
     barcode: Option<String>,
     checked_at: Option<Iso>,
     created_at: Iso,
@@ -597,7 +652,8 @@ pub struct OrderOut<'a> {
     integrations: Loose,
     reserved: Loose,
     refunds: Vec<RefundOut>,
-    baskets: Vec<BasketOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baskets: Option<Vec<BasketOut>>,
     payment_method: &'static str,
     card_mask: &'static str,
     promo_code: Option<()>,
@@ -617,7 +673,8 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
     let event = &data.events[order.event];
     let offset = data.offset(event.city);
     let at = |t: i64| Iso(t, offset);
-    let view = order.view(now);
+    let bumps = data.refunds_bump();
+    let view = order.view(now, bumps);
     let paid = view.payed_at.is_some();
     let email = format!("client{}@example.com", order.client_id);
     let phone = format!("+7999{:07}", order.client_id);
@@ -625,7 +682,10 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
         .baskets
         .iter()
         .map(|b| {
-            let refunded_at = b.refunded_at.filter(|t| *t <= now);
+            let refund = b.refund(now, bumps);
+            let refunded_at = refund.map(|(t, _, _)| t);
+            let refund_cents = refund.map_or(0, |(_, c, _)| c);
+            let refund_bumps = refund.is_some_and(|(_, _, bumps)| bumps);
             let show = event
                 .shows
                 .iter()
@@ -641,7 +701,7 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
                 Some(view.updated_at).filter(|_| order.payment_change.get().is_some()),
                 view.payed_at,
                 basket_deleted,
-                refunded_at,
+                refunded_at.filter(|_| refund_bumps),
             ]
             .into_iter()
             .flatten()
@@ -659,23 +719,33 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
                 price: Money(b.price_cents),
                 original_price: Money(b.original_cents),
                 discount_value: Money(b.original_cents - b.price_cents),
-                quantity,
+                quantity: if data.shape(8) && b.id.is_multiple_of(53) {
+                    json!(format!("{quantity} шт."))
+                } else {
+                    json!(quantity)
+                },
                 barcode: paid.then(|| b.barcode.clone()),
                 checked_at: None,
                 created_at: at(order.created),
                 updated_at: at(updated),
                 deleted_at: basket_deleted.map(at),
                 refunded_at: refunded_at.map(at),
-                refunded_amount: refunded_at.map(|_| Money(b.refund_cents)),
+                refunded_amount: refunded_at.map(|_| Money(refund_cents)),
                 ticket_amount: Money(b.price_cents * i64::from(quantity)),
-                service_fee_amount: Money(0),
+                // The buyer's service fee, on top of the ticket price (undocumented: every
+                // fourth basket carries one, so a loader that adds it to revenue is caught).
+                service_fee_amount: Money(if b.id.is_multiple_of(4) {
+                    b.price_cents * i64::from(quantity) * 7 / 100
+                } else {
+                    0
+                }),
                 refunded_deduction_amount: Money(
-                    refunded_at.map_or(0, |_| b.price_cents * i64::from(quantity) - b.refund_cents),
+                    refunded_at.map_or(0, |_| b.price_cents * i64::from(quantity) - refund_cents),
                 ),
                 refunds: refunded_at
                     .map(|t| RefundOut {
                         basket_id: b.id,
-                        amount: Money(b.refund_cents),
+                        amount: Money(refund_cents),
                         created_at: Some(at(t)),
                     })
                     .into_iter()
@@ -690,11 +760,12 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
     let refunds = order
         .baskets
         .iter()
-        .filter(|b| b.refunded_at.is_some_and(|t| t <= now))
-        .map(|b| RefundOut {
-            basket_id: b.id,
-            amount: Money(b.refund_cents),
-            created_at: b.refunded_at.map(at),
+        .filter_map(|b| {
+            b.refund(now, bumps).map(|(t, cents, _)| RefundOut {
+                basket_id: b.id,
+                amount: Money(cents),
+                created_at: Some(at(t)),
+            })
         })
         .collect();
     // `price` is per ticket: the order's is Σ price × quantity.
@@ -746,7 +817,7 @@ pub fn order_out<'a>(data: &QData, order: &'a Order, now: i64) -> OrderOut<'a> {
             _ => Loose::Bool(!paid && view.deleted_at.is_none()),
         },
         refunds,
-        baskets,
+        baskets: (!(data.shape(2) && order.id.is_multiple_of(97))).then_some(baskets),
         payment_method: "card",
         card_mask: "427600******1234",
         promo_code: None,
@@ -837,7 +908,7 @@ fn event_json(data: &QData, event: &Event) -> Value {
     } else {
         json!(event.name)
     };
-    json!({
+    let mut out = json!({
         "id": event.id,
         "name": name,
         "is_active": u8::from(event.is_active),
@@ -848,7 +919,35 @@ fn event_json(data: &QData, event: &Event) -> Value {
         "created_at": iso(event.created, off),
         "deleted_at": opt_time(event.deleted_at, off),
         "shows": shows,
-    })
+    });
+    if data.shape(4) && data.events.first().is_some_and(|e| e.id == event.id) {
+        out.as_object_mut().expect("an object").remove("shows");
+    }
+    out
+}
+
+/// [`seats_json`], or nested by zone (`{"<zone id>": {"id", "name", "seats": {...}}}`) when
+/// the `nested_seats` shape is on.
+pub fn seats_answer(data: &QData, seed: u64, show: &Show) -> Value {
+    let flat = seats_json(seed, show);
+    if !data.shape(1) {
+        return flat;
+    }
+    let mut zones = serde_json::Map::new();
+    for zone in &show.zones {
+        let seats: serde_json::Map<String, Value> = flat["data"]
+            .as_object()
+            .expect("flat seats")
+            .iter()
+            .filter(|(_, s)| s["zone_id"] == json!(zone.id))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        zones.insert(
+            zone.id.to_string(),
+            json!({"id": zone.id, "name": zone.name, "seats": seats}),
+        );
+    }
+    json!({"data": zones})
 }
 
 /// Seats of a show, flat: `{"<seat_id>": Seat}`. Seated zones have one entry per seat,
@@ -1127,7 +1226,7 @@ pub fn handle(sb: &Sandbox, req: &Req, path: &str) -> Resp {
             None => not_found("Client", id),
         },
         ["shows", id, "seats"] => match id.parse::<u64>().ok().and_then(|id| data.show(id)) {
-            Some((_, show)) => Resp::json(200, &seats_json(sb.config.seed, show)),
+            Some((_, show)) => Resp::json(200, &seats_answer(data, sb.config.seed, show)),
             None => qt_error(404, "RESOURCE_NOT_FOUND", "Resource \"Show\" not found"),
         },
         ["shows", id, "barcodes"] => match id.parse::<u64>().ok() {
@@ -1135,7 +1234,7 @@ pub fn handle(sb: &Sandbox, req: &Req, path: &str) -> Resp {
                 let list: Vec<Value> = data
                     .visible(now)
                     .iter()
-                    .filter(|o| o.view(now).payed_at.is_some())
+                    .filter(|o| o.view(now, data.refunds_bump()).payed_at.is_some())
                     .flat_map(|o| o.baskets.iter().filter(move |b| b.show_id == show_id))
                     .map(|b| json!({"barcode": b.barcode, "basket_id": b.id, "checked_at": Value::Null}))
                     .collect();
@@ -1232,7 +1331,7 @@ fn list_orders(sb: &Sandbox, body: &Value, now: i64) -> Resp {
     }
     let mut hits: Vec<(&Order, OrderView)> = Vec::new();
     for order in candidates {
-        let view = order.view(now);
+        let view = order.view(now, data.refunds_bump());
         match matches(order, &view, data, &conds, honour_dates) {
             Ok(true) => hits.push((order, view)),
             Ok(false) => {}

@@ -216,6 +216,25 @@ impl QTickets {
         anyhow::bail!("QTickets: the newest order id was not found within 256 requests")
     }
 
+    /// The orders with these ids (at most a page of them), ascending.
+    pub async fn orders_with_ids(&self, ids: &[u64]) -> anyhow::Result<Vec<Value>> {
+        let page = self
+            .page(
+                "/orders",
+                &json!({"where": [{"column": "id", "operator": "in", "value": ids}], "orderBy": {"id": "asc"}, "page": 1}),
+            )
+            .await?;
+        if let Some(bad) = page
+            .data
+            .iter()
+            .filter_map(|o| o.get("id").and_then(Value::as_u64))
+            .find(|id| !ids.contains(id))
+        {
+            anyhow::bail!("QTickets ignored the `id in` filter (order {bad} was not asked for)");
+        }
+        Ok(page.data)
+    }
+
     /// The first order with `id >= id`, as (id, created_at text).
     async fn first_from(&self, id: u64) -> anyhow::Result<Option<(u64, String)>> {
         let page = self.orders_after(id.saturating_sub(1), None, &[]).await?;

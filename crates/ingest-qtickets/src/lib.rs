@@ -74,9 +74,20 @@ pub struct QTicketsArgs {
     #[arg(long, env = "QTICKETS_BACKFILL_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub qtickets_backfill_days: u32,
 
-    /// Overlap subtracted from the `updated_at` watermark, in minutes.
-    #[arg(long, env = "QTICKETS_OVERLAP_MINUTES", default_value_t = 60)]
+    /// Overlap subtracted from the `updated_at` watermark, in minutes (at most a week).
+    #[arg(long, env = "QTICKETS_OVERLAP_MINUTES", default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=10_080))]
     pub qtickets_overlap_minutes: u32,
+
+    /// Refund sweep: the paid orders of shows still ahead, or past by at most this many days,
+    /// are read again every `QTICKETS_SWEEP_HOURS`, so that a refund that does not move an
+    /// order's `updated_at` (a postponed show, weeks after the payment) is counted too.
+    #[arg(long, env = "QTICKETS_SWEEP_DAYS_AFTER_SHOW", default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=365))]
+    pub qtickets_sweep_days_after_show: u32,
+
+    /// Hours between refund sweeps (0: never sweep). The default sweeps once a night or so,
+    /// inside an ordinary run and its time budget.
+    #[arg(long, env = "QTICKETS_SWEEP_HOURS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=720))]
+    pub qtickets_sweep_hours: u32,
 
     /// When the server ignores date filters: days of orders re-read every run to see
     /// cancellations and refunds.
@@ -225,6 +236,8 @@ pub struct Loader<'a> {
     stopped_after: Option<u64>,
     /// Orders staged, live on a terminal (a backfill takes a while); nothing under systemd.
     progress: zakaz_core::progress::Progress,
+    /// What the vendor sent in an unexpected shape (named, counted, the rest loaded).
+    warnings: Vec<String>,
 }
 
 impl<'a> Loader<'a> {
@@ -256,7 +269,14 @@ impl<'a> Loader<'a> {
             budget_ends: Instant::now() + Duration::from_secs(args.qtickets_time_budget_secs),
             stopped_after: None,
             progress: zakaz_core::progress::Progress::counter("QTickets", "orders"),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Note a shape the vendor should not have sent: logged, counted, named in the message.
+    fn warn(&mut self, warning: String) {
+        tracing::warn!("{warning}");
+        self.warnings.push(warning);
     }
 
     /// The time budget is spent, and this run has something to stage (so every run makes
@@ -277,9 +297,12 @@ impl<'a> Loader<'a> {
         let mut events = Vec::with_capacity(event_rows.len());
         let mut shows: Vec<ShowRef> = Vec::new();
         for e in &event_rows {
-            let (row, s) = transform_event(e, self.loaded_at, now)?;
+            let (row, s, warnings) = transform_event(e, self.loaded_at, now)?;
             events.push(row);
             shows.extend(s);
+            for w in warnings {
+                self.warn(w);
+            }
         }
         if !self.dry() {
             self.ch.insert_all("dim_events", &events).await?;
@@ -306,6 +329,11 @@ impl<'a> Loader<'a> {
             self.touched.extend(carried);
         }
         let mode = self.fetch_orders(previous).await?;
+        let sweep = if self.dry() || self.window.is_some() {
+            None
+        } else {
+            self.sweep_if_due(mode, &event_rows, now).await?
+        };
 
         let dates_recomputed = if self.dry() {
             self.touched.len()
@@ -330,6 +358,7 @@ impl<'a> Loader<'a> {
             },
             started_at,
         );
+        let inventory_warnings = inventory_failures.len();
         let metrics = Metrics::new()
             .with("mode", mode.name())
             .with("orders", self.orders)
@@ -342,7 +371,13 @@ impl<'a> Loader<'a> {
             )
             .with("inventory_shows", inventory_shows)
             .with("inventory_failed_shows", inventory_failures.len())
-            .with(zakaz_core::journal::WARNINGS, inventory_failures.len())
+            .with("shape_warnings", self.warnings.len())
+            .with(
+                zakaz_core::journal::WARNINGS,
+                inventory_warnings + self.warnings.len(),
+            )
+            .with(SWEPT_AT, sweep.map_or(0, |(at, _)| at))
+            .with("sweep_orders", sweep.map_or(0, |(_, n)| n))
             .with("http_requests", self.api.requests_made())
             .with("watermark_updated_at", watermark.map(|w| w.updated_at))
             .with("max_order_id", watermark.map(|w| w.max_order_id))
@@ -367,6 +402,22 @@ impl<'a> Loader<'a> {
                 }
             ));
         }
+        if let Some((_, n)) = sweep {
+            message.push_str(&format!(
+                "; refund sweep re-read {n} order(s) of shows not yet past"
+            ));
+        }
+        if !self.warnings.is_empty() {
+            const SHOWN: usize = 5;
+            let mut shown = self.warnings[..self.warnings.len().min(SHOWN)].join("; ");
+            if self.warnings.len() > SHOWN {
+                shown.push_str(&format!("; and {} more", self.warnings.len() - SHOWN));
+            }
+            message.push_str(&format!(
+                "; {} unexpected shape(s), loaded as noted: {shown}",
+                self.warnings.len()
+            ));
+        }
         // Inventory is best-effort: a show whose seats keep failing must not turn a run that
         // loaded every sale into an error (which would hold the watermark back). The run is
         // `ok` with a warning, which alerts and the healthcheck report on their own.
@@ -379,6 +430,7 @@ impl<'a> Loader<'a> {
         }
         if self.dry() {
             message = format!("dry run, nothing written: would write {message}");
+            message.push_str(&format!("\n  {REVENUE_RULE}"));
             let cities: HashMap<u64, String> = events
                 .iter()
                 .map(|e: &EventRow| (e.event_id, e.city.clone()))
@@ -651,7 +703,10 @@ impl<'a> Loader<'a> {
         let mut tickets: Vec<TicketRow> = Vec::with_capacity(batch.len() * 2);
         let mut dates: BTreeSet<NaiveDate> = BTreeSet::new();
         let mut sale_dates: Vec<SaleDateRow> = Vec::new();
-        for t in batch {
+        for mut t in batch {
+            for w in std::mem::take(&mut t.warnings) {
+                self.warn(w);
+            }
             dates.extend(t.sales_date);
             sale_dates.extend(t.sales_date.map(|d| SaleDateRow {
                 sales_date: zakaz_core::time::ch_date(d),
@@ -706,23 +761,15 @@ impl<'a> Loader<'a> {
 
     /// Capacity, sold and free seats of every upcoming active show. A show that fails is
     /// named in the returned list, never skipped silently.
-    async fn inventory(&self, shows: &[ShowRef]) -> anyhow::Result<(usize, Vec<String>)> {
+    async fn inventory(&mut self, shows: &[ShowRef]) -> anyhow::Result<(usize, Vec<String>)> {
         let mut rows = Vec::new();
         let mut failures = Vec::new();
         for show in shows {
             match self.api.seats(show.show_id).await {
                 Ok(seats) => {
-                    let (mut capacity, mut sold, mut free) = (0u64, 0u64, 0u64);
-                    let list: Vec<&Value> = match &seats {
-                        Value::Object(m) => m.values().collect(),
-                        Value::Array(a) => a.iter().collect(),
-                        _ => Vec::new(),
-                    };
-                    for seat in list {
-                        let n = |k: &str| seat.get(k).and_then(Value::as_u64).unwrap_or(0);
-                        capacity += n("max_quantity");
-                        sold += n("payed_quantity");
-                        free += n("free_quantity");
+                    let (capacity, sold, free, warnings) = model::count_seats(show.show_id, &seats);
+                    for w in warnings {
+                        self.warn(w);
                     }
                     rows.push(InventoryRow {
                         snapshot_at: self.loaded_at,
@@ -754,6 +801,104 @@ impl<'a> Loader<'a> {
             self.ch.insert_all("fact_qtickets_inventory", &rows).await?;
         }
         Ok((rows.len(), failures))
+    }
+}
+
+/// How ticket money becomes revenue (docs/architecture.md, "Ticket money"; the vendor's
+/// documentation settles `price` but not `ticket_amount` or `service_fee_amount`).
+pub const REVENUE_RULE: &str = "revenue rule: revenue = Σ basket `price` × `quantity` of paid tickets; \
+refunds = Σ `refunded_amount`; net = revenue − refunds; `service_fee_amount` (the buyer's fee) \
+and `ticket_amount` are not used";
+
+/// The journal metric of the last refund sweep (Unix seconds of the run's clock; 0: none).
+const SWEPT_AT: &str = "swept_at";
+
+/// Orders asked for at once by id (the server's order page size).
+const ORDERS_PER_PAGE: usize = 50;
+
+impl Loader<'_> {
+    /// The refund sweep, when it is due: (when, orders re-read), or `None` when it was not
+    /// due or the time budget ran out first (the next run tries again). A complete backfill
+    /// counts as one: it has just read every order.
+    async fn sweep_if_due(
+        &mut self,
+        mode: Mode,
+        events: &[Value],
+        now: i64,
+    ) -> anyhow::Result<Option<(u64, usize)>> {
+        let every = i64::from(self.args.qtickets_sweep_hours) * 3600;
+        if every == 0 || self.stopped_after.is_some() {
+            return Ok(None);
+        }
+        let now_u = now.max(0) as u64;
+        if mode == Mode::Backfill {
+            return Ok(Some((now_u, 0)));
+        }
+        let last: u64 = self
+            .ch
+            .read("last refund sweep", |c| async move {
+                c.query(
+                    "SELECT max(visitParamExtractUInt(metrics, ?)) FROM meta_job_runs WHERE job = ? AND status = 'ok'",
+                )
+                .bind(SWEPT_AT)
+                .bind(JOB)
+                .fetch_one::<u64>()
+                .await
+            })
+            .await?;
+        if (now_u as i64) - (last as i64) < every {
+            return Ok(None);
+        }
+        let horizon = now - i64::from(self.args.qtickets_sweep_days_after_show) * 86_400;
+        let shows: Vec<String> = events
+            .iter()
+            .flat_map(model::show_starts)
+            .filter(|(_, start)| start.is_none_or(|t| t >= horizon))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if shows.is_empty() {
+            return Ok(Some((now_u, 0)));
+        }
+        // Paid tickets neither refunded nor cancelled yet: those a refund can still reach.
+        let sql = format!(
+            "SELECT DISTINCT order_id FROM stg_qtickets_tickets FINAL \
+             WHERE show_id IN ({}) AND is_paid = 1 AND is_refunded = 0 AND is_cancelled = 0 ORDER BY order_id",
+            shows.join(",")
+        );
+        let sql = sql.as_str();
+        let ids: Vec<u64> = self
+            .ch
+            .read("orders of shows not yet past", |c| async move {
+                c.query(sql).fetch_all::<u64>().await
+            })
+            .await?;
+        tracing::info!(
+            orders = ids.len(),
+            shows = shows.len(),
+            "refund sweep: reading the orders of shows not yet past again"
+        );
+        let mut batch = Vec::new();
+        for chunk in ids.chunks(ORDERS_PER_PAGE) {
+            if self.out_of_time(batch.len()) {
+                tracing::warn!(
+                    "refund sweep stopped at the time budget (`QTICKETS_TIME_BUDGET_SECS`): the next run sweeps again"
+                );
+                self.stage(batch).await?;
+                return Ok(None);
+            }
+            for raw in self.api.orders_with_ids(chunk).await? {
+                batch.push(transform_order(
+                    &raw,
+                    self.loaded_at,
+                    self.args.qtickets_client_hash_salt.as_ref(),
+                )?);
+            }
+            if batch.len() >= self.stage_batch() {
+                self.stage(std::mem::take(&mut batch)).await?;
+            }
+        }
+        self.stage(batch).await?;
+        Ok(Some((now_u, ids.len())))
     }
 }
 

@@ -182,6 +182,9 @@ pub struct Transformed {
     pub tickets: Vec<TicketRow>,
     /// Moscow date of payment: the sales date.
     pub sales_date: Option<chrono::NaiveDate>,
+    /// Fields in a shape the API should not send, each named with its order and what was
+    /// made of it (the run stays `ok`, with warnings).
+    pub warnings: Vec<String>,
 }
 
 pub fn transform_order(
@@ -219,14 +222,41 @@ pub fn transform_order(
     };
     let paid = payed && payed_at.is_some();
     let cancelled = deleted_at.is_some();
-    let baskets = field(v, "baskets").as_array().cloned().unwrap_or_default();
+    let mut warnings = Vec::new();
+    let baskets = match field(v, "baskets") {
+        Value::Array(list) => list.as_slice(),
+        other => {
+            warnings.push(format!(
+                "{what}: `baskets` is {}, not a list: no tickets counted for it",
+                shape(other)
+            ));
+            &[]
+        }
+    };
     let mut tickets = Vec::with_capacity(baskets.len());
-    for b in &baskets {
+    for b in baskets {
         let basket_id = id(b, "id", &what)?;
         let bwhat = format!("{what} basket {basket_id}");
         let refunded_at = timestamp(b, "refunded_at", &bwhat)?;
         let basket_deleted = timestamp(b, "deleted_at", &bwhat)?;
-        let quantity = field(b, "quantity").as_u64().unwrap_or(1) as u32;
+        // One ticket per basket in every documented example; anything else is said aloud.
+        let quantity = match zakaz_core::loose::uint(field(b, "quantity")) {
+            Ok(Some(q)) if q <= u64::from(MAX_QUANTITY) => q as u32,
+            Ok(Some(q)) => {
+                warnings.push(format!(
+                    "{bwhat}: `quantity` {q} is implausible: taken as 1"
+                ));
+                1
+            }
+            Ok(None) => {
+                warnings.push(format!("{bwhat}: no `quantity`: taken as 1"));
+                1
+            }
+            Err(e) => {
+                warnings.push(format!("{bwhat}: `quantity` {e}: taken as 1"));
+                1
+            }
+        };
         tickets.push(TicketRow {
             basket_id,
             order_id,
@@ -287,7 +317,83 @@ pub fn transform_order(
         order,
         tickets,
         sales_date: payed_at.filter(|_| payed).map(|t| moscow_date(&t)),
+        warnings,
     })
+}
+
+/// More tickets than this in one basket is a shape error, not a sale.
+const MAX_QUANTITY: u32 = 10_000;
+
+/// What a JSON value is, for a warning (never the whole of it).
+fn shape(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "missing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Seats of one show as the API sends them: flat (`{"<seat id>": Seat}` or a list) or
+/// nested by zone (`{"<zone>": {"seats": {...}}}`, as the original client saw). Returns
+/// (capacity, sold, free) from the seats' quantities and a warning for every shape other
+/// than flat.
+pub fn count_seats(show_id: u64, seats: &Value) -> (u64, u64, u64, Vec<String>) {
+    let mut totals = (0u64, 0u64, 0u64);
+    let mut warnings = Vec::new();
+    let mut nested = false;
+    let mut odd = 0usize;
+    fn entries(v: &Value) -> Vec<&Value> {
+        match v {
+            Value::Object(m) => m.values().collect(),
+            Value::Array(a) => a.iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+    // Bounded: a zone holds seats, never zones.
+    for entry in entries(seats) {
+        if entry.get("max_quantity").is_some() {
+            add_seat(entry, &mut totals, &mut odd);
+        } else if let Some(inner) = entry.get("seats") {
+            nested = true;
+            for seat in entries(inner) {
+                add_seat(seat, &mut totals, &mut odd);
+            }
+        } else {
+            odd += 1;
+        }
+    }
+    if nested {
+        warnings.push(format!(
+            "show {show_id}: seats came nested by zone, not flat: read through the zones"
+        ));
+    }
+    if odd > 0 {
+        warnings.push(format!(
+            "show {show_id}: {odd} seat entr(y/ies) without a number in `max_quantity`, `payed_quantity` or `free_quantity`: counted as 0"
+        ));
+    }
+    if !seats.is_object() && !seats.is_array() {
+        warnings.push(format!(
+            "show {show_id}: seats are {}, not seats: counted as none",
+            shape(seats)
+        ));
+    }
+    (totals.0, totals.1, totals.2, warnings)
+}
+
+fn add_seat(seat: &Value, totals: &mut (u64, u64, u64), odd: &mut usize) {
+    let n = |k: &str| zakaz_core::loose::uint(field(seat, k));
+    match (n("max_quantity"), n("payed_quantity"), n("free_quantity")) {
+        (Ok(Some(max)), Ok(sold), Ok(free)) => {
+            totals.0 += max;
+            totals.1 += sold.unwrap_or(0);
+            totals.2 += free.unwrap_or(0);
+        }
+        _ => *odd += 1,
+    }
 }
 
 /// An event name: a string, or an object keyed by locale (Russian first).
@@ -304,11 +410,12 @@ pub fn event_name(v: &Value) -> String {
     }
 }
 
+/// An event's row, its shows worth an inventory snapshot, and warnings about its shape.
 pub fn transform_event(
     v: &Value,
     loaded_at: u32,
     now: i64,
-) -> anyhow::Result<(EventRow, Vec<ShowRef>)> {
+) -> anyhow::Result<(EventRow, Vec<ShowRef>, Vec<String>)> {
     let event_id = id(v, "id", "event")?;
     let what = format!("event {event_id}");
     let city = field(v, "city");
@@ -321,8 +428,18 @@ pub fn transform_event(
     let active = flag(field(v, "is_active")) && !deleted;
     let mut starts = Vec::new();
     let mut shows = Vec::new();
-    let list = field(v, "shows").as_array().cloned().unwrap_or_default();
-    for s in &list {
+    let mut warnings = Vec::new();
+    let list = match field(v, "shows") {
+        Value::Array(list) => list.as_slice(),
+        other => {
+            warnings.push(format!(
+                "{what}: `shows` is {}, not a list: its dates and inventory are unknown",
+                shape(other)
+            ));
+            &[]
+        }
+    };
+    for s in list {
         let show_id = id(s, "id", &what)?;
         let start = ch(timestamp(s, "start_date", &what)?);
         starts.extend(start);
@@ -359,7 +476,27 @@ pub fn transform_event(
             _version: u64::from(loaded_at),
         },
         shows,
+        warnings,
     ))
+}
+
+/// Every show of an event with its start (Unix seconds; `None` when not given): what the
+/// refund sweep chooses from. Shapes were checked by [`transform_event`].
+pub fn show_starts(event: &Value) -> Vec<(u64, Option<i64>)> {
+    field(event, "shows")
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| {
+            let id = zakaz_core::loose::uint(field(s, "id")).ok().flatten()?;
+            let start = field(s, "start_date")
+                .as_str()
+                .and_then(|t| parse_offset_timestamp(t).ok())
+                .map(|t| t.timestamp());
+            Some((id, start))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -503,7 +640,8 @@ mod tests {
             "city": {"id": 3, "name": "Новосибирск", "timezone": "Asia/Novosibirsk"}, "deleted_at": null,
             "shows": [{"id": 5, "is_active": 1, "start_date": "2030-01-01T19:00:00+07:00", "deleted_at": null},
                       {"id": 6, "is_active": 1, "start_date": "2020-01-01T19:00:00+07:00", "deleted_at": null}]});
-        let (row, shows) = transform_event(&e, 1, 1_700_000_000).unwrap();
+        let (row, shows, warnings) = transform_event(&e, 1, 1_700_000_000).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(row.name, "Щелкунчик");
         assert_eq!(row.city_timezone, "Asia/Novosibirsk");
         assert_eq!(row.shows, 2);

@@ -514,6 +514,10 @@ async fn dry_run_prints_and_writes_nothing() {
         "{stdout}"
     );
     assert!(stdout.contains("(from fetched orders only)"), "{stdout}");
+    assert!(
+        stdout.contains("revenue rule: revenue = Σ basket `price` × `quantity`"),
+        "{stdout}"
+    );
     for table in [
         "stg_qtickets_orders",
         "stg_qtickets_tickets",
@@ -707,4 +711,138 @@ async fn no_order_listing_goes_out_unfiltered_in_any_mode() {
         let conditions = body["where"].as_array().map_or(0, Vec::len);
         assert!(conditions > 0, "an unfiltered order listing was sent: {r}");
     }
+}
+
+/// A paid order paid before `before` (Unix seconds) with a ticket still to refund.
+fn refundable_order(env: &Env, before: i64) -> u64 {
+    env.sandbox
+        .sandbox()
+        .qtickets_orders()
+        .iter()
+        .filter(|o| o["payed"] == true && o["deleted_at"].is_null())
+        .filter(|o| {
+            chrono::DateTime::parse_from_rfc3339(o["payed_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp()
+                < before
+        })
+        .find(|o| {
+            o["baskets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["refunded_at"].is_null() && b["deleted_at"].is_null())
+        })
+        .map(|o| o["id"].as_u64().unwrap())
+        .expect("an order paid long ago with a ticket to refund")
+}
+
+#[tokio::test]
+async fn the_refund_sweep_finds_a_refund_forty_days_late_that_never_moved_updated_at() {
+    let env = Env::with(api_sandbox::SandboxConfig {
+        days: 60,
+        ..Default::default()
+    })
+    .await;
+    env.run_ok(&[]);
+    // A show was postponed: a ticket paid more than 40 days ago is refunded now, and the
+    // order's `updated_at` does not move.
+    let now = env.sandbox.sandbox().now();
+    let order = refundable_order(&env, now - 40 * 86_400);
+    env.control(
+        "/qtickets/refund",
+        json!({"order_id": order, "bump_updated_at": false}),
+    );
+    env.control("/advance", json!({"hours": 1}));
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("mode updated_since"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("refund sweep"), "not due yet");
+    assert_ne!(
+        env.facts(),
+        env.expected(),
+        "an incremental run cannot see such a refund"
+    );
+    // Within a day the sweep reads the orders of shows not yet past again.
+    env.control("/advance", json!({"hours": 20}));
+    let out = env.run_ok(&[]);
+    assert!(stderr(&out).contains("refund sweep"), "{}", stderr(&out));
+    assert_eq!(env.facts(), env.expected());
+    let swept = env.query(
+        "SELECT count() FROM {db}.meta_job_runs WHERE visitParamExtractUInt(metrics, 'sweep_orders') > 0",
+    );
+    assert_eq!(swept, "1\n");
+    let refunded = env.query(&format!(
+        "SELECT max(is_refunded) FROM {{db}}.stg_qtickets_tickets FINAL WHERE order_id = {order}"
+    ));
+    assert_eq!(refunded, "1\n");
+}
+
+#[tokio::test]
+async fn refunds_that_never_move_updated_at_are_counted_within_a_day() {
+    let env = Env::new().await;
+    env.control(
+        "/config",
+        json!({"qtickets_refunds_bump_updated_at": false}),
+    );
+    env.run_ok(&[]);
+    // A day on: new orders, and refunds of older ones that did not touch `updated_at`.
+    env.control("/advance", json!({"days": 1}));
+    // Without the sweep, an incremental run misses them.
+    let without = env.run(&[], &[("QTICKETS_SWEEP_HOURS", "0")]);
+    assert!(without.status.success(), "{}", stderr(&without));
+    assert_ne!(
+        env.facts(),
+        env.expected(),
+        "refunds the updated_at filter misses"
+    );
+    let out = env.run_ok(&[]);
+    assert!(stderr(&out).contains("refund sweep"), "{}", stderr(&out));
+    assert_eq!(env.facts(), env.expected());
+}
+
+#[tokio::test]
+async fn shapes_the_api_should_not_send_are_warnings_naming_the_field_and_the_rest_loads() {
+    let env = Env::new().await;
+    env.control(
+        "/config",
+        json!({"qtickets_shapes": ["nested_seats", "order_without_baskets", "event_without_shows", "quantity_as_text"]}),
+    );
+    let out = env.run_ok(&[]);
+    let log = stderr(&out);
+    for (what, needle) in [
+        (
+            "an order without baskets",
+            "`baskets` is missing, not a list",
+        ),
+        (
+            "a quantity as text",
+            "`quantity` `1 шт.` is not a non-negative integer: taken as 1",
+        ),
+        ("an event without shows", "`shows` is missing, not a list"),
+        (
+            "seats nested by zone",
+            "seats came nested by zone, not flat",
+        ),
+    ] {
+        assert!(log.contains(needle), "{what}: {log}");
+    }
+    assert!(log.contains("basket ") && log.contains("order "), "{log}");
+    let run = env.query(
+        "SELECT status, visitParamExtractUInt(metrics, 'warnings') > 0, visitParamExtractUInt(metrics, 'shape_warnings') > 0 \
+         FROM {db}.meta_job_runs",
+    );
+    assert_eq!(run, "ok\t1\t1\n");
+    // Every served order is staged, the odd ones included.
+    let staged = env.query("SELECT count() FROM {db}.stg_qtickets_orders FINAL");
+    assert_eq!(
+        staged.trim(),
+        env.sandbox.sandbox().qtickets_orders().len().to_string()
+    );
+    // Nested seats still count: capacity of the shows equals the sandbox's seats.
+    let capacity = env.query("SELECT sum(capacity) > 0 FROM {db}.fact_qtickets_inventory");
+    assert_eq!(capacity, "1\n");
 }
