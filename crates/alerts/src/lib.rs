@@ -95,7 +95,14 @@ struct AlertRow {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let channels = Channels::new(&cli.channels, &cli.http)?;
+    // One alerts run at a time on this host (the periodic check and `--unit-failed` alike):
+    // each reads what was sent, sends, and records it, which must not interleave.
+    let _one_at_a_time = if cli.dry_run {
+        None
+    } else {
+        Some(state_lock(&cli.alerts_state_dir)?)
+    };
+    let channels = Channels::new(&cli.channels, &cli.http, &cli.alerts_state_dir)?;
     if let Some(unit) = cli.unit_failed.clone() {
         return unit_failed(&cli, &channels, &unit).await;
     }
@@ -117,6 +124,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     if cli.dry_run {
+        // A dry run writes nothing, so it does not migrate either: without the schema there
+        // is nothing to check.
+        let version = zakaz_core::schema::current_version(&ch).await?;
+        if version < zakaz_core::schema::latest_version() {
+            return Err(zakaz_core::error::config_error(format!(
+                "database `{}` has schema version {version} of {}: run `manage-timers migrate` first",
+                cli.clickhouse.clickhouse_db,
+                zakaz_core::schema::latest_version()
+            )));
+        }
         let plan = Checker::new(&cli, &ch, &channels).plan().await?;
         for (notice, _) in &plan {
             println!(
@@ -150,6 +167,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     checked.map(|_| ())
+}
+
+/// The lock of the alerts' state directory, held for a run; a directory the service cannot
+/// use is a setting to fix.
+fn state_lock(dir: &std::path::Path) -> anyhow::Result<zakaz_core::state::Lock> {
+    zakaz_core::state::Lock::acquire(&dir.join("alerts")).map_err(|e| {
+        zakaz_core::error::config_error(format!(
+            "{}: the alerts' state directory must exist and be writable by the service's user (`ALERTS_STATE_DIR`, {})",
+            zakaz_core::error::one_line(&e),
+            dir.display()
+        ))
+    })
+}
+
+/// A run's end when a channel rejected a setting: the one line naming it (exit 78).
+fn rejected(deliveries: &[&notify::Delivery]) -> anyhow::Result<()> {
+    let mut settings: Vec<&String> = deliveries
+        .iter()
+        .flat_map(|d| &d.rejected_settings)
+        .collect();
+    settings.dedup();
+    if settings.is_empty() {
+        return Ok(());
+    }
+    Err(zakaz_core::error::config_error(
+        settings
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+    ))
 }
 
 /// Deliver a notice that ClickHouse cannot de-duplicate, de-duplicated by the state file:
@@ -286,8 +334,10 @@ impl<'a> Checker<'a> {
         let plan = self.plan().await?;
         let mut sent = 0;
         let mut failed = 0;
+        let mut deliveries = Vec::new();
         for (notice, change) in &plan {
             let delivery = self.channels.deliver(notice).await;
+            deliveries.push(delivery.clone());
             if delivery.delivered.is_empty() {
                 failed += 1;
                 // A RESOLVED nobody heard is not recorded: the alert stays open and the next
@@ -301,7 +351,13 @@ impl<'a> Checker<'a> {
             }
             record(self.ch, self.cli.clock.clock(), notice, change, &delivery).await?;
         }
-        let message = format!("{} notice(s) sent, {} undelivered", sent, failed);
+        let mut message = format!("{} notice(s) sent, {} undelivered", sent, failed);
+        let mut notes: Vec<&String> = deliveries.iter().flat_map(|d| &d.notes).collect();
+        notes.dedup();
+        for note in notes {
+            message.push_str(&format!("; {note}"));
+        }
+        rejected(&deliveries.iter().collect::<Vec<_>>())?;
         let outcome = Outcome {
             rows: sent as u64,
             message,
@@ -478,6 +534,7 @@ async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Resu
         let delivery =
             deliver_without_clickhouse(cli, channels, &condition.fingerprint, &notice).await;
         if let Some(delivery) = delivery {
+            rejected(&[&delivery])?;
             anyhow::ensure!(
                 !delivery.delivered.is_empty(),
                 "no channel accepted the alert: {}",
@@ -505,6 +562,7 @@ async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Resu
         &delivery,
     )
     .await?;
+    rejected(&[&delivery])?;
     anyhow::ensure!(
         !delivery.delivered.is_empty(),
         "no channel accepted the alert: {}",

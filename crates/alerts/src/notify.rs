@@ -1,5 +1,9 @@
 //! Delivery channels. Any subset may be configured; one failing never stops the others.
+//! A channel that rejects a setting (Telegram 401, an SMTP login refused) is tried no more in
+//! this run and is reported as the setting's fault (the run exits 78).
 
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -85,6 +89,11 @@ pub fn html_escape(s: &str) -> String {
 
 /// The Telegram text: escaped, and cut to the limit without breaking an entity.
 pub fn telegram_text(n: &Notice) -> String {
+    telegram_text_with(n, None)
+}
+
+/// [`telegram_text`] with an operator's note (plain text) after the message.
+pub fn telegram_text_with(n: &Notice, note: Option<&str>) -> String {
     let icon = match n.kind {
         "RESOLVED" => "✅",
         _ if n.severity == "critical" => "🔴",
@@ -92,6 +101,9 @@ pub fn telegram_text(n: &Notice) -> String {
     };
     let head = format!("{icon} <b>{} {}</b>\n", n.kind, html_escape(&n.title));
     let mut body = html_escape(&n.message);
+    if let Some(note) = note {
+        body = format!("⚠️ {}\n\n{body}", html_escape(note));
+    }
     let room = TELEGRAM_LIMIT - head.chars().count();
     if body.chars().count() > room {
         let mut cut: String = body.chars().take(room - 1).collect();
@@ -115,7 +127,10 @@ pub struct Channels {
 struct Telegram {
     http: HttpClient,
     url: String,
-    chat_id: Value,
+    /// Where messages go: `TELEGRAM_CHAT_ID`, or the supergroup it became.
+    chat: Mutex<Chat>,
+    /// Where a migration is remembered (the alerts' state directory).
+    state_dir: PathBuf,
     /// When Telegram's share of this run's time is used up.
     deadline: Instant,
     /// The timeout of one request (`HTTP_TIMEOUT_SECS`), within the deadline.
@@ -128,11 +143,45 @@ struct Email {
     to: Vec<Mailbox>,
 }
 
+/// The chat messages go to.
+#[derive(Debug, Clone)]
+struct Chat {
+    /// As `TELEGRAM_CHAT_ID` says.
+    configured: String,
+    /// The id sent: the configured one, or its supergroup's after a migration.
+    id: Value,
+}
+
+impl Chat {
+    /// What the operator should do, while the setting names a chat that moved.
+    fn stale_setting_note(&self) -> Option<String> {
+        (self.id.to_string() != self.configured).then(|| {
+            format!(
+                "TELEGRAM_CHAT_ID is {}, but that group became the supergroup {}: set TELEGRAM_CHAT_ID={}",
+                self.configured, self.id, self.id
+            )
+        })
+    }
+}
+
+/// The record of a migrated chat in the state directory.
+const CHAT_FILE: &str = "telegram-chat.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChatRecord {
+    configured: String,
+    migrated_to: i64,
+}
+
 /// The outcome of one delivery: which channels took it, which failed and why.
 #[derive(Debug, Default, Clone)]
 pub struct Delivery {
     pub delivered: Vec<&'static str>,
     pub errors: Vec<String>,
+    /// Settings a channel rejected (one line each, naming the setting): the run exits 78.
+    pub rejected_settings: Vec<String>,
+    /// What the operator should know (a chat that moved).
+    pub notes: Vec<String>,
 }
 
 /// How a Telegram send ended.
@@ -144,7 +193,8 @@ enum Sent {
 }
 
 impl Channels {
-    pub fn new(args: &ChannelArgs, http: &HttpArgs) -> anyhow::Result<Channels> {
+    /// `state_dir` keeps what a channel learnt (a Telegram group that became a supergroup).
+    pub fn new(args: &ChannelArgs, http: &HttpArgs, state_dir: &Path) -> anyhow::Result<Channels> {
         // An empty variable (a blank line in an env file) counts as unset.
         let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let token = args.telegram_bot_token.clone().filter(|t| !t.is_empty());
@@ -165,10 +215,24 @@ impl Channels {
                         ..http.clone()
                     },
                 )?;
-                let chat_id = chat
+                let configured = chat.trim().to_owned();
+                let mut id = configured
                     .parse::<i64>()
                     .map(Value::from)
-                    .unwrap_or_else(|_| Value::from(chat.clone()));
+                    .unwrap_or_else(|_| Value::from(configured.clone()));
+                // A migration an earlier run learnt, while the setting still names the old
+                // group.
+                if let Some(record) = std::fs::read_to_string(state_dir.join(CHAT_FILE))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<ChatRecord>(&t).ok())
+                    .filter(|r| r.configured == configured)
+                {
+                    id = Value::from(record.migrated_to);
+                }
+                let chat = Chat { configured, id };
+                if let Some(note) = chat.stale_setting_note() {
+                    tracing::warn!("{note}");
+                }
                 Some(Telegram {
                     http,
                     url: format!(
@@ -176,7 +240,8 @@ impl Channels {
                         args.telegram_api_url.trim_end_matches('/'),
                         token.expose()
                     ),
-                    chat_id,
+                    chat: Mutex::new(chat),
+                    state_dir: state_dir.to_owned(),
                     deadline: Instant::now() + telegram_budget(),
                     request_timeout,
                 })
@@ -246,24 +311,27 @@ impl Channels {
     /// Send to every configured channel; with none configured the log is the channel.
     pub async fn deliver(&self, notice: &Notice) -> Delivery {
         let mut d = Delivery::default();
+        let failed = |d: &mut Delivery, channel: &str, e: anyhow::Error| {
+            let line = zakaz_core::error::one_line(&e);
+            if zakaz_core::error::exit_code_for(&e) == zakaz_core::error::exit::CONFIG {
+                d.rejected_settings.push(line.clone());
+            }
+            d.errors.push(format!("{channel}: {line}"));
+        };
         if let Some(t) = &self.telegram {
-            match send_telegram(t, notice).await {
+            match send_telegram(t, notice, &mut d.notes).await {
                 Ok(Sent::Confirmed) => d.delivered.push("telegram"),
                 Ok(Sent::Unconfirmed(why)) => {
                     tracing::warn!("Telegram may have received the message, not resending: {why}");
                     d.delivered.push("telegram?");
                 }
-                Err(e) => d
-                    .errors
-                    .push(format!("telegram: {}", zakaz_core::error::one_line(&e))),
+                Err(e) => failed(&mut d, "telegram", e),
             }
         }
         if let Some(e) = &self.email {
             match send_email(e, notice).await {
                 Ok(()) => d.delivered.push("email"),
-                Err(err) => d
-                    .errors
-                    .push(format!("email: {}", zakaz_core::error::one_line(&err))),
+                Err(err) => failed(&mut d, "email", err),
             }
         }
         if self.telegram.is_none() && self.email.is_none() {
@@ -296,14 +364,54 @@ pub fn telegram_retry_after(body: &Value) -> Option<u64> {
         })
 }
 
-async fn send_telegram(t: &Telegram, n: &Notice) -> anyhow::Result<Sent> {
-    let body = json!({
-        "chat_id": t.chat_id,
-        "text": telegram_text(n),
-        "parse_mode": "HTML",
-        "link_preview_options": {"is_disabled": true},
-    });
+impl Telegram {
+    fn chat(&self) -> Chat {
+        self.chat.lock().expect("chat lock").clone()
+    }
+
+    /// The group became a supergroup: send there from now on, remember it for later runs
+    /// (while `TELEGRAM_CHAT_ID` still names the old group), and tell the operator.
+    fn migrate(&self, to: i64) -> String {
+        let mut chat = self.chat.lock().expect("chat lock");
+        chat.id = Value::from(to);
+        let record = ChatRecord {
+            configured: chat.configured.clone(),
+            migrated_to: to,
+        };
+        let saved = serde_json::to_vec(&record)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| {
+                zakaz_core::state::write_private(&self.state_dir.join(CHAT_FILE), &bytes)
+            });
+        if let Err(e) = saved {
+            tracing::warn!(
+                "cannot remember the Telegram migration: {}",
+                zakaz_core::error::one_line(&e)
+            );
+        }
+        let note = chat.stale_setting_note().unwrap_or_default();
+        tracing::warn!("Telegram: {note}");
+        note
+    }
+}
+
+async fn send_telegram(t: &Telegram, n: &Notice, notes: &mut Vec<String>) -> anyhow::Result<Sent> {
+    let body = |chat: &Chat| {
+        json!({
+            "chat_id": chat.id,
+            "text": telegram_text_with(n, chat.stale_setting_note().as_deref()),
+            "parse_mode": "HTML",
+            "link_preview_options": {"is_disabled": true},
+        })
+    };
     for attempt in 1..=TELEGRAM_ATTEMPTS {
+        let chat = t.chat();
+        if let Some(note) = chat.stale_setting_note()
+            && !notes.contains(&note)
+        {
+            notes.push(note);
+        }
+        let body = body(&chat);
         let left = t.deadline.saturating_duration_since(Instant::now());
         anyhow::ensure!(
             !left.is_zero(),
@@ -351,9 +459,27 @@ async fn send_telegram(t: &Telegram, n: &Notice) -> anyhow::Result<Sent> {
         if status == 200 && answer.is_null() {
             return Ok(Sent::Unconfirmed("the answer was not JSON".into()));
         }
+        // A group that became a supergroup: resend there at once.
+        if let Some(to) = answer
+            .pointer("/parameters/migrate_to_chat_id")
+            .and_then(Value::as_i64)
+            && Value::from(to) != chat.id
+        {
+            let note = t.migrate(to);
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+            continue;
+        }
         let wait = match status {
             429 => Duration::from_secs(telegram_retry_after(&answer).unwrap_or(1)),
             500..=599 => Duration::from_secs(1 << attempt.min(5)),
+            401 => {
+                return Err(config_error(format!(
+                    "Telegram rejected the bot token (HTTP 401 {}): check `TELEGRAM_BOT_TOKEN`",
+                    answer["description"].as_str().unwrap_or("Unauthorized")
+                )));
+            }
             _ => anyhow::bail!("Telegram answered HTTP {status}: {}", body_excerpt(&text)),
         };
         let left = t.deadline.saturating_duration_since(Instant::now());
@@ -387,10 +513,19 @@ async fn send_email(e: &Email, n: &Notice) -> anyhow::Result<()> {
         "{} {} ({})\n\n{}\n",
         n.kind, n.title, n.severity, n.message
     ))?;
-    e.transport
-        .send(message)
-        .await
-        .map_err(|err| anyhow::anyhow!("SMTP: {err}"))?;
+    e.transport.send(message).await.map_err(|err| {
+        // 535 and its kin: the server refused the login, which only a setting can fix.
+        let login_refused = err
+            .status()
+            .is_some_and(|code| code.to_string().starts_with("53"));
+        if login_refused {
+            config_error(format!(
+                "the SMTP server refused the login ({err}): check `SMTP_USER` and `SMTP_PASSWORD`"
+            ))
+        } else {
+            anyhow::anyhow!("SMTP: {err}")
+        }
+    })?;
     Ok(())
 }
 

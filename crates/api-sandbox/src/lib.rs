@@ -244,9 +244,13 @@ pub struct State {
     pub gmail_after_exclusive: bool,
     pub gmail_labels: HashMap<String, Vec<String>>,
     pub gmail_user_labels: Vec<(String, String)>,
+    /// Mail a test added (`POST /_sandbox/gmail/messages`).
+    pub gmail_extra: Vec<Arc<gmail::Message>>,
     pub telegram_messages: Vec<telegram::SentMessage>,
     pub telegram_last_ms: HashMap<String, u64>,
     pub telegram_min_interval_ms: u64,
+    /// Groups that became supergroups: old chat id (as text) → new id.
+    pub telegram_migrated: HashMap<String, i64>,
 }
 
 impl State {
@@ -281,9 +285,11 @@ impl State {
             gmail_after_exclusive: false,
             gmail_labels: HashMap::new(),
             gmail_user_labels: Vec::new(),
+            gmail_extra: Vec::new(),
             telegram_messages: Vec::new(),
             telegram_last_ms: HashMap::new(),
             telegram_min_interval_ms: 0,
+            telegram_migrated: HashMap::new(),
         }
     }
 }
@@ -529,7 +535,7 @@ impl Sandbox {
         } else if path.starts_with("/direct/") {
             direct::fault_body(status)
         } else if path.starts_with("/gmail/") || path.starts_with("/google/") {
-            gmail::fault_body(status)
+            gmail::fault_body_at(status, self.now())
         } else if path.starts_with("/telegram/") {
             telegram::fault_body(status)
         } else {
@@ -571,7 +577,7 @@ impl Sandbox {
             .collect();
         let entry = json!({
             "method": req.method,
-            "path": req.path,
+            "path": mask_path(&req.path),
             "query": req.query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"),
             "headers": headers,
             "body": mask_body(&String::from_utf8_lossy(&req.body)),
@@ -709,6 +715,19 @@ impl Sandbox {
                 if let Some(b) = body.get("gmail_after_exclusive").and_then(Value::as_bool) {
                     state.gmail_after_exclusive = b;
                 }
+                if let Some(m) = body.get("telegram_migrate") {
+                    match (m.get("chat_id"), m.get("to").and_then(Value::as_i64)) {
+                        (Some(from), Some(to)) => {
+                            state.telegram_migrated.insert(telegram::chat_key(from), to);
+                        }
+                        _ => {
+                            return Resp::json(
+                                400,
+                                &json!({"error": "`telegram_migrate` needs `chat_id` and `to` (an integer)"}),
+                            );
+                        }
+                    }
+                }
                 if let Some(n) = body.get("telegram_min_interval_ms").and_then(Value::as_u64) {
                     state.telegram_min_interval_ms = n;
                 }
@@ -761,11 +780,24 @@ impl Sandbox {
                 Resp::json(200, &json!(self.state().telegram_messages))
             }
             ("GET", "/gmail/reports") => Resp::json(200, &json!(self.data.gmail.reports)),
+            ("POST", "/gmail/messages") => gmail::inject(self, &body),
             _ => Resp::json(
                 404,
                 &json!({"error": format!("unknown control route {} /_sandbox{path}", req.method)}),
             ),
         }
+    }
+}
+
+/// The Telegram bot token lives in the path (`/telegram/bot<token>/sendMessage`): the log
+/// shows `bot***` instead.
+fn mask_path(path: &str) -> String {
+    match path.strip_prefix("/telegram/bot") {
+        Some(rest) => match rest.split_once('/') {
+            Some((_, method)) => format!("/telegram/bot***/{method}"),
+            None => "/telegram/bot***".to_owned(),
+        },
+        None => path.to_owned(),
     }
 }
 

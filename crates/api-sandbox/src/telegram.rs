@@ -1,6 +1,8 @@
 //! Telegram Bot API `sendMessage`: HTML entities are checked (an unescaped `<` is the classic
 //! `can't parse entities`), texts over 4096 characters are refused, a wrong token answers 401,
-//! and an optional per-chat rate limit answers 429 with `parameters.retry_after`.
+//! and an optional per-chat rate limit answers 429 with `parameters.retry_after`. A group can
+//! be made a supergroup (`/_sandbox/config {"telegram_migrate": {"chat_id", "to"}}`): from
+//! then on a message to the old id answers 400 with `parameters.migrate_to_chat_id`.
 
 use serde_json::{Value, json};
 
@@ -103,6 +105,11 @@ pub fn check_html(text: &str) -> Result<(), String> {
     }
 }
 
+/// A chat id as text, whether it came as a number or a string.
+pub fn chat_key(id: &Value) -> String {
+    id.as_str().map_or_else(|| id.to_string(), str::to_owned)
+}
+
 pub fn handle(sb: &Sandbox, req: &Req, path: &str) -> Resp {
     // path: bot<TOKEN>/<method>
     let Some((bot, method)) = path.trim_start_matches('/').split_once('/') else {
@@ -146,6 +153,12 @@ pub fn handle(sb: &Sandbox, req: &Req, path: &str) -> Resp {
         return tg_error(400, &format!("Bad Request: can't parse entities: {e}"));
     }
     let mut state = sb.state();
+    if let Some(to) = state.telegram_migrated.get(&chat_key(&chat_id)) {
+        return Resp::json(
+            400,
+            &json!({"ok": false, "error_code": 400, "description": "Bad Request: group chat was upgraded to a supergroup chat", "parameters": {"migrate_to_chat_id": to}}),
+        );
+    }
     let now_ms = sb.wall_ms();
     let interval = state.telegram_min_interval_ms;
     if interval > 0

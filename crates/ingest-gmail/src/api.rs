@@ -1,11 +1,72 @@
 //! The Gmail API v1 as the loader uses it: an access token from the refresh-token grant
 //! (never interactive), message search paged by `nextPageToken`, full messages, attachments by
-//! the id of the fetch that just returned them, labels.
+//! the id of the fetch that just returned them, labels. Rate limits (403
+//! `userRateLimitExceeded`/`rateLimitExceeded`, 429) are waited out within the run's deadline;
+//! no answer is read past a size limit.
+
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use zakaz_core::Secret;
 use zakaz_core::error::ConfigError;
-use zakaz_core::http::{HttpClient, body_excerpt};
+use zakaz_core::http::{HttpClient, body_excerpt, parse_retry_after};
+use zakaz_core::time::Clock;
+
+/// Rate-limit waits per call before giving up (1 + 2 + … + 64 s without a hint).
+const MAX_RATE_LIMIT_WAITS: u32 = 8;
+
+/// Gmail answered a call with an error status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub reason: String,
+    message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Gmail cannot be asked any more in this run (its rate limit outlasts the deadline): the
+/// run ends, no mail is blamed.
+#[derive(Debug)]
+pub struct GiveUp(pub String);
+
+impl std::fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GiveUp {}
+
+/// When a rate-limit answer's message says to come back: `… Retry after
+/// 2026-11-25T09:00:01.000Z`.
+pub fn retry_after_in_message(
+    message: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
+    const KEY: &str = "retry after";
+    let at = (0..message.len()).find(|&i| {
+        message
+            .get(i..i + KEY.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(KEY))
+    })?;
+    let stamp = message[at + KEY.len()..]
+        .split_whitespace()
+        .next()?
+        .trim_end_matches(['.', ',', ';', ')']);
+    let at = chrono::DateTime::parse_from_rfc3339(stamp).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
 
 pub struct Gmail {
     http: HttpClient,
@@ -15,6 +76,9 @@ pub struct Gmail {
     client_secret: Secret,
     refresh_token: Secret,
     access: tokio::sync::Mutex<Option<String>>,
+    deadline: Option<Instant>,
+    clock: Clock,
+    max_answer_bytes: usize,
 }
 
 impl Gmail {
@@ -34,7 +98,51 @@ impl Gmail {
             client_secret,
             refresh_token,
             access: tokio::sync::Mutex::new(None),
+            deadline: None,
+            clock: Clock::System,
+            max_answer_bytes: usize::MAX,
         }
+    }
+
+    /// No rate-limit wait lasts past `deadline`.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// "Now" for the instants Gmail names (`Retry after …`, an HTTP-date `Retry-After`).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Refuse an answer larger than this (a message or an attachment of a hostile size).
+    pub fn with_max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.max_answer_bytes = bytes;
+        self
+    }
+
+    /// The body of an answer, refused past `max_answer_bytes` before it is all read.
+    async fn read(&self, mut response: reqwest::Response, path: &str) -> anyhow::Result<String> {
+        let limit = self.max_answer_bytes;
+        let too_large = || {
+            anyhow::anyhow!(
+                "Gmail's answer for {path} is larger than {limit} bytes (twice `GMAIL_MAX_ATTACHMENT_BYTES`, plus 1 MiB)"
+            )
+        };
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            anyhow::anyhow!("reading Gmail's answer for {path}: {}", e.without_url())
+        })? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     pub fn requests_made(&self) -> u32 {
@@ -54,7 +162,7 @@ impl Gmail {
             .send(|c| c.post(&self.token_url).form(&form))
             .await?;
         let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
+        let text = self.read(response, "the token endpoint").await?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         match (status, body["error"].as_str()) {
             (200, _) => body["access_token"]
@@ -89,7 +197,9 @@ impl Gmail {
         Ok(fresh)
     }
 
-    /// A call under `/gmail/v1/users/me`; a 401 gets one fresh token.
+    /// A call under `/gmail/v1/users/me`; a 401 gets one fresh token; a rate limit is waited
+    /// out (its `Retry-After`, else the instant its message names, else 1, 2, 4 … 64 s) unless
+    /// the wait would pass the run's deadline.
     async fn call(
         &self,
         method: reqwest::Method,
@@ -99,7 +209,8 @@ impl Gmail {
     ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut token = self.token(None).await?;
-        for attempt in 0..2 {
+        let (mut refreshed, mut waits) = (false, 0u32);
+        loop {
             let response = self
                 .http
                 .send(|c| {
@@ -114,28 +225,71 @@ impl Gmail {
                 })
                 .await?;
             let status = response.status().as_u16();
-            let text = response.text().await.unwrap_or_default();
-            if status == 401 && attempt == 0 {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, self.clock.now()));
+            let text = self.read(response, path).await?;
+            if status == 401 && !refreshed {
+                refreshed = true;
                 token = self.token(Some(&token)).await?;
                 continue;
             }
-            if status != 200 {
-                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                let e = &v["error"];
-                anyhow::bail!(
-                    "Gmail: {method} {path} answered HTTP {status} {} ({}): {}",
-                    e["status"].as_str().unwrap_or_default(),
-                    e["errors"][0]["reason"].as_str().unwrap_or_default(),
-                    body_excerpt(e["message"].as_str().unwrap_or(&text))
-                );
+            if status == 200 {
+                return serde_json::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "Gmail answered invalid JSON for {path} ({e}); the answer may have been cut off"
+                    )
+                });
             }
-            return serde_json::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "Gmail answered invalid JSON for {path} ({e}); the answer may have been cut off"
-                )
-            });
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let e = &v["error"];
+            let reason = e["errors"][0]["reason"].as_str().unwrap_or_default();
+            let message = e["message"].as_str().unwrap_or(&text);
+            let rate_limited = status == 429
+                || status == 403 && matches!(reason, "userRateLimitExceeded" | "rateLimitExceeded");
+            if rate_limited {
+                let delay = retry_after
+                    .or_else(|| retry_after_in_message(message, self.clock.now()))
+                    .unwrap_or_else(|| Duration::from_secs(1 << waits.min(6)));
+                if waits >= MAX_RATE_LIMIT_WAITS {
+                    return Err(GiveUp(format!(
+                        "Gmail kept answering HTTP {status} ({reason}) for {path} after {waits} waits: the next run tries again"
+                    ))
+                    .into());
+                }
+                if self.deadline.is_some_and(|d| Instant::now() + delay >= d) {
+                    return Err(GiveUp(format!(
+                        "Gmail's rate limit (HTTP {status} {reason}) for {path} asks to wait {} s, past the run's deadline: the next run tries again",
+                        delay.as_secs()
+                    ))
+                    .into());
+                }
+                tracing::warn!(
+                    status,
+                    reason,
+                    delay_ms = delay.as_millis() as u64,
+                    "Gmail rate limit on {path}: waiting before asking again"
+                );
+                tokio::time::sleep(delay).await;
+                waits += 1;
+                continue;
+            }
+            if status == 401 {
+                anyhow::bail!("Gmail refused a fresh access token for {path}");
+            }
+            return Err(ApiError {
+                status,
+                reason: reason.to_owned(),
+                message: format!(
+                    "Gmail: {method} {path} answered HTTP {status} {} ({reason}): {}",
+                    e["status"].as_str().unwrap_or_default(),
+                    body_excerpt(message)
+                ),
+            }
+            .into());
         }
-        anyhow::bail!("Gmail refused a fresh access token for {path}")
     }
 
     /// Every message id `q` finds, following `nextPageToken`.
@@ -224,5 +378,32 @@ impl Gmail {
         )
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_message_names_when_to_retry() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            retry_after_in_message(
+                "User-rate limit exceeded.  Retry after 2026-11-25T09:00:01.500Z",
+                now
+            ),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after_in_message("retry AFTER 2026-11-25T08:00:00Z.", now),
+            Some(Duration::ZERO),
+            "a past instant: at once"
+        );
+        assert_eq!(retry_after_in_message("Rate Limit Exceeded", now), None);
+        assert_eq!(retry_after_in_message("Retry after tomorrow", now), None);
+        assert_eq!(retry_after_in_message("İİ Retry after", now), None);
     }
 }

@@ -2,19 +2,25 @@
 //! Gmail into `stg_mail_sales`, so the dashboard has the days the QTickets API could not
 //! deliver (`v_sales_daily`: API data wins on every date it covers).
 //!
-//! A run: an access token from the refresh token; a search (`GMAIL_QUERY`, not yet labelled
-//! `GMAIL_PROCESSED_LABEL`, received in the last `GMAIL_LOOKBACK_DAYS` days — windows in
-//! epoch seconds; `--since/--until` re-reads a window, processed or not); per message, the
-//! report found in a CSV or XLSX attachment (fetched with the id of the fetch that just
-//! returned the message) or in an HTML table of the body; every row parsed or reported. A
-//! report whose every row parses is written (keyed by message and row, so re-processing
-//! changes nothing) and its message labelled; any other is left unlabelled, counted in
-//! `stg_mail_failures`, and retried next run — once it has failed `GMAIL_MAX_FAILURES` runs,
-//! the run fails naming it, which alerts.
+//! A run: `GMAIL_QUERY` checked against Gmail's operators; an access token from the refresh
+//! token; a search (`GMAIL_QUERY`, not yet labelled `GMAIL_PROCESSED_LABEL`, received in the
+//! last `GMAIL_LOOKBACK_DAYS` days — windows in epoch seconds; `--since/--until` re-reads a
+//! window, processed or not); per message: its sender checked (From a
+//! `GMAIL_TRUSTED_SENDERS` domain that Google's DKIM or SPF check passed, else skipped with a
+//! warning), then the report found in a CSV or XLSX attachment (fetched with the id of the
+//! fetch that just returned the message) or in an HTML table of the body; every row parsed
+//! or reported. A report whose every row parses is written (keyed by message and row, dated
+//! by Gmail's `internalDate`, so re-processing changes nothing) and its message labelled; any
+//! other is left unlabelled, counted in `stg_mail_failures`, and retried next run — once it
+//! has failed `GMAIL_MAX_FAILURES` runs, the run fails naming it, which alerts. Whatever is
+//! wrong with one mail (a hostile attachment, a parser panic) is that mail's failure; what is
+//! wrong with the world (ClickHouse, the network, credentials, the deadline) ends the run.
 
 pub mod api;
 pub mod mime;
+pub mod query;
 pub mod report;
+pub mod trust;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -26,12 +32,14 @@ use zakaz_core::Secret;
 use zakaz_core::ads::{Stamp, quote};
 use zakaz_core::ch::Ch;
 use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
-use zakaz_core::http::HttpClient;
+use zakaz_core::error::{ConfigError, UnavailableError, config_error, one_line};
+use zakaz_core::http::{HttpClient, HttpError};
 use zakaz_core::journal::{Metrics, Outcome, PartialFailure, journaled};
-use zakaz_core::time::{DateWindow, MOSCOW, ch_date, ch_datetime};
+use zakaz_core::time::{DateWindow, MOSCOW, ch_date};
 
-use crate::api::Gmail;
-use crate::report::Parsed;
+use crate::api::{ApiError, GiveUp, Gmail};
+use crate::report::{Limits, Parsed};
+use crate::trust::Sender;
 
 pub const JOB: &str = "gmail_ingest";
 
@@ -95,6 +103,37 @@ pub struct GmailArgs {
     /// Runs in a row a message's report may fail to parse before the run fails (and alerts).
     #[arg(long, env = "GMAIL_MAX_FAILURES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub gmail_max_failures: u32,
+
+    /// Domains whose report mails are loaded, comma-separated (subdomains count): the From
+    /// address must be in one and Google's Authentication-Results must show a DKIM or SPF
+    /// pass for it; any other mail is skipped with a warning, neither loaded nor labelled.
+    #[arg(long, env = "GMAIL_TRUSTED_SENDERS", default_value = "qtickets.ru")]
+    pub gmail_trusted_senders: String,
+
+    /// Largest attachment or mail body read, in bytes; a larger one is that mail's failure
+    /// (an XLSX may unpack to 8 times this).
+    #[arg(long, env = "GMAIL_MAX_ATTACHMENT_BYTES", default_value_t = Limits::DEFAULT.attachment_bytes as u64, value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
+    pub gmail_max_attachment_bytes: u64,
+
+    /// Most cells a report's table may hold (for an XLSX sheet: the rows × columns its cells
+    /// span); a larger one is that mail's failure.
+    #[arg(long, env = "GMAIL_MAX_SHEET_CELLS", default_value_t = Limits::DEFAULT.table_cells as u64, value_parser = clap::value_parser!(u64).range(100..=50_000_000))]
+    pub gmail_max_sheet_cells: u64,
+
+    /// Most data rows of one report; a longer one is that mail's failure.
+    #[arg(long, env = "GMAIL_MAX_REPORT_ROWS", default_value_t = Limits::DEFAULT.rows as u64, value_parser = clap::value_parser!(u64).range(1..=5_000_000))]
+    pub gmail_max_report_rows: u64,
+}
+
+impl GmailArgs {
+    pub fn limits(&self) -> Limits {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Limits {
+            attachment_bytes: size(self.gmail_max_attachment_bytes),
+            table_cells: size(self.gmail_max_sheet_cells),
+            rows: size(self.gmail_max_report_rows),
+        }
+    }
 }
 
 impl JobCli for Cli {
@@ -116,7 +155,8 @@ pub struct MailSaleRow {
     pub currency: String,
     pub message_id: String,
     pub row_no: u32,
-    /// The e-mail's own date: a newer report of a date supersedes an older one by it.
+    /// When Gmail received the mail (`internalDate`, never after the run's now; the `Date:`
+    /// header is the sender's claim): a newer report of a date supersedes an older one by it.
     pub received_at: u32,
     pub loaded_at: u32,
     pub _version: u64,
@@ -133,17 +173,19 @@ struct FailureRow {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let clock = cli.base.clock.clock();
+    let g = &cli.gmail;
+    if g.gmail_client_id.trim().is_empty() {
+        return Err(config_error("`GMAIL_CLIENT_ID` is empty"));
+    }
+    // Before the first request: a typo in the query would find nothing, silently.
+    query::check(&g.gmail_query).map_err(config_error)?;
+    let trusted = trust::trusted_senders(&g.gmail_trusted_senders).map_err(config_error)?;
+    let limits = g.limits();
     let timeout = zakaz_core::jobs::get(JOB)
         .timeout()
         .unwrap_or(Duration::from_secs(300));
-    let http = HttpClient::new("Gmail", &cli.base.http)?
-        .with_deadline(Instant::now() + timeout.saturating_sub(Duration::from_secs(20)));
-    let g = &cli.gmail;
-    if g.gmail_client_id.trim().is_empty() {
-        return Err(zakaz_core::error::config_error(
-            "`GMAIL_CLIENT_ID` is empty",
-        ));
-    }
+    let deadline = Instant::now() + timeout.saturating_sub(Duration::from_secs(20));
+    let http = HttpClient::new("Gmail", &cli.base.http)?.with_deadline(deadline);
     let gmail = Gmail::new(
         http,
         &g.gmail_api_url,
@@ -151,6 +193,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         g.gmail_client_id.trim(),
         g.gmail_client_secret.clone(),
         g.gmail_refresh_token.clone(),
+    )
+    .with_deadline(deadline)
+    .with_clock(clock)
+    // An attachment arrives as base64 (4/3 of its size) inside JSON.
+    .with_max_answer_bytes(
+        limits
+            .attachment_bytes
+            .saturating_mul(2)
+            .saturating_add(1 << 20),
     );
     let window = match (cli.base.window.since, cli.base.window.days) {
         (None, None) => None,
@@ -160,9 +211,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             1,
         )?),
     };
-    let query = search_query(g, window, clock.now().timestamp());
+    let now = clock.now().timestamp();
+    let query = search_query(g, window, now);
+    let context = Context {
+        trusted,
+        limits,
+        now,
+    };
     if cli.dry_run {
-        let outcome = Loader::new(&gmail, None, g, query).run().await?;
+        let outcome = Loader::new(&gmail, None, g, query, context).run().await?;
         outcome.print()?;
         return Ok(());
     }
@@ -171,10 +228,90 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let job = zakaz_core::jobs::get(JOB);
     let (gmail, ch_ref) = (&gmail, &ch);
     journaled(&ch, job, window, |_run_id| async move {
-        Loader::new(gmail, Some(ch_ref), g, query).run().await
+        Loader::new(gmail, Some(ch_ref), g, query, context)
+            .run()
+            .await
     })
     .await?;
     Ok(())
+}
+
+/// `f`, with a panic turned into an error: whatever a hostile mail does to a parser is that
+/// mail's failure, never the run's end (the state `f` touched is dropped with it).
+pub fn guarded<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    quiet_panics_when_guarded();
+    GUARDED.with(|g| g.set(g.get() + 1));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(g.get() - 1));
+    match outcome {
+        Ok(result) => result,
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let at = PANIC_AT.with(|p| p.take()).unwrap_or_default();
+            anyhow::bail!(
+                "{what} failed on this mail (it panicked{at}: {})",
+                text.chars().take(200).collect::<String>()
+            )
+        }
+    }
+}
+
+thread_local! {
+    /// Depth of `guarded` calls on this thread.
+    static GUARDED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Where the last guarded panic happened (` at file:line`).
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A panic that `guarded` catches becomes that mail's one-line error: the default hook's
+/// lines (and backtrace) would reach the journal as unprefixed noise. Any other panic still
+/// goes to the previous hook.
+fn quiet_panics_when_guarded() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(|g| g.get()) == 0 {
+                return previous(info);
+            }
+            let at = info.location().map(|l| {
+                // The last components of the path say enough (`xlsx/mod.rs`).
+                let file: Vec<&str> = l.file().rsplit('/').take(3).collect();
+                let file: Vec<&str> = file.into_iter().rev().collect();
+                format!(" at {}:{}", file.join("/"), l.line())
+            });
+            PANIC_AT.with(|p| *p.borrow_mut() = at);
+        }));
+    });
+}
+
+/// An error no mail is to blame for: the run ends (the mail is not counted as failing).
+fn ends_run(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<ConfigError>()
+            || c.is::<UnavailableError>()
+            || c.is::<GiveUp>()
+            || matches!(
+                c.downcast_ref::<HttpError>(),
+                Some(
+                    HttpError::Deadline { .. }
+                        | HttpError::BudgetExhausted { .. }
+                        | HttpError::Network { .. }
+                )
+            )
+    })
+}
+
+/// Gmail says the message is gone (deleted since the search): nothing to do.
+fn gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<ApiError>()
+            .is_some_and(|a| a.status == 404)
+    })
 }
 
 /// The search: the configured query and a window in epoch seconds. The default run skips
@@ -208,8 +345,114 @@ pub fn search_query(args: &GmailArgs, window: Option<DateWindow>, now: i64) -> S
 
 /// What one message gave.
 enum MessageResult {
-    Loaded { rows: usize },
-    Failed { reason: String, attempts: u32 },
+    Loaded {
+        rows: usize,
+    },
+    Failed {
+        reason: String,
+        attempts: u32,
+    },
+    /// Not from a trusted sender: left alone.
+    Untrusted {
+        from: String,
+        reason: String,
+    },
+    /// Deleted since the search.
+    Gone,
+}
+
+/// What a run judges mail by.
+pub struct Context {
+    /// `GMAIL_TRUSTED_SENDERS`, lower-case.
+    pub trusted: Vec<String>,
+    pub limits: Limits,
+    /// The run's now (epoch seconds): no mail is dated after it.
+    pub now: i64,
+}
+
+/// Where a message's report is.
+enum Source {
+    Csv {
+        name: String,
+        charset: Option<String>,
+        data: Data,
+    },
+    Xlsx {
+        name: String,
+        data: Data,
+    },
+    Html(String),
+}
+
+enum Data {
+    Inline(Vec<u8>),
+    Fetch(String),
+}
+
+/// A file name for messages: the sender chose it.
+fn shown(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(80).collect()
+}
+
+/// The report part of a message, its size checked against the limit before anything is
+/// fetched: a CSV or XLSX attachment, else the first HTML body.
+fn source(msg: &Value, limits: &Limits) -> anyhow::Result<Source> {
+    let parts = mime::leaves(&msg["payload"])?;
+    let too_large = |what: &str, size: u64| {
+        anyhow::anyhow!(
+            "{what} is {size} bytes, more than `GMAIL_MAX_ATTACHMENT_BYTES` ({})",
+            limits.attachment_bytes
+        )
+    };
+    let is = |p: &mime::Part, ext: &str, mime_type: &str| {
+        p.filename.to_ascii_lowercase().ends_with(ext) || p.mime == mime_type
+    };
+    for p in &parts {
+        let csv = is(p, ".csv", "text/csv");
+        let xlsx = is(
+            p,
+            ".xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        );
+        if !csv && !xlsx {
+            continue;
+        }
+        let name = shown(&p.filename);
+        let size = p
+            .data
+            .as_ref()
+            .map(|d| d.len() as u64)
+            .into_iter()
+            .chain(p.size)
+            .max()
+            .unwrap_or(0);
+        if size > limits.attachment_bytes as u64 {
+            return Err(too_large(&format!("attachment `{name}`"), size));
+        }
+        let data = match (&p.data, &p.attachment_id) {
+            (Some(d), _) => Data::Inline(d.clone()),
+            (None, Some(att)) => Data::Fetch(att.clone()),
+            (None, None) => anyhow::bail!("attachment `{name}` has no data"),
+        };
+        return Ok(if csv {
+            Source::Csv {
+                name,
+                charset: p.charset.clone(),
+                data,
+            }
+        } else {
+            Source::Xlsx { name, data }
+        });
+    }
+    let html = parts
+        .iter()
+        .find(|p| p.mime == "text/html" && p.data.is_some())
+        .ok_or_else(|| anyhow::anyhow!("no CSV or XLSX attachment and no HTML body"))?;
+    let data = html.data.as_deref().unwrap_or_default();
+    if data.len() > limits.attachment_bytes {
+        return Err(too_large("the HTML body", data.len() as u64));
+    }
+    Ok(Source::Html(mime::text(data, html.charset.as_deref())))
 }
 
 pub struct Loader<'a> {
@@ -217,16 +460,24 @@ pub struct Loader<'a> {
     ch: Option<&'a Ch>,
     args: &'a GmailArgs,
     query: String,
+    context: Context,
     stamp: Stamp,
 }
 
 impl<'a> Loader<'a> {
-    pub fn new(gmail: &'a Gmail, ch: Option<&'a Ch>, args: &'a GmailArgs, query: String) -> Self {
+    pub fn new(
+        gmail: &'a Gmail,
+        ch: Option<&'a Ch>,
+        args: &'a GmailArgs,
+        query: String,
+        context: Context,
+    ) -> Self {
         Loader {
             gmail,
             ch,
             args,
             query,
+            context,
             stamp: Stamp::now(),
         }
     }
@@ -240,8 +491,9 @@ impl<'a> Loader<'a> {
         // A page boundary shifting under new mail may list a message twice: once is enough.
         let mut seen = HashSet::new();
         ids.retain(|id| seen.insert(id.clone()));
-        let (mut loaded, mut rows) = (0usize, 0usize);
+        let (mut loaded, mut rows, mut gone) = (0usize, 0usize, 0usize);
         let mut failures: Vec<(String, String, u32)> = Vec::new();
+        let mut untrusted: Vec<(String, String)> = Vec::new();
         for id in &ids {
             match self.message(id, label.as_deref()).await? {
                 MessageResult::Loaded { rows: n } => {
@@ -251,6 +503,14 @@ impl<'a> Loader<'a> {
                 MessageResult::Failed { reason, attempts } => {
                     tracing::warn!(message_id = %id, attempts, "report not loaded, left unlabelled for the next run: {reason}");
                     failures.push((id.clone(), reason, attempts));
+                }
+                MessageResult::Untrusted { from, reason } => {
+                    tracing::warn!(message_id = %id, from = %from, "mail skipped, not loaded nor labelled (sender not trusted): {reason}");
+                    untrusted.push((id.clone(), from));
+                }
+                MessageResult::Gone => {
+                    tracing::info!(message_id = %id, "message deleted since the search, skipped");
+                    gone += 1;
                 }
             }
         }
@@ -263,7 +523,12 @@ impl<'a> Loader<'a> {
             .with("messages_loaded", loaded)
             .with("rows", rows)
             .with("messages_failed", failures.len())
-            .with(zakaz_core::journal::WARNINGS, failures.len())
+            .with("messages_untrusted", untrusted.len())
+            .with("messages_gone", gone)
+            .with(
+                zakaz_core::journal::WARNINGS,
+                failures.len() + untrusted.len(),
+            )
             .with("http_requests", self.gmail.requests_made());
         let mut message = format!(
             "{loaded} report mail(s) loaded ({rows} rows) of {} found",
@@ -275,9 +540,23 @@ impl<'a> Loader<'a> {
                 failures.len(),
                 failures
                     .iter()
-                    .map(|(id, reason, a)| format!("message {id} (attempt {a}): {reason}"))
+                    .map(|(id, reason, a)| format!(
+                        "message {id} (attempt {a}): {}",
+                        reason.chars().take(300).collect::<String>()
+                    ))
                     .collect::<Vec<_>>()
                     .join("; ")
+            ));
+        }
+        if !untrusted.is_empty() {
+            message.push_str(&format!(
+                "; {} skipped, sender not trusted (`GMAIL_TRUSTED_SENDERS`; left unlabelled): {}",
+                untrusted.len(),
+                untrusted
+                    .iter()
+                    .map(|(id, from)| format!("message {id} from {from}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if self.ch.is_none() {
@@ -306,23 +585,46 @@ impl<'a> Loader<'a> {
     }
 
     async fn message(&self, id: &str, label: Option<&str>) -> anyhow::Result<MessageResult> {
-        let msg = self.gmail.message(id).await?;
-        let received_at = received_at(&msg);
-        let parsed = match self.report(id, &msg).await {
-            Ok(p) if p.errors.is_empty() && !p.rows.is_empty() => p,
-            Ok(p) if p.errors.is_empty() => {
-                return self.failed(id, "the report has no rows".into()).await;
-            }
-            Ok(p) => {
-                let reasons: Vec<String> = p
-                    .errors
-                    .iter()
-                    .map(|e| format!("row {}: {}", e.row_no, e.reason))
-                    .collect();
-                return self.failed(id, reasons.join("; ")).await;
-            }
-            Err(e) => return self.failed(id, zakaz_core::error::one_line(&e)).await,
+        let msg = match self.gmail.message(id).await {
+            Ok(m) => m,
+            Err(e) if gone(&e) => return Ok(MessageResult::Gone),
+            Err(e) if ends_run(&e) => return Err(e),
+            Err(e) => return self.failed(id, one_line(&e)).await,
         };
+        let trusted = &self.context.trusted;
+        match guarded("the sender check", || Ok(trust::sender(&msg, trusted))) {
+            Ok(Sender::Trusted { .. }) => {}
+            Ok(Sender::Untrusted { from, reason }) => {
+                return Ok(MessageResult::Untrusted { from, reason });
+            }
+            Err(e) => return self.failed(id, one_line(&e)).await,
+        }
+        let Some(received_at) = trust::received_at(&msg, self.context.now) else {
+            return self
+                .failed(id, "Gmail gave no readable `internalDate`".into())
+                .await;
+        };
+        let parsed = match self.report(id, &msg).await {
+            Ok(p) => p,
+            Err(e) if ends_run(&e) => return Err(e),
+            Err(e) => return self.failed(id, one_line(&e)).await,
+        };
+        if !parsed.errors.is_empty() {
+            // The first few rows say enough; a hostile report must not fill the journal.
+            let mut reasons: Vec<String> = parsed
+                .errors
+                .iter()
+                .take(5)
+                .map(|e| format!("row {}: {}", e.row_no, e.reason))
+                .collect();
+            if parsed.errors.len() > 5 {
+                reasons.push(format!("… and {} more rows", parsed.errors.len() - 5));
+            }
+            return self.failed(id, reasons.join("; ")).await;
+        }
+        if parsed.rows.is_empty() {
+            return self.failed(id, "the report has no rows".into()).await;
+        }
         let rows: Vec<MailSaleRow> = parsed
             .rows
             .iter()
@@ -353,44 +655,43 @@ impl<'a> Loader<'a> {
     }
 
     /// The report of a message: a CSV or XLSX attachment, else an HTML table in the body.
+    /// Every parser runs guarded and within the limits.
     async fn report(&self, id: &str, msg: &Value) -> anyhow::Result<Parsed> {
-        let parts = mime::leaves(&msg["payload"])?;
-        let is = |p: &mime::Part, ext: &str, mime_type: &str| {
-            p.filename.to_lowercase().ends_with(ext) || p.mime == mime_type
-        };
-        for p in &parts {
-            let (csv, xlsx) = (
-                is(p, ".csv", "text/csv"),
-                is(
-                    p,
-                    ".xlsx",
-                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                ),
+        let limits = self.context.limits;
+        let source = guarded("the MIME reader", || source(msg, &limits))?;
+        let bytes = |data: Data| async {
+            let bytes = match data {
+                Data::Inline(d) => d,
+                Data::Fetch(att) => self.gmail.attachment(id, &att).await?,
+            };
+            anyhow::ensure!(
+                bytes.len() <= limits.attachment_bytes,
+                "it is {} bytes, more than `GMAIL_MAX_ATTACHMENT_BYTES` ({})",
+                bytes.len(),
+                limits.attachment_bytes
             );
-            if !csv && !xlsx {
-                continue;
+            Ok(bytes)
+        };
+        match source {
+            Source::Csv {
+                name,
+                charset,
+                data,
+            } => {
+                let what = |e: anyhow::Error| e.context(format!("attachment `{name}`"));
+                let bytes = bytes(data).await.map_err(what)?;
+                guarded("the CSV parser", || {
+                    report::csv(&mime::text(&bytes, charset.as_deref()), &limits)
+                })
+                .map_err(what)
             }
-            let bytes = match (&p.data, &p.attachment_id) {
-                (Some(d), _) => d.clone(),
-                (None, Some(att)) => self.gmail.attachment(id, att).await?,
-                (None, None) => anyhow::bail!("attachment `{}` has no data", p.filename),
-            };
-            let what = |e: anyhow::Error| e.context(format!("attachment `{}`", p.filename));
-            return if csv {
-                report::csv(&mime::text(&bytes, p.charset.as_deref())).map_err(what)
-            } else {
-                report::xlsx(&bytes).map_err(what)
-            };
+            Source::Xlsx { name, data } => {
+                let what = |e: anyhow::Error| e.context(format!("attachment `{name}`"));
+                let bytes = bytes(data).await.map_err(what)?;
+                guarded("the XLSX parser", || report::xlsx(&bytes, &limits)).map_err(what)
+            }
+            Source::Html(text) => guarded("the HTML parser", || report::html(&text, &limits)),
         }
-        let html = parts
-            .iter()
-            .find(|p| p.mime == "text/html" && p.data.is_some())
-            .ok_or_else(|| anyhow::anyhow!("no CSV or XLSX attachment and no HTML body"))?;
-        let text = mime::text(
-            html.data.as_deref().unwrap_or_default(),
-            html.charset.as_deref(),
-        );
-        report::html(&text)
     }
 
     /// Count one more failure of `id` (or clear them with `attempts: 0`).
@@ -433,24 +734,57 @@ impl<'a> Loader<'a> {
     }
 }
 
-/// The e-mail's own date: its `Date:` header, else when Gmail received it.
-fn received_at(msg: &Value) -> u32 {
-    let header = msg["payload"]["headers"].as_array().and_then(|hs| {
-        hs.iter()
-            .find(|h| {
-                h["name"]
-                    .as_str()
-                    .is_some_and(|n| n.eq_ignore_ascii_case("Date"))
-            })
-            .and_then(|h| h["value"].as_str())
-    });
-    if let Some(t) = header.and_then(|h| chrono::DateTime::parse_from_rfc2822(h.trim()).ok()) {
-        return ch_datetime(&t);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_a_parser_is_an_error_of_that_mail() {
+        let e = guarded("the test parser", || -> anyhow::Result<()> {
+            let cells: Vec<u8> = Vec::new();
+            // An index out of bounds, as a parser bug would have it.
+            let _ = cells[usize::from(cells.is_empty())];
+            Ok(())
+        })
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "the test parser failed on this mail (it panicked at ingest-gmail/src/lib.rs:"
+            ) && text.contains(": index out of bounds"),
+            "{text}"
+        );
+        assert!(!ends_run(&e), "the mail's failure, not the run's");
+        assert_eq!(guarded("x", || Ok(5)).unwrap(), 5);
+        // What is wrong with the world ends the run instead.
+        assert!(ends_run(&anyhow::Error::new(GiveUp("x".into()))));
+        assert!(ends_run(&config_error("x")));
     }
-    let ms: i64 = match &msg["internalDate"] {
-        Value::String(s) => s.parse().unwrap_or(0),
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        _ => 0,
-    };
-    u32::try_from(ms / 1000).unwrap_or(0)
+
+    #[test]
+    fn hostile_sizes_are_refused_before_anything_is_fetched() {
+        let limits = Limits {
+            attachment_bytes: 1000,
+            ..Limits::DEFAULT
+        };
+        let msg = serde_json::json!({"payload": {"mimeType": "multipart/mixed", "parts": [
+            {"mimeType": "application/octet-stream", "filename": "Sales.XLSX", "body": {"attachmentId": "A", "size": 3_000_000_000u64}}
+        ]}});
+        let Err(e) = source(&msg, &limits) else {
+            panic!("accepted")
+        };
+        assert_eq!(
+            e.to_string(),
+            "attachment `Sales.XLSX` is 3000000000 bytes, more than `GMAIL_MAX_ATTACHMENT_BYTES` (1000)"
+        );
+        let body = api_sandbox::encode::base64url("<table>".repeat(200).as_bytes(), false);
+        let msg = serde_json::json!({"payload": {"mimeType": "text/html", "body": {"data": body}}});
+        assert!(
+            source(&msg, &limits)
+                .err()
+                .unwrap()
+                .to_string()
+                .starts_with("the HTML body is 1400 bytes")
+        );
+    }
 }

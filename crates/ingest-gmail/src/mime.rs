@@ -15,6 +15,8 @@ pub struct Part {
     pub data: Option<Vec<u8>>,
     /// Where the data is when it is not inline: valid for this fetch of the message only.
     pub attachment_id: Option<String>,
+    /// The size Gmail states (`body.size`), known before the data is fetched.
+    pub size: Option<u64>,
 }
 
 /// Every leaf part, depth first.
@@ -66,6 +68,7 @@ fn walk(part: &Value, out: &mut Vec<Part>, depth: usize) -> anyhow::Result<()> {
         charset,
         data,
         attachment_id: part["body"]["attachmentId"].as_str().map(str::to_owned),
+        size: part["body"]["size"].as_u64(),
     });
     Ok(())
 }

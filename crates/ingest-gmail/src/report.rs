@@ -2,8 +2,51 @@
 //! decimal comma, thousands separators), XLSX, or an HTML table in the body — with Russian or
 //! English column names, into rows. Every data row is either parsed or reported with its
 //! number and the reason; none is dropped silently.
+//!
+//! Mail is written by strangers: every parser here is total (no input makes it panic) and
+//! bounded by [`Limits`] (no input makes it take more than a few times the limits in memory,
+//! nor more than linear time); what it refuses is an error naming the setting to raise.
 
 use chrono::NaiveDate;
+
+/// How much of a report the parsers take in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of one attachment or body (`GMAIL_MAX_ATTACHMENT_BYTES`); an XLSX may
+    /// unpack to [`XLSX_UNPACK_FACTOR`] times as much.
+    pub attachment_bytes: usize,
+    /// Most cells of a report's table (`GMAIL_MAX_SHEET_CELLS`); for a sheet, the rows ×
+    /// columns its cells span.
+    pub table_cells: usize,
+    /// Most data rows of a report (`GMAIL_MAX_REPORT_ROWS`).
+    pub rows: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        attachment_bytes: 10 * 1024 * 1024,
+        table_cells: 500_000,
+        rows: 10_000,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// An XLSX (a ZIP) may unpack to this many times `GMAIL_MAX_ATTACHMENT_BYTES`.
+pub const XLSX_UNPACK_FACTOR: usize = 8;
+
+/// At most `max` characters of `text`, for messages that quote the input.
+fn excerpt(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
 
 /// One parsed row of a report.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,7 +139,7 @@ fn column(name: &str) -> Option<Column> {
 }
 
 /// Rows of cells (the first one the header) into report rows.
-pub fn from_table(table: &[Vec<String>]) -> anyhow::Result<Parsed> {
+pub fn from_table(table: &[Vec<String>], limits: &Limits) -> anyhow::Result<Parsed> {
     let Some((header, data)) = table.split_first() else {
         anyhow::bail!("the report is empty");
     };
@@ -105,15 +148,20 @@ pub fn from_table(table: &[Vec<String>]) -> anyhow::Result<Parsed> {
         anyhow::ensure!(
             columns.contains(&Some(*wanted)),
             "the report has no {name} column (header: {})",
-            header.join(" | ")
+            excerpt(&header.join(" | "), 200)
         );
     }
     let mut parsed = Parsed::default();
-    let mut row_no = 0;
+    let mut row_no: u32 = 0;
     for cells in data {
         if cells.iter().all(|c| c.trim().is_empty()) {
             continue;
         }
+        anyhow::ensure!(
+            (row_no as usize) < limits.rows,
+            "the report has more than {} rows (`GMAIL_MAX_REPORT_ROWS`)",
+            limits.rows
+        );
         row_no += 1;
         match row(row_no, &columns, cells) {
             Ok(r) => parsed.rows.push(r),
@@ -132,14 +180,19 @@ fn row(row_no: u32, columns: &[Option<Column>], cells: &[String]) -> Result<Row,
             .map(|s| s.trim())
     };
     let date_text = cell(Column::Date).unwrap_or_default();
-    let date = date(date_text).ok_or_else(|| format!("`{date_text}` is not a date"))?;
+    let date =
+        date(date_text).ok_or_else(|| format!("`{}` is not a date", excerpt(date_text, 40)))?;
     let event = cell(Column::Event).unwrap_or_default().to_owned();
     if event.is_empty() {
         return Err("the event is empty".into());
     }
     let tickets_text = cell(Column::Tickets).unwrap_or_default();
-    let tickets_sold = count(tickets_text)
-        .ok_or_else(|| format!("tickets sold `{tickets_text}` is not a count"))?;
+    let tickets_sold = count(tickets_text).ok_or_else(|| {
+        format!(
+            "tickets sold `{}` is not a count",
+            excerpt(tickets_text, 40)
+        )
+    })?;
     let money = |c: Column, what: &str, required: bool| -> Result<i64, String> {
         match cell(c) {
             Some(t) if !t.is_empty() => amount(t).map_err(|e| format!("{what}: {e}")),
@@ -215,11 +268,12 @@ pub fn amount(text: &str) -> Result<i64, String> {
         }
         _ => t.clone(),
     };
-    zakaz_core::money::parse_kopecks(&normal).map_err(|_| format!("`{text}` is not an amount"))
+    zakaz_core::money::parse_kopecks(&normal)
+        .map_err(|_| format!("`{}` is not an amount", excerpt(text, 40)))
 }
 
 /// CSV text: the delimiter (`;` or `,`) from the header line, RFC 4180 quotes.
-pub fn csv(text: &str) -> anyhow::Result<Parsed> {
+pub fn csv(text: &str, limits: &Limits) -> anyhow::Result<Parsed> {
     let text = text.trim_start_matches('\u{feff}');
     let header = text.lines().next().unwrap_or_default();
     let delimiter = if header.matches(';').count() >= header.matches(',').count() {
@@ -227,14 +281,30 @@ pub fn csv(text: &str) -> anyhow::Result<Parsed> {
     } else {
         ','
     };
-    from_table(&csv_cells(text, delimiter)?)
+    from_table(&csv_cells(text, delimiter, limits)?, limits)
 }
 
-fn csv_cells(text: &str, delimiter: char) -> anyhow::Result<Vec<Vec<String>>> {
+fn too_many_cells(limits: &Limits) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the report's table has more than {} cells (`GMAIL_MAX_SHEET_CELLS`)",
+        limits.table_cells
+    )
+}
+
+fn csv_cells(text: &str, delimiter: char, limits: &Limits) -> anyhow::Result<Vec<Vec<String>>> {
     let mut rows = Vec::new();
     let mut row = Vec::new();
     let mut cell = String::new();
     let mut quoted = false;
+    let mut cells = 0usize;
+    let mut push = |row: &mut Vec<String>, cell: String| -> anyhow::Result<()> {
+        cells += 1;
+        if cells > limits.table_cells {
+            return Err(too_many_cells(limits));
+        }
+        row.push(cell);
+        Ok(())
+    };
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
@@ -244,10 +314,10 @@ fn csv_cells(text: &str, delimiter: char) -> anyhow::Result<Vec<Vec<String>>> {
             }
             '"' if quoted => quoted = false,
             '"' if cell.is_empty() => quoted = true,
-            c if c == delimiter && !quoted => row.push(std::mem::take(&mut cell)),
+            c if c == delimiter && !quoted => push(&mut row, std::mem::take(&mut cell))?,
             '\r' if !quoted => {}
             '\n' if !quoted => {
-                row.push(std::mem::take(&mut cell));
+                push(&mut row, std::mem::take(&mut cell))?;
                 rows.push(std::mem::take(&mut row));
             }
             c => cell.push(c),
@@ -255,100 +325,184 @@ fn csv_cells(text: &str, delimiter: char) -> anyhow::Result<Vec<Vec<String>>> {
     }
     anyhow::ensure!(!quoted, "the CSV ends inside a quoted field");
     if !cell.is_empty() || !row.is_empty() {
-        row.push(cell);
+        push(&mut row, cell)?;
         rows.push(row);
     }
     Ok(rows)
 }
 
-/// The first sheet of an XLSX workbook.
-pub fn xlsx(bytes: &[u8]) -> anyhow::Result<Parsed> {
-    use calamine::{Data, Reader};
+/// The first sheet of an XLSX workbook, read cell by cell: a sheet's size is what its cells
+/// span, refused above `GMAIL_MAX_SHEET_CELLS` before anything of that size is allocated
+/// (reading it as a range would allocate rows × columns: 2^34 cells for `A1` and
+/// `XFD1048576`). The archive is unpacked once, counting, before calamine reads it (a ZIP
+/// bomb), and a panic inside calamine is this workbook's error.
+pub fn xlsx(bytes: &[u8], limits: &Limits) -> anyhow::Result<Parsed> {
+    anyhow::ensure!(
+        bytes.len() <= limits.attachment_bytes,
+        "the workbook is {} bytes, more than `GMAIL_MAX_ATTACHMENT_BYTES` ({})",
+        bytes.len(),
+        limits.attachment_bytes
+    );
+    unpacked_within(
+        bytes,
+        limits.attachment_bytes.saturating_mul(XLSX_UNPACK_FACTOR),
+    )?;
+    let table = crate::guarded("the XLSX reader", || sheet_table(bytes, limits))?;
+    from_table(&table, limits)
+}
+
+/// Unpack every member of the archive into nothing, counting, and refuse past `limit`.
+fn unpacked_within(bytes: &[u8], limit: usize) -> anyhow::Result<()> {
+    use std::io::Read;
+    let unreadable =
+        |e: &dyn std::fmt::Display| anyhow::anyhow!("not a readable XLSX workbook: {e}");
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| unreadable(&e))?;
+    let mut left = limit as u64;
+    for i in 0..zip.len() {
+        let entry = zip.by_index(i).map_err(|e| unreadable(&e))?;
+        let n = std::io::copy(&mut entry.take(left + 1), &mut std::io::sink())
+            .map_err(|e| unreadable(&e))?;
+        anyhow::ensure!(
+            n <= left,
+            "the workbook unpacks to more than {limit} bytes ({XLSX_UNPACK_FACTOR} × `GMAIL_MAX_ATTACHMENT_BYTES`)"
+        );
+        left -= n;
+    }
+    Ok(())
+}
+
+fn sheet_table(bytes: &[u8], limits: &Limits) -> anyhow::Result<Vec<Vec<String>>> {
+    use calamine::{DataRef, Reader};
     let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes))
         .map_err(|e| anyhow::anyhow!("not a readable XLSX workbook: {e}"))?;
-    let range = book
-        .worksheet_range_at(0)
-        .ok_or_else(|| anyhow::anyhow!("the XLSX workbook has no sheet"))?
-        .map_err(|e| anyhow::anyhow!("the first sheet cannot be read: {e}"))?;
-    let table: Vec<Vec<String>> = range
-        .rows()
-        .map(|cells| {
-            cells
-                .iter()
-                .map(|c| match c {
-                    Data::Empty => String::new(),
-                    Data::String(s) => s.clone(),
-                    Data::Float(f) => format!("{f}"),
-                    Data::Int(i) => i.to_string(),
-                    Data::Bool(b) => b.to_string(),
-                    Data::DateTime(d) => format!("{}", d.as_f64()),
-                    Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
-                    Data::Error(e) => format!("#ERROR {e:?}"),
-                })
-                .collect()
-        })
-        .collect();
-    from_table(&table)
+    let name = book
+        .sheet_names()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the XLSX workbook has no sheet"))?;
+    let unreadable =
+        |e: calamine::XlsxError| anyhow::anyhow!("the first sheet cannot be read: {e}");
+    let mut reader = book.worksheet_cells_reader(&name).map_err(unreadable)?;
+    let mut cells: Vec<((u32, u32), String)> = Vec::new();
+    // The span of the cells so far: first and last row, first and last column.
+    let mut span: Option<(u32, u32, u32, u32)> = None;
+    while let Some(cell) = reader.next_cell().map_err(unreadable)? {
+        let text = match cell.get_value() {
+            DataRef::Empty => continue,
+            DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => s.clone(),
+            DataRef::SharedString(s) => (*s).to_owned(),
+            DataRef::Float(f) => format!("{f}"),
+            DataRef::Int(i) => i.to_string(),
+            DataRef::Bool(b) => b.to_string(),
+            DataRef::DateTime(d) => format!("{}", d.as_f64()),
+            DataRef::Error(e) => format!("#ERROR {e:?}"),
+        };
+        let (r, c) = cell.get_position();
+        let (r0, r1, c0, c1) = span.unwrap_or((r, r, c, c));
+        let now = (r0.min(r), r1.max(r), c0.min(c), c1.max(c));
+        span = Some(now);
+        let (rows, columns) = (u64::from(now.1 - now.0) + 1, u64::from(now.3 - now.2) + 1);
+        anyhow::ensure!(
+            rows.saturating_mul(columns) <= limits.table_cells as u64
+                && cells.len() < limits.table_cells,
+            "the first sheet spans {rows} rows × {columns} columns (a cell at row {}, column {}), more than `GMAIL_MAX_SHEET_CELLS` ({}) cells",
+            u64::from(r) + 1,
+            u64::from(c) + 1,
+            limits.table_cells
+        );
+        cells.push(((r, c), text));
+    }
+    let Some((r0, r1, c0, c1)) = span else {
+        return Ok(Vec::new());
+    };
+    let width = (c1 - c0) as usize + 1;
+    let mut table = vec![vec![String::new(); width]; (r1 - r0) as usize + 1];
+    for ((r, c), text) in cells {
+        table[(r - r0) as usize][(c - c0) as usize] = text;
+    }
+    Ok(table)
 }
 
-/// The first `<table>` of an HTML body.
-pub fn html(text: &str) -> anyhow::Result<Parsed> {
-    let lower = text.to_lowercase();
-    let start = lower
-        .find("<table")
-        .ok_or_else(|| anyhow::anyhow!("the HTML body has no table"))?;
-    let end = lower[start..]
-        .find("</table")
-        .map_or(lower.len(), |e| start + e);
-    let (table, table_lower) = (&text[start..end], &lower[start..end]);
-    let mut rows = Vec::new();
-    for (row_start, _) in table_lower.match_indices("<tr") {
-        let row_end = table_lower[row_start + 3..]
-            .find("<tr")
-            .map_or(table.len(), |e| row_start + 3 + e);
-        let (row, row_lower) = (&table[row_start..row_end], &table_lower[row_start..row_end]);
-        let mut cells = Vec::new();
-        let mut at = 0;
-        while let Some(open) = ["<td", "<th"]
-            .iter()
-            .filter_map(|t| row_lower[at..].find(t).map(|i| at + i))
-            .min()
-        {
-            let content_start = row_lower[open..]
-                .find('>')
-                .map_or(row.len(), |i| open + i + 1);
-            let content_end = ["</td", "</th", "<td", "<th", "</tr"]
-                .iter()
-                .filter_map(|t| {
-                    row_lower[content_start..]
-                        .find(t)
-                        .map(|i| content_start + i)
-                })
-                .min()
-                .unwrap_or(row.len());
-            cells.push(cell_text(&row[content_start..content_end]));
-            at = content_end;
-        }
-        if !cells.is_empty() {
-            rows.push(cells);
-        }
-    }
-    from_table(&rows)
+/// Where the next tag at or after `from` starts and ends (`<` … `>`), and whether it closes
+/// (`</td>`) and its name (`td`), both positions in `text` itself.
+fn next_tag(text: &str, from: usize) -> Option<(usize, usize, bool, &str)> {
+    let lt = from + text.get(from..)?.find('<')?;
+    let gt = lt + text[lt..].find('>')?;
+    let inner = &text[lt + 1..gt];
+    let closing = inner.starts_with('/');
+    let inner = inner.trim_start_matches('/');
+    let len = inner.bytes().take_while(u8::is_ascii_alphanumeric).count();
+    Some((lt, gt + 1, closing, &inner[..len]))
 }
 
-/// A cell's text: tags removed, entities decoded, whitespace collapsed.
-fn cell_text(html: &str) -> String {
-    let mut out = String::new();
-    let mut in_tag = false;
-    for c in html.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => in_tag = false,
-            c if !in_tag => out.push(c),
-            _ => {}
+/// The first `<table>` of an HTML body, read in one pass over its tags: every position comes
+/// from the text itself (lower-casing can change a text's length: `İ` grows), and the time
+/// is linear whatever the markup.
+pub fn html(text: &str, limits: &Limits) -> anyhow::Result<Parsed> {
+    let mut at = 0;
+    loop {
+        let (_, end, closing, name) =
+            next_tag(text, at).ok_or_else(|| anyhow::anyhow!("the HTML body has no table"))?;
+        at = end;
+        if !closing && name.eq_ignore_ascii_case("table") {
+            break;
         }
     }
-    let decoded = decode_entities(&out);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut row: Option<Vec<String>> = None;
+    let mut cell: Option<String> = None;
+    let mut cells = 0usize;
+    let mut end_cell = |row: &mut Option<Vec<String>>, cell: &mut Option<String>| {
+        let Some(c) = cell.take() else {
+            return Ok(());
+        };
+        cells += 1;
+        if cells > limits.table_cells {
+            return Err(too_many_cells(limits));
+        }
+        row.get_or_insert_with(Vec::new).push(cell_text(&c));
+        Ok(())
+    };
+    let end_row = |rows: &mut Vec<Vec<String>>, row: &mut Option<Vec<String>>| {
+        if let Some(r) = row.take().filter(|r| !r.is_empty()) {
+            rows.push(r);
+        }
+    };
+    loop {
+        let tag = next_tag(text, at);
+        let text_end = tag.map_or(text.len(), |t| t.0);
+        if let Some(c) = cell.as_mut() {
+            c.push_str(&text[at..text_end]);
+        }
+        let Some((_, end, closing, name)) = tag else {
+            break;
+        };
+        at = end;
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("table") && closing {
+            break;
+        } else if is("tr") {
+            end_cell(&mut row, &mut cell)?;
+            end_row(&mut rows, &mut row);
+            if !closing {
+                row = Some(Vec::new());
+            }
+        } else if is("td") || is("th") {
+            end_cell(&mut row, &mut cell)?;
+            if !closing {
+                cell = Some(String::new());
+            }
+        }
+        // Any other tag inside a cell is markup (`<b>`): dropped, its text kept.
+    }
+    end_cell(&mut row, &mut cell)?;
+    end_row(&mut rows, &mut row);
+    from_table(&rows, limits)
+}
+
+/// A cell's text: entities decoded, whitespace collapsed (tags are already gone).
+fn cell_text(text: &str) -> String {
+    let decoded = decode_entities(text);
     decoded.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -358,7 +512,8 @@ fn decode_entities(text: &str) -> String {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let Some(end) = rest.find(';').filter(|e| *e <= 10) else {
+        // An entity is short: look for its `;` in the next few bytes only (linear time).
+        let Some(end) = rest.bytes().take(11).position(|b| b == b';') else {
             out.push('&');
             rest = &rest[1..];
             continue;
@@ -420,7 +575,7 @@ mod tests {
                     01.12.2026;\"Концерт; вечер\";Москва;3;1 500,00;0\n\
                     \n\
                     02.12.2026;Спектакль;Казань;много;100,00;\n";
-        let parsed = csv(text).unwrap();
+        let parsed = csv(text, &Limits::DEFAULT).unwrap();
         assert_eq!(parsed.rows.len(), 1);
         assert_eq!(parsed.rows[0].event, "Концерт; вечер");
         assert_eq!(parsed.rows[0].revenue, 150_000);
@@ -432,7 +587,7 @@ mod tests {
                 reason: "tickets sold `много` is not a count".into()
             }]
         );
-        let missing = csv("city;revenue\nМосква;1\n").unwrap_err();
+        let missing = csv("city;revenue\nМосква;1\n", &Limits::DEFAULT).unwrap_err();
         assert!(missing.to_string().contains("no date column"), "{missing}");
     }
 
@@ -440,9 +595,154 @@ mod tests {
     fn html_tables_with_entities_and_nested_tags() {
         let body = "<p>x</p><TABLE><tr><th>Date</th><th>Event</th><th>Tickets</th><th>Revenue</th></tr>\
                     <tr><td>2026-12-01</td><td><b>Rock &amp; Roll</b></td><td>2</td><td>1&nbsp;000.00</td></tr></TABLE>";
-        let parsed = html(body).unwrap();
+        let parsed = html(body, &Limits::DEFAULT).unwrap();
         assert_eq!(parsed.rows.len(), 1, "{:?}", parsed.errors);
         assert_eq!(parsed.rows[0].event, "Rock & Roll");
         assert_eq!(parsed.rows[0].revenue, 100_000);
+    }
+
+    #[test]
+    fn html_positions_come_from_the_text_itself() {
+        // `İ` is two bytes, its lower case three: a table after it parses as it is.
+        let body = "<p>Отчёт İstanbul</p><table><tr><th>Дата</th><th>Событие</th><th>Город</th><th>Продано билетов</th><th>Выручка</th></tr>\
+                    <tr><td>24.11.2026</td><td>Концерт İ</td><td>Стамбул</td><td>3</td><td>1 500,00</td></tr></table>";
+        let parsed = html(body, &Limits::DEFAULT).unwrap();
+        assert_eq!(parsed.errors, []);
+        assert_eq!(parsed.rows.len(), 1);
+        assert_eq!(parsed.rows[0].event, "Концерт İ");
+        assert_eq!(parsed.rows[0].city, "Стамбул");
+        assert_eq!(parsed.rows[0].revenue, 150_000);
+        // Rows without cells, unclosed tags, a body without a table.
+        assert!(html("<table><tr><tr><tr><tr>", &Limits::DEFAULT).is_err());
+        assert!(html("<table><tr><td>Дата<td", &Limits::DEFAULT).is_err());
+        assert_eq!(
+            html("<p>no table</p>", &Limits::DEFAULT)
+                .unwrap_err()
+                .to_string(),
+            "the HTML body has no table"
+        );
+    }
+
+    #[test]
+    fn tables_and_rows_are_bounded_by_the_limits() {
+        let limits = Limits {
+            attachment_bytes: 100_000,
+            table_cells: 50,
+            rows: 3,
+        };
+        let header = "Дата;Событие;Продано билетов;Выручка\n";
+        let row = "24.11.2026;Концерт;1;100\n";
+        assert_eq!(
+            csv(&format!("{header}{}", row.repeat(3)), &limits)
+                .unwrap()
+                .rows
+                .len(),
+            3
+        );
+        let long = csv(&format!("{header}{}", row.repeat(4)), &limits).unwrap_err();
+        assert_eq!(
+            long.to_string(),
+            "the report has more than 3 rows (`GMAIL_MAX_REPORT_ROWS`)"
+        );
+        let wide = csv(&";".repeat(1_000_000), &limits).unwrap_err();
+        assert!(
+            wide.to_string()
+                .contains("more than 50 cells (`GMAIL_MAX_SHEET_CELLS`)"),
+            "{wide}"
+        );
+        let cells = html(&format!("<table>{}", "<td>x".repeat(1_000)), &limits).unwrap_err();
+        assert!(
+            cells.to_string().contains("`GMAIL_MAX_SHEET_CELLS`"),
+            "{cells}"
+        );
+        // A quoted cell is echoed short, whatever its length.
+        let bad = csv(
+            &format!("{header}{};Концерт;1;100\n", "9".repeat(10_000)),
+            &limits,
+        )
+        .unwrap();
+        assert!(
+            bad.errors[0].reason.chars().count() < 60,
+            "{:?}",
+            bad.errors
+        );
+        // Linear time: 100 000 cells of one row, and 10 000 `&` without a `;`.
+        let t = std::time::Instant::now();
+        let _ = html(
+            &format!("<table><tr>{}", "<td>&".repeat(100_000)),
+            &Limits::DEFAULT,
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, data) in files {
+            zip.start_file(*name, options).unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn xlsx_is_refused_past_its_limits_before_calamine_reads_it() {
+        let limits = Limits {
+            attachment_bytes: 64 * 1024,
+            table_cells: 1_000,
+            rows: 10,
+        };
+        // 8 MB of shared strings in a few KB: more than 8 × 64 KiB unpacked.
+        let strings = vec![b'a'; 8 << 20];
+        let bomb = zip_of(&[("xl/sharedStrings.xml", &strings)]);
+        assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+        let e = xlsx(&bomb, &limits).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the workbook unpacks to more than 524288 bytes (8 × `GMAIL_MAX_ATTACHMENT_BYTES`)"
+        );
+        let e = xlsx(&vec![0; 65 * 1024], &limits).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("more than `GMAIL_MAX_ATTACHMENT_BYTES`"),
+            "{e}"
+        );
+        // Cells far apart: refused by their span, without allocating it.
+        let cells = |refs: &[&str]| -> Vec<(String, String)> {
+            refs.iter()
+                .map(|r| (r.to_string(), "1".to_string()))
+                .collect()
+        };
+        let far =
+            api_sandbox::gmail::xlsx_cells(&cells(&["A1", "XFD1048576"]), Some("A1:XFD1048576"));
+        let e = xlsx(&far, &limits).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("the first sheet spans 1048576 rows × 16384 columns"),
+            "{e}"
+        );
+        // A sheet whose data starts at C3 is read from there, as a range would be.
+        let sheet = api_sandbox::gmail::xlsx_cells(
+            &[
+                ("C3".into(), "date".into()),
+                ("D3".into(), "event".into()),
+                ("E3".into(), "tickets".into()),
+                ("F3".into(), "revenue".into()),
+                ("C4".into(), "2026-11-24".into()),
+                ("D4".into(), "Концерт".into()),
+                ("E4".into(), "2".into()),
+                ("F4".into(), "10.50".into()),
+            ],
+            Some("A1:XFD1048576"),
+        );
+        let parsed = xlsx(&sheet, &limits).unwrap();
+        assert_eq!(parsed.errors, []);
+        assert_eq!(parsed.rows[0].revenue, 1_050);
     }
 }

@@ -482,8 +482,8 @@ Migration {
         ),
         // The daily sales a dashboard shows, per date and city, with the source of each
         // date: QTickets' facts for every date the API loader covered; for the other dates the
-        // newest report e-mail of that date (by the e-mail's own date). docs/architecture.md,
-        // "The mail channel".
+        // newest report e-mail of that date (by when Gmail received it: `received_at` is the
+        // message's `internalDate`). docs/architecture.md, "The mail channel".
         Step::Sql(
             "CREATE VIEW IF NOT EXISTS {db}.v_sales_daily AS
             SELECT day AS date, place AS city, t AS tickets_sold, r AS revenue, f AS refunds,

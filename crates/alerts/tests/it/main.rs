@@ -1,6 +1,7 @@
 //! `alerts` end to end: the real binary, real ClickHouse, `api-sandbox`'s Telegram, and a real
 //! SMTP server (Python's aiosmtpd, writing a Maildir).
 
+mod channels;
 mod checks;
 
 use std::path::PathBuf;
@@ -17,22 +18,59 @@ pub struct Smtp {
     pub maildir: PathBuf,
 }
 
+/// An aiosmtpd server that asks for a login (`user`, `password`) over plain text.
+const SMTP_WITH_LOGIN: &str = r#"
+import sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult
+port, maildir, user, password = sys.argv[1:5]
+def text(v):
+    return v.decode() if isinstance(v, bytes) else v
+def check(server, session, envelope, mechanism, auth_data):
+    ok = text(auth_data.login) == user and text(auth_data.password) == password
+    return AuthResult(success=ok, handled=False)
+Controller(Mailbox(maildir), hostname="127.0.0.1", port=int(port), authenticator=check,
+           auth_require_tls=False, auth_required=True).start()
+while True:
+    time.sleep(3600)
+"#;
+
 impl Smtp {
     pub fn start() -> Smtp {
+        Smtp::spawn(None)
+    }
+
+    /// A server that takes mail only after a login with `user` and `password`.
+    pub fn with_login(user: &str, password: &str) -> Smtp {
+        Smtp::spawn(Some((user, password)))
+    }
+
+    fn spawn(login: Option<(&str, &str)>) -> Smtp {
         let port = free_port();
         let maildir =
             std::env::temp_dir().join(format!("zakaz-smtp-{}-{port}", std::process::id()));
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
-            .arg(&maildir)
+        let mut cmd = Command::new("python3");
+        match login {
+            None => {
+                cmd.args([
+                    "-m",
+                    "aiosmtpd",
+                    "-n",
+                    "-l",
+                    &format!("127.0.0.1:{port}"),
+                    "-c",
+                    "aiosmtpd.handlers.Mailbox",
+                ])
+                .arg(&maildir);
+            }
+            Some((user, password)) => {
+                cmd.args(["-c", SMTP_WITH_LOGIN, &port.to_string()])
+                    .arg(&maildir)
+                    .args([user, password]);
+            }
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -207,6 +207,11 @@ fn search_dates_are_pacific_midnights_or_epoch_seconds_and_the_rest_is_an_error(
         parse_query("newer_than:2d", 1_000_000).unwrap(),
         Query::All(vec![Query::After(1_000_000 - 2 * 86_400)])
     );
+    // No Gmail operator: plain text, as Gmail reads it.
+    assert_eq!(
+        parse_query("subjet:Отчёт", 0).unwrap(),
+        Query::All(vec![Query::Word("subjet:отчёт".into())])
+    );
     for bad in [
         "larger:10M",
         "{subject:a",
@@ -244,10 +249,15 @@ fn search_dates_are_pacific_midnights_or_epoch_seconds_and_the_rest_is_an_error(
     );
     let html_only = ids_of(&search("subject:Отчёт -has:attachment").1);
     assert_eq!(html_only.len(), 2, "the two HTML-table reports");
-    // What the sandbox cannot answer is an error, never an empty result.
+    // A Gmail operator the sandbox does not model is an error, never a wrong result...
     let (status, body) = search("larger:10M");
     assert_eq!(status, 400);
     assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+    // ...while a word that is no operator at all finds nothing, as with Gmail: no error.
+    let (status, body) = search("from:qtickets.ru subjet:Отчёт");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("messages").is_none(), "{body}");
+    assert_eq!(body["resultSizeEstimate"], 0);
     // `after:` that excludes its own second, switchable.
     sb.control("/config", json!({"gmail_after_exclusive": true}));
     assert!(!ids_of(&search(&format!("subject:Отчёт after:{t}")).1).contains(&newest.id));
@@ -379,5 +389,154 @@ fn one_html_report_is_utf8_under_a_windows_1251_header() {
             "text/html; charset=UTF-8",
             "text/html; charset=windows-1251"
         ]
+    );
+}
+
+fn header<'a>(msg: &'a Value, name: &str) -> Vec<&'a str> {
+    msg["payload"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["name"] == name)
+        .map(|h| h["value"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn delivered_mail_carries_googles_authentication_results_and_the_senders_date() {
+    let sb = Sb::new();
+    let token = access_token(&sb);
+    let (_, list) = get_json(&sb, &token, "/messages?q=subject:Отчёт");
+    let mut shapes = Vec::new();
+    for id in ids_of(&list) {
+        let (_, m) = get_json(&sb, &token, &format!("/messages/{id}"));
+        let results = header(&m, "Authentication-Results");
+        assert_eq!(results.len(), 1, "{m}");
+        let google = results[0];
+        assert!(google.starts_with("mx.google.com;"), "{google}");
+        // The From domain passes DKIM (header.i, as Google writes it) or SPF (a subdomain).
+        assert!(
+            google.contains("dkim=pass header.i=@qtickets.ru")
+                || google.contains("spf=pass (google.com: domain of reports@mail.qtickets.ru"),
+            "{google}"
+        );
+        shapes.push(google.matches("dkim=").count());
+        // The sender's Date: a little before Google received it.
+        let date = chrono::DateTime::parse_from_rfc2822(header(&m, "Date")[0]).unwrap();
+        let internal: i64 = m["internalDate"].as_str().unwrap().parse().unwrap();
+        assert_eq!(date.timestamp(), internal / 1000 - 120);
+        // Google's header sits above the `Received:` line of mx.google.com.
+        let names: Vec<&str> = m["payload"]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["name"].as_str().unwrap())
+            .collect();
+        let auth = names
+            .iter()
+            .position(|n| *n == "Authentication-Results")
+            .unwrap();
+        assert!(names[..auth].contains(&"Received"));
+        assert!(names[..auth].contains(&"ARC-Authentication-Results"));
+    }
+    shapes.sort();
+    shapes.dedup();
+    assert_eq!(
+        shapes,
+        [0, 1, 2],
+        "unsigned, signed once, signed twice (a mailing service)"
+    );
+}
+
+#[test]
+fn a_test_adds_spoofed_misdated_and_hostile_mail() {
+    let sb = Sb::new();
+    let token = access_token(&sb);
+    let spoofed = sb.control(
+        "/gmail/messages",
+        json!({"auth": "spoofed", "attachments": [{"filename": "r.csv", "text": "date;event\n"}]}),
+    );
+    let future = sb.control(
+        "/gmail/messages",
+        json!({"date": "2099-01-01T00:00:00+03:00", "internal_date": "2026-11-24T10:00:00+03:00", "html": "<table></table>"}),
+    );
+    let hostile = sb.control(
+        "/gmail/messages",
+        json!({"subject": "Отчёт XL", "attachments": [
+            {"filename": "big.xlsx", "xlsx_cells": [["A1", "date"], ["XFD1048576", "x"]], "xlsx_dimension": "A1:XFD1048576"},
+            {"filename": "huge.xlsx", "xlsx_rows": [["date"]], "declared_size": 3_000_000_000u64}
+        ]}),
+    );
+    let (spoofed, future, hostile) = (
+        spoofed["id"].as_str().unwrap(),
+        future["id"].as_str().unwrap(),
+        hostile["id"].as_str().unwrap(),
+    );
+    let (_, list) = get_json(&sb, &token, "/messages?q=from:qtickets.ru");
+    let found = ids_of(&list);
+    for id in [spoofed, future, hostile] {
+        assert!(found.contains(&id.to_owned()), "{id} in {found:?}");
+    }
+    // Spoofed: Google's verdict fails; the sender's own header below it claims a pass.
+    let (_, m) = get_json(&sb, &token, &format!("/messages/{spoofed}"));
+    let results = header(&m, "Authentication-Results");
+    assert_eq!(results.len(), 2);
+    assert!(
+        results[0].contains("dkim=fail header.i=@qtickets.ru"),
+        "{}",
+        results[0]
+    );
+    assert!(results[1].contains("dkim=pass"), "{}", results[1]);
+    // Misdated: the sender's Date says 2099, Google's internalDate does not.
+    let (_, m) = get_json(&sb, &token, &format!("/messages/{future}"));
+    assert!(header(&m, "Date")[0].contains("2099"), "{m}");
+    assert_eq!(
+        m["internalDate"],
+        json!(
+            chrono::DateTime::parse_from_rfc3339("2026-11-24T10:00:00+03:00")
+                .unwrap()
+                .timestamp_millis()
+                .to_string()
+        )
+    );
+    // Hostile: a sheet of a few KB spanning the whole grid, an attachment declared at 3 GB.
+    let (_, m) = get_json(&sb, &token, &format!("/messages/{hostile}"));
+    let parts = m["payload"]["parts"].as_array().unwrap();
+    assert_eq!(parts[2]["body"]["size"], 3_000_000_000u64);
+    let att = parts[1]["body"]["attachmentId"].as_str().unwrap();
+    let (_, a) = get_json(
+        &sb,
+        &token,
+        &format!("/messages/{hostile}/attachments/{att}"),
+    );
+    let bytes = decode_b64url(a["data"].as_str().unwrap());
+    assert!(bytes.len() < 4_000, "{}", bytes.len());
+    let sheet = String::from_utf8_lossy(&bytes);
+    assert!(sheet.contains(r#"<c r="XFD1048576""#), "{sheet}");
+    // Reset forgets them.
+    sb.control("/reset", json!({}));
+    let token = access_token(&sb);
+    let (status, _) = get_json(&sb, &token, &format!("/messages/{spoofed}"));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn a_rate_limit_403_is_usage_limits_and_names_when_to_retry() {
+    let sb = Sb::new();
+    let token = access_token(&sb);
+    sb.control(
+        "/faults",
+        json!({"route": "/gmail/gmail/v1/users/me/messages", "status": 403, "count": 1}),
+    );
+    let (status, body) = get_json(&sb, &token, "/messages?q=subject:x");
+    assert_eq!(status, 403);
+    let e = &body["error"];
+    assert_eq!(e["status"], "PERMISSION_DENIED");
+    assert_eq!(e["errors"][0]["domain"], "usageLimits");
+    assert_eq!(e["errors"][0]["reason"], "userRateLimitExceeded");
+    // A second after the sandbox clock's now (2026-11-25T12:00:00+03:00).
+    assert_eq!(
+        e["message"],
+        "User-rate limit exceeded.  Retry after 2026-11-25T09:00:01.000Z"
     );
 }

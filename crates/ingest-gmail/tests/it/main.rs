@@ -8,6 +8,8 @@ use api_sandbox::{SandboxConfig, Server};
 use serde_json::{Value, json};
 use zakaz_core::testing::{JobUnderTest, TestDb, sandbox_control};
 
+mod properties;
+
 /// 21:00 Moscow: the newest report mail arrived at exactly 00:00 Moscow that day (the
 /// sandbox dates its mails from its clock), which the window-boundary test uses.
 pub const NOW: &str = "2026-11-25T21:00:00+03:00";
@@ -399,4 +401,260 @@ fn a_processed_label_with_spaces_is_searched_as_gmail_writes_it() {
             .contains("-label:zakaz-processed"),
         "{last}"
     );
+}
+
+/// Add a mail to the sandbox's mailbox (`POST /_sandbox/gmail/messages`).
+fn add_mail(env: &Env, body: Value) {
+    env.control("/gmail/messages", body);
+}
+
+fn failures(env: &Env, id: &str) -> String {
+    env.query(&format!(
+        "SELECT attempts, last_error FROM {{db}}.stg_mail_failures FINAL WHERE message_id = '{id}'"
+    ))
+}
+
+#[test]
+fn hostile_mails_are_each_a_counted_failure_and_the_other_mails_load() {
+    let env = Env::new();
+    // `İ` grows when lower-cased: positions found in the lower-cased text are not the
+    // original's. The table itself is no report (no date column).
+    let istanbul = "19e0000000000a01";
+    add_mail(
+        &env,
+        json!({"id": istanbul, "html": "<p>Отчёт İstanbul</p><table><tr><th>Город</th><th>Выручка</th></tr><tr><td>Стамбул</td><td>1 000,00</td></tr></table>"}),
+    );
+    // A few KB whose two cells span the whole grid: 2^34 cells if read as a range.
+    let grid = "19e0000000000a02";
+    add_mail(
+        &env,
+        json!({"id": grid, "attachments": [{"filename": "sales.xlsx", "xlsx_cells": [["A1", "Дата"], ["XFD1048576", "1"]]}]}),
+    );
+    // A row number past u32: calamine's arithmetic overflows (a panic in a debug build).
+    let overflow = "19e0000000000a04";
+    add_mail(
+        &env,
+        json!({"id": overflow, "attachments": [{"filename": "sales.xlsx", "xlsx_cells": [["A1", "Дата"], ["A99999999999", "1"]]}]}),
+    );
+    // A valid report the API says is 3 GB: never downloaded.
+    let huge = "19e0000000000a03";
+    add_mail(
+        &env,
+        json!({"id": huge, "attachments": [{"filename": "sales.xlsx", "declared_size": 3_000_000_000u64,
+            "xlsx_rows": [["date", "event", "tickets_sold", "revenue"], ["2026-11-24", "Концерт", "1", "100.00"]]}]}),
+    );
+    let out = env.run(&[], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    // The caught panic is the mail's one-line error; nothing reached the default hook.
+    assert!(!err.contains("thread '"), "{err}");
+    // (A release build wraps instead, and the sheet-size limit refuses that mail.)
+    if cfg!(debug_assertions) {
+        assert!(err.contains("it panicked at "), "{err}");
+    }
+    assert_eq!(env.loaded(), env.meant(), "the other mails load");
+    for (id, reason) in [
+        (istanbul, "no date column"),
+        (grid, "GMAIL_MAX_SHEET_CELLS"),
+        (huge, "GMAIL_MAX_ATTACHMENT_BYTES"),
+        (overflow, "sales.xlsx"),
+    ] {
+        let row = failures(&env, id);
+        assert!(
+            row.starts_with("1\t") && row.contains(reason),
+            "{id}: {row}"
+        );
+        assert!(err.contains(&format!("message_id={id}")), "{err}");
+        assert!(!env.labelled().contains(&id.to_owned()));
+    }
+    assert!(
+        env.requests(&format!(
+            "/gmail/gmail/v1/users/me/messages/{huge}/attachments"
+        ))
+        .is_empty(),
+        "the 3 GB attachment is not fetched"
+    );
+    let run = env.query(
+        "SELECT status, visitParamExtractUInt(metrics, 'messages_failed') FROM {db}.meta_job_runs WHERE job = 'gmail_ingest'",
+    );
+    assert_eq!(run, "ok\t4\n");
+}
+
+#[test]
+fn a_rate_limit_403_is_backed_off_within_the_deadline_and_the_run_succeeds() {
+    let env = Env::new();
+    let first = report_ids(&env)[0].clone();
+    let usage = |reason: &str| {
+        json!({"error": {"code": 403, "message": "Rate Limit Exceeded", "status": "PERMISSION_DENIED",
+            "errors": [{"domain": "usageLimits", "reason": reason, "message": "Rate Limit Exceeded"}]}})
+    };
+    env.control(
+        "/faults",
+        json!([
+            // The label listing: `rateLimitExceeded`, `Retry-After: 0`.
+            {"route": "/gmail/gmail/v1/users/me/labels", "status": 403, "count": 1,
+             "headers": {"Retry-After": "0"}, "body": usage("rateLimitExceeded")},
+            // The search: `userRateLimitExceeded`, `Retry-After: 0`.
+            {"route": "/gmail/gmail/v1/users/me/messages", "status": 403, "count": 1,
+             "headers": {"Retry-After": "0"}, "body": usage("userRateLimitExceeded")},
+            // A message: Gmail's own body, "Retry after <a second from now>", no header.
+            {"route": format!("/gmail/gmail/v1/users/me/messages/{first}"), "status": 403, "count": 1},
+        ]),
+    );
+    let out = env.run_ok(&[]);
+    let err = stderr(&out);
+    assert_eq!(env.loaded(), env.meant(), "{err}");
+    let waits: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("Gmail rate limit"))
+        .collect();
+    assert_eq!(waits.len(), 3, "{err}");
+    assert!(waits.iter().any(|l| l.contains("delay_ms=1000")), "{err}");
+    assert_eq!(
+        waits.iter().filter(|l| l.contains("delay_ms=0")).count(),
+        2,
+        "{err}"
+    );
+    // A wait past the run's deadline is not waited: the run fails at once, saying so.
+    env.control(
+        "/faults",
+        json!({"route": "/gmail/gmail/v1/users/me/labels", "status": 403, "count": 1,
+               "headers": {"Retry-After": "3600"}, "body": usage("userRateLimitExceeded")}),
+    );
+    let late = env.run(&[], &[]);
+    assert_eq!(late.status.code(), Some(1), "{}", stderr(&late));
+    assert!(
+        stderr(&late).contains("past the run's deadline"),
+        "{}",
+        stderr(&late)
+    );
+}
+
+#[test]
+fn mail_dated_in_the_future_or_not_from_a_trusted_sender_changes_no_date() {
+    let env = Env::new();
+    let genuine = report_ids(&env)[0].clone();
+    let meant = env.meant();
+    let date = meant
+        .iter()
+        .find(|(k, _)| k.0 == genuine)
+        .map(|(_, v)| v.0.clone())
+        .unwrap();
+    let (d, m, y) = (&date[8..10], &date[5..7], &date[0..4]);
+    let report = |event: &str| {
+        json!([{"filename": "sales.csv", "text": format!(
+            "Дата;Событие;Город;Продано билетов;Выручка\n{d}.{m}.{y};{event};Москва;999;999 999,00\n"
+        )}])
+    };
+    let spoofed = "19e0000000000b01";
+    let lookalike = "19e0000000000b02";
+    let unsigned = "19e0000000000b03";
+    let future = "19e0000000000b04";
+    // From the trusted domain, but Google's DKIM and SPF checks failed (the sender wrote a
+    // passing Authentication-Results of its own further down).
+    add_mail(
+        &env,
+        json!({"id": spoofed, "auth": "spoofed", "attachments": report("Подделка")}),
+    );
+    // Authenticated, for a domain that only starts like the trusted one.
+    add_mail(
+        &env,
+        json!({"id": lookalike, "from": "QTickets <reports@qtickets.ru.example.net>", "attachments": report("Подделка")}),
+    );
+    add_mail(
+        &env,
+        json!({"id": unsigned, "auth": "none", "attachments": report("Подделка")}),
+    );
+    // Genuine, received before the newest report of that date, but its Date: says 2099.
+    add_mail(
+        &env,
+        json!({"id": future, "date": "2099-01-01T00:00:00+03:00", "internal_date": "2026-11-24T22:00:00+03:00",
+               "attachments": report("Старый отчёт")}),
+    );
+    let out = env.run_ok(&[]);
+    let err = stderr(&out);
+    // The view shows exactly what the genuine mails meant.
+    let mut expected: BTreeMap<(String, String), (u64, i64, i64)> = BTreeMap::new();
+    for v in meant.values() {
+        let e = expected.entry((v.0.clone(), v.2.clone())).or_default();
+        e.0 += v.3;
+        e.1 += v.4;
+        e.2 += v.5;
+    }
+    let expected: String = expected
+        .iter()
+        .map(|((d, c), (t, r, f))| format!("{d}\t{c}\t{t}\t{r}\t{f}\tmail\n"))
+        .collect();
+    assert_eq!(
+        env.query("SELECT date, city, tickets_sold, toInt64(revenue * 100), toInt64(refunds * 100), source FROM {db}.v_sales_daily ORDER BY date, city"),
+        expected,
+        "{err}"
+    );
+    // Nothing of the untrusted mails is stored, nothing counted as failing, nothing labelled;
+    // each is named in a warning with its From.
+    for (id, from) in [
+        (spoofed, "reports@qtickets.ru"),
+        (lookalike, "reports@qtickets.ru.example.net"),
+        (unsigned, "reports@qtickets.ru"),
+    ] {
+        assert_eq!(
+            env.query(&format!(
+                "SELECT count() FROM {{db}}.stg_mail_sales WHERE message_id = '{id}'"
+            )),
+            "0\n"
+        );
+        assert_eq!(failures(&env, id), "");
+        assert!(!env.labelled().contains(&id.to_owned()));
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("message_id={id}")) && l.contains(from)),
+            "{err}"
+        );
+    }
+    // The misdated mail is loaded, dated when Google received it.
+    assert_eq!(
+        env.query(&format!(
+            "SELECT DISTINCT toString(received_at) FROM {{db}}.stg_mail_sales FINAL WHERE message_id = '{future}'"
+        )),
+        "2026-11-24 22:00:00\n"
+    );
+    assert!(env.labelled().contains(&future.to_owned()));
+}
+
+#[test]
+fn an_unknown_search_operator_or_no_trusted_sender_exits_78_before_any_request() {
+    let env = Env::new();
+    let typo = env.run(
+        &[],
+        &[(
+            "GMAIL_QUERY",
+            "from:qtickets.ru subjet:\"Отчёт о продажах\"",
+        )],
+    );
+    assert_eq!(typo.status.code(), Some(78), "{}", stderr(&typo));
+    assert!(
+        stderr(&typo).contains("`GMAIL_QUERY`") && stderr(&typo).contains("`subjet:`"),
+        "{}",
+        stderr(&typo)
+    );
+    let open = env.run(&[], &[("GMAIL_QUERY", "from:qtickets.ru subject:\"Отчёт")]);
+    assert_eq!(open.status.code(), Some(78), "{}", stderr(&open));
+    let nobody = env.run(&[], &[("GMAIL_TRUSTED_SENDERS", " ")]);
+    assert_eq!(nobody.status.code(), Some(78), "{}", stderr(&nobody));
+    assert!(
+        stderr(&nobody).contains("`GMAIL_TRUSTED_SENDERS`"),
+        "{}",
+        stderr(&nobody)
+    );
+    assert!(env.requests("/").is_empty(), "no request was made");
+    // Every documented operator, grouping and quoting passes.
+    env.run_ok(&[]);
+    let out = env.run(
+        &["--dry-run"],
+        &[(
+            "GMAIL_QUERY",
+            "{from:qtickets.ru from:(reports@qtickets.ru)} -in:spam +Отчёт (subject:\"о продажах\" OR filename:csv) has:attachment older_than:1y newer_than:30d",
+        )],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 }
