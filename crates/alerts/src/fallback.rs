@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const FILE: &str = "alerts-sent.json";
+pub const FILE: &str = "alerts-sent.json";
 
 /// The fingerprint → last delivery (Unix seconds) record.
 pub struct SentLog {

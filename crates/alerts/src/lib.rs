@@ -172,6 +172,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The lock of the alerts' state directory, held for a run; a directory the service cannot
 /// use is a setting to fix.
 fn state_lock(dir: &std::path::Path) -> anyhow::Result<zakaz_core::state::Lock> {
+    zakaz_core::state::check_usable(
+        dir,
+        &["alerts.lock", fallback::FILE, notify::CHAT_FILE],
+        "ALERTS_STATE_DIR",
+    )?;
     zakaz_core::state::Lock::acquire(&dir.join("alerts")).map_err(|e| {
         zakaz_core::error::config_error(format!(
             "{}: the alerts' state directory must exist and be writable by the service's user (`ALERTS_STATE_DIR`, {})",

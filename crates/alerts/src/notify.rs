@@ -47,7 +47,7 @@ pub struct ChannelArgs {
     #[arg(long, env = "SMTP_HOST")]
     pub smtp_host: Option<String>,
     /// SMTP port.
-    #[arg(long, env = "SMTP_PORT", default_value_t = 587)]
+    #[arg(long, env = "SMTP_PORT", default_value_t = 587, value_parser = clap::value_parser!(u16).range(1..))]
     pub smtp_port: u16,
     /// SMTP user (optional).
     #[arg(long, env = "SMTP_USER")]
@@ -165,7 +165,7 @@ impl Chat {
 }
 
 /// The record of a migrated chat in the state directory.
-const CHAT_FILE: &str = "telegram-chat.json";
+pub const CHAT_FILE: &str = "telegram-chat.json";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ChatRecord {

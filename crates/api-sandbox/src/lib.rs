@@ -155,6 +155,9 @@ pub struct Fault {
     pub fraction: Option<f64>,
     /// Let this many matching requests through first.
     pub after: u32,
+    /// Hold the request until `POST /_sandbox/release` (at most a minute): a test makes two
+    /// clients meet at a point of its choosing instead of hoping a delay is long enough.
+    pub hold: bool,
 }
 
 impl Fault {
@@ -187,6 +190,7 @@ impl Fault {
             remaining: v.get("count").and_then(Value::as_u64).map(|c| c as u32),
             fraction: v.get("fraction").and_then(Value::as_f64),
             after: v.get("after").and_then(Value::as_u64).unwrap_or(0) as u32,
+            hold: v.get("hold").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
@@ -306,6 +310,8 @@ pub struct Sandbox {
     clock_offset: AtomicI64,
     wall_start: Instant,
     state: Mutex<State>,
+    /// Held requests wait here until released (`true`).
+    gate: (Mutex<bool>, std::sync::Condvar),
 }
 
 /// The Moscow date of an instant.
@@ -335,6 +341,7 @@ impl Sandbox {
             data,
             clock_offset: AtomicI64::new(0),
             wall_start: Instant::now(),
+            gate: (Mutex::new(true), std::sync::Condvar::new()),
         })
     }
 
@@ -478,6 +485,12 @@ impl Sandbox {
         self.log(req);
         let fault = self.take_fault(&req.path);
         if let Some(f) = &fault {
+            if f.hold {
+                let (open, released) = &self.gate;
+                let guard = open.lock().unwrap_or_else(|e| e.into_inner());
+                // Bounded: a test that never releases does not hang the sandbox for good.
+                let _ = released.wait_timeout_while(guard, Duration::from_secs(60), |open| !*open);
+            }
             if f.delay_ms > 0 {
                 std::thread::sleep(Duration::from_millis(f.delay_ms));
             }
@@ -600,7 +613,12 @@ impl Sandbox {
                 };
                 for item in &list {
                     match Fault::parse(item) {
-                        Ok(f) => self.add_fault(f),
+                        Ok(f) => {
+                            if f.hold {
+                                *self.gate.0.lock().unwrap_or_else(|e| e.into_inner()) = false;
+                            }
+                            self.add_fault(f)
+                        }
                         Err(e) => return Resp::json(400, &json!({"error": e})),
                     }
                 }
@@ -639,6 +657,11 @@ impl Sandbox {
                 }
                 self.advance(secs);
                 Resp::json(200, &json!({"now": qtickets::iso(self.now(), 3)}))
+            }
+            ("POST", "/release") => {
+                *self.gate.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                self.gate.1.notify_all();
+                Resp::json(200, &json!({"ok": true}))
             }
             ("POST", "/reset") => {
                 self.reset();

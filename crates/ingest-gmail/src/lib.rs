@@ -239,54 +239,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `f`, with a panic turned into an error: whatever a hostile mail does to a parser is that
 /// mail's failure, never the run's end (the state `f` touched is dropped with it).
 pub fn guarded<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    quiet_panics_when_guarded();
-    GUARDED.with(|g| g.set(g.get() + 1));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    GUARDED.with(|g| g.set(g.get() - 1));
-    match outcome {
-        Ok(result) => result,
-        Err(payload) => {
-            let text = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            let at = PANIC_AT.with(|p| p.take()).unwrap_or_default();
-            anyhow::bail!(
-                "{what} failed on this mail (it panicked{at}: {})",
-                text.chars().take(200).collect::<String>()
-            )
-        }
-    }
-}
-
-thread_local! {
-    /// Depth of `guarded` calls on this thread.
-    static GUARDED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    /// Where the last guarded panic happened (` at file:line`).
-    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// A panic that `guarded` catches becomes that mail's one-line error: the default hook's
-/// lines (and backtrace) would reach the journal as unprefixed noise. Any other panic still
-/// goes to the previous hook.
-fn quiet_panics_when_guarded() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if GUARDED.with(|g| g.get()) == 0 {
-                return previous(info);
-            }
-            let at = info.location().map(|l| {
-                // The last components of the path say enough (`xlsx/mod.rs`).
-                let file: Vec<&str> = l.file().rsplit('/').take(3).collect();
-                let file: Vec<&str> = file.into_iter().rev().collect();
-                format!(" at {}:{}", file.join("/"), l.line())
-            });
-            PANIC_AT.with(|p| *p.borrow_mut() = at);
-        }));
-    });
+    zakaz_core::panic::guarded(&format!("{what} failed on this mail"), f)
 }
 
 /// An error no mail is to blame for: the run ends (the mail is not counted as failing).

@@ -211,6 +211,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.vk.vk_ads_state_dir.as_deref(),
         std::env::var("STATE_DIRECTORY").ok().as_deref(),
     );
+    zakaz_core::state::check_usable(
+        &state_dir,
+        &[token::FILE, token::LOCK_FILE],
+        "VK_ADS_STATE_DIR",
+    )?;
     let tokens = Arc::new(Tokens::new(
         http.clone(),
         &cli.vk.vk_ads_base_url,

@@ -18,6 +18,8 @@ use zakaz_core::state::{Lock, write_private};
 const REFRESH_AHEAD_SECS: i64 = 3600;
 
 pub const FILE: &str = "vk_ads_tokens.json";
+/// Held while a run reads or changes [`FILE`].
+pub const LOCK_FILE: &str = "vk_ads_tokens.lock";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Pair {

@@ -56,6 +56,7 @@ where
     F: FnOnce(C) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    crate::panic::install();
     let cli = match parse::<C>(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(Exit { code, message }) => {
@@ -82,7 +83,7 @@ where
             return ExitCode::from(exit::FAILURE);
         }
     };
-    match runtime.block_on(body(cli)) {
+    match runtime.block_on(crate::panic::catch(body(cli))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{}", one_line(&err));
@@ -230,10 +231,52 @@ fn clap_exit<C: CommandFactory>(err: &clap::Error) -> Exit {
             };
             Exit {
                 code,
-                message: crate::secret::redact(&one_line_clap::<C>(err)),
+                message: crate::secret::redact(&without_rejected_secret::<C>(
+                    err,
+                    one_line_clap::<C>(err),
+                )),
             }
         }
     }
+}
+
+/// clap quotes the value it refused: a secret setting's value, or a URL's user and password,
+/// is masked (a refused secret was never registered for redaction).
+fn without_rejected_secret<C: CommandFactory>(err: &clap::Error, message: String) -> String {
+    let Some(ContextValue::String(value)) = err.get(ContextKind::InvalidValue) else {
+        return message;
+    };
+    if value.is_empty() {
+        return message;
+    }
+    let secret_arg = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => {
+            let long = arg
+                .trim_start_matches("--")
+                .split([' ', '='])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            is_secret_arg(&C::command(), &long)
+        }
+        _ => false,
+    };
+    let masked = if secret_arg {
+        "***".to_owned()
+    } else if let Some((scheme, rest)) = value.split_once("://")
+        && let Some((_, host)) = rest.split_once('@')
+    {
+        format!("{scheme}://***@{host}")
+    } else {
+        return message;
+    };
+    message.replace(value.as_str(), &masked)
+}
+
+fn is_secret_arg(cmd: &clap::Command, long: &str) -> bool {
+    cmd.get_arguments()
+        .any(|a| a.get_long() == Some(long) && a.is_hide_env_values_set())
+        || cmd.get_subcommands().any(|sub| is_secret_arg(sub, long))
 }
 
 /// clap's message up to its first blank line, folded into one line, plus the environment

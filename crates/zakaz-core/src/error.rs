@@ -11,6 +11,8 @@ pub mod exit {
     pub const USAGE: u8 = 64;
     /// EX_UNAVAILABLE: a dependency (ClickHouse, MySQL) cannot be reached.
     pub const UNAVAILABLE: u8 = 69;
+    /// EX_SOFTWARE: a bug (a panic), recorded and reported as one line.
+    pub const SOFTWARE: u8 = 70;
     /// EX_CONFIG: a setting is missing or malformed; retrying will not help.
     pub const CONFIG: u8 = 78;
 }
@@ -37,6 +39,9 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
         }
         if cause.is::<UnavailableError>() {
             return exit::UNAVAILABLE;
+        }
+        if cause.is::<crate::panic::Panicked>() {
+            return exit::SOFTWARE;
         }
     }
     exit::FAILURE

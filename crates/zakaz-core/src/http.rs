@@ -64,6 +64,15 @@ pub enum HttpError {
         service: &'static str,
         reason: String,
     },
+    #[error(
+        "{service}: {target} answered HTTP {status} redirecting to {location}: not followed (a request carrying a secret is never sent to another address)"
+    )]
+    Redirect {
+        service: &'static str,
+        target: String,
+        status: u16,
+        location: String,
+    },
     #[error("{service}: {target}: no time left before the run's deadline ({reason})")]
     Deadline {
         service: &'static str,
@@ -109,6 +118,9 @@ impl HttpClient {
             .timeout(Duration::from_secs(args.http_timeout_secs))
             .connect_timeout(Duration::from_secs(args.http_timeout_secs.min(10)))
             .user_agent(concat!("zakaz-jobs/", env!("CARGO_PKG_VERSION")))
+            // Every request carries a token, a client secret or a password: a redirect would
+            // send it (form fields, a `Referer`) to whatever address the answer names.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(HttpClient {
             inner,
@@ -190,6 +202,23 @@ impl HttpClient {
                 Ok(response) => {
                     let status = response.status();
                     tracing::debug!(service = self.service, %method, %target, status = status.as_u16(), elapsed_ms, "http");
+                    if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                        let location = response
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|l| response.url().join(l).ok())
+                            .map_or_else(
+                                || "nowhere (no `Location`)".to_owned(),
+                                |u| safe_target(&u),
+                            );
+                        return Err(HttpError::Redirect {
+                            service: self.service,
+                            target,
+                            status: status.as_u16(),
+                            location,
+                        });
+                    }
                     if !is_retryable(status) || last {
                         return Ok(response);
                     }
@@ -284,16 +313,14 @@ pub fn parse_base_url(s: &str) -> Result<String, String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());
     }
-    let mut text = s.trim().trim_end_matches('/').to_owned();
     if !url.username().is_empty() || url.password().is_some() {
-        // Kept for the caller to refuse, without echoing the credentials.
-        text = format!(
-            "{}://…@{}",
-            url.scheme(),
-            url.host_str().unwrap_or_default()
+        // Never echoed: the message names the shape, not the credentials.
+        return Err(
+            "the URL carries a user name or password (`user:…@host`): credentials go in their own settings, never in a URL"
+                .into(),
         );
     }
-    Ok(text)
+    Ok(s.trim().trim_end_matches('/').to_owned())
 }
 
 pub fn is_retryable(status: StatusCode) -> bool {

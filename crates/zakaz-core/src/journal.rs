@@ -306,8 +306,17 @@ where
     Fut: Future<Output = anyhow::Result<Outcome>>,
 {
     let run = Run::start(ch, job, window).await?;
+    // A panic in the run is recorded like any error (and exits 70), never left `running`.
+    let work = async {
+        // Debug builds only: the tests' way to make a real binary panic inside its run.
+        #[cfg(debug_assertions)]
+        if let Some(text) = std::env::var_os("ZAKAZ_TEST_PANIC") {
+            panic!("{}", text.to_string_lossy());
+        }
+        body(run.run_id.clone()).await
+    };
     let result = tokio::select! {
-        result = body(run.run_id.clone()) => result,
+        result = crate::panic::catch(work) => result,
         signal = termination() => Err(anyhow::anyhow!("interrupted by {signal} before the run finished")),
     };
     match result {

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod logging;
 pub mod loose;
 pub mod money;
+pub mod panic;
 pub mod progress;
 pub mod schema;
 pub mod secret;

@@ -45,9 +45,20 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The shortest secret a setting accepts: a shorter one guards nothing, and scrubbing it from
+/// every log line would mangle ordinary text (a salt `2026` turned dates into `***-12-06`).
+pub const MIN_SECRET_LEN: usize = 8;
+
 impl FromStr for Secret {
-    type Err = std::convert::Infallible;
+    type Err = String;
+    /// Empty is "not set"; otherwise at least [`MIN_SECRET_LEN`] characters.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let n = s.chars().count();
+        if n > 0 && n < MIN_SECRET_LEN {
+            return Err(format!(
+                "a secret must be at least {MIN_SECRET_LEN} characters long (this one has {n}): set the value the service issued"
+            ));
+        }
         Ok(Secret::new(s))
     }
 }
@@ -91,6 +102,14 @@ mod tests {
             redact("GET /bothunter2-very-secret/sendMessage failed"),
             "GET /bot***/sendMessage failed"
         );
+    }
+
+    #[test]
+    fn settings_refuse_secrets_shorter_than_eight_characters() {
+        assert!("2026".parse::<Secret>().is_err());
+        assert!("1234567".parse::<Secret>().is_err());
+        assert_eq!("12345678".parse::<Secret>().unwrap().expose(), "12345678");
+        assert!("".parse::<Secret>().unwrap().is_empty(), "empty is unset");
     }
 
     #[test]

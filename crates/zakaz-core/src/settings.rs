@@ -53,12 +53,21 @@ fn visit(cmd: &clap::Command, bin: &str, out: &mut BTreeMap<String, Setting>) {
 }
 
 /// Names that look like secrets must be declared with `hide_env_values`, or `--help` would
-/// print their values. An endpoint's address (`GOOGLE_TOKEN_URL`) is not a secret.
+/// print their values. An endpoint's address (`GOOGLE_TOKEN_URL`) is not a secret; a DSN
+/// carries a password, a salt keys a hash.
 pub fn looks_secret(env: &str) -> bool {
     !env.ends_with("_URL")
-        && ["TOKEN", "SECRET", "PASSWORD", "KEY"]
-            .iter()
-            .any(|w| env.contains(w))
+        && [
+            "TOKEN",
+            "SECRET",
+            "PASSWORD",
+            "KEY",
+            "DSN",
+            "SALT",
+            "CREDENTIAL",
+        ]
+        .iter()
+        .any(|w| env.contains(w))
 }
 
 /// The starting env file of `job` (`secrets/<job>.env.example`), from its binary's own

@@ -20,6 +20,56 @@ pub fn resolve_dir(setting: Option<&Path>, state_directory: Option<&str>) -> Pat
         .map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from)
 }
 
+/// Check at start that this process can use its state: `dir` exists (or can be made) and
+/// takes new files, and each of `files` in it that exists can be read and written. A job run
+/// once by hand as root leaves root-owned files behind, after which the service's user fails
+/// on every run: that is a setting to fix (exit 78), named with the fix, before any request.
+pub fn check_usable(dir: &Path, files: &[&str], setting: &str) -> anyhow::Result<()> {
+    let who = current_user();
+    let fix = |what: &Path, e: &std::io::Error| {
+        crate::error::config_error(format!(
+            "`{}` cannot be used by {who}: {e}; it was probably left by a run as another user (root?): `chown` it to the service's user, or remove it (setting `{setting}`, {})",
+            what.display(),
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fix(dir, &e))?;
+    for name in files {
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fix(&path, &e)),
+        }
+    }
+    // Files are replaced by rename: the directory must take a new one.
+    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .map_err(|e| fix(dir, &e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// `uid N` of this process (for messages).
+fn current_user() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        })
+        .map_or_else(|| "this process".to_owned(), |uid| format!("uid {uid}"))
+}
+
 /// Write `bytes` to `path` through a temporary file in the same directory, mode 0600, synced
 /// and renamed: a reader sees the old content or the new, never half of it.
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

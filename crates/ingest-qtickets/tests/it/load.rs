@@ -846,3 +846,58 @@ async fn shapes_the_api_should_not_send_are_warnings_naming_the_field_and_the_re
     let capacity = env.query("SELECT sum(capacity) > 0 FROM {db}.fact_qtickets_inventory");
     assert_eq!(capacity, "1\n");
 }
+
+#[tokio::test]
+async fn a_panic_in_the_run_is_recorded_as_an_error_with_a_redacted_line_and_exits_70() {
+    let env = Env::new().await;
+    let out = env.run(&[], &[("ZAKAZ_TEST_PANIC", "a bug met sandbox-token")]);
+    assert_eq!(out.status.code(), Some(70), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("internal error (a bug; please report it): panicked at ")
+            && err.contains("a bug met ***"),
+        "{err}"
+    );
+    assert!(!err.contains("sandbox-token"), "{err}");
+    assert!(!err.contains("stack backtrace"), "{err}");
+    let journal = env.query("SELECT status, message FROM {db}.meta_job_runs");
+    assert!(
+        journal.starts_with("error\tinternal error (a bug; please report it): panicked at ")
+            && journal.contains("a bug met ***"),
+        "{journal}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_shorter_than_eight_characters_is_refused_naming_the_setting() {
+    let env = Env::new().await;
+    let out = env.run(&[], &[("QTICKETS_CLIENT_HASH_SALT", "2026")]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("QTICKETS_CLIENT_HASH_SALT") && err.contains("at least 8 characters"),
+        "{err}"
+    );
+    assert!(!err.contains("2026"), "the value is not echoed: {err}");
+    assert!(
+        env.sandbox.sandbox().state().log.is_empty(),
+        "nothing was requested"
+    );
+}
+
+#[tokio::test]
+async fn numbers_out_of_range_are_refused_naming_the_setting() {
+    let env = Env::new().await;
+    let out = env.run(&[], &[("QTICKETS_OVERLAP_MINUTES", "4000000000")]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("QTICKETS_OVERLAP_MINUTES"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        env.sandbox.sandbox().state().log.is_empty(),
+        "nothing was requested"
+    );
+}

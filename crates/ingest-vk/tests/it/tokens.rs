@@ -121,16 +121,25 @@ fn a_bad_client_or_a_revoked_token_exits_78_naming_the_settings() {
 #[test]
 fn two_runs_at_once_share_one_token() {
     let env = Env::new();
-    // The first token request takes half a second: the first run holds the token file's lock
-    // that long, so the two runs surely meet there (without the lock both would mint).
+    // The first run's token request is held by the sandbox until the second run is waiting
+    // for the token file's lock: the two surely meet there, however the machine schedules
+    // them (without the lock the second would ask for a token of its own).
     env.control(
         "/faults",
-        json!({"route": "/vk/api/v2/oauth2/token.json", "delay_ms": 500, "count": 1}),
+        json!({"route": "/vk/api/v2/oauth2/token.json", "hold": true, "count": 1}),
     );
-    let children: Vec<_> = (0..2)
-        .map(|_| env.command(&["--days", "1"]).spawn().unwrap())
-        .collect();
-    for child in children {
+    let first = env.command(&["--days", "1"]).spawn().unwrap();
+    wait_until("the first run asks for a token", || {
+        env.token_requests("client_credentials") == 1
+    });
+    let second = env.command(&["--days", "1"]).spawn().unwrap();
+    let second_pid = second.id();
+    wait_until(
+        "the second run waits for the lock or asks for a token",
+        || waits_for_a_lock(second_pid) || env.token_requests("client_credentials") > 1,
+    );
+    env.control("/release", json!({}));
+    for child in [first, second] {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
     }
@@ -138,4 +147,119 @@ fn two_runs_at_once_share_one_token() {
     let file = std::fs::read_to_string(env.state.path.join("vk_ads_tokens.json")).unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&file).unwrap();
     assert_eq!(parsed["tokens"].as_object().unwrap().len(), 1, "{file}");
+}
+
+/// Poll `done` (bounded: 30 s) — for a state another process reaches, never for time to pass.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Whether process `pid` is blocked on a file lock (`/proc/locks` lists the waiter after
+/// `->`).
+fn waits_for_a_lock(pid: u32) -> bool {
+    std::fs::read_to_string("/proc/locks").is_ok_and(|locks| {
+        locks.lines().any(|l| {
+            l.contains("->")
+                && l.split_whitespace()
+                    .nth(5)
+                    .is_some_and(|p| p == pid.to_string())
+        })
+    })
+}
+
+#[test]
+fn a_redirect_of_the_token_request_is_never_followed() {
+    let env = Env::new();
+    // Another origin, which must never hear from the loader.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let location = format!("http://{}/steal", elsewhere.local_addr().unwrap());
+    env.control(
+        "/faults",
+        json!({"route": "/vk/api/v2/oauth2/token.json", "status": 307, "headers": {"Location": location}}),
+    );
+    let out = env.run(&["--days", "1"], &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("answered HTTP 307 redirecting to 127.0.0.1:")
+            && err.contains("/steal: not followed"),
+        "{err}"
+    );
+    assert!(!err.contains("sandbox-secret"), "{err}");
+    assert!(
+        matches!(elsewhere.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the redirect target got a connection"
+    );
+}
+
+#[test]
+fn a_base_url_with_credentials_is_refused_naming_the_setting() {
+    let env = Env::new();
+    let url = env
+        .sandbox
+        .base_url
+        .replace("http://", "http://user:pw-in-url@");
+    let out = env.run(
+        &["--days", "1"],
+        &[("VK_ADS_BASE_URL", &format!("{url}/vk"))],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("VK_ADS_BASE_URL") && err.contains("carries a user name or password"),
+        "{err}"
+    );
+    assert!(!err.contains("pw-in-url"), "{err}");
+    assert!(env.requests("/vk/").is_empty(), "nothing was requested");
+}
+
+#[test]
+fn state_files_left_by_root_stop_the_service_user_at_start_naming_the_fix() {
+    let env = Env::new();
+    // A run by hand as root leaves the token file root's (the test runs as root).
+    env.run_ok(&["--days", "1"]);
+    let file = env.state.path.join("vk_ads_tokens.json");
+    assert!(file.exists());
+    // The service's user (here `nobody`) may use the directory, not root's file.
+    std::process::Command::new("chmod")
+        .args(["0777"])
+        .arg(&env.state.path)
+        .status()
+        .unwrap();
+    let requests_before = env.requests("/vk/").len();
+    let cmd = env.command(&["--days", "1"]);
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
+    let envs: Vec<_> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect();
+    let out = zakaz_core::testing::clean_command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(program)
+        .args(args)
+        .envs(envs)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("vk_ads_tokens.json` cannot be used by uid 65534")
+            && err.contains("`chown` it to the service's user")
+            && err.contains("VK_ADS_STATE_DIR"),
+        "{err}"
+    );
+    assert_eq!(
+        env.requests("/vk/").len(),
+        requests_before,
+        "nothing was requested"
+    );
 }
