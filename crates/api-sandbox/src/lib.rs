@@ -255,6 +255,9 @@ pub struct State {
     pub telegram_min_interval_ms: u64,
     /// Groups that became supergroups: old chat id (as text) → new id.
     pub telegram_migrated: HashMap<String, i64>,
+    /// Error answers quote the request's credentials back (a careless service or proxy does):
+    /// a client that prints error bodies must still never print a secret.
+    pub echo_credentials: bool,
 }
 
 impl State {
@@ -294,6 +297,7 @@ impl State {
             telegram_last_ms: HashMap::new(),
             telegram_min_interval_ms: 0,
             telegram_migrated: HashMap::new(),
+            echo_credentials: false,
         }
     }
 }
@@ -482,6 +486,14 @@ impl Sandbox {
         if let Some(path) = req.path.strip_prefix("/_sandbox") {
             return self.control(req, path);
         }
+        let resp = self.answer(req);
+        if resp.status >= 400 && self.state().echo_credentials {
+            return echo_credentials(resp, req);
+        }
+        resp
+    }
+
+    fn answer(&self, req: &Req) -> Resp {
         self.log(req);
         let fault = self.take_fault(&req.path);
         if let Some(f) = &fault {
@@ -751,6 +763,9 @@ impl Sandbox {
                         }
                     }
                 }
+                if let Some(b) = body.get("echo_credentials").and_then(Value::as_bool) {
+                    state.echo_credentials = b;
+                }
                 if let Some(n) = body.get("telegram_min_interval_ms").and_then(Value::as_u64) {
                     state.telegram_min_interval_ms = n;
                 }
@@ -810,6 +825,20 @@ impl Sandbox {
             ),
         }
     }
+}
+
+/// `resp` with the request's credentials quoted at the end of its body: the `Authorization`
+/// header, the raw body (form secrets) and the path (Telegram's token).
+fn echo_credentials(mut resp: Resp, req: &Req) -> Resp {
+    let quoted = format!(
+        " [request: {} {} authorization={} body={}]",
+        req.method,
+        req.path,
+        req.header("authorization").unwrap_or(""),
+        String::from_utf8_lossy(&req.body)
+    );
+    resp.body.extend_from_slice(quoted.as_bytes());
+    resp
 }
 
 /// The Telegram bot token lives in the path (`/telegram/bot<token>/sendMessage`): the log

@@ -375,12 +375,13 @@ fn without_url(err: &reqwest::Error) -> String {
 
 /// At most 300 characters of a body, on one line, secrets scrubbed.
 pub fn body_excerpt(body: &str) -> String {
-    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Redacted before it is cut: a secret across the cut would otherwise show its first half.
+    let flat = crate::secret::redact(&body.split_whitespace().collect::<Vec<_>>().join(" "));
     let mut cut: String = flat.chars().take(300).collect();
     if flat.chars().count() > 300 {
         cut.push('…');
     }
-    crate::secret::redact(&cut)
+    cut
 }
 
 #[cfg(test)]
@@ -512,6 +513,35 @@ mod tests {
         assert!(text.contains("failed after 4 attempt(s)"), "{text}");
         assert!(!text.contains("bot-secret-token-42"), "{text}");
         assert!(!text.contains("x=1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_echoes_a_secret_in_its_error_never_gets_it_printed() {
+        let secret = crate::Secret::new("echoed-secret-token-5150");
+        // The secret straddles the 300-character cut of the excerpt.
+        let body = format!("{}{}", "x".repeat(290), secret.expose());
+        let base = serve_body(401, body);
+        let err = client(10)
+            .send_ok(|c| c.get(format!("{base}/x")).bearer_auth(secret.expose()))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("answered HTTP 401"), "{text}");
+        assert!(!text.contains("echoed"), "not even its first half: {text}");
+    }
+
+    /// A loopback server answering every request with `status` and `body`.
+    fn serve_body(status: u16, body: String) -> String {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", server.server_addr().to_ip().unwrap());
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                let _ = request.respond(
+                    tiny_http::Response::from_string(body.clone()).with_status_code(status),
+                );
+            }
+        });
+        base
     }
 
     #[test]

@@ -631,6 +631,28 @@ async fn a_bad_token_fails_clearly_and_never_prints_the_secret() {
         "{journal}"
     );
 
+    // A service (or proxy) that quotes the request's credentials in its error: the error is
+    // printed and journaled, the token never.
+    env.control("/config", json!({"echo_credentials": true}));
+    env.control(
+        "/faults",
+        json!({"route": "/qtickets/api/rest/v1/events", "status": 503, "count": 10}),
+    );
+    let echoed = env.run(&[], &[("LOG_LEVEL", "trace")]);
+    assert_eq!(echoed.status.code(), Some(1), "{}", stderr(&echoed));
+    let err = stderr(&echoed);
+    assert!(
+        err.contains("authorization=Bearer ***"),
+        "the answer quoted it: {err}"
+    );
+    assert!(!err.contains("sandbox-token"), "{err}");
+    let journal =
+        env.query("SELECT message FROM {db}.meta_job_runs WHERE message LIKE '%authorization=%'");
+    assert!(
+        journal.contains("authorization=Bearer ***") && !journal.contains("sandbox-token"),
+        "{journal}"
+    );
+
     // Without a token at all: one line naming the setting, before anything runs.
     let out = zakaz_core::testing::clean_command(env!("CARGO_BIN_EXE_ingest-qtickets"))
         .output()
