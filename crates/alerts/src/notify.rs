@@ -155,7 +155,11 @@ struct Chat {
 impl Chat {
     /// What the operator should do, while the setting names a chat that moved.
     fn stale_setting_note(&self) -> Option<String> {
-        (self.id.to_string() != self.configured).then(|| {
+        let id = self
+            .id
+            .as_str()
+            .map_or_else(|| self.id.to_string(), str::to_owned);
+        (id != self.configured).then(|| {
             format!(
                 "TELEGRAM_CHAT_ID is {}, but that group became the supergroup {}: set TELEGRAM_CHAT_ID={}",
                 self.configured, self.id, self.id
@@ -463,7 +467,7 @@ async fn send_telegram(t: &Telegram, n: &Notice, notes: &mut Vec<String>) -> any
         if let Some(to) = answer
             .pointer("/parameters/migrate_to_chat_id")
             .and_then(Value::as_i64)
-            && Value::from(to) != chat.id
+            && Some(to) != chat.id.as_i64()
         {
             let note = t.migrate(to);
             if !notes.contains(&note) {

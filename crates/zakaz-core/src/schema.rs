@@ -728,7 +728,15 @@ async fn applied_versions(ch: &Ch) -> anyhow::Result<Vec<u32>> {
 async fn apply_step(ch: &Ch, step: &Step) -> anyhow::Result<()> {
     let db = format!("`{}`", ch.db());
     match step {
-        Step::Sql(sql) => run(ch, ch.server(), &sql.replace("{db}", &db)).await,
+        Step::Sql(sql) => {
+            let sql = sql.replace("{db}", &db);
+            match run(ch, ch.server(), &sql).await {
+                // Another binary migrating at the same moment got there first: its `IF [NOT]
+                // EXISTS` was checked before ours acted (57: exists, 60: does not).
+                Err(e) if lost_race(&sql, &e) => Ok(()),
+                other => other,
+            }
+        }
         Step::AddColumn {
             table,
             column,
@@ -752,14 +760,27 @@ async fn apply_step(ch: &Ch, step: &Step) -> anyhow::Result<()> {
             if present > 0 {
                 return Ok(());
             }
-            run(
+            match run(
                 ch,
                 ch.server(),
                 &format!("ALTER TABLE {db}.{table} ADD COLUMN {column} {definition}"),
             )
             .await
+            {
+                // 44: another binary migrating at once added it between our check and now.
+                Err(e) if format!("{e:#}").contains("Code: 44") => Ok(()),
+                other => other,
+            }
         }
     }
+}
+
+/// Whether `sql` failed only because a concurrent migration did the same thing first.
+fn lost_race(sql: &str, e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    let head = sql.trim_start();
+    (head.starts_with("CREATE") && head.contains("IF NOT EXISTS") && text.contains("Code: 57"))
+        || (head.starts_with("DROP") && head.contains("IF EXISTS") && text.contains("Code: 60"))
 }
 
 async fn run(ch: &Ch, client: &clickhouse::Client, sql: &str) -> anyhow::Result<()> {

@@ -356,3 +356,26 @@ impl Drop for UnitDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// Poll `done` (bounded: 30 s) for a state another process reaches — never for time to pass.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Whether process `pid` is blocked on a file lock (`/proc/locks` lists a waiter after `->`).
+pub fn waits_for_a_lock(pid: u32) -> bool {
+    std::fs::read_to_string("/proc/locks").is_ok_and(|locks| {
+        locks.lines().any(|l| {
+            l.contains("->")
+                && l.split_whitespace()
+                    .nth(5)
+                    .is_some_and(|p| p == pid.to_string())
+        })
+    })
+}

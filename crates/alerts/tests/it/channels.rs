@@ -140,3 +140,40 @@ fn sendmessage_requests(env: &Env) -> usize {
         .filter(|r| r["path"] == "/telegram/bot***/sendMessage")
         .count()
 }
+
+#[tokio::test]
+async fn a_unit_failure_alert_and_the_periodic_check_at_once_send_it_once() {
+    let env = Env::new().await;
+    env.seed_healthy().await;
+    env.seed_run("qtickets", "error", 300, -100, "boom").await;
+    // The unit-failure alert's message is held by Telegram until the periodic check is
+    // waiting for its turn: the two meet there, however the machine schedules them.
+    zakaz_core::testing::sandbox_control(
+        &env.sandbox.base_url,
+        "/faults",
+        &json!({"route": "/telegram/*", "hold": true, "count": 1}),
+    );
+    let monitor = [("MONITOR_SERVICE_RESULT", "exit-code")];
+    let mut unit_failed = env.command(&["--unit-failed", "qtickets.service"]);
+    for (k, v) in monitor {
+        unit_failed.env(k, v);
+    }
+    let first = unit_failed.spawn().unwrap();
+    zakaz_core::testing::wait_until("the failure alert reaches Telegram", || {
+        sendmessage_requests(&env) == 1
+    });
+    let periodic = env.command(&[]).spawn().unwrap();
+    let periodic_pid = periodic.id();
+    zakaz_core::testing::wait_until("the periodic check waits or sends", || {
+        zakaz_core::testing::waits_for_a_lock(periodic_pid) || sendmessage_requests(&env) > 1
+    });
+    zakaz_core::testing::sandbox_control(&env.sandbox.base_url, "/release", &json!({}));
+    for child in [first, periodic] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let sent = env.telegram();
+    assert_eq!(sent.len(), 1, "one alert for one failure: {sent:?}");
+    let firing = env.query("SELECT count() FROM {db}.alerts WHERE fingerprint = 'failed_run:qtickets' AND state = 'firing'");
+    assert_eq!(firing, "1\n");
+}

@@ -234,6 +234,7 @@ fn fault(
         remaining: Some(count),
         fraction: None,
         after: 0,
+        hold: false,
     }
 }
 
@@ -350,6 +351,7 @@ async fn a_telegram_429_is_waited_out() {
         remaining: Some(1),
         fraction: None,
         after: 0,
+        hold: false,
     });
     let out = env.run_ok(&[]);
     assert!(

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::{Env, NOW, stderr};
-use zakaz_core::testing::JobUnderTest;
+use zakaz_core::testing::{JobUnderTest, wait_until, waits_for_a_lock};
 
 #[test]
 fn one_token_serves_every_run_and_the_count_stays_at_most_five() {
@@ -147,30 +147,6 @@ fn two_runs_at_once_share_one_token() {
     let file = std::fs::read_to_string(env.state.path.join("vk_ads_tokens.json")).unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&file).unwrap();
     assert_eq!(parsed["tokens"].as_object().unwrap().len(), 1, "{file}");
-}
-
-/// Poll `done` (bounded: 30 s) — for a state another process reaches, never for time to pass.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if done() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("timed out waiting until {what}");
-}
-
-/// Whether process `pid` is blocked on a file lock (`/proc/locks` lists the waiter after
-/// `->`).
-fn waits_for_a_lock(pid: u32) -> bool {
-    std::fs::read_to_string("/proc/locks").is_ok_and(|locks| {
-        locks.lines().any(|l| {
-            l.contains("->")
-                && l.split_whitespace()
-                    .nth(5)
-                    .is_some_and(|p| p == pid.to_string())
-        })
-    })
 }
 
 #[test]

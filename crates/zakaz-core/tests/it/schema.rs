@@ -212,3 +212,33 @@ fn test_databases_a_killed_run_left_are_dropped_by_the_next_run() {
         "the stale one is gone, the fresh one kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn binaries_migrating_at_once_all_succeed_with_one_schema() {
+    // After an upgrade every timer may fire within the same second: each binary migrates.
+    let db = TestDb::empty();
+    let mut runs = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let ch = db.connect().await;
+        runs.spawn(async move { schema::migrate(&ch).await });
+    }
+    while let Some(run) = runs.join_next().await {
+        let report = run.unwrap();
+        assert!(report.is_ok(), "{:#}", report.unwrap_err());
+    }
+    let ch = db.connect().await;
+    assert_eq!(
+        schema::current_version(&ch).await.unwrap(),
+        schema::latest_version()
+    );
+    let tables = query_tsv(&format!(
+        "SELECT name FROM system.tables WHERE database = '{}' ORDER BY name",
+        db.name
+    ));
+    assert_eq!(tables.lines().collect::<Vec<_>>(), TABLES);
+    let columns = query_tsv(&format!(
+        "SELECT count() FROM system.columns WHERE database = '{}' AND table = 'fact_vk_ads_daily' AND name = 'vk_goals'",
+        db.name
+    ));
+    assert_eq!(columns, "1\n");
+}
