@@ -87,6 +87,50 @@ fn online_mode_answers_at_once() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // The whole report at once: title, column names, one row per ad with impressions that
+    // day (Campaign Wizard ads as `--`), and the summary counting them.
+    let text = resp.text().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("\"o1 (2026-11-24 - 2026-11-24)\""),
+        "{text}"
+    );
+    assert_eq!(
+        lines[1],
+        "Date\tCampaignId\tAdId\tImpressions\tClicks\tCost"
+    );
+    let server = sb.server.sandbox();
+    let date: chrono::NaiveDate = "2026-11-24".parse().unwrap();
+    let expected: Vec<String> = server
+        .data
+        .direct
+        .ads
+        .iter()
+        .filter(|a| a.login == "client-b")
+        .filter_map(|a| {
+            let (impressions, clicks, cost, _) =
+                api_sandbox::direct::ad_day(server.config.seed, a.ad_id, date);
+            let ad = if a.wizard {
+                "--".to_owned()
+            } else {
+                a.ad_id.to_string()
+            };
+            (impressions > 0).then(|| {
+                format!(
+                    "2026-11-24\t{}\t{ad}\t{impressions}\t{clicks}\t{}",
+                    a.campaign_id,
+                    cost * 10_000
+                )
+            })
+        })
+        .collect();
+    assert!(expected.len() > 3, "{expected:?}");
+    assert!(expected.iter().any(|l| l.contains("\t--\t")), "wizard ads");
+    assert_eq!(lines[2..lines.len() - 1], expected[..]);
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("Total rows: {}", expected.len())
+    );
 }
 
 #[test]
