@@ -192,3 +192,44 @@ fn get(port: u16, path: &str) -> Option<String> {
     s.read_to_string(&mut raw).ok()?;
     Some(raw.split_once("\r\n\r\n")?.1.to_owned())
 }
+
+#[test]
+fn a_shard_that_cannot_be_read_raises_an_alert_and_shows_down() {
+    let queue = queue_stand();
+    let db = TestDb::migrated_blocking();
+    queue.ok(&["demo-data", "--clients", "2", "--campaigns", "1"]);
+    // Shard 2's server goes away: its DSN points at a port nobody listens on.
+    let closed = free_port();
+    let dsns: Vec<(&str, String)> = queue
+        .dsn_env()
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "PPC_SHARD_DSNS" {
+                let port2 = format!(":{}/", queue.port_of(2));
+                (k, v.replacen(&port2, &format!(":{closed}/"), 1))
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    assert!(
+        dsns.iter()
+            .any(|(k, v)| *k == "PPC_SHARD_DSNS" && v.contains(&format!(":{closed}/"))),
+        "{dsns:?}"
+    );
+    let units = UnitDir::enabling(&["camp_queue"]);
+    let out = db
+        .command(binary("alerts"))
+        .envs(dsns.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("SYSTEMD_UNIT_DIRS", &units.path)
+        .args(["--dry-run", "--now", T0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("[error] Campaign queue shard 2 cannot be read"),
+        "{plan}"
+    );
+    assert!(!plan.contains("shard 1 cannot be read"), "{plan}");
+}

@@ -1,6 +1,7 @@
-//! The baseline of `scripts/bench.sh healthcheck`: the smallest tiny_http server, with the
-//! same number of worker threads and the same socket options as the healthcheck, answering
-//! every request with a fixed body. Usage: `hello ADDR [THREADS]`.
+//! The baseline of `scripts/bench.sh healthcheck`: the smallest tiny_http server (the library
+//! the healthcheck ran on before its own bounded front), with the same number of worker
+//! threads and `TCP_NODELAY`, answering every request with a fixed body.
+//! Usage: `hello ADDR [THREADS]`.
 
 use std::sync::Arc;
 

@@ -5,6 +5,7 @@
 //! Routes: `/healthz` (process up and ClickHouse reachable), `/healthz/live` (process up),
 //! `/healthz/detailed`, `/healthz/freshness`, `/metrics`, `/` (a status page).
 
+pub mod http;
 pub mod render;
 pub mod report;
 pub mod server;
@@ -65,9 +66,15 @@ pub struct Cli {
     #[arg(long, env = "HEALTHCHECK_CLICKHOUSE_TIMEOUT_SECONDS", default_value_t = 3.0, value_parser = parse_seconds)]
     pub clickhouse_timeout_seconds: f64,
 
-    /// Seconds a client may take to send its request or read the answer.
+    /// Seconds a client may take to send a whole request (on a kept-alive connection, from
+    /// the previous answer on), and again to take the answer.
     #[arg(long, env = "HEALTHCHECK_CLIENT_TIMEOUT_SECONDS", default_value_t = 5.0, value_parser = parse_seconds)]
     pub client_timeout_seconds: f64,
+
+    /// Connections open at once; at the cap the one that has waited longest for its request
+    /// is closed to make room. Lowered to fit the descriptor limit (`LimitNOFILE=`).
+    #[arg(long, env = "HEALTHCHECK_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS, value_parser = parse_connections)]
+    pub max_connections: usize,
 
     /// Print the detailed report for a terminal and exit: 0 when everything is ok, 1 otherwise.
     #[arg(long)]
@@ -84,6 +91,13 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err("must be between 0 and 3600 seconds".into())
+    }
+}
+
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (8..=65_536).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a number between 8 and 65536")),
     }
 }
 
@@ -105,6 +119,7 @@ impl Cli {
             cache: Duration::from_secs_f64(self.cache_seconds),
             clickhouse_timeout: Duration::from_secs_f64(self.clickhouse_timeout_seconds.max(0.1)),
             client_timeout: Duration::from_secs_f64(self.client_timeout_seconds.max(0.1)),
+            max_connections: self.max_connections,
             clickhouse: self.clickhouse.clone(),
             checks: self.checks.clone(),
             queue: self.queue.clone(),
@@ -202,6 +217,8 @@ async fn once(cli: &Cli) -> anyhow::Result<()> {
             now: cli.clock().now(),
             enabled: cli.checks.enabled_jobs(),
             tolerance: cli.checks.alert_missed_tolerance,
+            // A terminal is the operator's: the runs' own words help there.
+            show_messages: true,
         },
     );
     print!("{}", render::text(&report));

@@ -276,6 +276,45 @@ pub fn request_metrics(stats: &RequestStats<'_>, out: &mut String) {
     }
 }
 
+/// The front's connections, appended to [`metrics`] after the request counters.
+pub struct ConnectionStats {
+    pub open: usize,
+    pub max: usize,
+    pub evicted: u64,
+    pub timed_out: u64,
+    pub rejected: u64,
+    pub accept_errors: u64,
+}
+
+pub fn connection_metrics(stats: &ConnectionStats, out: &mut String) {
+    let name = "healthcheck_http_connections_open";
+    Family::new(out, name, "gauge", "Client connections open now.").sample(name, &[], stats.open);
+    let name = "healthcheck_http_connections_max";
+    Family::new(
+        out,
+        name,
+        "gauge",
+        "Client connections open at most; at the cap the one waiting longest is closed.",
+    )
+    .sample(name, &[], stats.max);
+    let name = "healthcheck_http_connections_closed_total";
+    let mut f = Family::new(
+        out,
+        name,
+        "counter",
+        "Connections the server closed early: evicted at the cap, past their deadline, or rejected (not HTTP, too large).",
+    );
+    for (reason, n) in [
+        ("evicted", stats.evicted),
+        ("deadline", stats.timed_out),
+        ("rejected", stats.rejected),
+    ] {
+        f.sample(name, &[("reason", reason)], n);
+    }
+    let name = "healthcheck_http_accept_errors_total";
+    Family::new(out, name, "counter", "accept() failures.").sample(name, &[], stats.accept_errors);
+}
+
 fn esc(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -318,11 +357,12 @@ pub fn html(report: &Report) -> String {
     for j in &report.jobs {
         let last = match &j.last_run {
             Some(r) => format!(
-                "{} <small>{} ({} s, {} rows)</small>",
-                esc(&r.status),
+                "{} <small>{} ({} s, {} rows), run {}</small>",
+                r.category,
                 esc(&short(&r.started_at)),
                 r.duration_seconds,
-                r.rows
+                r.rows,
+                esc(&r.run_id)
             ),
             None => "<small>never</small>".to_owned(),
         };
@@ -402,7 +442,7 @@ pub fn text(report: &Report) -> String {
         let last = j.last_run.as_ref().map_or("never".to_owned(), |r| {
             format!(
                 "{} {} {}s {}r",
-                r.status,
+                r.category,
                 short(&r.started_at),
                 r.duration_seconds,
                 r.rows

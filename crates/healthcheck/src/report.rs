@@ -128,6 +128,10 @@ pub struct Context {
     pub now: DateTime<Utc>,
     pub enabled: HashSet<&'static str>,
     pub tolerance: f64,
+    /// Whether the report may carry free text from runs and databases (their messages,
+    /// ClickHouse's and MySQL's error text, with table, host and account names): yes for
+    /// `--once` on the operator's terminal, never over HTTP, where anyone may ask.
+    pub show_messages: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -166,17 +170,34 @@ pub struct JobHealth {
     pub next_run_unix: Option<i64>,
 }
 
+/// A job's latest run. Its message stays in the journal (`meta_job_runs`, by `run_id`).
 #[derive(Debug, Clone, Serialize)]
 pub struct LastRun {
     pub run_id: String,
     pub status: String,
+    /// What became of it: see [`category`].
+    pub category: &'static str,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub duration_seconds: u32,
     pub rows: u64,
-    pub message: String,
     #[serde(skip)]
     pub started_unix: u32,
+}
+
+/// A run's outcome in a fixed word, from its status and warnings: `ok`, `warnings` (ok, with
+/// problems worked around), `running`, `error` (it ended with an error: the program's own,
+/// a bad configuration, an unreachable service, or SIGTERM at systemd's timeout), `killed`
+/// (it never recorded an end before its deadline: SIGKILL, OOM, reboot), `unknown`.
+pub fn category(status: &str, warnings: u64) -> &'static str {
+    match status {
+        "ok" if warnings > 0 => "warnings",
+        "ok" => "ok",
+        "running" => "running",
+        "error" => "error",
+        "unfinished" => "killed",
+        _ => "unknown",
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -225,7 +246,7 @@ pub fn evaluate(inputs: Option<&Inputs>, ctx: &Context) -> Report {
         .unwrap_or_default();
     let states: HashMap<String, JobState> = runs
         .values()
-        .map(|r| (r.job.clone(), job_state(r)))
+        .map(|r| (r.job.clone(), job_state(r, ctx.show_messages)))
         .collect();
     let evidence = checks::oldest_evidence(&states);
     let jobs: Vec<JobHealth> = JOBS
@@ -329,7 +350,19 @@ pub fn evaluate(inputs: Option<&Inputs>, ctx: &Context) -> Report {
         },
         jobs,
         sources,
-        queue: inputs.map(|i| i.queue.clone()).unwrap_or_default(),
+        queue: inputs
+            .map(|i| {
+                let mut queue = i.queue.clone();
+                if !ctx.show_messages {
+                    for shard in &mut queue {
+                        if shard.error.is_some() {
+                            shard.error = Some("unreachable".to_owned());
+                        }
+                    }
+                }
+                queue
+            })
+            .unwrap_or_default(),
         open_alerts: inputs
             .map(|i| {
                 i.firing
@@ -347,12 +380,17 @@ pub fn evaluate(inputs: Option<&Inputs>, ctx: &Context) -> Report {
 }
 
 /// The journal row as the shared rules see it: the current state only (no "since the last
-/// check" counts: a probe has no last check).
-fn job_state(r: &JobRuns) -> JobState {
+/// check" counts: a probe has no last check). Without messages, the rules' reasons name the
+/// run whose message tells more ("last error: see run …").
+fn job_state(r: &JobRuns, show_messages: bool) -> JobState {
     JobState {
         job: r.job.clone(),
         last_status: r.status.clone(),
-        last_message: r.message.clone(),
+        last_message: if show_messages {
+            r.message.clone()
+        } else {
+            format!("see run {}", r.run_id)
+        },
         last_ok_at: r.last_ok_at,
         first_seen_at: r.first_seen_at,
         last_warnings: r.warnings,
@@ -388,7 +426,7 @@ fn job_health(
             finished_at: (r.finished_at > 0).then(|| msk(i64::from(r.finished_at))),
             duration_seconds: (end - i64::from(r.started_at)).clamp(0, i64::from(u32::MAX)) as u32,
             rows: r.rows,
-            message: r.message.clone(),
+            category: category(&r.status, r.warnings),
             started_unix: r.started_at,
         }
     });
@@ -433,6 +471,7 @@ mod tests {
                 .map(|j| j.name)
                 .collect(),
             tolerance: 1.5,
+            show_messages: false,
         }
     }
 
@@ -452,6 +491,7 @@ mod tests {
             version: "18.16.1".into(),
             runs: vec![JobRuns {
                 job: "qtickets".into(),
+                run_id: "r-1".into(),
                 status: "error".into(),
                 message: "QTickets answered HTTP 503".into(),
                 started_at: (now - 60) as u32,
@@ -471,8 +511,26 @@ mod tests {
         let report = evaluate(Some(&inputs), &ctx(now));
         let q = report.jobs.iter().find(|j| j.job == "qtickets").unwrap();
         assert_eq!(q.verdict, Verdict::Error);
-        assert!(q.reasons[0].contains("HTTP 503"), "{:?}", q.reasons);
-        assert_eq!(q.last_run.as_ref().unwrap().duration_seconds, 10);
+        assert_eq!(
+            q.reasons[0],
+            "1 failed run(s) since the last check; last error: see run r-1"
+        );
+        let last = q.last_run.as_ref().unwrap();
+        assert_eq!((last.category, last.duration_seconds), ("error", 10));
+        // On the operator's terminal the run's own words are shown.
+        let terminal = evaluate(
+            Some(&inputs),
+            &Context {
+                show_messages: true,
+                ..ctx(now)
+            },
+        );
+        let q = terminal.jobs.iter().find(|j| j.job == "qtickets").unwrap();
+        assert!(
+            q.reasons[0].ends_with("QTickets answered HTTP 503"),
+            "{:?}",
+            q.reasons
+        );
         assert!(q.next_run_unix.unwrap() > now);
         let gmail = report
             .sources
@@ -481,5 +539,24 @@ mod tests {
             .unwrap();
         assert_eq!((gmail.state, gmail.verdict), ("never", Verdict::Ok));
         assert_eq!(report.status, Verdict::Error);
+    }
+}
+
+#[cfg(test)]
+mod categories {
+    use super::category;
+
+    #[test]
+    fn every_status_has_a_fixed_word() {
+        for (status, warnings, word) in [
+            ("ok", 0, "ok"),
+            ("ok", 2, "warnings"),
+            ("running", 0, "running"),
+            ("error", 0, "error"),
+            ("unfinished", 0, "killed"),
+            ("DB::Exception", 0, "unknown"),
+        ] {
+            assert_eq!(category(status, warnings), word, "{status}");
+        }
     }
 }

@@ -1,22 +1,29 @@
-//! The HTTP server: tiny_http with a fixed set of worker threads, socket timeouts so slow
-//! clients cannot hold a worker, and one cached report so a probe storm never becomes a
-//! ClickHouse storm (one refresh at a time, at most once per cache period; while it runs,
-//! other requests get the previous report).
+//! The HTTP server: the bounded front of [`crate::http`] (one thread for all connections,
+//! a deadline per request, a connection cap, a fixed pool of workers), and one cached report
+//! so a probe storm never becomes a ClickHouse storm (one refresh at a time, at most once per
+//! cache period; while it runs, other requests get the previous report).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Method, Request, Response};
 use zakaz_core::ch::{Ch, ClickHouseArgs};
 use zakaz_core::checks::CheckArgs;
 use zakaz_core::time::Clock;
 
+use crate::http::{self, Counters, Front, Request, Response};
 use crate::render;
 use crate::report::{self, Context, Inputs, Report, Verdict};
+
+/// Connections open at once by default (`HEALTHCHECK_MAX_CONNECTIONS`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Descriptors the process needs besides its connections: standard streams, the listener,
+/// the runtimes' epoll and wake-up descriptors, ClickHouse's and the queue's pools (up to 8
+/// per MySQL database), the journal. The unit's `LimitNOFILE=` covers both.
+pub const FD_RESERVE: usize = 128;
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -27,8 +34,10 @@ pub struct Config {
     pub cache: Duration,
     /// A refresh that takes longer counts as ClickHouse unreachable.
     pub clickhouse_timeout: Duration,
-    /// Read and write timeout of a client connection.
+    /// The deadline of a whole request (idle time, head and body), and of taking its answer.
     pub client_timeout: Duration,
+    /// Connections open at once; at the cap the one waiting longest is closed for a new one.
+    pub max_connections: usize,
     pub clickhouse: ClickHouseArgs,
     pub checks: CheckArgs,
     pub queue: camp_queue::db::DbArgs,
@@ -62,6 +71,8 @@ struct Shared {
     /// Held during a refresh: one at a time. Keeps the connection between refreshes.
     connection: Mutex<Option<Ch>>,
     stats: Mutex<Stats>,
+    /// The front's connection counters.
+    front: Arc<Counters>,
     /// The campaign queue's databases, when configured.
     queue: Option<camp_queue::db::Deployment>,
 }
@@ -152,6 +163,8 @@ impl Shared {
                 now: self.config.clock.now(),
                 enabled,
                 tolerance: self.config.checks.alert_missed_tolerance,
+                // Anyone may ask: no text from runs or databases in any answer.
+                show_messages: false,
             },
         );
         let snapshot = Arc::new(Snapshot::new(report));
@@ -191,7 +204,15 @@ impl Shared {
             .await
         });
         match result {
-            Ok(Ok(inputs)) => Some(inputs),
+            Ok(Ok(inputs)) => {
+                // Answers say only that a shard is unreachable; why goes to the log.
+                for shard in &inputs.queue {
+                    if let Some(e) = &shard.error {
+                        tracing::warn!(shard = shard.shard, "campaign queue shard unreadable: {e}");
+                    }
+                }
+                Some(inputs)
+            }
             Ok(Err(e)) => {
                 tracing::warn!(
                     "ClickHouse refresh failed: {}",
@@ -215,32 +236,20 @@ impl Shared {
 /// A running server. Dropping it does not stop it: call [`Running::stop`].
 pub struct Running {
     pub addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
-    stopping: Arc<AtomicBool>,
-    failure: Arc<Mutex<Option<String>>>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    front: Front,
 }
 
 impl Running {
     /// Stop accepting, let the workers finish the requests they hold, and join them.
     pub fn stop(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for _ in &self.workers {
-            self.server.unblock();
-        }
-        for w in self.workers {
-            let _ = w.join();
-        }
+        self.front.stop();
     }
 
-    /// Why the server stopped accepting connections, once it has. tiny_http's accept loop
-    /// ends on its first error (e.g. out of file descriptors): the process must then exit so
-    /// that systemd restarts it, instead of living on deaf.
+    /// Why the server stopped accepting connections, once it has (say, out of descriptors
+    /// for longer than a client timeout): the process must then exit so that systemd
+    /// restarts it, instead of living on deaf.
     pub fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.front.failure()
     }
 
     /// One request to the server's own `/healthz/live`: proves a worker answers (the
@@ -252,113 +261,68 @@ impl Running {
 
 /// Bind and start the workers. A port in use is a configuration error naming the setting.
 pub fn start(config: Config, runtime: tokio::runtime::Handle) -> anyhow::Result<Running> {
-    let listener = bind(config.listen, config.client_timeout)?;
+    let listener = bind(config.listen)?;
     let addr = listener.local_addr()?;
-    let server = Arc::new(
-        tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| anyhow::anyhow!("cannot serve on {addr}: {e}"))?,
-    );
-    let threads = config.threads;
-    let client_timeout = config.client_timeout;
+    let options = http::Options {
+        workers: config.threads.max(1),
+        max_connections: fitting_connections(config.max_connections),
+        client_timeout: config.client_timeout,
+    };
     let queue = {
         // The pools are created (lazily) on the runtime that will drive them.
         let _inside = runtime.enter();
         camp_queue::db::connect_if_configured(&config.queue)?
     };
+    let front = Arc::new(Counters::default());
     let shared = Arc::new(Shared {
         config,
         runtime,
         cached: Mutex::new(None),
         connection: Mutex::new(None),
         stats: Mutex::new(Stats::default()),
+        front: front.clone(),
         queue,
     });
-    let stopping = Arc::new(AtomicBool::new(false));
-    let failure = Arc::new(Mutex::new(None));
-    let mut workers = (0..threads)
-        .map(|i| {
-            let (server, shared, stopping, failure) = (
-                server.clone(),
-                shared.clone(),
-                stopping.clone(),
-                failure.clone(),
-            );
-            std::thread::Builder::new()
-                .name(format!("http-{i}"))
-                .spawn(move || {
-                    while !stopping.load(Ordering::SeqCst) {
-                        match server.recv() {
-                            Ok(request) => handle(&shared, request),
-                            // `unblock()` from `stop`, or the accept loop's last word.
-                            Err(e) if !stopping.load(Ordering::SeqCst) => {
-                                tracing::error!(
-                                    "the HTTP server stopped accepting connections: {e}"
-                                );
-                                *failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                                    Some(e.to_string());
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                })
-                .map_err(anyhow::Error::from)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    workers.push(keeper(addr, client_timeout, stopping.clone())?);
-    tracing::info!(%addr, threads, "healthcheck listening");
-    Ok(Running {
-        addr,
-        server,
-        stopping,
-        failure,
-        workers,
-    })
+    let (threads, max_connections) = (options.workers, options.max_connections);
+    let front = Front::start(
+        listener,
+        options,
+        front,
+        Arc::new(move |request: &Request| handle(&shared, request)),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot serve on {addr}: {e}"))?;
+    tracing::info!(%addr, threads, max_connections, "healthcheck listening");
+    Ok(Running { addr, front })
 }
 
-/// The listening socket's read timeout (which its connections inherit) also bounds
-/// `accept()`, and tiny_http's accept loop ends on the first timeout. This thread connects
-/// (and hangs up) three times per timeout, so an idle `accept()` never runs out of time.
-fn keeper(
-    addr: SocketAddr,
-    timeout: Duration,
-    stopping: Arc<AtomicBool>,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let target = loopback(addr);
-    Ok(std::thread::Builder::new()
-        .name("accept-keeper".into())
-        .spawn(move || {
-            while !stopping.load(Ordering::SeqCst) {
-                std::thread::sleep(timeout / 3);
-                let _ = TcpStream::connect_timeout(&target, timeout);
-            }
-        })?)
-}
-
-/// The address to reach a listener on from this host.
-fn loopback(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-        }
-        other => other,
+/// The connection cap, lowered to what the descriptor limit leaves beside the reserve.
+fn fitting_connections(wanted: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return wanted;
+    };
+    let room = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(FD_RESERVE)
+        .max(8);
+    if wanted > room {
+        tracing::warn!(
+            "HEALTHCHECK_MAX_CONNECTIONS={wanted} does not fit the descriptor limit ({soft}, \
+             {FD_RESERVE} kept for the rest): serving at most {room} connections"
+        );
+        room
+    } else {
+        wanted
     }
 }
 
-/// The listening socket. Accepted connections inherit its read and write timeouts (Linux
-/// copies them on accept), which is how tiny_http's connection threads time out slow clients
-/// (tiny_http has no timeout of its own); see [`keeper`] for the cost.
-fn bind(addr: SocketAddr, client_timeout: Duration) -> anyhow::Result<std::net::TcpListener> {
+/// The listening socket (non-blocking: the front watches it).
+fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let setting = "`HEALTHCHECK_LISTEN`";
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
-    socket.set_read_timeout(Some(client_timeout))?;
-    socket.set_write_timeout(Some(client_timeout))?;
     socket.bind(&addr.into()).map_err(|e| {
         zakaz_core::error::config_error(format!("cannot listen on {addr} (setting {setting}): {e}"))
     })?;
@@ -366,40 +330,32 @@ fn bind(addr: SocketAddr, client_timeout: Duration) -> anyhow::Result<std::net::
     Ok(socket.into())
 }
 
-fn handle(shared: &Shared, request: Request) {
-    let started = Instant::now();
-    let path = request.url().split('?').next().unwrap_or("").to_owned();
+fn handle(shared: &Shared, request: &Request) -> Response {
     let route = ROUTES
         .iter()
         .copied()
-        .find(|r| *r == path)
+        .find(|r| *r == request.path)
         .unwrap_or("other");
-    let (code, content_type, body) = match request.method() {
-        Method::Get | Method::Head => answer(shared, route),
-        _ => (
+    let mut response = match request.method.as_str() {
+        "GET" | "HEAD" => {
+            let (code, content_type, body) = answer(shared, route);
+            Response::new(code, content_type, body)
+        }
+        _ => Response::new(
             405,
-            "application/json",
-            r#"{"error":"method not allowed: use GET or HEAD"}"#.to_owned(),
+            JSON,
+            r#"{"error":"method not allowed: use GET or HEAD"}"#,
         ),
     };
-    let mut response = Response::from_string(body)
-        .with_status_code(code)
-        .with_header(header("Content-Type", content_type))
-        .with_header(header("Cache-Control", "no-store"));
-    if code == 405 {
-        response = response.with_header(header("Allow", "GET, HEAD"));
+    if response.code == 405 {
+        response.headers.push(("Allow", "GET, HEAD"));
     }
-    // A client that went away is not our error.
-    let _ = request.respond(response);
     shared
         .stats
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .record(route, code, started.elapsed());
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
+        .record(route, response.code, request.received.elapsed());
+    response
 }
 
 const JSON: &str = "application/json";
@@ -437,6 +393,17 @@ fn answer(shared: &Shared, route: &'static str) -> (u16, &'static str, String) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .render(&mut body);
+            render::connection_metrics(
+                &render::ConnectionStats {
+                    open: shared.front.open.load(Ordering::Relaxed),
+                    max: shared.front.max.load(Ordering::Relaxed),
+                    evicted: shared.front.evicted.load(Ordering::Relaxed),
+                    timed_out: shared.front.timed_out.load(Ordering::Relaxed),
+                    rejected: shared.front.rejected.load(Ordering::Relaxed),
+                    accept_errors: shared.front.accept_errors.load(Ordering::Relaxed),
+                },
+                &mut body,
+            );
             (200, "text/plain; version=0.0.4; charset=utf-8", body)
         }
         "/" => {
@@ -449,7 +416,7 @@ fn answer(shared: &Shared, route: &'static str) -> (u16, &'static str, String) {
 
 /// `GET /healthz/live` over a fresh connection; true on a 200.
 pub fn probe(addr: SocketAddr, timeout: Duration) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&loopback(addr), timeout) else {
+    let Ok(mut stream) = TcpStream::connect_timeout(&http::loopback(addr), timeout) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(timeout));

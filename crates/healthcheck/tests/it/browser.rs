@@ -26,6 +26,14 @@ async fn the_page_shows_every_job_with_its_state_in_a_real_browser() {
         "QTickets <rejected> the token",
     )
     .await;
+    // Text from ClickHouse is escaped, not markup.
+    env.ch
+        .execute(
+            "INSERT INTO alerts (created_at, fingerprint, job, alert_type, state, title, channels) VALUES \
+             (toDateTime(1781513000), 'failed_run:qtickets', 'qtickets', 'failed_run', 'firing', 'qtickets <b>failed</b>', 'telegram')",
+        )
+        .await
+        .unwrap();
     let addr = env.start(env.config());
     let profile = std::env::temp_dir().join(format!(
         "zakaz-chromium-{}-{}",
@@ -73,8 +81,17 @@ async fn the_page_shows_every_job_with_its_state_in_a_real_browser() {
         };
         assert!(row.contains(state), "{}: {row}", job.name);
     }
-    // Text from the journal is escaped, not markup.
-    assert!(dom.contains("QTickets &lt;rejected&gt; the token"), "{dom}");
+    assert!(
+        dom.contains("<li>qtickets &lt;b&gt;failed&lt;/b&gt;</li>"),
+        "{dom}"
+    );
+    // A run's message is not shown (anyone may read the page): its category and id are.
+    assert!(!dom.contains("rejected"), "{dom}");
+    let q = job_row(&dom, "qtickets").unwrap();
+    assert!(
+        q.contains("qtickets-60-error") && q.contains("see run qtickets-60-error"),
+        "{q}"
+    );
     assert!(
         dom.contains("<tr data-source=\"vk_ads\"><td>vk_ads</td><td class=\"badge ok\">fresh</td>"),
         "{dom}"

@@ -170,19 +170,29 @@ async fn a_failed_and_a_killed_run_are_errors() {
     assert_eq!(report["status"], "error");
     let q = job(&report, "qtickets");
     assert_eq!(q["verdict"], "error");
-    assert!(
-        q["reasons"][0]
-            .as_str()
-            .unwrap()
-            .ends_with("last error: QTickets answered HTTP 503 for `/orders`"),
+    // The run's message stays in the journal; the report names the run.
+    assert_eq!(
+        q["reasons"][0],
+        "1 failed run(s) since the last check; last error: see run qtickets-60-error",
         "{q}"
+    );
+    assert_eq!(
+        (
+            q["last_run"]["category"].as_str(),
+            q["last_run"]["run_id"].as_str()
+        ),
+        (Some("error"), Some("qtickets-60-error"))
     );
     assert_eq!(q["runs"]["ok"], 1);
     assert_eq!(q["runs"]["error"], 1);
     let vk = job(&report, "vk_ads");
     assert_eq!(
-        (vk["verdict"].as_str(), vk["last_run"]["status"].as_str()),
-        (Some("error"), Some("unfinished"))
+        (
+            vk["verdict"].as_str(),
+            vk["last_run"]["status"].as_str(),
+            vk["last_run"]["category"].as_str()
+        ),
+        (Some("error"), Some("unfinished"), Some("killed"))
     );
     assert!(
         vk["reasons"][0]
@@ -210,6 +220,85 @@ async fn a_failed_and_a_killed_run_are_errors() {
             metrics.lines().any(|l| l == line),
             "no `{line}` in\n{metrics}"
         );
+    }
+}
+
+/// The healthcheck answers anyone: a run's message (ClickHouse's error text, table, host and
+/// account names) is shown nowhere, only the run's category and id.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runs_message_shows_in_no_response_only_its_category_and_run_id() {
+    let mut env = Env::new().await;
+    env.seed_healthy().await;
+    let secrets = [
+        "DB::Exception",
+        "fact_hidden_orders",
+        "UNKNOWN_TABLE",
+        "ch-internal-3",
+        "acct-5521",
+    ];
+    env.seed_run(
+        "qtickets",
+        "error",
+        60,
+        5,
+        0,
+        "cannot insert: Code: 60. DB::Exception: Table zakaz_prod.fact_hidden_orders does not exist. (UNKNOWN_TABLE)",
+    )
+    .await;
+    env.seed_run(
+        "vk_ads",
+        "running",
+        1200,
+        0,
+        0,
+        "loading from ch-internal-3",
+    )
+    .await;
+    // An ok run that worked around problems: its message names them.
+    env.ch
+        .execute(
+            "INSERT INTO meta_job_run_events (job, run_id, seq, status, started_at, finished_at, deadline_at, rows_processed, message, metrics, host, pid) \
+             SELECT 'direct', 'direct-warned', 1, 'ok', toDateTime(1781513000), toDateTime(1781513030), toDateTime(1781513600), 5, \
+             'account acct-5521 skipped: DB::Exception from ch-internal-3', '{\"warnings\":1}', 'test', 1",
+        )
+        .await
+        .unwrap();
+    let addr = env.start(env.config());
+
+    let report = get(addr, "/healthz/detailed").json();
+    for (name, category, run_id) in [
+        ("qtickets", "error", "qtickets-60-error"),
+        ("vk_ads", "killed", "vk_ads-1200-running"),
+        ("direct", "warnings", "direct-warned"),
+        ("alerts", "ok", "alerts-600-ok"),
+    ] {
+        let last = &job(&report, name)["last_run"];
+        assert_eq!(
+            (last["category"].as_str(), last["run_id"].as_str()),
+            (Some(category), Some(run_id)),
+            "{name}: {last}"
+        );
+        assert!(last.get("message").is_none(), "{name}: {last}");
+    }
+    assert_eq!(
+        job(&report, "direct")["reasons"][0],
+        "1 problem(s) worked around in the last run: see run direct-warned"
+    );
+    for path in [
+        "/healthz",
+        "/healthz/detailed",
+        "/healthz/freshness",
+        "/metrics",
+        "/",
+    ] {
+        let answer = get(addr, path);
+        for secret in secrets {
+            assert!(
+                !answer.body.contains(secret),
+                "{path} shows `{secret}`: {}",
+                answer.body
+            );
+        }
     }
 }
 

@@ -6,9 +6,12 @@
 mod browser;
 mod endpoints;
 mod load;
+mod slow;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +42,7 @@ fn config(clickhouse: ClickHouseArgs, units: &std::path::Path) -> Config {
         cache: Duration::ZERO,
         clickhouse_timeout: Duration::from_secs(2),
         client_timeout: Duration::from_secs(2),
+        max_connections: server::DEFAULT_MAX_CONNECTIONS,
         clickhouse,
         checks: CheckArgs {
             alert_missed_tolerance: 1.5,
@@ -317,4 +321,105 @@ pub fn clickhouse_addr() -> SocketAddr {
         .trim_end_matches('/')
         .replace("localhost", "127.0.0.1");
     hostport.parse().expect("CLICKHOUSE_URL is http://IP:PORT")
+}
+
+/// The real binary in a process of its own (its threads, descriptors and memory are its own),
+/// judging at `T` like the in-process servers, its log in a file. Killed when dropped.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Binary {
+    /// Start `healthcheck` for `env`'s database with `vars` set, under `prlimit --nofile=N:N`
+    /// when `nofile` is given (the unit's `LimitNOFILE=`), and wait until it listens.
+    pub fn start(env: &Env, nofile: Option<u64>, vars: &[(&str, &str)]) -> Binary {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log =
+            std::env::temp_dir().join(format!("healthcheck-it-{}-{port}.log", std::process::id()));
+        let bin = env!("CARGO_BIN_EXE_healthcheck");
+        let mut cmd = match nofile {
+            Some(n) => {
+                // prlimit sets the limit and execs the binary: same pid.
+                let mut cmd = env.db.command("prlimit");
+                cmd.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+                cmd
+            }
+            None => env.db.command(bin),
+        };
+        let child = cmd
+            .args(["--now", "2026-06-15T09:00:00Z"])
+            .env("HEALTHCHECK_LISTEN", addr.to_string())
+            .env("HEALTHCHECK_CACHE_SECONDS", "3600")
+            .env("SYSTEMD_UNIT_DIRS", &env.units.path)
+            .env("LOG_LEVEL", "warn")
+            .envs(vars.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut binary = Binary { child, addr, log };
+        for _ in 0..200 {
+            if TcpStream::connect(addr).is_ok() {
+                return binary;
+            }
+            if let Some(status) = binary.child.try_wait().unwrap() {
+                panic!("healthcheck exited with {status}: {}", binary.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("healthcheck did not start listening: {}", binary.log_text());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `Threads:` of /proc/<pid>/status; `None` once the process is gone.
+    pub fn threads(&self) -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Open descriptors (entries of /proc/<pid>/fd), in order; `None` once the process is gone.
+    pub fn descriptors(&self) -> Option<Vec<u64>> {
+        let dir = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).ok()?;
+        let mut fds: Vec<u64> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.sort_unstable();
+        Some(fds)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The repository's root (the committed units live in `systemd/`).
+pub fn repo_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_owned()
 }
