@@ -179,6 +179,9 @@ impl Machine {
                 &self.pid.to_string(),
                 "-p",
                 "-m",
+                // Its network too: a command inside reaches the host only through
+                // `Machine::forward`, as the machine's services do.
+                "-n",
                 "--",
                 "env",
                 "-i",

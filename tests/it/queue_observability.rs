@@ -77,6 +77,7 @@ fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
             .command(binary("alerts"))
             .envs(queue.dsn_env())
             .env("SYSTEMD_UNIT_DIRS", &units.path)
+            .env("ALERTS_LANGUAGE", "en")
             .args(["--dry-run", "--now", now])
             .output()
             .unwrap();
@@ -222,6 +223,7 @@ fn a_shard_that_cannot_be_read_raises_an_alert_and_shows_down() {
         .command(binary("alerts"))
         .envs(dsns.iter().map(|(k, v)| (*k, v.as_str())))
         .env("SYSTEMD_UNIT_DIRS", &units.path)
+        .env("ALERTS_LANGUAGE", "en")
         .args(["--dry-run", "--now", T0])
         .output()
         .unwrap();

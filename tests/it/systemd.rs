@@ -343,7 +343,8 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         .telegram_messages
         .iter()
         .map(|m| m.text.clone())
-        .filter(|t| t.contains("data is stale"))
+        // Alerts are in Russian unless `ALERTS_LANGUAGE=en`.
+        .filter(|t| t.contains("устарели"))
         .collect();
     assert!(
         stale.is_empty(),
@@ -371,10 +372,14 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
                 .telegram_messages
                 .iter()
                 .map(|m| m.text.clone())
-                .find(|t| t.contains("qtickets.service failed"))
+                .find(|t| t.contains("qtickets.service: сбой"))
         },
     );
-    assert!(alert.contains("result exit-code"), "{alert}");
+    // The team on duty reads Russian: the default language of the alerts.
+    assert!(
+        alert.contains("ТРЕВОГА") && alert.contains("завершился сбоем (результат exit-code"),
+        "{alert}"
+    );
     assert!(
         alert.contains("QTICKETS_TOKEN"),
         "the last log lines name the setting: {alert}"
@@ -709,19 +714,69 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
     };
     assert_eq!(mode(&own), 0o600);
 
-    // Without the link, --force installs; the prefix keeps its owner and mode.
+    // Without the link, --force still refuses the prefix: it belongs to uid 65534, and
+    // `install` would then run PREFIX/bin/* as root. One line naming it, nothing written.
     std::fs::remove_file(machine.path(&format!("{units}/alerts.timer"))).unwrap();
+    let refused = machine.exec(&[&manage, "install", "--binaries", bin, "--force"]);
+    assert_eq!(refused.status.code(), Some(78), "{}", text(&refused));
+    let said = text(&refused);
+    assert_eq!(said.trim_end().lines().count(), 1, "{said}");
+    assert!(
+        said.contains("refusing to install, nothing was changed: `/opt/zakaz_dashboard` is owned by uid 65534, not root"),
+        "{said}"
+    );
+    assert!(!written("qtickets.service"));
+    assert!(!machine.path("/opt/zakaz_dashboard/bin").exists());
+    assert!(!machine.path("/usr/local/bin/manage-timers").exists());
+    let prefix = machine.path("/opt/zakaz_dashboard");
+    assert_eq!(mode(&prefix), 0o775);
+    // Root's but writable by others: refused the same way.
+    ok(&machine, &["chown", "0:0", "/opt/zakaz_dashboard"]);
+    ok(&machine, &["chmod", "0777", "/opt/zakaz_dashboard"]);
+    let refused = machine.exec(&[&manage, "install", "--binaries", bin, "--force"]);
+    assert_eq!(refused.status.code(), Some(78), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("`/opt/zakaz_dashboard` is writable by other users"),
+        "{}",
+        text(&refused)
+    );
+    ok(&machine, &["chmod", "0755", "/opt/zakaz_dashboard"]);
+    // A dangling link where an env file goes: it would create the link's target (0644
+    // while saying 0600). Refused, its target never created.
+    ok(
+        &machine,
+        &["mkdir", "-m", "0700", "/opt/zakaz_dashboard/secrets"],
+    );
+    ok(
+        &machine,
+        &[
+            "ln",
+            "-s",
+            "/run/zakaz-test/not-yet",
+            "/opt/zakaz_dashboard/secrets/vk_ads.env",
+        ],
+    );
+    let refused = machine.exec(&[&manage, "install", "--binaries", bin, "--force"]);
+    assert_eq!(refused.status.code(), Some(78), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("`/opt/zakaz_dashboard/secrets/vk_ads.env` is a symbolic link to `/run/zakaz-test/not-yet`"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!machine.path("/run/zakaz-test/not-yet").exists());
+    assert!(
+        !machine
+            .path("/opt/zakaz_dashboard/secrets/qtickets.env")
+            .exists()
+    );
+    std::fs::remove_file(machine.path("/opt/zakaz_dashboard/secrets/vk_ads.env")).unwrap();
     let out = ok(
         &machine,
         &[&manage, "install", "--binaries", bin, "--force"],
     );
     assert!(out.contains("enabled qtickets.timer"), "{out}");
-    let prefix = machine.path("/opt/zakaz_dashboard");
-    assert_eq!(mode(&prefix), 0o775);
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&prefix).unwrap()),
-        65534
-    );
+    // An existing prefix keeps its mode.
+    assert_eq!(mode(&prefix), 0o755);
     let direct = std::fs::read_to_string(machine.path(&format!("{units}/direct.service"))).unwrap();
     assert!(
         direct.starts_with("# managed-by: manage-timers\n"),

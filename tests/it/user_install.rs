@@ -100,6 +100,13 @@ fn a_per_user_install_works_without_root() {
         "{text}"
     );
     assert!(text.contains("enabled qtickets.timer"), "{text}");
+    // The operator's commands are linked into ~/.local/bin.
+    let link =
+        std::fs::read_link(machine.path("/home/operator1/.local/bin/manage-timers")).unwrap();
+    assert_eq!(
+        link,
+        std::path::Path::new("/home/operator1/zakaz_dashboard/bin/manage-timers")
+    );
     // A job without settings yet gets the starting env file: every setting of its binary,
     // commented out; the user's own files are kept.
     let direct_env =
@@ -187,6 +194,11 @@ fn a_per_user_install_works_without_root() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::symlink_metadata(machine.path("/home/operator1/.local/bin/manage-timers"))
+            .is_err(),
+        "uninstall removes the link"
     );
     drop(machine);
     let _ = std::fs::remove_file(&log);

@@ -114,7 +114,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let notice = Notice {
                     kind: "FIRING",
                     severity: "critical",
-                    title: "ClickHouse unreachable".into(),
+                    title: cli
+                        .channels
+                        .alerts_language
+                        .pick("ClickHouse unreachable", "ClickHouse недоступен")
+                        .into(),
                     message: zakaz_core::error::one_line(&err),
                 };
                 deliver_without_clickhouse(&cli, &channels, "clickhouse_unreachable", &notice)
@@ -136,9 +140,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         let plan = Checker::new(&cli, &ch, &channels).plan().await?;
         for (notice, _) in &plan {
+            let lang = cli.channels.alerts_language;
             println!(
                 "would send {} [{}] {}: {}",
-                notice.kind, notice.severity, notice.title, notice.message
+                lang.kind(notice.kind),
+                lang.severity(notice.severity),
+                notice.title,
+                notice.message
             );
         }
         println!("dry run: {} notice(s), nothing sent or written", plan.len());
@@ -160,8 +168,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let notice = Notice {
                 kind: "FIRING",
                 severity: "critical",
-                title: "ClickHouse fails queries".into(),
-                message: format!("the alert checks could not run: {text}"),
+                title: cli
+                    .channels
+                    .alerts_language
+                    .pick(
+                        "ClickHouse fails queries",
+                        "ClickHouse не выполняет запросы",
+                    )
+                    .into(),
+                message: cli.channels.alerts_language.pick(
+                    format!("the alert checks could not run: {text}"),
+                    format!("проверки не смогли выполниться: {text}"),
+                ),
             };
             deliver_without_clickhouse(&cli, &channels, "clickhouse_failing", &notice).await;
         }
@@ -246,6 +264,10 @@ struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
+    fn lang(&self) -> notify::Language {
+        self.cli.channels.alerts_language
+    }
+
     fn new(cli: &'a Cli, ch: &'a Ch, channels: &'a Channels) -> Self {
         Checker {
             cli,
@@ -300,8 +322,8 @@ impl<'a> Checker<'a> {
                 Notice {
                     kind,
                     severity: c.severity,
-                    title: c.title.clone(),
-                    message: c.message.clone(),
+                    title: self.lang().pick(&c.title, &c.title_ru).clone(),
+                    message: self.lang().pick(&c.message, &c.message_ru).clone(),
                 },
                 Change::Fire(c),
             ));
@@ -328,7 +350,10 @@ impl<'a> Checker<'a> {
                 kind: "RESOLVED",
                 severity: "info",
                 title: o.title.clone(),
-                message: format!("{} is back to normal", o.job),
+                message: self.lang().pick(
+                    format!("{} is back to normal", o.job),
+                    format!("{} снова в норме", o.job),
+                ),
             };
             plan.push((notice, Change::Resolve(o)));
         }
@@ -486,6 +511,11 @@ async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Resu
         },
         severity: "critical",
         title: format!("{unit} failed"),
+        title_ru: format!("{unit}: сбой"),
+        message_ru: format!(
+            "unit systemd {unit} завершился сбоем (результат {result}{exit}) на {}. Последние строки журнала:\n{log}",
+            zakaz_core::journal::hostname()
+        ),
         message: format!(
             "systemd unit {unit} failed (result {result}{exit}) on {}. Last log lines:\n{log}",
             zakaz_core::journal::hostname()
@@ -495,13 +525,25 @@ async fn unit_failed(cli: &Cli, channels: &Channels, unit: &str) -> anyhow::Resu
     let notice = Notice {
         kind: "FIRING",
         severity: "critical",
-        title: condition.title.clone(),
-        message: condition.message.clone(),
+        title: cli
+            .channels
+            .alerts_language
+            .pick(&condition.title, &condition.title_ru)
+            .clone(),
+        message: cli
+            .channels
+            .alerts_language
+            .pick(&condition.message, &condition.message_ru)
+            .clone(),
     };
     if cli.dry_run {
+        let lang = cli.channels.alerts_language;
         println!(
             "would send {} [{}] {}: {}",
-            notice.kind, notice.severity, notice.title, notice.message
+            lang.kind(notice.kind),
+            lang.severity(notice.severity),
+            notice.title,
+            notice.message
         );
         return Ok(());
     }

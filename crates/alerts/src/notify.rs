@@ -68,12 +68,58 @@ pub struct ChannelArgs {
         default_value = "zakaz-alerts@localhost"
     )]
     pub alert_email_from: String,
+    /// Language of the alert texts: `ru` (the team on duty reads Russian) or `en`.
+    #[arg(long, env = "ALERTS_LANGUAGE", value_enum, default_value_t = Language::Ru)]
+    pub alerts_language: Language,
+}
+
+/// The language alerts are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    Ru,
+    En,
+}
+
+impl Language {
+    /// The text in this language, of an (English, Russian) pair.
+    pub fn pick<T>(self, en: T, ru: T) -> T {
+        match self {
+            Language::En => en,
+            Language::Ru => ru,
+        }
+    }
+
+    /// `FIRING`, `REMINDER`, `RESOLVED` as people read them.
+    pub fn kind(self, kind: &str) -> &'static str {
+        match (self, kind) {
+            (Language::Ru, "FIRING") => "ТРЕВОГА",
+            (Language::Ru, "REMINDER") => "НАПОМИНАНИЕ",
+            (Language::Ru, "RESOLVED") => "РЕШЕНО",
+            (_, "FIRING") => "FIRING",
+            (_, "REMINDER") => "REMINDER",
+            (_, "RESOLVED") => "RESOLVED",
+            _ => "ALERT",
+        }
+    }
+
+    pub fn severity(self, severity: &str) -> &'static str {
+        match (self, severity) {
+            (Language::Ru, "critical") => "критично",
+            (Language::Ru, "error") => "ошибка",
+            (Language::Ru, "warning") => "внимание",
+            (Language::Ru, "info") => "инфо",
+            (_, "critical") => "critical",
+            (_, "error") => "error",
+            (_, "warning") => "warning",
+            _ => "info",
+        }
+    }
 }
 
 /// What to send.
 #[derive(Debug, Clone)]
 pub struct Notice {
-    /// `FIRING`, `REMINDER` or `RESOLVED`.
+    /// `FIRING`, `REMINDER` or `RESOLVED` (shown in the notice's language).
     pub kind: &'static str,
     pub severity: &'static str,
     pub title: String,
@@ -88,18 +134,22 @@ pub fn html_escape(s: &str) -> String {
 }
 
 /// The Telegram text: escaped, and cut to the limit without breaking an entity.
-pub fn telegram_text(n: &Notice) -> String {
-    telegram_text_with(n, None)
+pub fn telegram_text(n: &Notice, lang: Language) -> String {
+    telegram_text_with(n, lang, None)
 }
 
-/// [`telegram_text`] with an operator's note (plain text) after the message.
-pub fn telegram_text_with(n: &Notice, note: Option<&str>) -> String {
+/// [`telegram_text`] with an operator's note (plain text) before the message.
+pub fn telegram_text_with(n: &Notice, lang: Language, note: Option<&str>) -> String {
     let icon = match n.kind {
         "RESOLVED" => "✅",
         _ if n.severity == "critical" => "🔴",
         _ => "🟡",
     };
-    let head = format!("{icon} <b>{} {}</b>\n", n.kind, html_escape(&n.title));
+    let head = format!(
+        "{icon} <b>{} {}</b>\n",
+        lang.kind(n.kind),
+        html_escape(&n.title)
+    );
     let mut body = html_escape(&n.message);
     if let Some(note) = note {
         body = format!("⚠️ {}\n\n{body}", html_escape(note));
@@ -122,6 +172,7 @@ pub fn telegram_text_with(n: &Notice, note: Option<&str>) -> String {
 pub struct Channels {
     telegram: Option<Telegram>,
     email: Option<Email>,
+    pub language: Language,
 }
 
 struct Telegram {
@@ -154,16 +205,20 @@ struct Chat {
 
 impl Chat {
     /// What the operator should do, while the setting names a chat that moved.
-    fn stale_setting_note(&self) -> Option<String> {
+    fn stale_setting_note(&self, lang: Language) -> Option<String> {
         let id = self
             .id
             .as_str()
             .map_or_else(|| self.id.to_string(), str::to_owned);
-        (id != self.configured).then(|| {
-            format!(
+        (id != self.configured).then(|| match lang {
+            Language::En => format!(
                 "TELEGRAM_CHAT_ID is {}, but that group became the supergroup {}: set TELEGRAM_CHAT_ID={}",
                 self.configured, self.id, self.id
-            )
+            ),
+            Language::Ru => format!(
+                "TELEGRAM_CHAT_ID = {}, но эта группа стала супергруппой {}: укажите TELEGRAM_CHAT_ID={}",
+                self.configured, self.id, self.id
+            ),
         })
     }
 }
@@ -234,7 +289,7 @@ impl Channels {
                     id = Value::from(record.migrated_to);
                 }
                 let chat = Chat { configured, id };
-                if let Some(note) = chat.stale_setting_note() {
+                if let Some(note) = chat.stale_setting_note(args.alerts_language) {
                     tracing::warn!("{note}");
                 }
                 Some(Telegram {
@@ -298,7 +353,11 @@ impl Channels {
             }
             (None, None) => None,
         };
-        Ok(Channels { telegram, email })
+        Ok(Channels {
+            telegram,
+            email,
+            language: args.alerts_language,
+        })
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -323,7 +382,7 @@ impl Channels {
             d.errors.push(format!("{channel}: {line}"));
         };
         if let Some(t) = &self.telegram {
-            match send_telegram(t, notice, &mut d.notes).await {
+            match send_telegram(t, notice, self.language, &mut d.notes).await {
                 Ok(Sent::Confirmed) => d.delivered.push("telegram"),
                 Ok(Sent::Unconfirmed(why)) => {
                     tracing::warn!("Telegram may have received the message, not resending: {why}");
@@ -333,7 +392,7 @@ impl Channels {
             }
         }
         if let Some(e) = &self.email {
-            match send_email(e, notice).await {
+            match send_email(e, notice, self.language).await {
                 Ok(()) => d.delivered.push("email"),
                 Err(err) => failed(&mut d, "email", err),
             }
@@ -375,7 +434,7 @@ impl Telegram {
 
     /// The group became a supergroup: send there from now on, remember it for later runs
     /// (while `TELEGRAM_CHAT_ID` still names the old group), and tell the operator.
-    fn migrate(&self, to: i64) -> String {
+    fn migrate(&self, to: i64, lang: Language) -> String {
         let mut chat = self.chat.lock().expect("chat lock");
         chat.id = Value::from(to);
         let record = ChatRecord {
@@ -393,24 +452,29 @@ impl Telegram {
                 zakaz_core::error::one_line(&e)
             );
         }
-        let note = chat.stale_setting_note().unwrap_or_default();
+        let note = chat.stale_setting_note(lang).unwrap_or_default();
         tracing::warn!("Telegram: {note}");
         note
     }
 }
 
-async fn send_telegram(t: &Telegram, n: &Notice, notes: &mut Vec<String>) -> anyhow::Result<Sent> {
+async fn send_telegram(
+    t: &Telegram,
+    n: &Notice,
+    lang: Language,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Sent> {
     let body = |chat: &Chat| {
         json!({
             "chat_id": chat.id,
-            "text": telegram_text_with(n, chat.stale_setting_note().as_deref()),
+            "text": telegram_text_with(n, lang, chat.stale_setting_note(lang).as_deref()),
             "parse_mode": "HTML",
             "link_preview_options": {"is_disabled": true},
         })
     };
     for attempt in 1..=TELEGRAM_ATTEMPTS {
         let chat = t.chat();
-        if let Some(note) = chat.stale_setting_note()
+        if let Some(note) = chat.stale_setting_note(lang)
             && !notes.contains(&note)
         {
             notes.push(note);
@@ -469,7 +533,7 @@ async fn send_telegram(t: &Telegram, n: &Notice, notes: &mut Vec<String>) -> any
             .and_then(Value::as_i64)
             && Some(to) != chat.id.as_i64()
         {
-            let note = t.migrate(to);
+            let note = t.migrate(to, lang);
             if !notes.contains(&note) {
                 notes.push(note);
             }
@@ -506,17 +570,29 @@ async fn send_telegram(t: &Telegram, n: &Notice, notes: &mut Vec<String>) -> any
     anyhow::bail!("Telegram did not accept the message after {TELEGRAM_ATTEMPTS} attempts")
 }
 
-async fn send_email(e: &Email, n: &Notice) -> anyhow::Result<()> {
-    let mut builder = Message::builder()
-        .from(e.from.clone())
-        .subject(format!("[zakaz] {} {}", n.kind, n.title));
+async fn send_email(e: &Email, n: &Notice, lang: Language) -> anyhow::Result<()> {
+    let mut builder = Message::builder().from(e.from.clone()).subject(format!(
+        "[zakaz] {} {}",
+        lang.kind(n.kind),
+        n.title
+    ));
     for to in &e.to {
         builder = builder.to(to.clone());
     }
-    let message = builder.body(format!(
+    let text = format!(
         "{} {} ({})\n\n{}\n",
-        n.kind, n.title, n.severity, n.message
-    ))?;
+        lang.kind(n.kind),
+        n.title,
+        lang.severity(n.severity),
+        n.message
+    );
+    // Quoted-printable keeps Russian text readable in a raw mailbox (base64 would not).
+    let body = lettre::message::Body::new_with_encoding(
+        text,
+        lettre::message::header::ContentTransferEncoding::QuotedPrintable,
+    )
+    .map_err(|_| anyhow::anyhow!("the alert's text cannot be encoded"))?;
+    let message = builder.body(body)?;
     e.transport.send(message).await.map_err(|err| {
         // 535 and its kin: the server refused the login, which only a setting can fix.
         let login_refused = err
@@ -548,10 +624,10 @@ mod tests {
 
     #[test]
     fn telegram_text_is_escaped_and_bounded() {
-        let t = telegram_text(&notice("a < b & c > d"));
+        let t = telegram_text(&notice("a < b & c > d"), Language::En);
         assert!(t.contains("qtickets &lt;failed&gt;"));
         assert!(t.ends_with("a &lt; b &amp; c &gt; d"));
-        let long = telegram_text(&notice(&"&".repeat(5000)));
+        let long = telegram_text(&notice(&"&".repeat(5000)), Language::En);
         assert!(long.chars().count() <= TELEGRAM_LIMIT);
         assert!(long.ends_with("&amp;…"), "no half entity");
     }

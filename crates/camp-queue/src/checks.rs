@@ -23,12 +23,13 @@ pub async fn age_limit_minutes(dep: &Deployment) -> f64 {
     props::positive_number(&value).ok().flatten().unwrap_or(4.0) * 60.0
 }
 
+/// A condition of one shard: (title, message) in English and in Russian.
 fn condition(
     kind: &'static str,
     severity: &'static str,
     shard: u32,
-    title: String,
-    message: String,
+    (title, message): (String, String),
+    (title_ru, message_ru): (String, String),
 ) -> Condition {
     Condition {
         fingerprint: format!("{kind}:camp_queue:shard_{shard}"),
@@ -37,6 +38,8 @@ fn condition(
         severity,
         title,
         message,
+        title_ru,
+        message_ru,
         details: serde_json::json!({ "shard": shard }),
     }
 }
@@ -55,8 +58,14 @@ pub fn conditions(
                 "queue_unreadable",
                 "error",
                 s.shard,
-                format!("Campaign queue shard {} cannot be read", s.shard),
-                e.clone(),
+                (
+                    format!("Campaign queue shard {} cannot be read", s.shard),
+                    e.clone(),
+                ),
+                (
+                    format!("Очередь кампаний: шард {} не читается", s.shard),
+                    e.clone(),
+                ),
             ));
             continue;
         }
@@ -68,10 +77,19 @@ pub fn conditions(
                 "queue_age",
                 "warning",
                 s.shard,
-                format!("Campaign copies on shard {} wait {age:.0} min", s.shard),
-                format!(
-                    "the oldest due copy on shard {} was queued {age:.0} minutes ago (limit {age_limit_minutes:.0}); {} queued, {} waiting clients",
-                    s.shard, q.size, q.waiting_clients
+                (
+                    format!("Campaign copies on shard {} wait {age:.0} min", s.shard),
+                    format!(
+                        "the oldest due copy on shard {} was queued {age:.0} minutes ago (limit {age_limit_minutes:.0}); {} queued, {} waiting clients",
+                        s.shard, q.size, q.waiting_clients
+                    ),
+                ),
+                (
+                    format!("Копии кампаний на шарде {} ждут {age:.0} мин", s.shard),
+                    format!(
+                        "самая старая копия на шарде {} ждёт {age:.0} мин (предел {age_limit_minutes:.0}); в очереди {}, ждущих клиентов {}",
+                        s.shard, q.size, q.waiting_clients
+                    ),
                 ),
             ));
         }
@@ -82,20 +100,32 @@ pub fn conditions(
             let beat = s.worker(primary);
             let stale = beat.is_none_or(|w| w.heartbeat_age_seconds > HEARTBEAT_LIMIT_SECS);
             if stale {
-                let seen = beat.map_or("never".to_owned(), |w| {
-                    format!("last at {} UTC", w.heartbeat_at.format("%Y-%m-%d %H:%M:%S"))
-                });
+                let (seen, seen_ru) =
+                    beat.map_or(("never".to_owned(), "ни разу".to_owned()), |w| {
+                        let at = w.heartbeat_at.format("%Y-%m-%d %H:%M:%S");
+                        (format!("last at {at} UTC"), format!("последний в {at} UTC"))
+                    });
                 out.push(Condition {
                     fingerprint: format!("queue_heartbeat:camp_queue:shard_{}:{primary}", s.shard),
                     ..condition(
                         "queue_heartbeat",
                         "error",
                         s.shard,
-                        format!("Campaign queue worker {primary} of shard {} is not working", s.shard),
-                        format!(
-                            "no heartbeat from shard_{},par-id_{primary} for over {} minutes ({seen}); see `manage-timers status camp_queue`",
-                            s.shard,
-                            HEARTBEAT_LIMIT_SECS / 60.0
+                        (
+                            format!("Campaign queue worker {primary} of shard {} is not working", s.shard),
+                            format!(
+                                "no heartbeat from shard_{},par-id_{primary} for over {} minutes ({seen}); see `manage-timers status camp_queue`",
+                                s.shard,
+                                HEARTBEAT_LIMIT_SECS / 60.0
+                            ),
+                        ),
+                        (
+                            format!("Обработчик очереди {primary} шарда {} не работает", s.shard),
+                            format!(
+                                "нет пульса от shard_{},par-id_{primary} более {} мин ({seen_ru}); см. `manage-timers status camp_queue`",
+                                s.shard,
+                                HEARTBEAT_LIMIT_SECS / 60.0
+                            ),
                         ),
                     )
                 });

@@ -1,14 +1,23 @@
 //! Where the databases are: `ppcdict` (global) and one database per shard, each shard with
 //! its own DSN because each may live on its own server. Pools connect lazily, so a shard that
 //! is down fails the jobs that need it (and they are retried), not the whole worker.
+//!
+//! A DSN's query parameters are those of sqlx's `MySqlConnectOptions` (`ssl-mode`, `ssl-ca`,
+//! `ssl-cert`, `ssl-key`, `socket`, `statement-cache-capacity`, and `charset`, `collation`,
+//! `timezone` when they agree with what the queue sets itself); any other is refused with the
+//! setting's name (exit 78), never dropped. Commands probe the databases they need with a
+//! connection of their own before they start ([`probe`]), so a refused login is a
+//! configuration error (exit 78) and a server that cannot be reached is "unavailable"
+//! (exit 69), each naming the shard and its DSN (password hidden).
 
+use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
 use zakaz_core::Secret;
-use zakaz_core::error::config_error;
+use zakaz_core::error::{ConfigError, UnavailableError, config_error};
 
 /// The databases of a deployment.
 #[derive(Debug, Clone, Args)]
@@ -34,6 +43,25 @@ pub struct DbArgs {
     pub shards: Option<u32>,
 }
 
+/// How a database is named in messages: ``shard 2 (`PPC_SHARD_DSNS` u:***@h:3316/ppc2)``
+/// or ``ppcdict (`PPCDICT_DSN` …)`` — the setting, and the DSN (without its scheme) with its
+/// password hidden.
+#[derive(Debug, Clone)]
+pub struct Label(String);
+
+impl Label {
+    /// For an error whose database is not known.
+    pub fn unnamed() -> Label {
+        Label("a MySQL server".to_owned())
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One shard: its number, database name and pool.
 #[derive(Debug, Clone)]
 pub struct Shard {
@@ -42,6 +70,7 @@ pub struct Shard {
     pub pool: MySqlPool,
     /// The server without a database, for `CREATE DATABASE`.
     server: MySqlConnectOptions,
+    pub label: Label,
 }
 
 /// Every database of the deployment, connected lazily.
@@ -50,8 +79,33 @@ pub struct Deployment {
     pub ppcdict: MySqlPool,
     ppcdict_server: MySqlConnectOptions,
     pub ppcdict_database: String,
+    pub ppcdict_label: Label,
     pub shards: Vec<Shard>,
 }
+
+/// How the pools of a command connect.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// How long a query waits for a connection (the pool retries refused connects meanwhile).
+    pub acquire_timeout: Duration,
+    /// `innodb_lock_wait_timeout` of every session, seconds (`None`: the server's).
+    pub lock_wait_secs: Option<u64>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            acquire_timeout: Duration::from_secs(10),
+            lock_wait_secs: None,
+        }
+    }
+}
+
+/// How long `status` (and `alerts`, `healthcheck`) waits for a server to answer: a shard
+/// that does not is reported as unavailable, not waited for.
+pub const STATUS_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long other commands wait for a server to answer their first connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Deployment {
     pub fn shard(&self, number: u32) -> anyhow::Result<&Shard> {
@@ -106,12 +160,17 @@ pub fn connect_if_configured(args: &DbArgs) -> anyhow::Result<Option<Deployment>
 
 /// Connect (lazily) to every configured database. Fails with a line naming the setting.
 pub fn connect(args: &DbArgs) -> anyhow::Result<Deployment> {
+    connect_with(args, PoolSettings::default())
+}
+
+/// [`connect`] with pools set up as `settings` says.
+pub fn connect_with(args: &DbArgs, settings: PoolSettings) -> anyhow::Result<Deployment> {
     let dict = args
         .ppcdict_dsn
         .as_ref()
         .filter(|d| !d.is_empty())
         .ok_or_else(|| config_error("`PPCDICT_DSN` is not set (the DSN of ppcdict)"))?;
-    let (ppcdict_server, ppcdict_database) = parse_dsn("PPCDICT_DSN", dict.expose(), "ppcdict")?;
+    let ppcdict = parse_dsn("PPCDICT_DSN", None, dict.expose(), "ppcdict")?;
     let list = args
         .shard_dsns
         .as_ref()
@@ -121,27 +180,29 @@ pub fn connect(args: &DbArgs) -> anyhow::Result<Deployment> {
     let mut shards = Vec::new();
     for (i, dsn) in dsns.iter().enumerate() {
         let number = i as u32 + 1;
-        let (server, database) = parse_dsn("PPC_SHARD_DSNS", dsn, &format!("ppc{number}"))?;
+        let parsed = parse_dsn("PPC_SHARD_DSNS", Some(number), dsn, &format!("ppc{number}"))?;
         shards.push(Shard {
             number,
-            pool: pool(server.clone().database(&database)),
-            database,
-            server,
+            pool: pool(parsed.server.clone().database(&parsed.database), settings),
+            database: parsed.database,
+            server: parsed.server,
+            label: parsed.label,
         });
     }
     Ok(Deployment {
-        ppcdict: pool(ppcdict_server.clone().database(&ppcdict_database)),
-        ppcdict_server,
-        ppcdict_database,
+        ppcdict: pool(ppcdict.server.clone().database(&ppcdict.database), settings),
+        ppcdict_server: ppcdict.server,
+        ppcdict_database: ppcdict.database,
+        ppcdict_label: ppcdict.label,
         shards,
     })
 }
 
-fn pool(options: MySqlConnectOptions) -> MySqlPool {
+fn pool(options: MySqlConnectOptions, settings: PoolSettings) -> MySqlPool {
     MySqlPoolOptions::new()
         .max_connections(8)
-        .acquire_timeout(Duration::from_secs(10))
-        .after_connect(|conn, _| {
+        .acquire_timeout(settings.acquire_timeout)
+        .after_connect(move |conn, _| {
             Box::pin(async move {
                 // Row locks only, no gap locks: claims and enqueues of different clients never
                 // wait for each other. All times are UTC, written by the program's clock.
@@ -151,10 +212,141 @@ fn pool(options: MySqlConnectOptions) -> MySqlPool {
                 sqlx::query("SET time_zone = '+00:00'")
                     .execute(&mut *conn)
                     .await?;
+                if let Some(secs) = settings.lock_wait_secs {
+                    sqlx::query(&format!("SET SESSION innodb_lock_wait_timeout = {secs}"))
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 Ok(())
             })
         })
         .connect_lazy_with(options)
+}
+
+/// MariaDB errors that mean the server refused the login (or this user on this database):
+/// access denied (1044, 1045, 1698), host not allowed (1130), password expired (1862),
+/// authentication plugin refused (1251).
+const LOGIN_REFUSED: &[u32] = &[1044, 1045, 1130, 1251, 1698, 1862];
+/// Unknown database: `camp-queue migrate` has not run against this DSN.
+const UNKNOWN_DATABASE: u32 = 1049;
+
+fn mysql_error_number(err: &sqlx::Error) -> Option<u32> {
+    match err {
+        sqlx::Error::Database(d) => d
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|m| u32::from(m.number())),
+        _ => None,
+    }
+}
+
+/// What a failed connection to `label` means for the exit code: a refused login, a TLS
+/// requirement the server or this build cannot meet, or an unknown database is a
+/// configuration error (78); a server that cannot be reached is unavailable (69). `None`
+/// for other errors.
+pub fn connect_failure(label: &Label, err: &sqlx::Error) -> Option<anyhow::Error> {
+    let line = zakaz_core::secret::redact(&err.to_string());
+    match err {
+        sqlx::Error::Io(_) => Some(
+            UnavailableError(format!("{label} cannot be reached: {line}")).into(),
+        ),
+        sqlx::Error::PoolTimedOut => Some(
+            UnavailableError(format!(
+                "{label} cannot be reached: no connection within the pool's timeout"
+            ))
+            .into(),
+        ),
+        sqlx::Error::Tls(_) => Some(
+            ConfigError(format!(
+                "{label}: TLS: {line} (`ssl-mode` asks for TLS; the server or this build of camp-queue does not offer it)"
+            ))
+            .into(),
+        ),
+        _ => match mysql_error_number(err) {
+            Some(n) if LOGIN_REFUSED.contains(&n) => {
+                Some(ConfigError(format!("login refused by {label}: {line}")).into())
+            }
+            Some(UNKNOWN_DATABASE) => Some(
+                ConfigError(format!(
+                    "{label}: the database does not exist (`camp-queue migrate` creates it): {line}"
+                ))
+                .into(),
+            ),
+            _ => None,
+        },
+    }
+}
+
+/// Connect once to `options` (no pool, no retries) within `timeout`: the first contact of a
+/// command, so that its failure says which database and why.
+async fn probe(
+    options: &MySqlConnectOptions,
+    label: &Label,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    match tokio::time::timeout(timeout, sqlx::MySqlConnection::connect_with(options)).await {
+        Err(_) => Err(UnavailableError(format!(
+            "{label} cannot be reached: no answer within {} s",
+            timeout.as_secs_f64()
+        ))
+        .into()),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(connect_failure(label, &e)
+            .unwrap_or_else(|| anyhow::Error::new(e).context(format!("connecting to {label}")))),
+    }
+}
+
+impl Shard {
+    /// Connect once to the shard's database (see [`probe`]).
+    pub async fn probe(&self, timeout: Duration) -> anyhow::Result<()> {
+        probe(
+            &self.server.clone().database(&self.database),
+            &self.label,
+            timeout,
+        )
+        .await
+    }
+}
+
+/// What a command needs before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// The ppcdict database.
+    Ppcdict,
+    /// Every shard's database.
+    Shards,
+    /// The servers of ppcdict and of every shard (their databases may not exist yet).
+    Servers,
+}
+
+impl Deployment {
+    /// Connect once to what a command needs, each within `timeout`; the first failure names
+    /// its database (see [`connect_failure`]).
+    pub async fn probe(&self, needs: Needs, timeout: Duration) -> anyhow::Result<()> {
+        let servers = needs == Needs::Servers;
+        if needs != Needs::Shards {
+            let dict = if servers {
+                self.ppcdict_server.clone()
+            } else {
+                self.ppcdict_server.clone().database(&self.ppcdict_database)
+            };
+            probe(&dict, &self.ppcdict_label, timeout).await?;
+        }
+        if needs == Needs::Ppcdict {
+            return Ok(());
+        }
+        for shard in &self.shards {
+            if servers {
+                probe(&shard.server, &shard.label, timeout).await?;
+            } else {
+                shard.probe(timeout).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The shard DSNs from a comma list or a `{shard}` template.
@@ -189,21 +381,39 @@ fn shard_dsns(value: &str, count: Option<u32>) -> anyhow::Result<Vec<String>> {
     Ok(list)
 }
 
-/// `mysql://user:password@host:port/db` → server options and database name. The password is
-/// registered as a secret so no log line can show it.
+/// A parsed DSN.
+#[derive(Debug)]
+struct Parsed {
+    server: MySqlConnectOptions,
+    database: String,
+    label: Label,
+}
+
+/// The DSN parameters honoured, as sqlx's `MySqlConnectOptions` reads them.
+const KNOWN_PARAMETERS: &str = "ssl-mode, ssl-ca, ssl-cert, ssl-key, socket, statement-cache-capacity, \
+     charset=utf8mb4, collation=utf8mb4_unicode_ci, timezone=UTC";
+
+/// `mysql://user:password@host:port/db?ssl-mode=REQUIRED` → server options, database name and
+/// label. The password is registered as a secret so no log line can show it. `shard` names
+/// the shard in errors about a `PPC_SHARD_DSNS` entry.
 fn parse_dsn(
     setting: &str,
+    shard: Option<u32>,
     dsn: &str,
     default_db: &str,
-) -> anyhow::Result<(MySqlConnectOptions, String)> {
+) -> anyhow::Result<Parsed> {
+    let what = match shard {
+        Some(n) => format!("`{setting}` (shard {n})"),
+        None => format!("`{setting}`"),
+    };
     let url = url::Url::parse(dsn).map_err(|e| {
         config_error(format!(
-            "`{setting}`: not a DSN (`mysql://user:password@host:port/db`): {e}"
+            "{what}: not a DSN (`mysql://user:password@host:port/db`): {e}"
         ))
     })?;
     if url.scheme() != "mysql" && url.scheme() != "mariadb" {
         return Err(config_error(format!(
-            "`{setting}`: the scheme must be `mysql://`, not `{}://`",
+            "{what}: the scheme must be `mysql://`, not `{}://`",
             url.scheme()
         )));
     }
@@ -221,7 +431,7 @@ fn parse_dsn(
     });
     let host = url
         .host_str()
-        .ok_or_else(|| config_error(format!("`{setting}`: the DSN names no host")))?;
+        .ok_or_else(|| config_error(format!("{what}: the DSN names no host")))?;
     let database = match url.path().trim_start_matches('/') {
         "" => default_db.to_owned(),
         db => db.to_owned(),
@@ -231,7 +441,7 @@ fn parse_dsn(
         .all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
         return Err(config_error(format!(
-            "`{setting}`: database name `{database}` must be letters, digits and `_`"
+            "{what}: database name `{database}` must be letters, digits and `_`"
         )));
     }
     let mut options = MySqlConnectOptions::new()
@@ -246,7 +456,80 @@ fn parse_dsn(
     if let Some(password) = &password {
         options = options.password(password);
     }
-    Ok((options, database))
+    let mut ssl_mode = None;
+    let mut tls_files = None;
+    for (key, value) in url.query_pairs() {
+        let bad = |why: &str| config_error(format!("{what}: `{key}={value}`: {why}"));
+        match &*key {
+            "ssl-mode" | "sslmode" => {
+                let mode: MySqlSslMode = value.parse().map_err(|_| {
+                    bad("not one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY")
+                })?;
+                ssl_mode = Some(mode);
+            }
+            "ssl-ca" | "sslca" => {
+                options = options.ssl_ca(&*value);
+                tls_files = Some(MySqlSslMode::VerifyCa);
+            }
+            "ssl-cert" | "sslcert" => {
+                options = options.ssl_client_cert(&*value);
+                tls_files.get_or_insert(MySqlSslMode::Required);
+            }
+            "ssl-key" | "sslkey" => {
+                options = options.ssl_client_key(&*value);
+                tls_files.get_or_insert(MySqlSslMode::Required);
+            }
+            "socket" => options = options.socket(&*value),
+            "statement-cache-capacity" => {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| bad("not a number of statements"))?;
+                options = options.statement_cache_capacity(n);
+            }
+            // The queue's sessions are utf8mb4_unicode_ci in UTC (it sets both itself).
+            "charset" if value.eq_ignore_ascii_case("utf8mb4") => {}
+            "collation" if value.eq_ignore_ascii_case("utf8mb4_unicode_ci") => {}
+            "timezone" | "time-zone" if matches!(&*value, "UTC" | "utc" | "+00:00" | "Z") => {}
+            "charset" | "collation" | "timezone" | "time-zone" => {
+                return Err(bad(
+                    "the queue's sessions are utf8mb4 (utf8mb4_unicode_ci) in UTC; leave it out",
+                ));
+            }
+            _ => {
+                return Err(config_error(format!(
+                    "{what}: unknown DSN parameter `{key}`; known: {KNOWN_PARAMETERS}"
+                )));
+            }
+        }
+    }
+    // A CA or a client certificate without `ssl-mode` asks for TLS (as the MySQL client reads
+    // `--ssl-ca`): never fall back to plain text then.
+    if let Some(mode) = ssl_mode.or(tls_files) {
+        options = options.ssl_mode(mode);
+    }
+    // The DSN without its scheme and with its password hidden: never the setting's whole value,
+    // which is a registered secret and would be printed as `***`.
+    let shown = format!(
+        "{}{}{host}{}{}{}",
+        url.username(),
+        match (url.username().is_empty(), password.is_some()) {
+            (_, true) => ":***@",
+            (false, false) => "@",
+            (true, false) => "",
+        },
+        url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+        url.path(),
+        url.query().map(|q| format!("?{q}")).unwrap_or_default(),
+    );
+    let label = Label(match shard {
+        Some(n) => format!("shard {n} (`{setting}` {shown})"),
+        None => format!("{default_db} (`{setting}` {shown})"),
+    });
+    Ok(Parsed {
+        server: options,
+        database,
+        label,
+    })
 }
 
 /// Create a database if missing (utf8mb4_unicode_ci: MariaDB has no `utf8mb4_0900_ai_ci`).
@@ -312,11 +595,26 @@ mod tests {
 
     #[test]
     fn dsns_name_their_setting_and_keep_the_password_out_of_errors() {
-        let (_, db) = parse_dsn("PPC_SHARD_DSNS", "mysql://root@127.0.0.1:3316", "ppc2").unwrap();
-        assert_eq!(db, "ppc2");
-        let err = parse_dsn("PPCDICT_DSN", "postgres://u:hunter2secret@h/x", "ppcdict")
-            .unwrap_err()
-            .to_string();
+        let parsed = parse_dsn(
+            "PPC_SHARD_DSNS",
+            Some(2),
+            "mysql://root@127.0.0.1:3316",
+            "ppc2",
+        )
+        .unwrap();
+        assert_eq!(parsed.database, "ppc2");
+        assert_eq!(
+            parsed.label.to_string(),
+            "shard 2 (`PPC_SHARD_DSNS` root@127.0.0.1:3316)"
+        );
+        let err = parse_dsn(
+            "PPCDICT_DSN",
+            None,
+            "postgres://u:hunter2secret@h/x",
+            "ppcdict",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("`PPCDICT_DSN`: the scheme must be"),
             "{err}"
@@ -324,12 +622,74 @@ mod tests {
         assert!(!err.contains("hunter2secret"), "{err}");
         // A password is percent-decoded (not form-decoded: `+` stays a plus), and both
         // spellings are kept out of every log line.
-        parse_dsn("PPCDICT_DSN", "mysql://u:pl%2Bus+pw%40x@h/x", "ppcdict").unwrap();
+        let parsed = parse_dsn(
+            "PPCDICT_DSN",
+            None,
+            "mysql://u:pl%2Bus+pw%40x@h/x",
+            "ppcdict",
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.label.to_string(),
+            "ppcdict (`PPCDICT_DSN` u:***@h/x)"
+        );
         assert_eq!(zakaz_core::secret::redact("pl+us+pw@x"), "***");
         assert_eq!(zakaz_core::secret::redact("pl%2Bus+pw%40x"), "***");
-        let err = parse_dsn("PPCDICT_DSN", "mysql://h/bad-name", "ppcdict")
+        let err = parse_dsn("PPCDICT_DSN", None, "mysql://h/bad-name", "ppcdict")
             .unwrap_err()
             .to_string();
         assert!(err.contains("database name `bad-name`"), "{err}");
+    }
+
+    #[test]
+    fn dsn_parameters_are_applied_or_refused() {
+        let mode = |dsn: &str| {
+            parse_dsn("PPC_SHARD_DSNS", Some(1), dsn, "ppc1")
+                .map(|p| format!("{:?}", p.server.get_ssl_mode()))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(mode("mysql://h/x").unwrap(), "Preferred");
+        assert_eq!(mode("mysql://h/x?ssl-mode=REQUIRED").unwrap(), "Required");
+        assert_eq!(
+            mode("mysql://h/x?sslmode=verify_identity").unwrap(),
+            "VerifyIdentity"
+        );
+        assert_eq!(mode("mysql://h/x?ssl-mode=disabled").unwrap(), "Disabled");
+        // A CA without a mode asks for TLS with the CA checked.
+        assert_eq!(mode("mysql://h/x?ssl-ca=/etc/ca.pem").unwrap(), "VerifyCa");
+        assert_eq!(
+            mode("mysql://h/x?ssl-cert=/c.pem&ssl-key=/k.pem").unwrap(),
+            "Required"
+        );
+        assert_eq!(
+            mode("mysql://h/x?ssl-ca=/etc/ca.pem&ssl-mode=PREFERRED").unwrap(),
+            "Preferred"
+        );
+        assert_eq!(
+            mode("mysql://h/x?charset=utf8mb4&collation=utf8mb4_unicode_ci&timezone=UTC&statement-cache-capacity=5&socket=/run/mysqld.sock").unwrap(),
+            "Preferred"
+        );
+        for (dsn, message) in [
+            (
+                "mysql://h/x?ssl-mode=on",
+                "`PPC_SHARD_DSNS` (shard 1): `ssl-mode=on`: not one of",
+            ),
+            (
+                "mysql://h/x?connect_timeout=3",
+                "`PPC_SHARD_DSNS` (shard 1): unknown DSN parameter `connect_timeout`; known: ssl-mode",
+            ),
+            (
+                "mysql://h/x?charset=latin1",
+                "`charset=latin1`: the queue's sessions are utf8mb4",
+            ),
+            (
+                "mysql://h/x?timezone=Europe/Moscow",
+                "`timezone=Europe/Moscow`",
+            ),
+            ("mysql://h/x?statement-cache-capacity=many", "not a number"),
+        ] {
+            let err = mode(dsn).unwrap_err();
+            assert!(err.contains(message), "{dsn}: {err}");
+        }
     }
 }

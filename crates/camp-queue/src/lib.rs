@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod db;
 pub mod demo;
+pub mod identity;
 pub mod ops;
 pub mod props;
 pub mod queue;
@@ -22,7 +23,7 @@ use zakaz_core::cli::{CommonArgs, JobCli};
 use zakaz_core::error::{UnavailableError, config_error};
 use zakaz_core::time::ClockArgs;
 
-use crate::db::{DbArgs, Deployment};
+use crate::db::{CONNECT_TIMEOUT, DbArgs, Deployment, Needs, PoolSettings};
 use crate::queue::{CopyRequest, Operation, Role};
 use crate::worker::{RunArgs, RunClock, Worker};
 
@@ -142,33 +143,64 @@ pub enum Props {
     Set { name: String, value: String },
 }
 
-/// A MySQL server that cannot be reached is "unavailable" (exit 69), not a failed job.
+/// The connection errors a command's probes did not name (a server that went away later, a
+/// login refused mid-run): a server that cannot be reached is "unavailable" (exit 69), a
+/// refused login or TLS that cannot be had a setting (exit 78) — not a failed job.
 fn classify(err: anyhow::Error) -> anyhow::Error {
-    let unreachable = err.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<sqlx::Error>(),
-            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_))
-        )
-    });
-    if unreachable {
-        let line = zakaz_core::error::one_line(&err);
-        err.context(UnavailableError(format!(
-            "a MySQL server cannot be reached: {line}"
-        )))
-    } else {
-        err
+    if zakaz_core::error::exit_code_for(&err) != zakaz_core::error::exit::FAILURE {
+        return err;
+    }
+    let label = db::Label::unnamed();
+    let named = err
+        .chain()
+        .filter_map(|c| c.downcast_ref::<sqlx::Error>())
+        .find_map(|e| db::connect_failure(&label, e));
+    match named {
+        Some(class) => {
+            let line = zakaz_core::error::one_line(&err);
+            match zakaz_core::error::exit_code_for(&class) {
+                zakaz_core::error::exit::CONFIG => err.context(zakaz_core::error::ConfigError(
+                    format!("a MySQL server refused this program's settings: {line}"),
+                )),
+                _ => err.context(UnavailableError(format!(
+                    "a MySQL server cannot be reached: {line}"
+                ))),
+            }
+        }
+        None => err,
     }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let deployment = db::connect(&cli.db)?;
+    let settings = match &cli.command {
+        Command::Run(args) => PoolSettings {
+            lock_wait_secs: args.lock_wait_secs,
+            ..PoolSettings::default()
+        },
+        _ => PoolSettings::default(),
+    };
+    let deployment = db::connect_with(&cli.db, settings)?;
     let result = dispatch(&cli, &deployment).await;
     deployment.close().await;
     result.map_err(classify)
 }
 
+/// What a command connects to before it starts (`run` probes its own shards itself; `status`
+/// reads every shard it can and says which it cannot).
+fn needs(command: &Command) -> Option<Needs> {
+    match command {
+        Command::Migrate | Command::DemoData { .. } => Some(Needs::Servers),
+        Command::Enqueue { .. } | Command::Props { .. } => Some(Needs::Ppcdict),
+        Command::History { .. } => Some(Needs::Shards),
+        Command::Run(_) | Command::Status { .. } => None,
+    }
+}
+
 async fn dispatch(cli: &Cli, dep: &Deployment) -> anyhow::Result<()> {
     let clock = RunClock::new(cli.clock.now);
+    if let Some(needs) = needs(&cli.command) {
+        dep.probe(needs, CONNECT_TIMEOUT).await?;
+    }
     match &cli.command {
         Command::Migrate => {
             for line in schema::migrate(dep).await? {
@@ -208,8 +240,8 @@ async fn dispatch(cli: &Cli, dep: &Deployment) -> anyhow::Result<()> {
             } else {
                 print!("{}", status::render(&status));
             }
-            if let Some(bad) = status.iter().find(|s| s.error.is_some()) {
-                anyhow::bail!("shard {} cannot be read", bad.shard);
+            if let Some(err) = status::failure(&status) {
+                return Err(err);
             }
         }
         Command::Props { what } => match what {

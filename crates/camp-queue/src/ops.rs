@@ -1,21 +1,38 @@
 //! What the jobs do: copy a campaign with its banners and phrases (possibly into another
 //! shard on another server), archive, unarchive, delete.
 //!
-//! A copy never happens twice: its new cid is allocated first and stored in the job row, and
-//! the copy is written in one transaction on the target shard that first checks whether that
-//! cid exists. On one shard that transaction also deletes the job; across shards the job is
-//! deleted after the target commits, and a worker killed in between finds the copy done.
+//! A copy never happens twice: its new cid is allocated first and stored in the job row (only
+//! if none is stored yet, so two processes working on one job agree on it), and the copy is
+//! written in one transaction on the target shard that first checks whether that cid exists.
+//! On one shard that transaction also deletes the job; across shards the job is deleted after
+//! the target commits, and a worker killed in between finds the copy done.
+//!
+//! While it copies, a worker holds the job's row lock (a transaction on the source shard
+//! that ends with the job's deletion), and under that lock it proves it still holds its named
+//! lock ([`Identity::verify`]): a second process with the same identity (after the first lost
+//! its lock) skips the row (`SKIP LOCKED`) until the first is done or gone, and a first that
+//! lost its lock copies nothing.
+//!
+//! The source campaign, banners and phrases are read in one consistent snapshot, and a phrase
+//! whose banner is not among the copied banners fails the copy, naming both: a phrase is
+//! never written without its banner.
 
 use anyhow::Context as _;
 use chrono::NaiveDateTime;
 use sqlx::{MySql, QueryBuilder};
 
 use crate::db::{Deployment, Shard};
+use crate::identity::Identity;
 use crate::queue::{self, CopyJob, Event, Operation, RestJob, Role, Table};
 
-/// Where a test may freeze a worker to kill it (hidden `--pause-at`).
+/// Where a test may freeze a worker (hidden `--pause-at`): to kill it there, or to change
+/// something and let it go on (SIGUSR1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PauseAt {
+    /// The job claimed, its stored new cid read and found empty, none allocated yet.
+    BeforeAllocate,
+    /// The source campaign and its banners read, its phrases not yet.
+    SourceRead,
     /// Inside the target transaction, the campaign and its banners written, not committed.
     MidCopy,
     /// After the target shard committed the copy, before the job row is deleted.
@@ -24,9 +41,20 @@ pub enum PauseAt {
 
 async fn pause_if(pause: Option<PauseAt>, here: PauseAt) {
     if pause == Some(here) {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Listening before saying so: the test sends SIGUSR1 once it has read the line.
+        let mut go_on = signal(SignalKind::user_defined1()).ok();
         eprintln!("camp-queue: paused at {here:?} (test hook)");
-        // Bounded: the test kills the process long before.
-        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+        // Bounded: the test kills the process, or lets it go on, long before.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            match go_on.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        })
+        .await;
     }
 }
 
@@ -36,6 +64,9 @@ pub enum Outcome {
     Done(String),
     /// A permanent refusal: recorded and deleted, not retried.
     Rejected(String),
+    /// The job is no longer this worker's (another process did it, or an operator moved it
+    /// to another lane): nothing done, nothing recorded.
+    Gone(String),
 }
 
 /// What a copy needs besides the job.
@@ -45,14 +76,41 @@ pub struct CopyContext<'a> {
     pub worker: &'a str,
     pub pause: Option<PauseAt>,
     pub decay_secs: f64,
+    /// The worker's named locks, proven held before anything is written.
+    pub identity: &'a Identity,
 }
 
-type CampaignRow = (String, String);
 type BannerRow = (u64, String, String, String);
-type PhraseRow = (u64, String, String);
+type PhraseRow = (u64, u64, String, String);
 
-/// Copy the job's campaign. `Ok` means the job row is gone (copied or rejected), `Err` that
-/// the attempt failed and the job stays.
+/// The source campaign as one snapshot saw it.
+struct Source {
+    name: String,
+    kind: String,
+    banners: Vec<BannerRow>,
+    phrases: Vec<PhraseRow>,
+}
+
+/// The job's stored new cid; `None` when the row is gone.
+async fn stored_new_cid(source: &Shard, job: &CopyJob) -> anyhow::Result<Option<Option<u64>>> {
+    let row: Option<(Option<u64>,)> =
+        sqlx::query_as("SELECT new_cid FROM camp_operations_queue_copy WHERE id = ?")
+            .bind(job.id)
+            .fetch_optional(&source.pool)
+            .await
+            .context("reading the job's new cid")?;
+    Ok(row.map(|r| r.0))
+}
+
+fn gone(job: &CopyJob, source: &Shard) -> Outcome {
+    Outcome::Gone(format!(
+        "the job is no longer in shard {}'s queue for copy:{} (done by another process, or moved by hand)",
+        source.number, job.par_id
+    ))
+}
+
+/// Copy the job's campaign. `Ok` means the job row is gone (copied, rejected, or no longer
+/// this worker's), `Err` that the attempt failed and the job stays.
 pub async fn copy(
     ctx: &CopyContext<'_>,
     job: &CopyJob,
@@ -60,151 +118,223 @@ pub async fn copy(
     now: impl Fn() -> NaiveDateTime,
 ) -> anyhow::Result<Outcome> {
     let source = ctx.source;
-    let campaign: Option<CampaignRow> =
-        sqlx::query_as("SELECT name, type FROM campaigns WHERE cid = ?")
-            .bind(job.cid)
-            .fetch_optional(&source.pool)
-            .await
-            .context("reading the source campaign")?;
-    let Some((name, kind)) = campaign else {
-        return reject(
-            ctx,
-            job,
-            &format!(
+    // Cheap refusals first, so that no cid is allocated for them (checked again below,
+    // under the job's lock, before anything is written).
+    let exists: Option<(u64,)> = sqlx::query_as("SELECT cid FROM campaigns WHERE cid = ?")
+        .bind(job.cid)
+        .fetch_optional(&source.pool)
+        .await
+        .context("reading the source campaign")?;
+    let target = match target_of(ctx, job).await? {
+        Ok(target) if exists.is_some() => target,
+        Ok(_) => {
+            let why = format!(
                 "campaign {} is not on shard {} any more",
                 job.cid, source.number
-            ),
-            now(),
-        )
-        .await;
-    };
-    let Some(target_number) = ctx.deployment.client_shard(job.to_client).await? else {
-        return reject(
-            ctx,
-            job,
-            &format!("target client {} does not exist", job.to_client),
-            now(),
-        )
-        .await;
-    };
-    let Ok(target) = ctx.deployment.shard(target_number) else {
-        return reject(
-            ctx,
-            job,
-            &format!(
-                "target client {} is on shard {target_number}, which is not configured",
-                job.to_client
-            ),
-            now(),
-        )
-        .await;
+            );
+            return reject(ctx, job, &why, now()).await;
+        }
+        Err(why) => return reject(ctx, job, &why, now()).await,
     };
     // Read from the row, not the claim: an earlier try of this attempt may have stored it.
-    let (stored,): (Option<u64>,) =
-        sqlx::query_as("SELECT new_cid FROM camp_operations_queue_copy WHERE id = ?")
-            .bind(job.id)
-            .fetch_one(&source.pool)
-            .await
-            .context("reading the job's new cid")?;
-    let new_cid = match stored {
-        Some(c) => c,
-        None => allocate_cid(ctx.deployment, source, job).await?,
+    let new_cid = match stored_new_cid(source, job).await? {
+        None => return Ok(gone(job, source)),
+        Some(Some(c)) => c,
+        Some(None) => {
+            pause_if(ctx.pause, PauseAt::BeforeAllocate).await;
+            match allocate_cid(ctx.deployment, source, job).await? {
+                Some(c) => c,
+                None => return Ok(gone(job, source)),
+            }
+        }
     };
-    let banners: Vec<BannerRow> =
-        sqlx::query_as("SELECT bid, title, body, href FROM banners WHERE cid = ? ORDER BY bid")
-            .bind(job.cid)
-            .fetch_all(&source.pool)
-            .await
-            .context("reading the source banners")?;
-    let phrases: Vec<PhraseRow> = sqlx::query_as(
-        "SELECT bid, phrase, CAST(price AS CHAR) FROM phrases WHERE cid = ? ORDER BY ph_id",
-    )
-    .bind(job.cid)
-    .fetch_all(&source.pool)
-    .await
-    .context("reading the source phrases")?;
 
-    let same_shard = target.number == source.number;
-    let mut tx = target
+    // The job's row lock, held until the job is deleted; under it, the proof that this
+    // process still is the worker.
+    let mut guard = source
         .pool
         .begin()
         .await
-        .with_context(|| format!("connecting to shard {}", target.number))?;
+        .with_context(|| format!("connecting to shard {}", source.number))?;
+    let mine: Option<(u64,)> = sqlx::query_as(
+        "SELECT id FROM camp_operations_queue_copy WHERE id = ? AND par_id = ? FOR UPDATE",
+    )
+    .bind(job.id)
+    .bind(job.par_id)
+    .fetch_optional(&mut *guard)
+    .await
+    .context("locking the job")?;
+    if mine.is_none() {
+        return Ok(gone(job, source));
+    }
+    ctx.identity.verify().await?;
+
+    let Some(src) = read_source(source, job, ctx.pause).await? else {
+        guard.rollback().await?;
+        let why = format!(
+            "campaign {} is not on shard {} any more",
+            job.cid, source.number
+        );
+        return reject(ctx, job, &why, now()).await;
+    };
+    let bids: std::collections::HashSet<u64> = src.banners.iter().map(|b| b.0).collect();
+    if let Some((ph_id, bid, phrase, _)) = src.phrases.iter().find(|p| !bids.contains(&p.1)) {
+        anyhow::bail!(
+            "phrase {ph_id} (`{}`) of campaign {} names banner {bid}, which is not one of the campaign's {} banners; nothing copied",
+            phrase.chars().take(100).collect::<String>(),
+            job.cid,
+            src.banners.len()
+        );
+    }
+
+    let same_shard = target.number == source.number;
+    let mut other_tx = None;
+    let tx = if same_shard {
+        &mut guard
+    } else {
+        other_tx.insert(
+            target
+                .pool
+                .begin()
+                .await
+                .with_context(|| format!("connecting to shard {}", target.number))?,
+        )
+    };
     let exists: Option<(u64,)> =
         sqlx::query_as("SELECT cid FROM campaigns WHERE cid = ? FOR UPDATE")
             .bind(new_cid)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
     let detail = if exists.is_some() {
         format!("already copied as cid {new_cid} on shard {}", target.number)
     } else {
-        write_copy(
-            &mut tx,
-            job,
-            new_cid,
-            &name,
-            &kind,
-            &banners,
-            &phrases,
-            now(),
-        )
-        .await?;
+        write_copy(tx, job, new_cid, &src, now()).await?;
         pause_if(ctx.pause, PauseAt::MidCopy).await;
         format!(
             "copied to cid {new_cid} of client {} on shard {} ({} banners, {} phrases)",
             job.to_client,
             target.number,
-            banners.len(),
-            phrases.len()
+            src.banners.len(),
+            src.phrases.len()
         )
     };
-    if same_shard {
-        finish_copy(&mut tx, ctx, job, &detail, started, now()).await?;
-        tx.commit().await?;
-    } else {
+    if let Some(tx) = other_tx {
         tx.commit()
             .await
             .with_context(|| format!("committing the copy on shard {}", target.number))?;
         pause_if(ctx.pause, PauseAt::AfterTargetCommit).await;
-        let mut tx = source.pool.begin().await?;
-        finish_copy(&mut tx, ctx, job, &detail, started, now()).await?;
-        tx.commit().await?;
     }
+    finish_copy(&mut guard, ctx, job, &detail, started, now()).await?;
+    guard.commit().await?;
     Ok(Outcome::Done(detail))
 }
 
-/// A new cid from the global allocator, stored in the job before anything is copied.
+/// The shard of the job's target client, or why the copy is refused.
+async fn target_of<'a>(
+    ctx: &CopyContext<'a>,
+    job: &CopyJob,
+) -> anyhow::Result<Result<&'a Shard, String>> {
+    let Some(number) = ctx.deployment.client_shard(job.to_client).await? else {
+        return Ok(Err(format!(
+            "target client {} does not exist",
+            job.to_client
+        )));
+    };
+    Ok(ctx.deployment.shard(number).map_err(|_| {
+        format!(
+            "target client {} is on shard {number}, which is not configured",
+            job.to_client
+        )
+    }))
+}
+
+/// The campaign, its banners and its phrases, read in one consistent snapshot (a read-only
+/// REPEATABLE READ transaction): what another session adds in between is not half-seen.
+/// `None` when the campaign is gone.
+async fn read_source(
+    source: &Shard,
+    job: &CopyJob,
+    pause: Option<PauseAt>,
+) -> anyhow::Result<Option<Source>> {
+    // `SET TRANSACTION` (no scope) applies to the next transaction only: the session stays
+    // READ COMMITTED.
+    let mut snap = source
+        .pool
+        .begin_with(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;              START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+        )
+        .await
+        .context("starting a snapshot of the source campaign")?;
+    let campaign: Option<(String, String)> =
+        sqlx::query_as("SELECT name, type FROM campaigns WHERE cid = ?")
+            .bind(job.cid)
+            .fetch_optional(&mut *snap)
+            .await
+            .context("reading the source campaign")?;
+    let Some((name, kind)) = campaign else {
+        return Ok(None);
+    };
+    let banners: Vec<BannerRow> =
+        sqlx::query_as("SELECT bid, title, body, href FROM banners WHERE cid = ? ORDER BY bid")
+            .bind(job.cid)
+            .fetch_all(&mut *snap)
+            .await
+            .context("reading the source banners")?;
+    pause_if(pause, PauseAt::SourceRead).await;
+    let phrases: Vec<PhraseRow> = sqlx::query_as(
+        "SELECT ph_id, bid, phrase, CAST(price AS CHAR) FROM phrases WHERE cid = ? ORDER BY ph_id",
+    )
+    .bind(job.cid)
+    .fetch_all(&mut *snap)
+    .await
+    .context("reading the source phrases")?;
+    snap.commit().await?;
+    Ok(Some(Source {
+        name,
+        kind,
+        banners,
+        phrases,
+    }))
+}
+
+/// A new cid from the global allocator, stored in the job before anything is copied —
+/// unless one is stored already (another process working on this job got there first):
+/// then that one. `None` when the job row is gone.
 async fn allocate_cid(
     deployment: &Deployment,
     source: &Shard,
     job: &CopyJob,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Option<u64>> {
     let new_cid = sqlx::query("INSERT INTO shard_inc_cid (ClientID) VALUES (?)")
         .bind(job.to_client)
         .execute(&deployment.ppcdict)
         .await
         .context("allocating a cid in ppcdict.shard_inc_cid")?
         .last_insert_id();
-    sqlx::query("UPDATE camp_operations_queue_copy SET new_cid = ? WHERE id = ?")
-        .bind(new_cid)
-        .bind(job.id)
-        .execute(&source.pool)
-        .await
-        .context("storing the new cid in the job")?;
-    Ok(new_cid)
+    sqlx::query(
+        "UPDATE camp_operations_queue_copy SET new_cid = ? WHERE id = ? AND new_cid IS NULL",
+    )
+    .bind(new_cid)
+    .bind(job.id)
+    .execute(&source.pool)
+    .await
+    .context("storing the new cid in the job")?;
+    Ok(stored_new_cid(source, job).await?.flatten())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn write_copy(
     tx: &mut sqlx::Transaction<'_, MySql>,
     job: &CopyJob,
     new_cid: u64,
-    name: &str,
-    kind: &str,
-    banners: &[BannerRow],
-    phrases: &[PhraseRow],
+    src: &Source,
     now: NaiveDateTime,
 ) -> anyhow::Result<()> {
+    let Source {
+        name,
+        kind,
+        banners,
+        phrases,
+    } = src;
     // A copy starts stopped and without money, as the platform's copies do.
     sqlx::query(
         "INSERT INTO campaigns (cid, ClientID, name, type, statusArchived, statusShow, sum, sum_spent, copied_from_cid, LastChange) \
@@ -236,9 +366,17 @@ async fn write_copy(
     for chunk in phrases.chunks(500) {
         let mut insert: QueryBuilder<MySql> =
             QueryBuilder::new("INSERT INTO phrases (cid, bid, phrase, price) ");
-        insert.push_values(chunk, |mut row, (bid, phrase, price)| {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (ph_id, bid, phrase, price) in chunk {
+            // Checked by the caller; never a phrase without its banner.
+            let new_bid = bids.get(bid).copied().with_context(|| {
+                format!("phrase {ph_id} names banner {bid}, which was not copied")
+            })?;
+            rows.push((new_bid, phrase, price));
+        }
+        insert.push_values(rows, |mut row, (new_bid, phrase, price)| {
             row.push_bind(new_cid)
-                .push_bind(bids.get(bid).copied().unwrap_or(0))
+                .push_bind(new_bid)
                 .push_bind(phrase)
                 .push_bind(price);
         });
@@ -286,6 +424,18 @@ async fn reject(
     now: NaiveDateTime,
 ) -> anyhow::Result<Outcome> {
     let mut tx = ctx.source.pool.begin().await?;
+    let mine: Option<(u64,)> = sqlx::query_as(
+        "SELECT id FROM camp_operations_queue_copy WHERE id = ? AND par_id = ? FOR UPDATE",
+    )
+    .bind(job.id)
+    .bind(job.par_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("locking the job")?;
+    if mine.is_none() {
+        return Ok(gone(job, ctx.source));
+    }
+    ctx.identity.verify().await?;
     queue::delete_job(&mut tx, Table::Copy, job.id).await?;
     queue::history(
         &mut tx,
@@ -309,9 +459,25 @@ pub async fn rest(
     shard: &Shard,
     job: &RestJob,
     worker: &str,
+    identity: &Identity,
     now: NaiveDateTime,
 ) -> anyhow::Result<Outcome> {
     let mut tx = shard.pool.begin().await?;
+    // The job's row lock, then the proof that this process still is the worker: the job's
+    // deletion below commits with the operation, so it is done once.
+    let mine: Option<(u64,)> =
+        sqlx::query_as("SELECT id FROM camp_operations_queue WHERE id = ? FOR UPDATE")
+            .bind(job.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("locking the job")?;
+    if mine.is_none() {
+        return Ok(Outcome::Gone(format!(
+            "the job is no longer in shard {}'s queue (done by another process)",
+            shard.number
+        )));
+    }
+    identity.verify().await?;
     let row: Option<(String, i64, String)> = sqlx::query_as(
         "SELECT statusArchived, (sum - sum_spent) > 0, CAST(sum - sum_spent AS CHAR) \
          FROM campaigns WHERE cid = ? FOR UPDATE",
@@ -358,7 +524,9 @@ pub async fn rest(
     queue::delete_job(&mut tx, Table::Rest, job.id).await?;
     let (event, detail) = match &outcome {
         Outcome::Done(d) => ("done", format!("{}: {d}", job.operation.as_str())),
-        Outcome::Rejected(d) => ("rejected", format!("{}: {d}", job.operation.as_str())),
+        Outcome::Rejected(d) | Outcome::Gone(d) => {
+            ("rejected", format!("{}: {d}", job.operation.as_str()))
+        }
     };
     queue::history(
         &mut tx,

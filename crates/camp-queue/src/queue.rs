@@ -115,18 +115,30 @@ pub fn plus_seconds(t: NaiveDateTime, seconds: f64) -> NaiveDateTime {
     t + chrono::Duration::microseconds((seconds * 1e6).round() as i64)
 }
 
-/// Deadlock (1213) or lock wait timeout (1205): the transaction may simply be run again.
-pub fn is_retryable(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| match c.downcast_ref::<sqlx::Error>() {
-        Some(sqlx::Error::Database(d)) => d
-            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-            .is_some_and(|m| matches!(m.number(), 1205 | 1213)),
-        _ => false,
-    })
+/// A lock conflict MariaDB ended a transaction (or statement) for: it may simply be run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockError {
+    /// 1213: chosen as a deadlock victim (the whole transaction was rolled back).
+    Deadlock,
+    /// 1205: waited `innodb_lock_wait_timeout` for a row lock.
+    LockWaitTimeout,
 }
 
-/// Record one event of a campaign's story (`camp-queue history --cid`).
-/// One event of a campaign's story.
+pub fn lock_error(err: &anyhow::Error) -> Option<LockError> {
+    err.chain()
+        .find_map(|c| match c.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(d)) => d
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .and_then(|m| match m.number() {
+                    1213 => Some(LockError::Deadlock),
+                    1205 => Some(LockError::LockWaitTimeout),
+                    _ => None,
+                }),
+            _ => None,
+        })
+}
+
+/// One event of a campaign's story (`camp-queue history --cid`).
 pub struct Event<'a> {
     pub cid: u64,
     /// `copy` or `rest`.
@@ -397,6 +409,8 @@ pub async fn enqueue_rest(
 #[derive(Debug, Clone)]
 pub struct CopyJob {
     pub id: u64,
+    /// The lane that claimed it (`par_id`).
+    pub par_id: u32,
     pub cid: u64,
     pub client: u64,
     pub to_client: u64,
@@ -453,6 +467,7 @@ pub async fn claim_copy(
     };
     let job = CopyJob {
         id: row.0,
+        par_id,
         cid: row.1,
         client: row.2,
         to_client: row.3,

@@ -6,9 +6,9 @@ use anyhow::Context as _;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::db::{Deployment, Shard};
+use crate::db::{Deployment, STATUS_CONNECT_TIMEOUT, Shard};
+use crate::identity::lock_prefix;
 use crate::queue::Lane;
-use crate::worker::lock_prefix;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueStatus {
@@ -37,12 +37,25 @@ pub struct WorkerBeat {
     pub running: bool,
 }
 
+/// Why a shard could not be read: decides the exit code of `camp-queue status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A setting is wrong (a refused login, TLS the server does not offer): exit 78.
+    Config,
+    /// The server cannot be reached or does not answer: exit 69.
+    Unavailable,
+    /// Anything else (a missing table, …): exit 1.
+    Other,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardStatus {
     pub shard: u32,
     pub database: String,
     /// Set when the shard could not be read; the other fields are then empty.
     pub error: Option<String>,
+    #[serde(skip)]
+    pub failure: Option<Failure>,
     pub queues: Vec<QueueStatus>,
     /// Copies waiting for a lane whose worker is not running.
     pub pinned_to_stopped_lanes: Vec<Pinned>,
@@ -142,29 +155,78 @@ async fn shard_status(shard: &Shard, now: NaiveDateTime) -> anyhow::Result<Shard
         shard: shard.number,
         database: shard.database.clone(),
         error: None,
+        failure: None,
         queues: vec![copy, rest],
         pinned_to_stopped_lanes: pinned,
         workers,
     })
 }
 
-/// Every shard's status; a shard that cannot be read is reported with its error.
-pub async fn collect(dep: &Deployment, now: NaiveDateTime) -> Vec<ShardStatus> {
-    let mut out = Vec::new();
-    for shard in &dep.shards {
-        out.push(match shard_status(shard, now).await {
-            Ok(s) => s,
-            Err(e) => ShardStatus {
-                shard: shard.number,
-                database: shard.database.clone(),
-                error: Some(zakaz_core::error::one_line(&e)),
-                queues: Vec::new(),
-                pinned_to_stopped_lanes: Vec::new(),
-                workers: Vec::new(),
-            },
-        });
+fn failure_of(err: &anyhow::Error) -> Failure {
+    match zakaz_core::error::exit_code_for(err) {
+        zakaz_core::error::exit::CONFIG => Failure::Config,
+        zakaz_core::error::exit::UNAVAILABLE => Failure::Unavailable,
+        _ => Failure::Other,
     }
+}
+
+/// One shard: first a connection of its own within [`STATUS_CONNECT_TIMEOUT`] (so that a
+/// server that is down, or refuses the login, is said at once and by name), then the queries.
+async fn shard_or_error(shard: Shard, now: NaiveDateTime) -> ShardStatus {
+    let read = async {
+        shard.probe(STATUS_CONNECT_TIMEOUT).await?;
+        shard_status(&shard, now).await
+    };
+    match read.await {
+        Ok(s) => s,
+        Err(e) => ShardStatus {
+            shard: shard.number,
+            database: shard.database.clone(),
+            error: Some(zakaz_core::error::one_line(&e)),
+            failure: Some(failure_of(&e)),
+            queues: Vec::new(),
+            pinned_to_stopped_lanes: Vec::new(),
+            workers: Vec::new(),
+        },
+    }
+}
+
+/// Every shard's status, the shards read at the same time; a shard that cannot be read is
+/// reported with its error.
+pub async fn collect(dep: &Deployment, now: NaiveDateTime) -> Vec<ShardStatus> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in &dep.shards {
+        tasks.spawn(shard_or_error(shard.clone(), now));
+    }
+    let mut out = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        out.push(done.expect("a shard's status task does not panic"));
+    }
+    out.sort_by_key(|s| s.shard);
     out
+}
+
+/// The error `camp-queue status` exits with when a shard could not be read: the first such
+/// shard's, classified (a setting → 78, a server that cannot be reached → 69).
+pub fn failure(status: &[ShardStatus]) -> Option<anyhow::Error> {
+    let bad: Vec<&ShardStatus> = status.iter().filter(|s| s.error.is_some()).collect();
+    // A wrong setting first: it will not go away by waiting.
+    let first = bad
+        .iter()
+        .find(|s| s.failure == Some(Failure::Config))
+        .or_else(|| bad.first())?;
+    let mut line = first.error.clone().unwrap_or_default();
+    if bad.len() > 1 {
+        line.push_str(&format!(
+            " (and {} more shards cannot be read)",
+            bad.len() - 1
+        ));
+    }
+    Some(match first.failure {
+        Some(Failure::Config) => zakaz_core::error::config_error(line),
+        Some(Failure::Unavailable) => zakaz_core::error::UnavailableError(line).into(),
+        _ => anyhow::anyhow!("shard {} cannot be read: {line}", first.shard),
+    })
 }
 
 /// The human form of `camp-queue status`.

@@ -222,6 +222,42 @@ impl TestStand {
         ));
     }
 
+    /// The connection id holding a worker identity's named lock on a shard's server, if any
+    /// (`IS_USED_LOCK`).
+    pub fn lock_holder(&self, shard: u32, par_id: &str) -> Option<u64> {
+        let lane: crate::queue::Lane = par_id.parse().expect("a par-id");
+        let name = crate::worker::lock_name(&self.shard_db(shard), lane);
+        self.sql(shard, &format!("SELECT IS_USED_LOCK('{name}')"))
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// `KILL` the connection holding a worker's named lock (what a server restart, a proxy
+    /// failover or `wait_timeout` do to it), and wait (bounded) until the server has released
+    /// the lock. Returns the killed connection id.
+    pub fn kill_lock_connection(&self, shard: u32, par_id: &str) -> u64 {
+        let holder = self
+            .lock_holder(shard, par_id)
+            .unwrap_or_else(|| panic!("nobody holds the lock of shard {shard} {par_id}"));
+        self.sql(shard, &format!("KILL {holder}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.lock_holder(shard, par_id) == Some(holder) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lock of shard {shard} {par_id} is still held by killed connection {holder}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        holder
+    }
+
+    /// A SQL session on a shard that stays open between statements (to hold row locks
+    /// while a worker runs).
+    pub fn session(&self, shard: u32) -> Session {
+        Session::open(self.port_of(shard), &self.shard_db(shard))
+    }
+
     /// The `done` events of a shard's copy queue: (cid, worker), in order.
     pub fn done(&self, shard: u32) -> Vec<(u64, String)> {
         self.sql(shard, "SELECT cid, worker FROM camp_queue_history WHERE queue = 'copy' AND event = 'done' ORDER BY id")
@@ -308,13 +344,30 @@ impl Worker {
         );
     }
 
-    /// SIGTERM, as systemd stops a unit.
-    pub fn terminate(&self) {
+    /// SIGUSR1: a worker frozen by `--pause-at` goes on.
+    pub fn resume(&self) {
+        self.signal("USR1");
+    }
+
+    fn signal(&self, name: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(sent.success(), "SIGTERM was delivered");
+        assert!(sent.success(), "SIG{name} was delivered");
+    }
+
+    /// Every line seen so far (after draining what has arrived).
+    pub fn lines_so_far(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+
+    /// SIGTERM, as systemd stops a unit.
+    pub fn terminate(&self) {
+        self.signal("TERM");
     }
 
     pub fn kill9(&mut self) {
@@ -324,6 +377,87 @@ impl Worker {
 }
 
 impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `mariadb` client session kept open: statements run one after another on one
+/// connection, so a test can hold locks (`BEGIN; SELECT … FOR UPDATE`) while a worker runs.
+pub struct Session {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    out: mpsc::Receiver<String>,
+    next: u32,
+}
+
+impl Session {
+    fn open(port: u16, db: &str) -> Session {
+        let mut child = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                "-uroot",
+                &format!("-P{port}"),
+                "-N",
+                "-B",
+                "--unbuffered",
+                db,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mariadb starts");
+        let stdin = child.stdin.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Session {
+            child,
+            stdin,
+            out: rx,
+            next: 0,
+        }
+    }
+
+    /// Run statements (`;`-separated) and wait (bounded) until they are done; returns their
+    /// output. A failing statement ends the session, and the test with it.
+    pub fn exec(&mut self, sql: &str) -> String {
+        use std::io::Write as _;
+        self.next += 1;
+        let marker = format!("__session_done_{}__", self.next);
+        writeln!(self.stdin, "{sql};\nSELECT '{marker}';").expect("the session is open");
+        self.stdin.flush().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut out = Vec::new();
+        loop {
+            let left = deadline
+                .checked_duration_since(std::time::Instant::now())
+                .unwrap_or_else(|| panic!("`{sql}` did not finish within 60 s"));
+            match self.out.recv_timeout(left) {
+                Ok(line) if line == marker => return out.join("\n"),
+                Ok(line) if line.starts_with("ERROR") => panic!("`{sql}`: {line}"),
+                Ok(line) => out.push(line),
+                Err(_) => panic!("`{sql}` did not finish within 60 s: {}", out.join("\n")),
+            }
+        }
+    }
+}
+
+impl Drop for Session {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

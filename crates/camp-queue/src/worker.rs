@@ -5,7 +5,14 @@
 //! 0), then claims, executes and records jobs until its lifetime ends, SIGTERM arrives (the
 //! job in hand is finished first), `--once` finds nothing due, or the configuration entry
 //! that concerns it changes.
+//!
+//! It stops with an error (exit 1: the unit fails, its timer starts it again) when it no
+//! longer holds its named lock (checked before every claim, see [`crate::identity`]), after
+//! ten queue errors in a row, or after ten failed reads of the properties in a row. MariaDB
+//! deadlock victims are run again at once (at most 5 times) and lock-wait timeouts once; each
+//! is logged and counted in the line the worker exits with.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +21,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use clap::Args;
-use sqlx::Connection as _;
 use zakaz_core::error::config_error;
 
-use crate::db::{Deployment, Shard};
+use crate::db::{Deployment, Needs, Shard};
+use crate::identity::{Identity, NamedLock, is_lock_lost};
+pub use crate::identity::{lock_name, lock_prefix};
 use crate::ops::{self, CopyContext, Outcome, PauseAt};
 use crate::props::{self, Activation, AdditionalWorkers, SleepCoef, Slot};
 use crate::queue::{self, AfterFailure, Lane, Table};
@@ -71,7 +79,14 @@ pub struct RunArgs {
     #[arg(long, env = "CAMP_QUEUE_RETRY_DELAYS", default_value = "1,30,60,180", value_name = "SECS,…", value_parser = parse_delays)]
     pub retry_delays: Delays,
 
-    /// Test hook: freeze at this point of a copy (tests kill the worker there).
+    /// How long a statement of the worker waits for a row lock before MariaDB gives up
+    /// (`innodb_lock_wait_timeout`, error 1205); unset: the server's (50 s by default).
+    #[arg(long, env = "CAMP_QUEUE_LOCK_WAIT_SECS", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub lock_wait_secs: Option<u64>,
+
+    /// Test hook: freeze at this point of a copy until SIGUSR1 (tests kill the worker there,
+    /// or change something and let it go on).
     #[arg(long, hide = true, value_enum)]
     pub pause_at: Option<PauseAt>,
 }
@@ -159,47 +174,6 @@ macro_rules! worker_log {
     };
 }
 
-/// A `GET_LOCK` held on its own connection for the worker's life.
-struct NamedLock {
-    conn: sqlx::MySqlConnection,
-    name: String,
-}
-
-/// The lock name of a worker identity: per database, so shards sharing a server differ.
-pub fn lock_name(database: &str, lane: Lane) -> String {
-    format!("{}{lane}", lock_prefix(database))
-}
-
-/// What every lock name of a database's workers starts with (`status` appends the lane in SQL).
-pub fn lock_prefix(database: &str) -> String {
-    format!("zakaz_camp_queue.{database}.")
-}
-
-impl NamedLock {
-    async fn acquire(shard: &Shard, lane: Lane) -> anyhow::Result<Option<NamedLock>> {
-        let mut conn = shard
-            .pool
-            .acquire()
-            .await
-            .with_context(|| format!("connecting to shard {}", shard.number))?
-            .detach();
-        let name = lock_name(&shard.database, lane);
-        let (got,): (Option<i64>,) = sqlx::query_as("SELECT GET_LOCK(?, 0)")
-            .bind(&name)
-            .fetch_one(&mut conn)
-            .await
-            .context("taking the worker's named lock")?;
-        Ok((got == Some(1)).then_some(NamedLock { conn, name }))
-    }
-    async fn release(mut self) {
-        let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
-            .bind(&self.name)
-            .execute(&mut self.conn)
-            .await;
-        let _ = self.conn.close().await;
-    }
-}
-
 /// What a worker needs to know about the deployment.
 pub struct Worker<'a> {
     pub deployment: &'a Deployment,
@@ -236,11 +210,57 @@ fn concern(parsed: &Result<AdditionalWorkers, props::InvalidWorkers>, slot: Slot
     }
 }
 
+/// Queue errors (or failed reads of the properties) in a row that end a run.
+pub const ERRORS_IN_A_ROW: u32 = 10;
+/// Times a deadlock victim is run again at once before its error counts.
+const DEADLOCK_RERUNS: u32 = 5;
+/// Times a statement that timed out waiting for a lock (it already waited
+/// `innodb_lock_wait_timeout`) is run again before its error counts.
+const LOCK_WAIT_RERUNS: u32 = 1;
+
+/// What a run counts besides its jobs: said in the line it exits with.
+#[derive(Default)]
+struct RunStats {
+    deadlocks: Cell<u64>,
+    lock_waits: Cell<u64>,
+}
+
+impl RunStats {
+    fn summary(&self, jobs: u64) -> String {
+        let mut extra = Vec::new();
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        if self.deadlocks.get() > 0 {
+            extra.push(plural(self.deadlocks.get(), "deadlock", "deadlocks"));
+        }
+        if self.lock_waits.get() > 0 {
+            extra.push(plural(
+                self.lock_waits.get(),
+                "lock-wait timeout",
+                "lock-wait timeouts",
+            ));
+        }
+        if extra.is_empty() {
+            format!("{jobs} jobs")
+        } else {
+            format!("{jobs} jobs; {}", extra.join(", "))
+        }
+    }
+}
+
 impl Worker<'_> {
     pub async fn run(&self) -> anyhow::Result<()> {
         let (shard, lane) = self.args.identity()?;
         let dep = self.deployment;
         dep.shard(shard)?;
+        // The first contact: a refused login or a server that cannot be reached is said
+        // here, naming the database (exit 78 / 69), not as a failed claim later. (`rest`
+        // never reads ppcdict.)
+        if let Lane::Copy(_) = lane {
+            dep.probe(Needs::Ppcdict, crate::db::CONNECT_TIMEOUT)
+                .await?;
+        }
+        dep.shard(shard)?.probe(crate::db::CONNECT_TIMEOUT).await?;
         let own = Prefix { shard, lane };
         let slot = Slot {
             shard,
@@ -311,27 +331,32 @@ impl Worker<'_> {
             return Ok(());
         };
         let serve_shard = dep.shard(serve.shard)?;
-        let serve_lock = if serve != own {
-            match NamedLock::acquire(serve_shard, serve.lane).await? {
-                Some(l) => Some(l),
-                None => {
-                    worker_log!(
-                        info,
-                        serve,
-                        "another process already works as this identity; exiting"
-                    );
-                    own_lock.release().await;
-                    return Ok(());
+        let mut locks = vec![own_lock];
+        if serve != own {
+            let acquired = match serve_shard.probe(crate::db::CONNECT_TIMEOUT).await {
+                Ok(()) => NamedLock::acquire(serve_shard, serve.lane).await,
+                Err(e) => Err(e),
+            };
+            match acquired {
+                Ok(Some(l)) => locks.push(l),
+                other => {
+                    if let Ok(None) = other {
+                        worker_log!(
+                            info,
+                            serve,
+                            "another process already works as this identity; exiting"
+                        );
+                    }
+                    Identity::new(locks).release().await;
+                    return other.map(|_| ());
                 }
             }
-        } else {
-            None
-        };
-        let result = self.serve(serve_shard, serve, slot, watched).await;
-        if let Some(l) = serve_lock {
-            l.release().await;
         }
-        own_lock.release().await;
+        let identity = Identity::new(locks);
+        let result = self
+            .serve(serve_shard, serve, slot, watched, &identity)
+            .await;
+        identity.release().await;
         result
     }
 
@@ -341,10 +366,12 @@ impl Worker<'_> {
         prefix: Prefix,
         slot: Slot,
         watched: Option<Concern>,
+        identity: &Identity,
     ) -> anyhow::Result<()> {
         let dep = self.deployment;
         let args = self.args;
-        let stop = stop_flag()?;
+        let stop = stop_flag(prefix)?;
+        let stats = RunStats::default();
         let started = Instant::now();
         let lifetime = Duration::from_secs(args.lifetime_secs);
         let worker = prefix.lane.to_string();
@@ -369,29 +396,51 @@ impl Worker<'_> {
             zakaz_core::progress::Progress::counter(&prefix.to_string(), "jobs")
         };
         let mut errors_in_a_row = 0u32;
+        let mut props_errors_in_a_row = 0u32;
         let mut once_looks = 0u32;
         let reason = loop {
             if stop.load(Ordering::SeqCst) {
-                break "stopping on a signal".to_owned();
+                break format!("stopping on a signal ({})", stats.summary(jobs));
             }
             if started.elapsed() >= lifetime {
-                break "lifetime reached".to_owned();
+                break format!("lifetime reached ({})", stats.summary(jobs));
             }
             if args.max_jobs.is_some_and(|m| jobs >= m) {
-                break format!("{jobs} jobs done (--max-jobs)");
+                break format!("{} done (--max-jobs)", stats.summary(jobs));
             }
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
-                let values = props::get_all(&dep.ppcdict).await?;
-                if let Some(before) = &watched
-                    && concern(&workers_of(&values, dep, self.launched), slot) != *before
-                {
-                    break format!(
-                        "{} changed for {slot}; exiting (the timer starts it again)",
-                        props::ADDITIONAL_WORKERS
-                    );
+                // A failed read is tolerated as a queue error is: the values read last stay
+                // in force, and ten failures in a row end the run.
+                match props::get_all(&dep.ppcdict).await {
+                    Ok(values) => {
+                        props_errors_in_a_row = 0;
+                        if let Some(before) = &watched
+                            && concern(&workers_of(&values, dep, self.launched), slot) != *before
+                        {
+                            break format!(
+                                "{} changed for {slot}; exiting (the timer starts it again; {})",
+                                props::ADDITIONAL_WORKERS,
+                                stats.summary(jobs)
+                            );
+                        }
+                        settings = Settings::of(&values, prefix.shard, &mut coef_error);
+                    }
+                    Err(e) => {
+                        props_errors_in_a_row += 1;
+                        worker_log!(
+                            error,
+                            prefix,
+                            "cannot read the queue's properties ({props_errors_in_a_row} in a row): {}; keeping the values read last",
+                            zakaz_core::error::one_line(&e)
+                        );
+                        if props_errors_in_a_row >= ERRORS_IN_A_ROW {
+                            return Err(e.context(format!(
+                                "{prefix}: {ERRORS_IN_A_ROW} failed reads of the properties in a row"
+                            )));
+                        }
+                    }
                 }
-                settings = Settings::of(&values, prefix.shard, &mut coef_error);
             }
             if last_beat.elapsed() >= Duration::from_secs(10) {
                 last_beat = Instant::now();
@@ -400,8 +449,14 @@ impl Worker<'_> {
                 }
             }
             let step = match prefix.lane {
-                Lane::Copy(n) => self.copy_step(shard, prefix, n, &worker, &settings).await,
-                Lane::Rest => self.rest_step(shard, prefix, &worker).await,
+                Lane::Copy(n) => {
+                    self.copy_step(shard, prefix, n, &worker, &settings, identity, &stats)
+                        .await
+                }
+                Lane::Rest => {
+                    self.rest_step(shard, prefix, &worker, identity, &stats)
+                        .await
+                }
             };
             match step {
                 Ok(Some(pause)) => {
@@ -429,7 +484,7 @@ impl Worker<'_> {
                             .await
                             .unwrap_or(0);
                         if due == 0 || once_looks >= 600 {
-                            break format!("queue drained ({jobs} jobs)");
+                            break format!("queue drained ({})", stats.summary(jobs));
                         }
                         once_looks += 1;
                         sleep_unless_stopped(Duration::from_millis(args.poll_ms.min(50)), &stop)
@@ -438,16 +493,30 @@ impl Worker<'_> {
                     }
                     sleep_unless_stopped(Duration::from_millis(args.poll_ms), &stop).await;
                 }
+                Err(e) if is_lock_lost(&e) => {
+                    // Another process may run as this worker now: do nothing more, and fail
+                    // the unit so that the loss is seen (its timer starts it again).
+                    worker_log!(
+                        error,
+                        prefix,
+                        "{}; stopping at once: another process may be running as this worker ({})",
+                        zakaz_core::error::one_line(&e),
+                        stats.summary(jobs)
+                    );
+                    return Err(e.context(format!("{prefix}: stopped")));
+                }
                 Err(e) => {
                     errors_in_a_row += 1;
                     worker_log!(
                         error,
                         prefix,
-                        "queue error: {}",
+                        "queue error ({errors_in_a_row} in a row): {}",
                         zakaz_core::error::one_line(&e)
                     );
-                    if errors_in_a_row >= 10 {
-                        return Err(e.context(format!("{prefix}: 10 queue errors in a row")));
+                    if errors_in_a_row >= ERRORS_IN_A_ROW {
+                        return Err(e.context(format!(
+                            "{prefix}: {ERRORS_IN_A_ROW} queue errors in a row"
+                        )));
                     }
                     sleep_unless_stopped(Duration::from_millis(args.poll_ms.max(500)), &stop).await;
                 }
@@ -459,6 +528,7 @@ impl Worker<'_> {
     }
 
     /// Claim and do one copy; `Some(pause)` when a job was handled.
+    #[allow(clippy::too_many_arguments)]
     async fn copy_step(
         &self,
         shard: &Shard,
@@ -466,9 +536,14 @@ impl Worker<'_> {
         par_id: u32,
         worker: &str,
         settings: &Settings,
+        identity: &Identity,
+        stats: &RunStats,
     ) -> anyhow::Result<Option<Duration>> {
-        let Some(job) =
-            retrying(|| queue::claim_copy(shard, par_id, worker, self.clock.now())).await?
+        identity.verify().await?;
+        let Some(job) = rerunning(stats, prefix, None, "the claim", || {
+            queue::claim_copy(shard, par_id, worker, self.clock.now())
+        })
+        .await?
         else {
             return Ok(None);
         };
@@ -487,10 +562,14 @@ impl Worker<'_> {
             worker,
             pause: self.args.pause_at,
             decay_secs: settings.decay_secs,
+            identity,
         };
         let started = Instant::now();
         // A deadlock victim is run again at once: the copy is idempotent on its new cid.
-        let result = retrying(|| ops::copy(&ctx, &job, started, || self.clock.now())).await;
+        let result = rerunning(stats, prefix, Some(job.cid), "the copy", || {
+            ops::copy(&ctx, &job, started, || self.clock.now())
+        })
+        .await;
         let took = started.elapsed();
         self.report(
             shard,
@@ -500,6 +579,7 @@ impl Worker<'_> {
             job.cid,
             job.attempts,
             worker,
+            identity,
             result,
         )
         .await?;
@@ -511,8 +591,14 @@ impl Worker<'_> {
         shard: &Shard,
         prefix: Prefix,
         worker: &str,
+        identity: &Identity,
+        stats: &RunStats,
     ) -> anyhow::Result<Option<Duration>> {
-        let Some(job) = retrying(|| queue::claim_rest(shard, worker, self.clock.now())).await?
+        identity.verify().await?;
+        let Some(job) = rerunning(stats, prefix, None, "the claim", || {
+            queue::claim_rest(shard, worker, self.clock.now())
+        })
+        .await?
         else {
             return Ok(None);
         };
@@ -524,7 +610,10 @@ impl Worker<'_> {
             job.operation.as_str(),
             job.attempts
         );
-        let result = retrying(|| ops::rest(shard, &job, worker, self.clock.now())).await;
+        let result = rerunning(stats, prefix, Some(job.cid), "the operation", || {
+            ops::rest(shard, &job, worker, identity, self.clock.now())
+        })
+        .await;
         self.report(
             shard,
             prefix,
@@ -533,6 +622,7 @@ impl Worker<'_> {
             job.cid,
             job.attempts,
             worker,
+            identity,
             result,
         )
         .await?;
@@ -549,12 +639,17 @@ impl Worker<'_> {
         cid: u64,
         attempt: u32,
         worker: &str,
+        identity: &Identity,
         result: anyhow::Result<Outcome>,
     ) -> anyhow::Result<()> {
         match result {
             Ok(Outcome::Done(d)) => job_log!(info, prefix, cid, "done: {d}"),
             Ok(Outcome::Rejected(r)) => job_log!(warn, prefix, cid, "rejected: {r}"),
+            Ok(Outcome::Gone(why)) => job_log!(warn, prefix, cid, "not done here: {why}"),
+            // Nothing is recorded in a job this worker may no longer own.
+            Err(e) if is_lock_lost(&e) => return Err(e),
             Err(e) => {
+                identity.verify().await?;
                 let error = zakaz_core::error::one_line(&e);
                 let delays = &self.args.retry_delays.0;
                 match queue::fail_job(
@@ -592,17 +687,60 @@ impl Worker<'_> {
     }
 }
 
-/// Run a claim again when MariaDB chose it as a deadlock victim (bounded).
-async fn retrying<T, F, Fut>(mut claim: F) -> anyhow::Result<T>
+/// Run `work` (one or more whole transactions) again when MariaDB chose it as a deadlock
+/// victim (1213: at once, at most [`DEADLOCK_RERUNS`] times) or a statement of it timed out
+/// waiting for a lock (1205: it already waited, so at most [`LOCK_WAIT_RERUNS`] times). Each
+/// is logged and counted; past the bound the error is returned (a queue error for a claim, a
+/// failed attempt for a job).
+async fn rerunning<T, F, Fut>(
+    stats: &RunStats,
+    prefix: Prefix,
+    cid: Option<u64>,
+    what: &str,
+    mut work: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
 {
-    let mut tries = 0;
+    let (mut deadlocks, mut lock_waits) = (0, 0);
     loop {
-        match claim().await {
-            Err(e) if tries < 5 && queue::is_retryable(&e) => tries += 1,
-            other => return other,
+        let e = match work().await {
+            Err(e) => e,
+            ok => return ok,
+        };
+        let (counter, done, bound, name) = match queue::lock_error(&e) {
+            Some(queue::LockError::Deadlock) => (
+                &stats.deadlocks,
+                &mut deadlocks,
+                DEADLOCK_RERUNS,
+                "deadlock (MariaDB 1213): chosen as the victim",
+            ),
+            Some(queue::LockError::LockWaitTimeout) => (
+                &stats.lock_waits,
+                &mut lock_waits,
+                LOCK_WAIT_RERUNS,
+                "lock wait timeout (MariaDB 1205)",
+            ),
+            None => return Err(e),
+        };
+        counter.set(counter.get() + 1);
+        let rerun = *done < bound;
+        let then = if rerun {
+            *done += 1;
+            format!(
+                "run again at once, not counted as an attempt ({} of at most {bound})",
+                *done
+            )
+        } else {
+            format!("not run again ({bound} reruns done)")
+        };
+        match cid {
+            Some(cid) => job_log!(warn, prefix, cid, "{name} in {what}; {then}"),
+            None => worker_log!(warn, prefix, "{name} in {what}; {then}"),
+        }
+        if !rerun {
+            return Err(e);
         }
     }
 }
@@ -681,18 +819,23 @@ async fn heartbeat(
 }
 
 /// Set on SIGTERM or SIGINT: the worker finishes the job in hand and exits.
-fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+fn stop_flag(prefix: Prefix) -> anyhow::Result<Arc<AtomicBool>> {
     use tokio::signal::unix::{SignalKind, signal};
     let flag = Arc::new(AtomicBool::new(false));
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let set = flag.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
         set.store(true, Ordering::SeqCst);
+        worker_log!(
+            info,
+            prefix,
+            "{name} received: finishing the job in hand, then exiting"
+        );
     });
     Ok(flag)
 }

@@ -4,12 +4,14 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
 use zakaz_core::error::config_error;
 use zakaz_core::jobs::JOBS;
 
-use crate::LayoutArgs;
 use crate::system::{self, Scope};
 use crate::units::{self, Layout, MANAGED_MARKER, UnitFile};
+use crate::{ChoiceArgs, PlaceArgs};
 
 /// Binaries a deployment needs in PREFIX/bin.
 pub const BINARIES: &[&str] = &[
@@ -22,6 +24,38 @@ pub const BINARIES: &[&str] = &[
     "camp-queue",
     "manage-timers",
 ];
+
+/// Binaries an operator types: linked into `/usr/local/bin` (a `--user` install:
+/// `~/.local/bin`), so `sudo manage-timers …` and `camp-queue …` work as the runbook says.
+pub const ON_PATH: &[&str] = &["manage-timers", "camp-queue"];
+
+/// The docs `install` puts in PREFIX/docs, where every unit's `Documentation=` points.
+pub const DOCS: &[(&str, &str)] = &[
+    (
+        "runbook.md",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/runbook.md"
+        )),
+    ),
+    (
+        "runbook.ru.md",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/runbook.ru.md"
+        )),
+    ),
+    (
+        "security.md",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/security.md"
+        )),
+    ),
+];
+
+/// The file under the prefix that remembers an install's choices.
+pub const RECORD: &str = "install.json";
 
 pub fn generate(out: &Path, prefix: &Path, check: bool) -> anyhow::Result<()> {
     let layout = Layout {
@@ -138,23 +172,316 @@ fn ensure_dir(
     Ok(())
 }
 
+/// An install's remembered choices (`PREFIX/install.json`, root-owned 0644).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Remembered {
+    pub prefix: PathBuf,
+    pub unit_dir: PathBuf,
+    /// `None`: no network fence.
+    pub ip_allow: Option<String>,
+    pub queue_shards: u32,
+}
+
+/// Where an install is and what it chose: the flags, else what the last install remembered,
+/// else the defaults.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub scope: Scope,
+    pub now: Remembered,
+    /// What the last install remembered, if one did.
+    pub before: Option<Remembered>,
+}
+
+impl Resolved {
+    pub fn layout(&self) -> Layout {
+        Layout {
+            prefix: self.now.prefix.clone(),
+            user: (self.scope == Scope::System).then(|| "etl".to_owned()),
+            ip_allow: self.now.ip_allow.clone(),
+            queue_shards: self.now.queue_shards,
+        }
+    }
+    pub fn unit_dir(&self) -> &Path {
+        &self.now.unit_dir
+    }
+    pub fn record(&self) -> PathBuf {
+        self.now.prefix.join(RECORD)
+    }
+}
+
+fn home() -> anyhow::Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| config_error("`HOME` is not set; pass --prefix and --unit-dir"))
+}
+
+/// The directory the operator-facing binaries are linked into.
+pub fn link_dir(scope: Scope) -> Option<PathBuf> {
+    match scope {
+        Scope::System => Some(PathBuf::from("/usr/local/bin")),
+        Scope::User => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/bin")),
+    }
+}
+
+fn read_record(prefix: &Path) -> anyhow::Result<Option<Remembered>> {
+    let path = prefix.join(RECORD);
+    match fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot read `{}`: {e}", path.display())),
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            config_error(format!(
+                "`{}` is not an install record of manage-timers ({e}): fix or remove it",
+                path.display()
+            ))
+        }),
+    }
+}
+
+/// The prefix of an existing install when none is named: the one the PATH link of
+/// `manage-timers` points into, else the one this binary runs from, if it holds a record.
+fn discovered_prefix(scope: Scope) -> Option<PathBuf> {
+    let from_bin = |exe: &Path| -> Option<PathBuf> {
+        let bin = exe.parent()?;
+        (bin.file_name()? == "bin").then(|| bin.parent().map(Path::to_owned))?
+    };
+    let linked = link_dir(scope)
+        .map(|d| d.join("manage-timers"))
+        .and_then(|l| fs::read_link(l).ok());
+    let running = std::env::current_exe().ok();
+    [linked, running]
+        .into_iter()
+        .flatten()
+        .filter_map(|exe| from_bin(&exe))
+        .find(|p| p.join(RECORD).is_file())
+}
+
+/// Resolve the place and the choices of an install.
+pub fn resolve(place: &PlaceArgs, choices: Option<&ChoiceArgs>) -> anyhow::Result<Resolved> {
+    let scope = place.scope();
+    let default_prefix = || -> anyhow::Result<PathBuf> {
+        Ok(match scope {
+            Scope::System => PathBuf::from("/opt/zakaz_dashboard"),
+            Scope::User => home()?.join("zakaz_dashboard"),
+        })
+    };
+    let prefix = match &place.prefix {
+        Some(p) => p.clone(),
+        None => match discovered_prefix(scope) {
+            Some(p) => p,
+            None => default_prefix()?,
+        },
+    };
+    if let Some(why) = units::unusable_path(&prefix) {
+        return Err(config_error(format!("--prefix: {why}")));
+    }
+    let before = read_record(&prefix)?;
+    let unit_dir = match (&place.unit_dir, &before) {
+        (Some(d), _) => d.clone(),
+        (None, Some(b)) => b.unit_dir.clone(),
+        (None, None) => match scope {
+            Scope::System => PathBuf::from("/etc/systemd/system"),
+            Scope::User => home()?.join(".config/systemd/user"),
+        },
+    };
+    let ip_allow = match (choices.and_then(|c| c.ip_allow.clone()), &before) {
+        (Some(s), _) if s.is_empty() => None,
+        (Some(s), _) => Some(s),
+        (None, Some(b)) => b.ip_allow.clone(),
+        (None, None) => None,
+    };
+    let queue_shards = match (choices.and_then(|c| c.queue_shards), &before) {
+        (Some(n), _) => n,
+        (None, Some(b)) => b.queue_shards,
+        (None, None) => 1,
+    };
+    Ok(Resolved {
+        scope,
+        now: Remembered {
+            prefix,
+            unit_dir,
+            ip_allow,
+            queue_shards,
+        },
+        before,
+    })
+}
+
+/// `install --show`: the remembered choices, or what an install would use.
+pub fn show(place: &PlaceArgs) -> anyhow::Result<()> {
+    let r = resolve(place, None)?;
+    match &r.before {
+        Some(_) => println!(
+            "install choices remembered in {} (a bare `install` keeps them; a flag changes one):",
+            r.record().display()
+        ),
+        None => println!(
+            "no install recorded at {}: an install would use",
+            r.record().display()
+        ),
+    }
+    print!("{}", describe(&r.now));
+    Ok(())
+}
+
+fn describe(c: &Remembered) -> String {
+    format!(
+        "  --prefix        {}\n  --unit-dir      {}\n  --queue-shards  {}\n  --ip-allow      {}\n",
+        c.prefix.display(),
+        c.unit_dir.display(),
+        c.queue_shards,
+        c.ip_allow.as_deref().unwrap_or("none (no network fence)")
+    )
+}
+
+/// The lines `install` prints about its choices: which were kept, which changed.
+fn choice_report(r: &Resolved) -> Vec<String> {
+    let Some(b) = &r.before else {
+        return vec![format!(
+            "remembering the choices in {}: queue shards {}, ip-allow {}",
+            r.record().display(),
+            r.now.queue_shards,
+            r.now.ip_allow.as_deref().unwrap_or("none")
+        )];
+    };
+    let mut out = Vec::new();
+    let fence = |f: &Option<String>| f.clone().unwrap_or_else(|| "none".to_owned());
+    let pairs = [
+        (
+            "unit dir",
+            b.unit_dir.display().to_string(),
+            r.now.unit_dir.display().to_string(),
+        ),
+        (
+            "queue shards",
+            b.queue_shards.to_string(),
+            r.now.queue_shards.to_string(),
+        ),
+        ("ip-allow", fence(&b.ip_allow), fence(&r.now.ip_allow)),
+    ];
+    let mut kept = Vec::new();
+    for (what, old, new) in pairs {
+        if old == new {
+            kept.push(format!("{what} {new}"));
+        } else {
+            out.push(format!("changed {what}: {old} → {new}"));
+        }
+    }
+    if !kept.is_empty() {
+        out.push(format!(
+            "kept the remembered choices: {} (`install --show`)",
+            kept.join(", ")
+        ));
+    }
+    out
+}
+
+/// Refuse a prefix that someone other than the installing user could change: `install`
+/// runs PREFIX/bin/* (as root, for a system install), and the units run them. Every existing
+/// directory from the prefix up to `/` must belong to root (or, for a `--user` install, the
+/// user) and be writable by no one else (a sticky directory such as /tmp excepted, above the
+/// prefix). The tree under the prefix must not hold symbolic links where directories go.
+fn check_prefix(prefix: &Path, scope: Scope) -> Result<(), String> {
+    let me = system::effective_uid().unwrap_or(0);
+    let owner_ok = |uid: u32| uid == 0 || (scope == Scope::User && uid == me);
+    let who = if scope == Scope::System {
+        "root".to_owned()
+    } else {
+        format!("root or uid {me}")
+    };
+    // The prefix itself, as it stands (a link is followed: its target is checked).
+    let mut existing = prefix.to_owned();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) => existing = p.to_owned(),
+            None => break,
+        }
+    }
+    let real = fs::canonicalize(&existing)
+        .map_err(|e| format!("cannot read `{}`: {e}", existing.display()))?;
+    let mut dir = Some(real.as_path());
+    let mut first = true;
+    while let Some(d) = dir {
+        let meta = fs::metadata(d).map_err(|e| format!("cannot read `{}`: {e}", d.display()))?;
+        let is_prefix = first && existing == *prefix;
+        if !owner_ok(meta.uid()) {
+            return Err(format!(
+                "`{}` is owned by uid {}, not {who}: its binaries would be run by whoever can change it (chown it, or choose another --prefix)",
+                d.display(),
+                meta.uid()
+            ));
+        }
+        let mode = meta.mode();
+        let sticky = mode & 0o1000 != 0;
+        let group_ok = meta.gid() == 0 || (scope == Scope::User && meta.uid() == me);
+        let writable_by_others = mode & 0o002 != 0 || (mode & 0o020 != 0 && !group_ok);
+        if writable_by_others && (is_prefix || !sticky) {
+            return Err(format!(
+                "`{}` is writable by other users (mode {:o}): its binaries would be run by whoever can change it (chmod go-w it, or choose another --prefix)",
+                d.display(),
+                mode & 0o7777
+            ));
+        }
+        first = false;
+        dir = d.parent();
+    }
+    for sub in ["bin", "secrets", "logs", "state", "docs"] {
+        let path = prefix.join(sub);
+        if let Ok(meta) = fs::symlink_metadata(&path) {
+            if meta.file_type().is_symlink() {
+                return Err(format!(
+                    "`{}` is a symbolic link: the install tree is made of plain directories (replace the link with a directory)",
+                    path.display()
+                ));
+            }
+            if matches!(sub, "bin" | "secrets" | "docs") && !owner_ok(meta.uid()) {
+                return Err(format!(
+                    "`{}` is owned by uid {}, not {who} (chown it)",
+                    path.display(),
+                    meta.uid()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Create `path` (a new file, mode 0600 from the start) with `content`; never through a link.
+fn create_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(0o400000) // O_NOFOLLOW
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", path.display()))?;
+    file.write_all(content.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
+    Ok(())
+}
+
 pub fn install(
-    args: &LayoutArgs,
+    place: &PlaceArgs,
+    choices: &ChoiceArgs,
     binaries: Option<&Path>,
     force: bool,
     no_enable: bool,
 ) -> anyhow::Result<()> {
-    let scope = args.scope();
+    let scope = place.scope();
     system::require_root("install", scope)?;
-    let layout = args.layout()?;
-    let unit_dir = args.unit_dir()?;
+    let resolved = resolve(place, Some(choices))?;
+    let layout = resolved.layout();
+    let unit_dir = resolved.unit_dir().to_owned();
     let mut report = Vec::new();
 
-    // Every unit path is checked before anything is written, so a refusal leaves nothing
+    // Every path is checked before anything is written, so a refusal leaves nothing
     // half-installed.
+    let mut refusals = Vec::new();
+    if let Err(why) = check_prefix(&layout.prefix, scope) {
+        refusals.push(why);
+    }
     let rendered = units::render_all(&layout);
     let mut before = Vec::with_capacity(rendered.len());
-    let mut refusals = Vec::new();
     for unit in &rendered {
         let path = unit_dir.join(&unit.name);
         let found = existing(&path)?;
@@ -171,6 +498,26 @@ pub fn install(
             _ => {}
         }
         before.push(found);
+    }
+    let mut env_files: Vec<&str> = JOBS.iter().map(|j| j.env_file).collect();
+    env_files.dedup();
+    for env_file in &env_files {
+        let path = layout.prefix.join(env_file);
+        if let Existing::Link(target) = existing(&path)? {
+            refusals.push(format!(
+                "`{}` is a symbolic link to `{}`: secrets are plain 0600 files in {} (put the file itself there)",
+                path.display(),
+                target.display(),
+                layout.secrets().display()
+            ));
+        }
+    }
+    if let Some(dir) = binaries {
+        for name in BINARIES {
+            if !dir.join(name).is_file() {
+                refusals.push(format!("`--binaries {}` has no `{name}`", dir.display()));
+            }
+        }
     }
     if !refusals.is_empty() {
         return Err(config_error(format!(
@@ -212,8 +559,7 @@ pub fn install(
     ensure_dir(&layout.secrets(), 0o700, root, &mut report)?;
     ensure_dir(&layout.logs(), 0o750, owner, &mut report)?;
     ensure_dir(&layout.state(), 0o700, owner, &mut report)?;
-    let mut env_files: Vec<&str> = JOBS.iter().map(|j| j.env_file).collect();
-    env_files.dedup();
+    ensure_dir(&layout.docs(), 0o755, root, &mut report)?;
     for env_file in env_files {
         let path = layout.prefix.join(env_file);
         if !path.exists() {
@@ -222,39 +568,34 @@ pub fn install(
                 .iter()
                 .find(|j| j.env_file == env_file)
                 .map_or("", crate::env_example);
-            fs::write(&path, example)?;
+            create_private(&path, example)?;
             report.push(format!(
                 "created {} (0600, every setting listed: fill in the required ones)",
                 path.display()
             ));
         }
-        if matches!(existing(&path)?, Existing::Link(_)) {
-            report.push(format!(
-                "left {} alone: it is a symbolic link (make its target 0600 yourself)",
-                path.display()
-            ));
-        } else {
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
     }
     if let Some(dir) = binaries {
         for name in BINARIES {
             let from = dir.join(name);
-            if !from.exists() {
-                return Err(config_error(format!(
-                    "`--binaries {}` has no `{name}`",
-                    dir.display()
-                )));
-            }
             let to = layout.bin().join(name);
             if fs::read(&to).ok() != Some(fs::read(&from)?) {
                 // Copy to a temporary name and rename: a running job keeps its old binary.
                 let tmp = to.with_extension("new");
+                let _ = fs::remove_file(&tmp);
                 fs::copy(&from, &tmp)?;
                 fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
                 fs::rename(&tmp, &to)?;
                 report.push(format!("installed {}", to.display()));
             }
+        }
+    }
+    link_binaries(&layout, scope, &mut report)?;
+    for (name, text) in DOCS {
+        let path = layout.docs().join(name);
+        if write_if_changed(&path, text, 0o644)? {
+            report.push(format!("wrote {}", path.display()));
         }
     }
 
@@ -330,6 +671,12 @@ pub fn install(
             report.push(format!("enabled {unit}"));
         }
     }
+    // Remembered last, once everything else is in place.
+    report.extend(choice_report(&resolved));
+    if resolved.before.as_ref() != Some(&resolved.now) {
+        let text = serde_json::to_string_pretty(&resolved.now)? + "\n";
+        write_if_changed(&resolved.record(), &text, 0o644)?;
+    }
     for line in &report {
         println!("{line}");
     }
@@ -343,95 +690,222 @@ pub fn install(
     Ok(())
 }
 
-/// Where the system looks for shell completions and man pages: `/etc/bash_completion.d/`
-/// and `/usr/local/share/man/man1/`; for a per-user install the user's
-/// `~/.local/share/bash-completion/completions/` and `~/.local/share/man/man1/`.
-pub fn doc_dirs(scope: Scope) -> Option<(PathBuf, PathBuf)> {
-    match scope {
-        Scope::System => Some((
-            PathBuf::from("/etc/bash_completion.d"),
-            PathBuf::from("/usr/local/share/man/man1"),
-        )),
-        Scope::User => {
-            let home = PathBuf::from(std::env::var_os("HOME")?);
-            let share = home.join(".local/share");
-            Some((
-                share.join("bash-completion/completions"),
-                share.join("man/man1"),
-            ))
+/// Link the operator-facing binaries into the PATH. A file there that is not such a link (an
+/// operator's own) is left alone, and said so.
+fn link_binaries(layout: &Layout, scope: Scope, report: &mut Vec<String>) -> anyhow::Result<()> {
+    let Some(dir) = link_dir(scope) else {
+        report.push("no HOME: nothing linked into the PATH".to_owned());
+        return Ok(());
+    };
+    for name in ON_PATH {
+        let target = layout.bin().join(name);
+        if !target.exists() {
+            continue;
+        }
+        let link = dir.join(name);
+        match fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let current = fs::read_link(&link).unwrap_or_default();
+                if current == target {
+                    continue;
+                }
+                // Another install's link (`…/bin/NAME`) is moved here; anything else stays.
+                let ours = current.file_name().is_some_and(|n| n == *name)
+                    && current
+                        .parent()
+                        .and_then(Path::file_name)
+                        .is_some_and(|b| b == "bin");
+                if !ours {
+                    report.push(format!(
+                        "left {} alone: it links to {}, not to an install of manage-timers",
+                        link.display(),
+                        current.display()
+                    ));
+                    continue;
+                }
+            }
+            Ok(_) => {
+                report.push(format!(
+                    "left {} alone: it is not a link of manage-timers (run {} by its path)",
+                    link.display(),
+                    target.display()
+                ));
+                continue;
+            }
+            Err(_) => {}
+        }
+        fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", dir.display()))?;
+        let tmp = dir.join(format!(".{name}.manage-timers-{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp)
+            .map_err(|e| anyhow::anyhow!("cannot link `{}`: {e}", link.display()))?;
+        fs::rename(&tmp, &link)
+            .map_err(|e| anyhow::anyhow!("cannot link `{}`: {e}", link.display()))?;
+        report.push(format!("linked {} → {}", link.display(), target.display()));
+    }
+    Ok(())
+}
+
+/// Remove the links [`link_binaries`] made (only links into this prefix).
+fn unlink_binaries(layout: &Layout, scope: Scope) {
+    let Some(dir) = link_dir(scope) else {
+        return;
+    };
+    for name in ON_PATH {
+        let link = dir.join(name);
+        if fs::read_link(&link).is_ok_and(|t| t == layout.bin().join(name))
+            && fs::remove_file(&link).is_ok()
+        {
+            println!("removed {}", link.display());
         }
     }
 }
 
-/// Bash completions and a man page of every installed binary, generated by the binary itself
-/// (`--completions bash`, `--man`), so they always match its flags. A binary that is missing
-/// or cannot generate them is reported, never fatal.
+/// Where the system looks for shell completions and man pages, per shell: bash
+/// `/etc/bash_completion.d/`, zsh `/usr/local/share/zsh/site-functions/_NAME`, fish
+/// `/usr/local/share/fish/vendor_completions.d/NAME.fish`, man pages
+/// `/usr/local/share/man/man1/`; for a per-user install the same under `~/.local/share/`.
+pub struct DocDirs {
+    pub bash: PathBuf,
+    pub zsh: PathBuf,
+    pub fish: PathBuf,
+    pub man: PathBuf,
+}
+
+impl DocDirs {
+    /// The completion file of `binary` for `shell`.
+    pub fn completion(&self, shell: &str, binary: &str) -> PathBuf {
+        match shell {
+            "bash" => self.bash.join(binary),
+            "zsh" => self.zsh.join(format!("_{binary}")),
+            _ => self.fish.join(format!("{binary}.fish")),
+        }
+    }
+}
+
+pub fn doc_dirs(scope: Scope) -> Option<DocDirs> {
+    match scope {
+        Scope::System => Some(DocDirs {
+            bash: PathBuf::from("/etc/bash_completion.d"),
+            zsh: PathBuf::from("/usr/local/share/zsh/site-functions"),
+            fish: PathBuf::from("/usr/local/share/fish/vendor_completions.d"),
+            man: PathBuf::from("/usr/local/share/man/man1"),
+        }),
+        Scope::User => {
+            let share = PathBuf::from(std::env::var_os("HOME")?).join(".local/share");
+            Some(DocDirs {
+                bash: share.join("bash-completion/completions"),
+                zsh: share.join("zsh/site-functions"),
+                fish: share.join("fish/vendor_completions.d"),
+                man: share.join("man/man1"),
+            })
+        }
+    }
+}
+
+/// Run an installed binary for text it generates; `None` when it cannot.
+fn generated_by(binary: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(binary)
+        .args(args)
+        .env_clear()
+        .output()
+        .ok()?;
+    (out.status.success() && !out.stdout.is_empty())
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Completions (bash, zsh, fish) and man pages of every installed binary, generated by the
+/// binary itself (`--completions SHELL`, `--man`; `manage-timers` has a page per subcommand,
+/// `--man-pages`), so they always match its flags. A binary that is missing or cannot
+/// generate them is reported, never fatal.
 fn install_docs(layout: &Layout, scope: Scope, report: &mut Vec<String>) -> anyhow::Result<()> {
-    let Some((completions, man)) = doc_dirs(scope) else {
+    let Some(dirs) = doc_dirs(scope) else {
         report.push("no HOME: completions and man pages not installed".to_owned());
         return Ok(());
     };
+    let mut write = |path: PathBuf, text: &str| -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", dir.display()))?;
+        }
+        if write_if_changed(&path, text, 0o644)? {
+            report.push(format!("wrote {}", path.display()));
+        }
+        Ok(())
+    };
+    let mut skipped = Vec::new();
     for name in BINARIES {
         let binary = layout.bin().join(name);
         if !binary.exists() {
             continue;
         }
-        for (args, dir, file) in [
-            (
-                &["--completions", "bash"][..],
-                &completions,
-                name.to_string(),
-            ),
-            (&["--man"][..], &man, format!("{name}.1")),
-        ] {
-            let out = std::process::Command::new(&binary)
-                .args(args)
-                .env_clear()
-                .output();
-            let text = match out {
-                Ok(o) if o.status.success() && !o.stdout.is_empty() => {
-                    String::from_utf8_lossy(&o.stdout).into_owned()
+        for shell in crate::shell::SHELLS {
+            match generated_by(&binary, &["--completions", shell]) {
+                Some(text) => {
+                    let text = if *shell == "bash" {
+                        crate::shell::fix_bash(name, &text)
+                    } else {
+                        text
+                    };
+                    write(dirs.completion(shell, name), &text)?;
                 }
-                _ => {
-                    report.push(format!(
-                        "{name} could not generate `{}`: skipped",
-                        args.join(" ")
-                    ));
-                    continue;
-                }
-            };
-            fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", dir.display()))?;
-            let path = dir.join(&file);
-            if write_if_changed(&path, &text, 0o644)? {
-                report.push(format!("wrote {}", path.display()));
+                None => skipped.push(format!("{name} --completions {shell}")),
             }
         }
+        let pages: Vec<String> = generated_by(&binary, &["--man-pages"])
+            .map(|t| t.lines().map(str::to_owned).collect())
+            .unwrap_or_else(|| vec![name.to_string()]);
+        for page in pages {
+            let args: Vec<&str> = if page == *name {
+                vec!["--man"]
+            } else {
+                vec!["--man", page.as_str()]
+            };
+            match generated_by(&binary, &args) {
+                Some(text) => write(dirs.man.join(format!("{page}.1")), &text)?,
+                None => skipped.push(format!("{name} {}", args.join(" "))),
+            }
+        }
+    }
+    if !skipped.is_empty() {
+        report.push(format!(
+            "could not generate (skipped): {}",
+            skipped.join(", ")
+        ));
     }
     Ok(())
 }
 
 /// Remove what [`install_docs`] wrote.
 fn uninstall_docs(scope: Scope) {
-    let Some((completions, man)) = doc_dirs(scope) else {
+    let Some(dirs) = doc_dirs(scope) else {
         return;
     };
-    for name in BINARIES {
-        for path in [completions.join(name), man.join(format!("{name}.1"))] {
-            // Only ours: generated for this very binary name.
-            let ours = fs::read_to_string(&path).is_ok_and(|t| t.contains(name));
-            if ours && fs::remove_file(&path).is_ok() {
-                println!("removed {}", path.display());
-            }
+    let remove = |path: PathBuf, name: &str| {
+        // Only ours: generated for this very binary name.
+        let ours = fs::read_to_string(&path).is_ok_and(|t| t.contains(name));
+        if ours && fs::remove_file(&path).is_ok() {
+            println!("removed {}", path.display());
         }
+    };
+    for name in BINARIES {
+        for shell in crate::shell::SHELLS {
+            remove(dirs.completion(shell, name), name);
+        }
+        remove(dirs.man.join(format!("{name}.1")), name);
+    }
+    for page in crate::shell::man_pages() {
+        remove(dirs.man.join(format!("{page}.1")), "manage-timers");
     }
 }
 
-pub fn uninstall(args: &LayoutArgs) -> anyhow::Result<()> {
-    let scope = args.scope();
+pub fn uninstall(place: &PlaceArgs) -> anyhow::Result<()> {
+    let scope = place.scope();
     system::require_root("uninstall", scope)?;
-    let unit_dir = args.unit_dir()?;
-    let layout = args.layout()?;
+    let resolved = resolve(place, None)?;
+    let unit_dir = resolved.unit_dir().to_owned();
+    let layout = resolved.layout();
     let mut ours: Vec<(UnitFile, PathBuf)> = units::render_all(&layout)
         .into_iter()
         .map(|u| {
@@ -470,9 +944,10 @@ pub fn uninstall(args: &LayoutArgs) -> anyhow::Result<()> {
     if running {
         system::systemctl(scope, &["daemon-reload"])?;
     }
+    unlink_binaries(&layout, scope);
     uninstall_docs(scope);
     println!(
-        "uninstalled {} units; kept {} (secrets, logs, state, binaries) and the `etl` user",
+        "uninstalled {} units; kept {} (secrets, logs, state, binaries, docs, the remembered choices) and the `etl` user",
         ours.len(),
         layout.prefix.display()
     );
@@ -482,6 +957,75 @@ pub fn uninstall(args: &LayoutArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_install_keeps_what_the_last_one_chose_and_a_flag_changes_it() {
+        let dir = temp_dir("record");
+        let place = PlaceArgs {
+            user: false,
+            prefix: Some(dir.clone()),
+            unit_dir: None,
+        };
+        let fresh = resolve(&place, None).unwrap();
+        assert_eq!(fresh.now.queue_shards, 1);
+        assert_eq!(fresh.now.ip_allow, None);
+        assert_eq!(fresh.now.unit_dir, PathBuf::from("/etc/systemd/system"));
+        assert!(fresh.before.is_none());
+        let chosen = Remembered {
+            prefix: dir.clone(),
+            unit_dir: dir.join("units"),
+            ip_allow: Some("10.0.0.0/8".to_owned()),
+            queue_shards: 3,
+        };
+        fs::write(dir.join(RECORD), serde_json::to_string(&chosen).unwrap()).unwrap();
+        let bare = resolve(&place, Some(&ChoiceArgs::default())).unwrap();
+        assert_eq!(bare.now, chosen, "kept");
+        assert!(choice_report(&bare)[0].contains("queue shards 3"));
+        let changed = resolve(
+            &place,
+            Some(&ChoiceArgs {
+                ip_allow: Some(String::new()),
+                queue_shards: Some(1),
+            }),
+        )
+        .unwrap();
+        assert_eq!(changed.now.queue_shards, 1);
+        assert_eq!(
+            changed.now.ip_allow, None,
+            "`--ip-allow none` clears the fence"
+        );
+        let report = choice_report(&changed).join("\n");
+        assert!(
+            report.contains("changed queue shards: 3 → 1")
+                && report.contains("changed ip-allow: 10.0.0.0/8 → none"),
+            "{report}"
+        );
+        fs::write(dir.join(RECORD), "not json").unwrap();
+        assert!(
+            resolve(&place, None).is_err(),
+            "a broken record is not ignored"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_prefix_someone_else_can_change_is_refused() {
+        let dir = temp_dir("owner");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(check_prefix(&dir.join("new"), Scope::System), Ok(()));
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_prefix(&dir, Scope::System).unwrap_err();
+        assert!(err.contains("is writable by other users"), "{err}");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        let err = check_prefix(&dir, Scope::System).unwrap_err();
+        assert!(err.contains("is owned by uid 65534, not root"), "{err}");
+        std::os::unix::fs::chown(&dir, Some(0), Some(0)).unwrap();
+        std::os::unix::fs::symlink("/tmp", dir.join("bin")).unwrap();
+        let err = check_prefix(&dir, Scope::System).unwrap_err();
+        assert!(err.contains("bin` is a symbolic link"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("zakaz-install-{name}-{}", std::process::id()));

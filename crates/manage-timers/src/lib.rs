@@ -2,35 +2,62 @@
 //! seed's `manage_timers.sh`), and owns the one-off administrative commands (migrations).
 //!
 //! Names are the job table's (`qtickets`, `vk_ads`, `direct`, `gmail_ingest` alias `gmail`,
-//! `alerts`, `healthcheck`). For a timer job, `start/stop/restart/enable/disable NAME` act on
-//! its timer, as the seed's runbook says; `NAME.service` names the service explicitly, and
-//! `run NAME` runs the job now.
+//! `alerts`, `camp_queue`, `healthcheck`). For a timer job, `start/stop/restart/enable/disable
+//! NAME` act on its timer, as the seed's runbook says; `NAME.service` names the service
+//! explicitly, and `run NAME` runs the job now.
 
+pub mod front;
 pub mod install;
 pub mod ops;
+pub mod shell;
 pub mod system;
 pub mod units;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use zakaz_core::ch::{Ch, ClickHouseArgs};
 use zakaz_core::cli::{CommonArgs, JobCli};
-use zakaz_core::error::config_error;
-use zakaz_core::jobs::{self, Job};
+use zakaz_core::jobs::{self, JOBS, Job};
 
+use crate::front::usage_error;
 use crate::system::Scope;
+
+/// The `--help` footer: every job with its aliases, generated from the job table.
+pub fn jobs_footer() -> String {
+    let jobs: Vec<String> = JOBS
+        .iter()
+        .map(|j| {
+            if j.aliases.is_empty() {
+                j.name.to_owned()
+            } else {
+                format!("{} ({})", j.name, j.aliases.join(", "))
+            }
+        })
+        .collect();
+    format!(
+        "Jobs (aliases): {}.\nA job's unit may be named too: `qtickets.service`, `camp_queue-2-copy1.timer`.\nExit codes: 0 ok, 1 failure, 3 `status` found a failed run or a missing timer, 64 usage, 69 systemd or ClickHouse unreachable, 77 needs root, 78 configuration.\nSee `man manage-timers-<command>` and the runbook (installed as PREFIX/docs/runbook.md).",
+        jobs.join(", ")
+    )
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "manage-timers",
     version,
     about = "Install and drive the systemd timers of every job",
-    after_help = "Job names: qtickets, vk_ads, direct, gmail_ingest (gmail), alerts, healthcheck.\nSee docs/runbook.md."
+    after_help = jobs_footer()
 )]
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    /// When to color the output: `auto` (a terminal, and `NO_COLOR` unset), `always`, `never`.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto",
+          value_parser = ["auto", "always", "never"])]
+    pub color: String,
 
     #[command(subcommand)]
     pub command: Command,
@@ -65,10 +92,45 @@ impl JobRef {
     }
 }
 
+/// Edit distance, for "did you mean" (names are short).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The job name closest to a mistyped one, if any is close.
+fn suggestion(s: &str) -> Option<&'static str> {
+    let bare = s
+        .strip_suffix(".service")
+        .or_else(|| s.strip_suffix(".timer"))
+        .unwrap_or(s);
+    JOBS.iter()
+        .flat_map(|j| std::iter::once(j.name).chain(j.aliases.iter().copied()))
+        .map(|n| (distance(bare, n), n))
+        .filter(|(d, n)| *d <= 2.max(n.len() / 3) || n.starts_with(bare) || bare.starts_with(n))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
 fn parse_job(s: &str) -> Result<JobRef, String> {
-    let job = jobs::find(s)
-        .ok_or_else(|| format!("unknown job `{s}`; valid names: {}", jobs::names()))?;
-    // One worker's timer or service (`camp_queue-2-copy:1.timer`, `camp_queue@2-rest.service`)
+    let job = jobs::find(s).ok_or_else(|| match suggestion(s) {
+        Some(close) => format!(
+            "unknown job `{s}`; did you mean `{close}`? valid names: {}",
+            jobs::names()
+        ),
+        None => format!("unknown job `{s}`; valid names: {}", jobs::names()),
+    })?;
+    // One worker's timer or service (`camp_queue-2-copy1.timer`, `camp_queue@2-rest.service`)
     // is named as typed.
     if job.is_workers() && s != job.name && (s.ends_with(".service") || s.ends_with(".timer")) {
         return Ok(JobRef {
@@ -93,18 +155,46 @@ fn parse_job(s: &str) -> Result<JobRef, String> {
     Ok(JobRef { job, explicit })
 }
 
+/// Parses a job name and offers the job table's names to shell completion.
+#[derive(Debug, Clone, Copy)]
+pub struct JobParser;
+
+impl TypedValueParser for JobParser {
+    type Value = JobRef;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<JobRef, clap::Error> {
+        let parse: fn(&str) -> Result<JobRef, String> = parse_job;
+        parse.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(JOBS.iter().flat_map(|j| {
+            std::iter::once(PossibleValue::new(j.name).help(j.description)).chain(
+                j.aliases
+                    .iter()
+                    .map(move |a| PossibleValue::new(*a).help(format!("= {}", j.name))),
+            )
+        })))
+    }
+}
+
 /// A required job name, with a message listing the valid names when it is missing.
 #[derive(Debug, Clone, Args)]
 pub struct NameArg {
-    /// Job name (or unit name such as `qtickets.service`).
-    #[arg(value_parser = parse_job, value_name = "NAME")]
+    /// Job name or alias (or a unit name such as `qtickets.service`).
+    #[arg(value_parser = JobParser, value_name = "NAME")]
     pub name: Option<JobRef>,
 }
 
 impl NameArg {
     pub fn get(&self, command: &str) -> anyhow::Result<&JobRef> {
         self.name.as_ref().ok_or_else(|| {
-            config_error(format!(
+            usage_error(format!(
                 "`manage-timers {command}` needs a job name: one of {}",
                 jobs::names()
             ))
@@ -112,34 +202,51 @@ impl NameArg {
     }
 }
 
-/// Where units and the install live.
-#[derive(Debug, Clone, Args)]
-pub struct LayoutArgs {
+/// Where an install lives. Unset: what the last install remembered, else the defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PlaceArgs {
     /// Per-user install: the user's systemd manager, no root needed.
     #[arg(long)]
     pub user: bool,
 
-    /// Install prefix [default: /opt/zakaz_dashboard; with --user: ~/zakaz_dashboard].
+    /// Install prefix [default: the last install's, else /opt/zakaz_dashboard; with --user:
+    /// ~/zakaz_dashboard].
     #[arg(long, value_name = "DIR")]
     pub prefix: Option<PathBuf>,
 
-    /// Unit directory [default: /etc/systemd/system; with --user: ~/.config/systemd/user].
+    /// Unit directory [default: the last install's, else /etc/systemd/system; with --user:
+    /// ~/.config/systemd/user].
     #[arg(long, value_name = "DIR")]
     pub unit_dir: Option<PathBuf>,
+}
 
+impl PlaceArgs {
+    pub fn scope(&self) -> Scope {
+        scope(self.user)
+    }
+}
+
+/// Install choices that are remembered: a later `install` without them keeps them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ChoiceArgs {
     /// Let the services reach only these address ranges and localhost (systemd's
     /// `IPAddressAllow=`, space-separated, e.g. "10.0.0.0/8 149.154.160.0/20"); every other
-    /// address is denied. Default: no restriction.
+    /// address is denied. `none` removes the fence. [default: the last install's, else none]
     #[arg(long, value_name = "RANGES", value_parser = parse_ip_allow)]
     pub ip_allow: Option<String>,
 
-    /// Shards of the campaign queue: a worker timer per shard and lane (`camp_queue@S-…`).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub queue_shards: u32,
+    /// Shards of the campaign queue: a worker timer per shard and lane (`camp_queue@S-…`);
+    /// fewer than before removes the extra shards' timers. [default: the last install's, else 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub queue_shards: Option<u32>,
 }
 
-/// Address ranges as systemd takes them: addresses or prefixes, or its named sets.
+/// Address ranges as systemd takes them: addresses or prefixes, or its named sets; `none`
+/// (alone) for no fence, returned as the empty string.
 fn parse_ip_allow(s: &str) -> Result<String, String> {
+    if s.trim() == "none" {
+        return Ok(String::new());
+    }
     let named = ["any", "localhost", "link-local", "multicast"];
     for word in s.split_whitespace() {
         let (addr, prefix) = word.split_once('/').unwrap_or((word, ""));
@@ -148,61 +255,27 @@ fn parse_ip_allow(s: &str) -> Result<String, String> {
                 && (prefix.is_empty() || prefix.parse::<u8>().is_ok_and(|p| p <= 128)));
         if !ok {
             return Err(format!(
-                "`{word}` is not an address, a prefix or a systemd range name"
+                "`{word}` is not an address, a prefix or a systemd range name (or `none`)"
             ));
         }
     }
     if s.split_whitespace().next().is_none() {
-        return Err("give at least one range".into());
+        return Err("give at least one range, or `none`".into());
     }
     Ok(s.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
-impl LayoutArgs {
-    pub fn scope(&self) -> Scope {
-        if self.user {
-            Scope::User
-        } else {
-            Scope::System
-        }
-    }
-
-    fn home() -> anyhow::Result<PathBuf> {
-        std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .ok_or_else(|| config_error("`HOME` is not set; pass --prefix and --unit-dir"))
-    }
-
-    pub fn layout(&self) -> anyhow::Result<units::Layout> {
-        let prefix = match (&self.prefix, self.user) {
-            (Some(p), _) => p.clone(),
-            (None, false) => PathBuf::from("/opt/zakaz_dashboard"),
-            (None, true) => Self::home()?.join("zakaz_dashboard"),
-        };
-        Ok(units::Layout {
-            prefix,
-            user: (!self.user).then(|| "etl".to_owned()),
-            ip_allow: self.ip_allow.clone(),
-            queue_shards: self.queue_shards,
-        })
-    }
-
-    pub fn unit_dir(&self) -> anyhow::Result<PathBuf> {
-        Ok(match (&self.unit_dir, self.user) {
-            (Some(d), _) => d.clone(),
-            (None, false) => PathBuf::from("/etc/systemd/system"),
-            (None, true) => Self::home()?.join(".config/systemd/user"),
-        })
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the `etl` user and the directory tree, install binaries, write units,
-    /// reload systemd and enable the jobs enabled by default. Idempotent.
+    /// Create the `etl` user and the directory tree, install binaries (linked into
+    /// /usr/local/bin), docs, completions and man pages, write units, reload systemd and
+    /// enable the jobs enabled by default. Idempotent; remembers its choices.
+    #[command(after_help = jobs_footer())]
     Install {
         #[command(flatten)]
-        layout: LayoutArgs,
+        place: PlaceArgs,
+        #[command(flatten)]
+        choices: ChoiceArgs,
         /// Copy the binaries from this directory into PREFIX/bin.
         #[arg(long, value_name = "DIR")]
         binaries: Option<PathBuf>,
@@ -212,85 +285,133 @@ pub enum Command {
         /// Write everything but enable no timer.
         #[arg(long)]
         no_enable: bool,
+        /// Print the remembered install choices and change nothing.
+        #[arg(long, conflicts_with_all = ["binaries", "force", "no_enable", "ip_allow", "queue_shards"])]
+        show: bool,
     },
-    /// Stop and disable every job, and remove the unit files manage-timers wrote (data,
-    /// secrets and logs under the prefix are kept).
+    /// Stop and disable every job, remove the unit files manage-timers wrote and the links
+    /// on the PATH (data, secrets, logs and the remembered choices under the prefix are kept).
     Uninstall {
         #[command(flatten)]
-        layout: LayoutArgs,
+        place: PlaceArgs,
     },
     /// Enable a job: its timer (or service) starts now and at every boot.
+    #[command(after_help = jobs_footer())]
     Enable {
         #[command(flatten)]
         name: NameArg,
+        /// Act on the user's systemd manager (a `--user` install).
         #[arg(long)]
         user: bool,
     },
     /// Disable a job: its timer (or service) stops and stays off after reboot.
+    #[command(after_help = jobs_footer())]
     Disable {
         #[command(flatten)]
         name: NameArg,
+        /// Act on the user's systemd manager (a `--user` install).
         #[arg(long)]
         user: bool,
     },
     /// Start a job's timer (or `NAME.service`).
+    #[command(after_help = jobs_footer())]
     Start {
         #[command(flatten)]
         name: NameArg,
+        /// Act on the user's systemd manager (a `--user` install).
         #[arg(long)]
         user: bool,
     },
     /// Stop a job's timer (or `NAME.service`) until the next start or boot.
+    #[command(after_help = jobs_footer())]
     Stop {
         #[command(flatten)]
         name: NameArg,
+        /// Act on the user's systemd manager (a `--user` install).
         #[arg(long)]
         user: bool,
     },
     /// Restart a job's timer (or `NAME.service`).
+    #[command(after_help = jobs_footer())]
     Restart {
         #[command(flatten)]
         name: NameArg,
+        /// Act on the user's systemd manager (a `--user` install).
         #[arg(long)]
         user: bool,
     },
-    /// Run a job now, wait for it, and show its log.
+    /// Run a job now, wait for it, and show its log and result. With `-- ARGS`, the job's
+    /// binary runs once with those arguments as a transient unit with the service's user,
+    /// env file, sandboxing and journal identity (e.g. `run vk_ads -- --since 2026-11-01
+    /// --until 2026-11-30`). Exits with the run's exit status.
+    #[command(after_help = jobs_footer())]
     Run {
         #[command(flatten)]
         name: NameArg,
+        /// Act on the user's systemd manager (a `--user` install).
         #[arg(long)]
         user: bool,
+        /// Arguments for the job's binary, after `--`.
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<OsString>,
     },
-    /// Timer state, last and next run from systemd, last result from `meta_job_runs`.
+    /// Timer state, last and next run from systemd, last result from `meta_job_runs`. Exits 3
+    /// when a job's last run failed or its timer (or service) is not installed.
+    #[command(after_help = jobs_footer())]
     Status {
         /// Job name; all jobs when omitted.
-        #[arg(value_parser = parse_job, value_name = "NAME")]
+        #[arg(value_parser = JobParser, value_name = "NAME")]
         name: Option<JobRef>,
+        /// Act on the user's systemd manager (a `--user` install).
         #[arg(long)]
         user: bool,
+        /// One JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         clickhouse: ClickHouseArgs,
     },
-    /// The journal of the service behind a job.
+    /// The journal of a job's service(s); every job's when no name is given.
+    #[command(after_help = jobs_footer())]
     Logs {
-        #[command(flatten)]
-        name: NameArg,
+        /// Job name; every job when omitted.
+        #[arg(value_parser = JobParser, value_name = "NAME")]
+        name: Option<JobRef>,
         /// Follow new lines.
         #[arg(short = 'f', long)]
         follow: bool,
         /// Number of lines.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: u32,
+        /// Only lines since this time (journalctl's `--since`: "2026-11-01", "1 hour ago").
+        #[arg(short = 'S', long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only lines of this priority or more urgent (journalctl's `-p`: err, warning, …).
+        #[arg(short = 'p', long, value_name = "PRIORITY")]
+        priority: Option<String>,
+        /// Output format (journalctl's `-o`: short, cat, json, …).
+        #[arg(short = 'o', long, value_name = "FORMAT")]
+        output: Option<String>,
+        /// Act on the user's systemd manager (a `--user` install).
         #[arg(long)]
         user: bool,
     },
     /// Every timer's calendar, randomized delay and next elapse (local time and MSK).
-    Schedule,
+    Schedule {
+        /// One JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// `systemd-analyze verify` and `calendar` on every installed unit, and the security
-    /// exposure of each service.
+    /// exposure of each service (fails above the threshold).
     Verify {
-        #[command(flatten)]
-        layout: LayoutArgs,
+        /// The user's units (a `--user` install).
+        #[arg(long)]
+        user: bool,
+        /// Unit directory [default: the last install's, else /etc/systemd/system; with
+        /// --user: ~/.config/systemd/user].
+        #[arg(long, value_name = "DIR")]
+        unit_dir: Option<PathBuf>,
         /// Highest acceptable `systemd-analyze security` exposure.
         #[arg(long, default_value_t = 1.5)]
         threshold: f64,
@@ -312,8 +433,12 @@ pub enum Command {
         #[command(flatten)]
         clickhouse: ClickHouseArgs,
     },
-    /// List every job of the job table with its schedule.
-    List,
+    /// List every job of the job table with its schedule, delay, timeout and default.
+    List {
+        /// One JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn scope(user: bool) -> Scope {
@@ -323,12 +448,20 @@ fn scope(user: bool) -> Scope {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Install {
-            layout,
+            place,
+            choices,
             binaries,
             force,
             no_enable,
-        } => install::install(&layout, binaries.as_deref(), force, no_enable),
-        Command::Uninstall { layout } => install::uninstall(&layout),
+            show,
+        } => {
+            if show {
+                install::show(&place)
+            } else {
+                install::install(&place, &choices, binaries.as_deref(), force, no_enable)
+            }
+        }
+        Command::Uninstall { place } => install::uninstall(&place),
         Command::Enable { name, user } => ops::enable(name.get("enable")?, scope(user), true),
         Command::Disable { name, user } => ops::enable(name.get("disable")?, scope(user), false),
         Command::Start { name, user } => ops::control("start", name.get("start")?, scope(user)),
@@ -336,24 +469,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart { name, user } => {
             ops::control("restart", name.get("restart")?, scope(user))
         }
-        Command::Run { name, user } => ops::run_now(name.get("run")?, scope(user)),
+        Command::Run { name, user, args } => {
+            let job = name.get("run")?;
+            if args.is_empty() {
+                ops::run_now(job, scope(user))
+            } else {
+                ops::run_with_args(job, scope(user), &args)
+            }
+        }
         Command::Status {
             name,
             user,
+            json,
             clickhouse,
-        } => ops::status(name.as_ref(), scope(user), &clickhouse).await,
+        } => ops::status(name.as_ref(), scope(user), json, &clickhouse).await,
         Command::Logs {
             name,
             follow,
             lines,
+            since,
+            priority,
+            output,
             user,
-        } => ops::logs(name.get("logs")?, scope(user), follow, lines),
-        Command::Schedule => ops::schedule(),
-        Command::Verify { layout, threshold } => ops::verify(&layout.unit_dir()?, threshold),
+        } => ops::logs(
+            name.as_ref(),
+            scope(user),
+            &ops::LogOptions {
+                follow,
+                lines,
+                since,
+                priority,
+                output,
+            },
+        ),
+        Command::Schedule { json } => ops::schedule(json),
+        Command::Verify {
+            user,
+            unit_dir,
+            threshold,
+        } => {
+            let place = PlaceArgs {
+                user,
+                prefix: None,
+                unit_dir,
+            };
+            ops::verify(install::resolve(&place, None)?.unit_dir(), threshold)
+        }
         Command::Generate { out, prefix, check } => install::generate(&out, &prefix, check),
         Command::Migrate { clickhouse } => migrate(&clickhouse).await,
-        Command::List => {
-            print!("{}", list());
+        Command::List { json } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list_json())?);
+            } else {
+                print!("{}", list());
+            }
             Ok(())
         }
     }
@@ -374,38 +543,150 @@ async fn migrate(args: &ClickHouseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line per job: name, kind, schedule, enabled by default, binary.
-pub fn list() -> String {
-    use zakaz_core::jobs::{JOBS, Schedule};
-    let mut out = format!(
-        "{:<14} {:<8} {:<46} {:<8} {}\n",
-        "NAME", "KIND", "SCHEDULE", "DEFAULT", "BINARY"
-    );
+/// What `list` shows of one job.
+struct ListRow {
+    name: String,
+    kind: &'static str,
+    schedule: String,
+    delay: String,
+    timeout: String,
+    default: &'static str,
+    binary: &'static str,
+}
+
+fn list_rows() -> Vec<ListRow> {
+    use zakaz_core::jobs::Schedule;
+    let mut rows = Vec::new();
     for job in JOBS {
-        let (kind, schedule) = match job.schedule {
-            Schedule::Timer { on_calendar, .. } => ("timer", on_calendar.to_owned()),
-            Schedule::Service { port, .. } => ("service", format!("long-running, port {port}")),
-            Schedule::Workers { lanes, .. } => (
-                "workers",
-                lanes
-                    .iter()
-                    .map(|l| format!("{} {}", l.par_id, l.on_calendar))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-                    + " per shard",
-            ),
-        };
         let default = if job.enabled_by_default {
             "enabled"
         } else {
             "disabled"
         };
-        out.push_str(&format!(
-            "{:<14} {:<8} {:<46} {:<8} {}\n",
-            job.name, kind, schedule, default, job.binary
-        ));
+        let name = if job.aliases.is_empty() {
+            job.name.to_owned()
+        } else {
+            format!("{} ({})", job.name, job.aliases.join(", "))
+        };
+        match job.schedule {
+            Schedule::Timer {
+                on_calendar,
+                randomized_delay,
+                timeout,
+                ..
+            } => rows.push(ListRow {
+                name,
+                kind: "timer",
+                schedule: on_calendar.to_owned(),
+                delay: format!("≤{}s", randomized_delay.as_secs()),
+                timeout: format!("{}s", timeout.as_secs()),
+                default,
+                binary: job.binary,
+            }),
+            Schedule::Service { port, watchdog } => rows.push(ListRow {
+                name,
+                kind: "service",
+                schedule: format!("long-running, 127.0.0.1:{port}"),
+                delay: "-".to_owned(),
+                timeout: format!("watchdog {}s", watchdog.as_secs()),
+                default,
+                binary: job.binary,
+            }),
+            Schedule::Workers { lanes, runtime_max } => {
+                for (i, lane) in lanes.iter().enumerate() {
+                    rows.push(ListRow {
+                        name: if i == 0 {
+                            name.clone()
+                        } else {
+                            format!("{} {}", job.name, lane.par_id)
+                        },
+                        kind: "worker",
+                        schedule: format!("{} {} (per shard)", lane.par_id, lane.on_calendar),
+                        delay: "0s".to_owned(),
+                        timeout: format!("{}s (max)", runtime_max.as_secs()),
+                        default,
+                        binary: job.binary,
+                    });
+                }
+            }
+        }
     }
-    out
+    rows
+}
+
+/// One line per job (a line per lane for the queue's workers): name and aliases, kind,
+/// schedule, randomized delay, timeout, enabled by default, binary — in aligned columns.
+pub fn list() -> String {
+    let rows = list_rows();
+    let header = [
+        "NAME", "KIND", "SCHEDULE", "DELAY", "TIMEOUT", "DEFAULT", "BINARY",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.kind.to_owned(),
+                r.schedule.clone(),
+                r.delay.clone(),
+                r.timeout.clone(),
+                r.default.to_owned(),
+                r.binary.to_owned(),
+            ]
+        })
+        .collect();
+    front::table(&header, &cells)
+}
+
+fn list_json() -> serde_json::Value {
+    use zakaz_core::jobs::Schedule;
+    let jobs: Vec<serde_json::Value> = JOBS
+        .iter()
+        .map(|job| {
+            let mut v = serde_json::json!({
+                "name": job.name,
+                "aliases": job.aliases,
+                "binary": job.binary,
+                "description": job.description,
+                "enabled_by_default": job.enabled_by_default,
+                "env_file": job.env_file,
+                "memory_max_mib": job.memory_max_mib,
+                "tasks_max": job.tasks_max,
+            });
+            let extra = match job.schedule {
+                Schedule::Timer {
+                    on_calendar,
+                    randomized_delay,
+                    timeout,
+                    interval,
+                } => serde_json::json!({
+                    "kind": "timer",
+                    "on_calendar": on_calendar,
+                    "randomized_delay_secs": randomized_delay.as_secs(),
+                    "timeout_secs": timeout.as_secs(),
+                    "interval_secs": interval.as_secs(),
+                }),
+                Schedule::Service { port, watchdog } => serde_json::json!({
+                    "kind": "service",
+                    "port": port,
+                    "watchdog_secs": watchdog.as_secs(),
+                }),
+                Schedule::Workers { lanes, runtime_max } => serde_json::json!({
+                    "kind": "workers",
+                    "runtime_max_secs": runtime_max.as_secs(),
+                    "lanes": lanes.iter().map(|l| serde_json::json!({
+                        "par_id": l.par_id,
+                        "on_calendar": l.on_calendar,
+                    })).collect::<Vec<_>>(),
+                }),
+            };
+            if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+                o.extend(e);
+            }
+            v
+        })
+        .collect();
+    serde_json::Value::Array(jobs)
 }
 
 /// The starting env file of `job`: `secrets/<job>.env.example` of the repository, generated
@@ -429,5 +710,29 @@ pub fn env_example(job: &zakaz_core::jobs::Job) -> &'static str {
         "healthcheck" => example!("healthcheck.env.example"),
         "camp_queue" => example!("camp_queue.env.example"),
         _ => "# KEY=VALUE settings of this job; see docs/configuration.md.\n",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_gets_a_suggestion() {
+        let err = parse_job("qtickts").unwrap_err();
+        assert!(err.contains("did you mean `qtickets`?"), "{err}");
+        let err = parse_job("zzzzzzzz").unwrap_err();
+        assert!(!err.contains("did you mean"), "{err}");
+        assert_eq!(parse_job("queue").unwrap().job.name, "camp_queue");
+    }
+
+    #[test]
+    fn ip_allow_none_clears_the_fence() {
+        assert_eq!(parse_ip_allow("none").unwrap(), "");
+        assert_eq!(
+            parse_ip_allow(" 10.0.0.0/8  ::1 ").unwrap(),
+            "10.0.0.0/8 ::1"
+        );
+        assert!(parse_ip_allow("10.0.0.0/8 none").is_err());
     }
 }

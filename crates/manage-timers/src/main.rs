@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    zakaz_core::cli::main(manage_timers::run)
+    manage_timers::front::main()
 }

@@ -2,15 +2,18 @@
 //! verify. Each says what it did, in the words of the seed's runbook.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs;
 use std::path::Path;
 
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use zakaz_core::ch::{Ch, ClickHouseArgs};
+use zakaz_core::error::{UnavailableError, config_error};
 use zakaz_core::jobs::{JOBS, Schedule};
 use zakaz_core::time::MOSCOW;
 
 use crate::JobRef;
+use crate::front::{Exit, paint, silent};
 use crate::system::{self, Scope};
 use crate::units::{self, MANAGED_MARKER};
 
@@ -111,6 +114,37 @@ fn next_elapse(scope: Scope, timer: &str) -> anyhow::Result<Option<String>> {
         .find(|v| !v.is_empty() && v != "n/a"))
 }
 
+/// The run's exit status as `manage-timers run` passes it on: the job's own code, else 1.
+fn run_failed(what: &str, result: &str, status: Option<i32>, job: &str) -> anyhow::Error {
+    let code = status
+        .and_then(|s| u8::try_from(s).ok())
+        .filter(|s| *s != 0)
+        .unwrap_or(1);
+    Exit {
+        code,
+        message: format!(
+            "{what} failed (result {result}, exit status {}); `manage-timers logs {job}` shows more",
+            status.map_or("?".to_owned(), |s| s.to_string())
+        ),
+    }
+    .into()
+}
+
+/// Print the journal lines of one run (matched by `field=value`), once journald has written
+/// everything it was sent (`journalctl --sync`).
+fn print_run_log(scope: Scope, matches: &[&str]) {
+    let _ = system::run_any("journalctl", &["--sync"]);
+    let mut args: Vec<&str> = matches.to_vec();
+    args.extend(["-o", "cat", "--no-pager"]);
+    match system::journalctl(scope, &args) {
+        Ok(log) => print!("{log}"),
+        Err(e) => println!(
+            "(the run's log is not readable here: {})",
+            zakaz_core::error::one_line(&e)
+        ),
+    }
+}
+
 pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     system::require_root("run", scope)?;
     if job.job.is_workers() {
@@ -131,6 +165,12 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     println!("running {service} now…");
     // For a oneshot job `systemctl start` returns when the run has ended.
     let started = system::systemctl(scope, &["start", &service]);
+    if let Err(e) = &started
+        && e.downcast_ref::<zakaz_core::error::UnavailableError>()
+            .is_some()
+    {
+        return started.map(|_| ());
+    }
     let props: HashMap<String, String> = system::show(
         scope,
         &service,
@@ -142,21 +182,7 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     if !invocation.is_empty() {
         // The run's result does not depend on reading its log: a user whose journal is not
         // split off (volatile storage) may not read it, and is told so instead.
-        match system::journalctl(
-            scope,
-            &[
-                &format!("_SYSTEMD_INVOCATION_ID={invocation}"),
-                "-o",
-                "cat",
-                "--no-pager",
-            ],
-        ) {
-            Ok(log) => print!("{log}"),
-            Err(e) => println!(
-                "(the run's log is not readable here: {})",
-                zakaz_core::error::one_line(&e)
-            ),
-        }
+        print_run_log(scope, &[&format!("_SYSTEMD_INVOCATION_ID={invocation}")]);
     }
     match started {
         Ok(_) => {
@@ -166,27 +192,295 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Err(_) => anyhow::bail!(
-            "{service} failed (result {}, exit status {}); `manage-timers logs {}` shows more",
+        Err(_) => Err(run_failed(
+            &service,
             props.get("Result").map_or("unknown", String::as_str),
-            props.get("ExecMainStatus").map_or("?", String::as_str),
-            job.job.name
-        ),
+            props.get("ExecMainStatus").and_then(|s| s.parse().ok()),
+            job.job.name,
+        )),
     }
 }
 
-pub fn logs(job: &JobRef, scope: Scope, follow: bool, lines: u32) -> anyhow::Result<()> {
-    let service = match (&job.explicit, job.job.is_workers()) {
-        (Some(u), true) => worker_service(u),
-        (None, true) => format!("{}@*", job.job.name),
-        _ => job.service(),
-    };
-    let n = lines.to_string();
-    let mut args = vec!["-u", service.as_str(), "-n", n.as_str(), "--no-pager"];
-    if follow {
-        args.push("-f");
+/// What a transient run takes over from the installed service: every `[Service]` setting
+/// but the ones that make it a service (type, restarts, watchdog), and the binary of its
+/// `ExecStart=`. Values as systemd-run takes them: without unit-file `%%` escapes.
+pub fn transient_properties(unit_text: &str) -> (Option<String>, Vec<String>) {
+    const DROPPED: &[&str] = &[
+        "Type",
+        "ExecStart",
+        "Restart",
+        "RestartSec",
+        "RestartPreventExitStatus",
+        "WatchdogSec",
+        "NotifyAccess",
+    ];
+    let mut exec = None;
+    let mut props = Vec::new();
+    let mut in_service = false;
+    for line in unit_text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+            continue;
+        }
+        if !in_service || line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key == "ExecStart" {
+            exec = first_word(value);
+        }
+        if DROPPED.contains(&key) {
+            continue;
+        }
+        props.push(format!("{key}={}", value.replace("%%", "%")));
     }
-    system::journalctl_interactive(scope, &args)
+    (exec, props)
+}
+
+/// The first word of an `ExecStart=` value, unquoted and unescaped.
+fn first_word(value: &str) -> Option<String> {
+    let value = value.trim_start_matches(['-', '@', ':', '+', '!']);
+    let word = if let Some(rest) = value.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => out.extend(chars.next()),
+                c => out.push(c),
+            }
+        }
+        out
+    } else {
+        value.split_whitespace().next()?.to_owned()
+    };
+    Some(word.replace("%%", "%").replace("$$", "$"))
+}
+
+/// `run JOB -- ARGS`: the job's binary once with ARGS, as a transient unit with the
+/// service's user, env file, sandboxing and journal identity; waits, prints its log and its
+/// result, and exits with its exit status.
+pub fn run_with_args(job: &JobRef, scope: Scope, args: &[OsString]) -> anyhow::Result<()> {
+    system::require_root("run", scope)?;
+    // The installed service (a worker job: its template, through any instance).
+    let service = if job.job.is_workers() {
+        job.job.worker_service("manual")
+    } else {
+        job.service()
+    };
+    let props: HashMap<String, String> =
+        system::show(scope, &service, &["LoadState", "FragmentPath"])?
+            .into_iter()
+            .collect();
+    let fragment = props.get("FragmentPath").cloned().unwrap_or_default();
+    if props.get("LoadState").map(String::as_str) != Some("loaded") || fragment.is_empty() {
+        return Err(config_error(format!(
+            "`{service}` is not installed: run `manage-timers install` first"
+        )));
+    }
+    let text = fs::read_to_string(&fragment)
+        .map_err(|e| anyhow::anyhow!("cannot read `{fragment}`: {e}"))?;
+    let (exec, properties) = transient_properties(&text);
+    let exec = exec.ok_or_else(|| anyhow::anyhow!("`{fragment}` has no ExecStart="))?;
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S");
+    let unit = format!("zakaz-run-{}-{stamp}-{}", job.job.name, std::process::id());
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let description = format!("Manual run of {}: {}", job.job.name, shown.join(" "));
+    let kind = if job.job.is_timer() {
+        "--service-type=oneshot"
+    } else {
+        "--service-type=exec"
+    };
+    let mut cmd = std::process::Command::new("systemd-run");
+    if scope == Scope::User {
+        cmd.arg("--user");
+    }
+    cmd.args([
+        "--wait",
+        "--collect",
+        "--unit",
+        &unit,
+        "--description",
+        &description,
+        kind,
+    ]);
+    for p in &properties {
+        cmd.arg("-p").arg(p);
+    }
+    cmd.arg("--").arg(&exec).args(args);
+    println!(
+        "running {} {} as {unit}.service (settings from the unit, sandboxed as it is)…",
+        job.job.name,
+        shown.join(" ")
+    );
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| UnavailableError(format!("cannot run `systemd-run`: {e}")))?;
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !said.contains("Running as unit") {
+        let line = said
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(anyhow::anyhow!(
+            "systemd-run could not start the run: {line}"
+        ));
+    }
+    print_run_log(scope, &["-u", &format!("{unit}.service")]);
+    let result = said
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Finished with result: "))
+        .unwrap_or("unknown")
+        .to_owned();
+    let status = said.lines().find_map(|l| {
+        l.split_once("status=")
+            .and_then(|(_, s)| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+    });
+    if out.status.success() {
+        println!("{} ({unit}.service) finished: {result}", job.job.name);
+        Ok(())
+    } else {
+        Err(run_failed(
+            &format!("{} ({unit}.service)", job.job.name),
+            &result,
+            status.or(out.status.code()),
+            job.job.name,
+        ))
+    }
+}
+
+/// Flags of `logs` passed on to journalctl.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub lines: u32,
+    pub since: Option<String>,
+    pub priority: Option<String>,
+    pub output: Option<String>,
+}
+
+/// The installed worker services of a worker job (exact names: a glob that matches nothing
+/// makes journalctl fail).
+fn worker_services(job: &'static zakaz_core::jobs::Job, scope: Scope) -> Vec<String> {
+    let job_ref = JobRef {
+        job,
+        explicit: None,
+    };
+    worker_timers(&job_ref, scope)
+        .unwrap_or_default()
+        .iter()
+        .map(|t| worker_service(t))
+        .collect()
+}
+
+pub fn logs(job: Option<&JobRef>, scope: Scope, opts: &LogOptions) -> anyhow::Result<()> {
+    let (units, what): (Vec<String>, String) = match job {
+        Some(j) => {
+            let units = match (&j.explicit, j.job.is_workers()) {
+                (Some(u), true) => vec![worker_service(u)],
+                (None, true) => worker_services(j.job, scope),
+                _ => vec![j.service()],
+            };
+            (units, j.job.name.to_owned())
+        }
+        None => {
+            let mut units = Vec::new();
+            for j in JOBS {
+                if j.is_workers() {
+                    units.extend(worker_services(j, scope));
+                } else {
+                    units.push(format!("{}.service", j.name));
+                }
+            }
+            (units, "any job".to_owned())
+        }
+    };
+    if units.is_empty() {
+        eprintln!(
+            "no log lines of {what}: none of its units is installed (`manage-timers install`)"
+        );
+        return Ok(());
+    }
+    let n = opts.lines.to_string();
+    let mut args: Vec<String> = Vec::new();
+    for u in &units {
+        args.push("-u".into());
+        args.push(u.clone());
+    }
+    // Patterns journalctl refuses when nothing matches them, so added only once one did:
+    // the manual runs (`zakaz-run-JOB-…`) and, for every job, the failure alerts.
+    let mut patterns: Vec<String> = match job {
+        Some(j) => vec![format!("zakaz-run-{}-*", j.job.name)],
+        None => vec![
+            "zakaz-run-*".to_owned(),
+            format!("{}*", units::ALERT_TEMPLATE.trim_end_matches(".service")),
+        ],
+    };
+    patterns.retain(|pattern| {
+        let mut probe = Vec::new();
+        if scope == Scope::User {
+            probe.push("--user");
+        }
+        probe.extend(["-u", pattern.as_str(), "-n", "0", "--no-pager", "-q"]);
+        system::run_any("journalctl", &probe).is_ok_and(|(code, _, _)| code == Some(0))
+    });
+    for pattern in patterns {
+        args.push("-u".into());
+        args.push(pattern);
+    }
+    args.extend(["-n".into(), n, "--no-pager".into()]);
+    for (flag, value) in [
+        ("--since", &opts.since),
+        ("-p", &opts.priority),
+        ("-o", &opts.output),
+    ] {
+        if let Some(v) = value {
+            args.push(flag.into());
+            args.push(v.clone());
+        }
+    }
+    if opts.follow {
+        args.push("-f".into());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        return system::journalctl_interactive(scope, &refs);
+    }
+    let mut all: Vec<&str> = Vec::new();
+    if scope == Scope::User {
+        all.push("--user");
+    }
+    all.extend(args.iter().map(String::as_str));
+    let (code, stdout, stderr) = system::run_any("journalctl", &all)?;
+    let nothing = stdout.trim().is_empty() || stdout.trim() == "-- No entries --";
+    if code != Some(0) && !stderr.contains("Failed to add filter for units") {
+        let line = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        anyhow::bail!("`journalctl {}` failed: {line}", all.join(" "));
+    }
+    if nothing {
+        eprintln!(
+            "no log lines of {what} yet{}: it has not run since the journal began",
+            if opts.since.is_some() || opts.priority.is_some() {
+                " matching --since/-p"
+            } else {
+                ""
+            }
+        );
+    } else {
+        print!("{stdout}");
+    }
+    Ok(())
 }
 
 /// The last run of each job in `meta_job_runs`: status, start, rows, message.
@@ -218,86 +512,294 @@ fn shorten(s: &str, n: usize) -> String {
     }
 }
 
+/// One row of `status`: a job's timer (or service, or one worker's timer) and its service.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusRow {
+    pub job: &'static str,
+    /// The timer (or long-running service) the row is about.
+    pub unit: String,
+    /// `enabled/active`, `disabled/inactive`, `not installed`.
+    pub state: String,
+    pub last_trigger: String,
+    pub next: String,
+    /// The service behind it, its state and the result of its last run.
+    pub service: String,
+    pub service_state: String,
+    pub result: String,
+    /// Why this row makes `status` exit 3.
+    pub problem: Option<String>,
+}
+
+/// The last run a job recorded in `meta_job_runs`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastRun {
+    pub status: String,
+    pub started_at: String,
+    pub rows: u64,
+    pub message: String,
+}
+
+fn props(scope: Scope, unit: &str, names: &[&str]) -> anyhow::Result<HashMap<String, String>> {
+    Ok(system::show(scope, unit, names)?.into_iter().collect())
+}
+
+fn service_row(
+    job: &'static zakaz_core::jobs::Job,
+    scope: Scope,
+    unit: String,
+    timer: Option<TimerState>,
+    service: String,
+) -> anyhow::Result<StatusRow> {
+    let s = props(
+        scope,
+        &service,
+        &[
+            "LoadState",
+            "UnitFileState",
+            "ActiveState",
+            "SubState",
+            "Result",
+        ],
+    )?;
+    let get = |k: &str| s.get(k).cloned().unwrap_or_default();
+    let mut problem = None;
+    let (state, last, next) = match timer {
+        Some(t) => {
+            if !t.loaded {
+                problem = Some(format!("{unit} is not installed"));
+            }
+            (t.state, t.last, t.next)
+        }
+        None => {
+            let state = if get("LoadState") == "loaded" {
+                format!("{}/{}", get("UnitFileState"), get("SubState"))
+            } else {
+                problem = Some(format!("{unit} is not installed"));
+                "not installed".to_owned()
+            };
+            (state, "-".to_owned(), "-".to_owned())
+        }
+    };
+    if problem.is_none() && get("ActiveState") == "failed" {
+        problem = Some(format!(
+            "the last run of {service} failed ({})",
+            get("Result")
+        ));
+    }
+    Ok(StatusRow {
+        job: job.name,
+        unit,
+        state,
+        last_trigger: last,
+        next,
+        service_state: format!("{}/{}", get("ActiveState"), get("SubState")),
+        service,
+        result: get("Result"),
+        problem,
+    })
+}
+
+/// Rows of one job: a timer job's timer, a service, or each installed worker timer.
+fn job_rows(job: &'static zakaz_core::jobs::Job, scope: Scope) -> anyhow::Result<Vec<StatusRow>> {
+    if job.is_workers() {
+        let job_ref = JobRef {
+            job,
+            explicit: None,
+        };
+        let Ok(timers) = worker_timers(&job_ref, scope) else {
+            let (unit, _) = job.enablement_unit();
+            return Ok(vec![StatusRow {
+                job: job.name,
+                unit,
+                state: "not installed".to_owned(),
+                last_trigger: "-".to_owned(),
+                next: "-".to_owned(),
+                service: job.worker_service("*"),
+                service_state: "-".to_owned(),
+                result: String::new(),
+                problem: Some("no worker timers are installed".to_owned()),
+            }]);
+        };
+        return timers
+            .into_iter()
+            .map(|t| {
+                let state = timer_state(scope, &t)?;
+                let service = worker_service(&t);
+                service_row(job, scope, t, Some(state), service)
+            })
+            .collect();
+    }
+    let service = format!("{}.service", job.name);
+    if job.is_timer() {
+        let unit = format!("{}.timer", job.name);
+        let t = timer_state(scope, &unit)?;
+        Ok(vec![service_row(job, scope, unit, Some(t), service)?])
+    } else {
+        Ok(vec![service_row(
+            job,
+            scope,
+            service.clone(),
+            None,
+            service,
+        )?])
+    }
+}
+
 pub async fn status(
     only: Option<&JobRef>,
     scope: Scope,
+    json: bool,
     clickhouse: &ClickHouseArgs,
 ) -> anyhow::Result<()> {
-    let journal = match last_runs(clickhouse).await {
-        Ok(map) => Some(map),
-        Err(e) => {
-            println!(
-                "(last results unavailable: {})",
-                zakaz_core::error::one_line(&e)
-            );
-            None
-        }
+    let (journal, journal_note) = match last_runs(clickhouse).await {
+        Ok(map) => (Some(map), None),
+        Err(e) => (None, Some(zakaz_core::error::one_line(&e))),
     };
-    println!(
-        "{:<13} {:<22} {:<29} {:<29} {:<10} LAST RUN (meta_job_runs)",
-        "JOB", "STATE", "LAST TRIGGER", "NEXT", "RESULT"
-    );
+    let mut jobs = Vec::new();
+    let mut problems = Vec::new();
     for job in JOBS
         .iter()
         .filter(|j| only.is_none_or(|o| o.job.name == j.name))
     {
-        if job.is_workers() {
-            worker_status(job, scope)?;
-            continue;
+        let mut rows = job_rows(job, scope)?;
+        if let Some(o) = only.and_then(|o| o.explicit.as_ref())
+            && job.is_workers()
+        {
+            // One worker named: its row only.
+            let timer = o.replace('@', "-").replace(".service", ".timer");
+            rows.retain(|r| r.unit == timer);
         }
-        let (unit, state, last, next) = if job.is_timer() {
-            let unit = format!("{}.timer", job.name);
-            let t = timer_state(scope, &unit)?;
-            (unit, t.state, t.last, t.next)
-        } else {
-            let unit = format!("{}.service", job.name);
-            let p: HashMap<String, String> = system::show(
-                scope,
-                &unit,
-                &["LoadState", "UnitFileState", "ActiveState", "SubState"],
-            )?
-            .into_iter()
-            .collect();
-            let state = format!(
-                "{}/{}",
-                p.get("UnitFileState").cloned().unwrap_or_default(),
-                p.get("SubState").cloned().unwrap_or_default()
-            );
-            (unit, state, "-".to_owned(), "-".to_owned())
-        };
-        let result: HashMap<String, String> =
-            system::show(scope, &format!("{}.service", job.name), &["Result"])?
-                .into_iter()
-                .collect();
-        let last_run = match journal.as_ref().and_then(|j| j.get(job.name)) {
-            Some((status, at, rows, message)) => {
-                format!("{status} at {at}, {rows} rows: {}", shorten(message, 60))
-            }
-            None if journal.is_some() => "no runs recorded".to_owned(),
-            None => "-".to_owned(),
-        };
-        println!(
-            "{:<13} {:<22} {:<29} {:<29} {:<10} {last_run}",
-            job.name,
-            format!("{} {state}", unit.rsplit('.').next().unwrap_or_default()),
-            last,
-            next,
-            result.get("Result").cloned().unwrap_or_default(),
-        );
+        let last_run =
+            journal
+                .as_ref()
+                .and_then(|j| j.get(job.name))
+                .map(|(status, at, rows, message)| LastRun {
+                    status: status.clone(),
+                    started_at: at.clone(),
+                    rows: *rows,
+                    message: message.clone(),
+                });
+        let mut job_problems: Vec<String> = rows.iter().filter_map(|r| r.problem.clone()).collect();
+        if let Some(run) = &last_run
+            && (run.status == "error" || run.status == "unfinished")
+        {
+            job_problems.push(format!(
+                "its last recorded run ({}) is `{}`: {}",
+                run.started_at,
+                run.status,
+                shorten(&run.message, 80)
+            ));
+        }
+        problems.extend(job_problems.iter().map(|p| format!("{}: {p}", job.name)));
+        jobs.push((job, rows, last_run, job_problems));
     }
-    Ok(())
+    if json {
+        let doc = serde_json::json!({
+            "ok": problems.is_empty(),
+            "clickhouse": journal_note.clone().map_or("ok".to_owned(), |e| format!("unavailable: {e}")),
+            "jobs": jobs.iter().map(|(job, rows, last_run, probs)| serde_json::json!({
+                "job": job.name,
+                "ok": probs.is_empty(),
+                "problems": probs,
+                "units": rows,
+                "last_run": last_run,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        if let Some(note) = &journal_note {
+            println!("(last results unavailable: {note})");
+        }
+        let mut cells = Vec::new();
+        for (job, rows, last_run, _) in &jobs {
+            let last = match last_run {
+                Some(r) => {
+                    let text = format!(
+                        "{} at {}, {} rows: {}",
+                        r.status,
+                        r.started_at,
+                        r.rows,
+                        shorten(&r.message, 60)
+                    );
+                    match r.status.as_str() {
+                        "ok" => paint(&text, 2),
+                        "error" | "unfinished" => paint(&text, 1),
+                        _ => text,
+                    }
+                }
+                None if journal.is_some() => "no runs recorded".to_owned(),
+                None => "-".to_owned(),
+            };
+            for (i, r) in rows.iter().enumerate() {
+                let kind = r.unit.rsplit('.').next().unwrap_or_default();
+                let name = if job.is_workers() {
+                    r.unit.trim_end_matches(".timer").to_owned()
+                } else {
+                    job.name.to_owned()
+                };
+                let result = match r.result.as_str() {
+                    "success" => paint("success", 2),
+                    "" => "-".to_owned(),
+                    other => paint(other, 1),
+                };
+                cells.push([
+                    if r.problem.is_some() {
+                        paint(&name, 1)
+                    } else {
+                        name
+                    },
+                    format!("{kind} {}", r.state),
+                    r.last_trigger.clone(),
+                    r.next.clone(),
+                    result,
+                    if i == 0 {
+                        last.clone()
+                    } else {
+                        "〃".to_owned()
+                    },
+                ]);
+            }
+        }
+        print!(
+            "{}",
+            crate::front::table(
+                &[
+                    "JOB",
+                    "STATE",
+                    "LAST TRIGGER",
+                    "NEXT",
+                    "RESULT",
+                    "LAST RUN (meta_job_runs)"
+                ],
+                &cells
+            )
+        );
+        if jobs.iter().any(|(j, _, _, _)| j.is_workers()) {
+            println!("(the queues themselves: `camp-queue status`)");
+        }
+        for p in &problems {
+            println!("{}", paint(&format!("problem: {p}"), 1));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        // As `systemctl status` does for a unit that is not running well: exit 3.
+        Err(silent(3))
+    }
 }
 
 /// A timer as `status` shows it: `enabled/active` (or `not installed`), last trigger
 /// (`never`) and next elapse (`-`).
 struct TimerState {
+    loaded: bool,
     state: String,
     last: String,
     next: String,
 }
 
 fn timer_state(scope: Scope, unit: &str) -> anyhow::Result<TimerState> {
-    let p: HashMap<String, String> = system::show(
+    let p = props(
         scope,
         unit,
         &[
@@ -307,9 +809,7 @@ fn timer_state(scope: Scope, unit: &str) -> anyhow::Result<TimerState> {
             "LastTriggerUSec",
             "NextElapseUSecRealtime",
         ],
-    )?
-    .into_iter()
-    .collect();
+    )?;
     let get = |k: &str| p.get(k).cloned().unwrap_or_default();
     let or = |v: String, none: &str| {
         if v.is_empty() || v == "n/a" {
@@ -318,8 +818,10 @@ fn timer_state(scope: Scope, unit: &str) -> anyhow::Result<TimerState> {
             v
         }
     };
+    let loaded = get("LoadState") == "loaded";
     Ok(TimerState {
-        state: if get("LoadState") != "loaded" {
+        loaded,
+        state: if !loaded {
             "not installed".to_owned()
         } else {
             format!("{}/{}", get("UnitFileState"), get("ActiveState"))
@@ -327,40 +829,6 @@ fn timer_state(scope: Scope, unit: &str) -> anyhow::Result<TimerState> {
         last: or(get("LastTriggerUSec"), "never"),
         next: or(get("NextElapseUSecRealtime"), "-"),
     })
-}
-
-/// One line per installed worker timer; the queue itself is `camp-queue status`.
-fn worker_status(job: &'static zakaz_core::jobs::Job, scope: Scope) -> anyhow::Result<()> {
-    let job_ref = JobRef {
-        job,
-        explicit: None,
-    };
-    let Ok(timers) = worker_timers(&job_ref, scope) else {
-        println!(
-            "{:<13} {:<22} (no worker timers installed)",
-            job.name, "not installed"
-        );
-        return Ok(());
-    };
-    for timer in timers {
-        let t = timer_state(scope, &timer)?;
-        let worker: HashMap<String, String> =
-            system::show(scope, &worker_service(&timer), &["SubState", "Result"])?
-                .into_iter()
-                .collect();
-        let get = |k: &str| worker.get(k).cloned().unwrap_or_default();
-        println!(
-            "{:<30} timer {}, worker {} ({}), last {}, next {}",
-            timer.trim_end_matches(".timer"),
-            t.state,
-            get("SubState"),
-            get("Result"),
-            t.last,
-            t.next,
-        );
-    }
-    println!("(the queues themselves: `camp-queue status`)");
-    Ok(())
 }
 
 /// Next elapse of a calendar expression per `systemd-analyze calendar` (needs no manager),
@@ -391,11 +859,34 @@ pub fn calendar_next(expr: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
     Ok(Utc.from_utc_datetime(&naive))
 }
 
-pub fn schedule() -> anyhow::Result<()> {
-    println!(
-        "{:<13} {:<44} {:<7} {:<26} {:<26}",
-        "JOB", "CALENDAR", "DELAY", "NEXT (local)", "NEXT (MSK)"
-    );
+/// One line of `schedule`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScheduleRow {
+    pub job: &'static str,
+    /// The queue's lane (`copy:1`), for a worker job.
+    pub lane: Option<&'static str>,
+    pub calendar: String,
+    pub randomized_delay_secs: Option<u64>,
+    pub next_utc: Option<String>,
+    pub next_local: Option<String>,
+    pub next_msk: Option<String>,
+    pub note: Option<String>,
+}
+
+fn schedule_rows() -> anyhow::Result<Vec<ScheduleRow>> {
+    let times = |expr: &str| -> anyhow::Result<(String, String, String)> {
+        let next = calendar_next(expr)?;
+        Ok((
+            next.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            next.with_timezone(&chrono::Local)
+                .format("%a %Y-%m-%d %H:%M %Z")
+                .to_string(),
+            next.with_timezone(&MOSCOW)
+                .format("%a %Y-%m-%d %H:%M MSK")
+                .to_string(),
+        ))
+    };
+    let mut rows = Vec::new();
     for job in JOBS {
         match job.schedule {
             Schedule::Timer {
@@ -403,47 +894,80 @@ pub fn schedule() -> anyhow::Result<()> {
                 randomized_delay,
                 ..
             } => {
-                let next = calendar_next(on_calendar)?;
-                let local = next
-                    .with_timezone(&chrono::Local)
-                    .format("%a %Y-%m-%d %H:%M %Z")
-                    .to_string();
-                let msk = next
-                    .with_timezone(&MOSCOW)
-                    .format("%a %Y-%m-%d %H:%M MSK")
-                    .to_string();
-                println!(
-                    "{:<13} {:<44} {:<7} {:<26} {:<26}",
-                    job.name,
-                    on_calendar,
-                    format!("≤{}s", randomized_delay.as_secs()),
-                    local,
-                    msk
-                );
+                let (utc, local, msk) = times(on_calendar)?;
+                rows.push(ScheduleRow {
+                    job: job.name,
+                    lane: None,
+                    calendar: on_calendar.to_owned(),
+                    randomized_delay_secs: Some(randomized_delay.as_secs()),
+                    next_utc: Some(utc),
+                    next_local: Some(local),
+                    next_msk: Some(msk),
+                    note: None,
+                });
             }
-            Schedule::Service { port, .. } => println!(
-                "{:<13} {:<44} {:<7} long-running service on port {port}",
-                job.name, "-", "-"
-            ),
+            Schedule::Service { port, .. } => rows.push(ScheduleRow {
+                job: job.name,
+                lane: None,
+                calendar: "-".to_owned(),
+                randomized_delay_secs: None,
+                next_utc: None,
+                next_local: None,
+                next_msk: None,
+                note: Some(format!("long-running service on port {port}")),
+            }),
             Schedule::Workers { lanes, .. } => {
                 for lane in lanes {
-                    let next = calendar_next(lane.on_calendar)?;
-                    println!(
-                        "{:<13} {:<44} {:<7} {:<26} {:<26}",
-                        format!("{} {}", job.name, lane.par_id),
-                        format!("{} (every shard)", lane.on_calendar),
-                        "0s",
-                        next.with_timezone(&chrono::Local)
-                            .format("%a %Y-%m-%d %H:%M %Z")
-                            .to_string(),
-                        next.with_timezone(&MOSCOW)
-                            .format("%a %Y-%m-%d %H:%M MSK")
-                            .to_string()
-                    );
+                    let (utc, local, msk) = times(lane.on_calendar)?;
+                    rows.push(ScheduleRow {
+                        job: job.name,
+                        lane: Some(lane.par_id),
+                        calendar: format!("{} (every shard)", lane.on_calendar),
+                        randomized_delay_secs: Some(0),
+                        next_utc: Some(utc),
+                        next_local: Some(local),
+                        next_msk: Some(msk),
+                        note: None,
+                    });
                 }
             }
         }
     }
+    Ok(rows)
+}
+
+pub fn schedule(json: bool) -> anyhow::Result<()> {
+    let rows = schedule_rows()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                match r.lane {
+                    Some(lane) => format!("{} {lane}", r.job),
+                    None => r.job.to_owned(),
+                },
+                r.calendar.clone(),
+                r.randomized_delay_secs
+                    .map_or("-".to_owned(), |d| format!("≤{d}s")),
+                r.next_local
+                    .clone()
+                    .or_else(|| r.note.clone())
+                    .unwrap_or_default(),
+                r.next_msk.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        crate::front::table(
+            &["JOB", "CALENDAR", "DELAY", "NEXT (local)", "NEXT (MSK)"],
+            &cells
+        )
+    );
     println!(
         "(a run starts at NEXT plus a random delay up to DELAY; `systemctl list-timers` shows the drawn time)"
     );
@@ -553,4 +1077,50 @@ pub fn verify(unit_dir: &Path, threshold: f64) -> anyhow::Result<()> {
         problems.join("; ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_run_takes_the_services_settings_but_not_its_restarts() {
+        let layout = crate::units::Layout {
+            prefix: std::path::PathBuf::from("/srv/my 100% jobs"),
+            ..Default::default()
+        };
+        let unit = crate::units::render_all(&layout)
+            .into_iter()
+            .find(|u| u.name == "qtickets.service")
+            .unwrap();
+        let (exec, props) = transient_properties(&unit.content);
+        assert_eq!(
+            exec.as_deref(),
+            Some("/srv/my 100% jobs/bin/ingest-qtickets")
+        );
+        for wanted in [
+            "User=etl",
+            "EnvironmentFile=/srv/my 100% jobs/secrets/qtickets.env",
+            "WorkingDirectory=/srv/my 100% jobs",
+            "SyslogIdentifier=qtickets",
+            "ProtectSystem=strict",
+            "PrivateUsers=yes",
+            "TimeoutStartSec=300",
+            "CapabilityBoundingSet=",
+        ] {
+            assert!(props.iter().any(|p| p == wanted), "{wanted}: {props:?}");
+        }
+        for dropped in [
+            "Type=",
+            "Restart",
+            "ExecStart=",
+            "OnFailure",
+            "Description=",
+        ] {
+            assert!(
+                !props.iter().any(|p| p.starts_with(dropped)),
+                "{dropped}: {props:?}"
+            );
+        }
+    }
 }

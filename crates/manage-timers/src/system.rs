@@ -3,7 +3,9 @@
 
 use std::process::{Command, Output, Stdio};
 
-use zakaz_core::error::config_error;
+use zakaz_core::error::UnavailableError;
+
+use crate::front::noperm_error;
 
 /// `systemctl`/`journalctl` for the system manager, or the user's (`--user`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +28,26 @@ fn output(program: &str, args: &[&str]) -> anyhow::Result<Output> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| anyhow::anyhow!("cannot run `{program}`: {e} (is systemd installed?)"))
+        .map_err(|e| {
+            UnavailableError(format!(
+                "cannot run `{program}`: {e} (is systemd installed?)"
+            ))
+            .into()
+        })
+}
+
+/// Whether a tool's error says the manager cannot be reached (not booted with systemd, no
+/// bus): exit 69, not a failure of the command.
+fn unreachable(stderr: &str) -> bool {
+    [
+        "System has not been booted with systemd",
+        "Failed to connect to bus",
+        "Failed to connect to system scope bus",
+        "Failed to connect to user scope bus",
+        "Host is down",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
 }
 
 fn stderr_line(out: &Output) -> String {
@@ -43,6 +64,13 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = output(program, args)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else if unreachable(&stderr_line(&out)) {
+        Err(UnavailableError(format!(
+            "systemd is not reachable: `{program} {}` said: {}",
+            args.join(" "),
+            stderr_line(&out)
+        ))
+        .into())
     } else {
         Err(anyhow::anyhow!(
             "`{program} {}` failed: {}",
@@ -79,7 +107,7 @@ pub fn journalctl_interactive(scope: Scope, args: &[&str]) -> anyhow::Result<()>
     let status = Command::new("journalctl")
         .args(&all)
         .status()
-        .map_err(|e| anyhow::anyhow!("cannot run `journalctl`: {e}"))?;
+        .map_err(|e| UnavailableError(format!("cannot run `journalctl`: {e}")))?;
     anyhow::ensure!(status.success(), "`journalctl {}` failed", all.join(" "));
     Ok(())
 }
@@ -92,20 +120,24 @@ pub fn journalctl(scope: Scope, args: &[&str]) -> anyhow::Result<String> {
 
 /// Whether this process runs as root (from /proc: no libc needed).
 pub fn is_root() -> bool {
+    effective_uid() == Some(0)
+}
+
+/// The effective user id of this process (from /proc).
+pub fn effective_uid() -> Option<u32> {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+                .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
         })
-        .unwrap_or(false)
 }
 
-/// Fail before doing anything when a system-wide command is run without root.
+/// Fail before doing anything when a system-wide command is run without root (exit 77).
 pub fn require_root(command: &str, scope: Scope) -> anyhow::Result<()> {
     if scope == Scope::System && !is_root() {
-        return Err(config_error(format!(
+        return Err(noperm_error(format!(
             "`manage-timers {command}` changes system units and needs root: run it with sudo (or use --user for a per-user install)"
         )));
     }
@@ -114,6 +146,16 @@ pub fn require_root(command: &str, scope: Scope) -> anyhow::Result<()> {
 
 pub fn user_exists(name: &str) -> bool {
     output("getent", &["passwd", name]).is_ok_and(|o| o.status.success())
+}
+
+/// A tool's whole output, whatever its exit status: (success, stdout, stderr).
+pub fn run_any(program: &str, args: &[&str]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = output(program, args)?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 /// Whether systemd runs as the system manager here (not true in most containers).

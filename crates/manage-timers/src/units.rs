@@ -56,9 +56,64 @@ impl Layout {
     pub fn state(&self) -> PathBuf {
         self.prefix.join("state")
     }
-    fn path(&self, p: &Path) -> String {
-        p.display().to_string()
+    pub fn docs(&self) -> PathBuf {
+        self.prefix.join("docs")
     }
+    /// A path as a single-path setting takes it (`WorkingDirectory=`, `EnvironmentFile=`):
+    /// `%` starts a specifier, so it is doubled.
+    fn path(&self, p: &Path) -> String {
+        escape_specifiers(&p.display().to_string())
+    }
+    /// A path as the first word of `ExecStart=`: quoted when it holds a space, `$` doubled
+    /// (variable expansion), `%` doubled (specifiers).
+    fn exec(&self, p: &Path) -> String {
+        quote_word(&escape_specifiers(&p.display().to_string()).replace('$', "$$"))
+    }
+    /// `Documentation=` of every unit: the runbook `install` puts there (a `file:` URL, spaces as
+    /// `%20`).
+    fn documentation(&self) -> String {
+        let url = self
+            .docs()
+            .join("runbook.md")
+            .display()
+            .to_string()
+            .replace('%', "%25")
+            .replace(' ', "%20");
+        format!("Documentation=file:{}", escape_specifiers(&url))
+    }
+}
+
+/// systemd expands `%x` specifiers in most settings; a literal `%` is written `%%`.
+pub fn escape_specifiers(s: &str) -> String {
+    s.replace('%', "%%")
+}
+
+/// One word of a space-separated setting (`ExecStart=`, `ReadWritePaths=`): double-quoted
+/// when it holds whitespace.
+fn quote_word(s: &str) -> String {
+    if s.chars().any(char::is_whitespace) {
+        format!("\"{s}\"")
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Why a prefix cannot be written into unit files, if it cannot: it must be absolute and
+/// free of control characters, quotes and backslashes (systemd would read them as escapes).
+pub fn unusable_path(p: &Path) -> Option<String> {
+    let s = p.display().to_string();
+    if !p.is_absolute() {
+        return Some(format!("`{s}` is not an absolute path"));
+    }
+    if s.chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\' || c == '\'')
+    {
+        return Some(format!(
+            "`{}` holds a quote, a backslash or a control character, which unit files cannot carry as they are",
+            s.escape_debug()
+        ));
+    }
+    None
 }
 
 /// A unit file: its name and content.
@@ -84,7 +139,7 @@ fn hardening(layout: &Layout, job: &Job, writable: &[PathBuf], reads_journal: bo
     // `-`: a missing directory is skipped instead of failing the start.
     let rw: Vec<String> = writable
         .iter()
-        .map(|p| format!("-{}", layout.path(p)))
+        .map(|p| quote_word(&format!("-{}", layout.path(p))))
         .collect();
     let mut out = String::from(
         "NoNewPrivileges=yes\n\
@@ -154,12 +209,12 @@ fn service(job: &Job, layout: &Layout) -> UnitFile {
         "WorkingDirectory={}\nEnvironmentFile={}\nExecStart={}\nSyslogIdentifier={}\n",
         layout.path(&layout.prefix),
         layout.path(&env_file),
-        layout.path(&exec),
+        layout.exec(&exec),
         job.name
     );
     let content = match job.schedule {
         Schedule::Timer { timeout, .. } => format!(
-            "{}\n[Unit]\nDescription={}\nDocumentation=file:{}/docs/runbook.md\n\
+            "{}\n[Unit]\nDescription={}\n{}\n\
              After=network-online.target clickhouse-server.service\nWants=network-online.target\n\
              OnFailure=zakaz-alert@%n.service\n\
              # A persistent failure is retried 3 times per 10 minutes, then waits for the timer.\n\
@@ -171,14 +226,14 @@ fn service(job: &Job, layout: &Layout) -> UnitFile {
              RestartPreventExitStatus=64 78\n\n{}",
             header(),
             job.description,
-            layout.path(&layout.prefix),
+            layout.documentation(),
             user_lines(layout),
             common,
             secs(timeout),
             hardening(layout, job, &[layout.logs(), layout.state()], false),
         ),
         Schedule::Workers { runtime_max, .. } => format!(
-            "{}\n[Unit]\nDescription={} (%i: shard-worker)\nDocumentation=file:{}/docs/runbook.md\n\
+            "{}\n[Unit]\nDescription={} (%i: shard-worker)\n{}\n\
              After=network-online.target mariadb.service\nWants=network-online.target\n\
              OnFailure=zakaz-alert@%n.service\n\
              \n[Service]\n\
@@ -190,27 +245,29 @@ fn service(job: &Job, layout: &Layout) -> UnitFile {
              TimeoutStopSec=120\n\n{}",
             header(),
             job.description,
-            layout.path(&layout.prefix),
+            layout.documentation(),
             user_lines(layout),
             layout.path(&layout.prefix),
             layout.path(&env_file),
-            layout.path(&exec),
+            layout.exec(&exec),
             job.name,
             secs(runtime_max),
             hardening(layout, job, &[layout.logs(), layout.state()], false),
         ),
         Schedule::Service { watchdog, .. } => format!(
-            "{}\n[Unit]\nDescription={}\nDocumentation=file:{}/docs/runbook.md\n\
+            "{}\n[Unit]\nDescription={}\n{}\n\
              After=network-online.target clickhouse-server.service\nWants=network-online.target\n\
              OnFailure=zakaz-alert@%n.service\nStartLimitIntervalSec=10min\nStartLimitBurst=5\n\
              \n[Service]\n\
              # Ready once it listens; it pings the watchdog only while it answers its own probe.\n\
              Type=notify\nNotifyAccess=main\nWatchdogSec={}\n{}{}\
-             Restart=on-failure\nRestartSec=30\nRestartPreventExitStatus=64 78\n\n{}\
+             Restart=on-failure\nRestartSec=30\nRestartPreventExitStatus=64 78\n\
+             # Its connection cap (HEALTHCHECK_MAX_CONNECTIONS, 512) plus 128 for the rest.\n\
+             LimitNOFILE=1024\n\n{}\
              \n[Install]\nWantedBy={}\n",
             header(),
             job.description,
-            layout.path(&layout.prefix),
+            layout.documentation(),
             secs(watchdog),
             user_lines(layout),
             common,
@@ -232,7 +289,8 @@ fn service(job: &Job, layout: &Layout) -> UnitFile {
 }
 
 /// The timers of a worker job: one per shard and lane, each starting its instance.
-fn worker_timers(job: &Job, shards: u32) -> Vec<UnitFile> {
+fn worker_timers(job: &Job, layout: &Layout) -> Vec<UnitFile> {
+    let shards = layout.queue_shards;
     let Schedule::Workers { lanes, .. } = job.schedule else {
         return Vec::new();
     };
@@ -243,7 +301,7 @@ fn worker_timers(job: &Job, shards: u32) -> Vec<UnitFile> {
             out.push(UnitFile {
                 name: job.worker_timer(shard, lane),
                 content: format!(
-                    "{}\n[Unit]\nDescription=Schedule of {} worker {} of shard {shard}\nDocumentation=file:/opt/zakaz_dashboard/docs/runbook.md\n\
+                    "{}\n[Unit]\nDescription=Schedule of {} worker {} of shard {shard}\n{}\n\
                      \n[Timer]\nOnCalendar={}\n\
                      # Firing while the worker still runs does nothing: at most one per shard and lane.\n\
                      AccuracySec=1s\nUnit={}\n\
@@ -251,6 +309,7 @@ fn worker_timers(job: &Job, shards: u32) -> Vec<UnitFile> {
                     header(),
                     job.name,
                     lane.par_id,
+                    layout.documentation(),
                     lane.on_calendar,
                     job.worker_service(&instance),
                 ),
@@ -282,7 +341,7 @@ pub fn installed_worker_timers(unit_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn timer(job: &Job) -> Option<UnitFile> {
+fn timer(job: &Job, layout: &Layout) -> Option<UnitFile> {
     let Schedule::Timer {
         on_calendar,
         randomized_delay,
@@ -294,13 +353,14 @@ fn timer(job: &Job) -> Option<UnitFile> {
     Some(UnitFile {
         name: format!("{}.timer", job.name),
         content: format!(
-            "{}\n[Unit]\nDescription=Schedule of {}: {}\nDocumentation=file:/opt/zakaz_dashboard/docs/runbook.md\n\
+            "{}\n[Unit]\nDescription=Schedule of {}: {}\n{}\n\
              \n[Timer]\nOnCalendar={}\nRandomizedDelaySec={}\n\
              # Runs missed while the machine was off happen at boot.\nPersistent=true\nAccuracySec=1s\nUnit={}.service\n\
              \n[Install]\nWantedBy=timers.target\n",
             header(),
             job.name,
             job.description,
+            layout.documentation(),
             on_calendar,
             secs(randomized_delay),
             job.name
@@ -316,11 +376,11 @@ fn alert_template(layout: &Layout) -> UnitFile {
     UnitFile {
         name: ALERT_TEMPLATE.to_owned(),
         content: format!(
-            "{}\n[Unit]\nDescription=Alert the people on duty that %i failed\nDocumentation=file:{}/docs/runbook.md\n\
+            "{}\n[Unit]\nDescription=Alert the people on duty that %i failed\n{}\n\
              \n[Service]\nType=oneshot\n{}{}\
              WorkingDirectory={}\nEnvironmentFile={}\nExecStart={} --unit-failed %i\nSyslogIdentifier=zakaz-alert\nTimeoutStartSec=120\n\n{}",
             header(),
-            layout.path(&layout.prefix),
+            layout.documentation(),
             user_lines(layout),
             // The failed unit's journal is read through journalctl.
             if layout.user.is_some() {
@@ -330,7 +390,7 @@ fn alert_template(layout: &Layout) -> UnitFile {
             },
             layout.path(&layout.prefix),
             layout.path(&layout.prefix.join(alerts.env_file)),
-            layout.path(&layout.bin().join("alerts")),
+            layout.exec(&layout.bin().join("alerts")),
             hardening(layout, alerts, &[layout.logs(), layout.state()], true),
         ),
     }
@@ -341,8 +401,8 @@ pub fn render_all(layout: &Layout) -> Vec<UnitFile> {
     let mut out = Vec::new();
     for job in JOBS {
         out.push(service(job, layout));
-        out.extend(timer(job));
-        out.extend(worker_timers(job, layout.queue_shards));
+        out.extend(timer(job, layout));
+        out.extend(worker_timers(job, layout));
     }
     out.push(alert_template(layout));
     out

@@ -85,6 +85,9 @@ pub struct Condition {
     pub severity: &'static str,
     pub title: String,
     pub message: String,
+    /// The same in Russian, for the people on duty (`ALERTS_LANGUAGE=ru`).
+    pub title_ru: String,
+    pub message_ru: String,
     pub details: serde_json::Value,
 }
 
@@ -212,6 +215,11 @@ pub fn job_conditions(
                 "{} failed run(s) since the last check; last error: {message}",
                 state.errors_since.max(1)
             ),
+            title_ru: format!("{}: запуск завершился ошибкой", job.name),
+            message_ru: format!(
+                "неудачных запусков с последней проверки: {}; последняя ошибка: {message}",
+                state.errors_since.max(1)
+            ),
             details: json!({"errors_since_last_check": state.errors_since, "last_status": state.last_status}),
         });
     }
@@ -228,6 +236,13 @@ pub fn job_conditions(
                 job.name,
                 job.timeout().map_or(0, |t| t.as_secs())
             ),
+            title_ru: format!("{}: запуск прерван", job.name),
+            message_ru: format!(
+                "запусков {}, не завершившихся за отведённые {} с (прерваны тайм-аутом, нехваткой памяти или перезагрузкой): {}",
+                job.name,
+                job.timeout().map_or(0, |t| t.as_secs()),
+                state.unfinished_since.max(1)
+            ),
             details: json!({"unfinished_since_last_check": state.unfinished_since}),
         });
     }
@@ -240,6 +255,11 @@ pub fn job_conditions(
             title: format!("{} finished with warnings", job.name),
             message: format!(
                 "{} problem(s) worked around in the last run: {}",
+                state.last_warnings, state.last_message
+            ),
+            title_ru: format!("{}: завершился с предупреждениями", job.name),
+            message_ru: format!(
+                "проблем, обойдённых в последнем запуске: {}; {}",
                 state.last_warnings, state.last_message
             ),
             details: json!({"warnings": state.last_warnings}),
@@ -258,13 +278,17 @@ pub fn job_conditions(
         oldest_evidence
     };
     if let Some(since) = reference.filter(|t| now.saturating_sub(*t) > window) {
-        let last = if state.last_ok_at > 0 {
-            format!(
-                "last successful run {} ago",
-                human(now.saturating_sub(state.last_ok_at))
+        let (last, last_ru) = if state.last_ok_at > 0 {
+            let ago = now.saturating_sub(state.last_ok_at);
+            (
+                format!("last successful run {} ago", human(ago)),
+                format!("последний успешный запуск {} назад", human_ru(ago)),
             )
         } else {
-            "no successful run recorded".to_owned()
+            (
+                "no successful run recorded".to_owned(),
+                "успешных запусков не записано".to_owned(),
+            )
         };
         out.push(Condition {
             fingerprint: format!("missed_run:{}", job.name),
@@ -276,6 +300,12 @@ pub fn job_conditions(
                 "{} expected at least every {}; {last}",
                 job.name,
                 human(window)
+            ),
+            title_ru: format!("{}: не запускался", job.name),
+            message_ru: format!(
+                "{} должен успешно запускаться не реже чем раз в {}; {last_ru}",
+                job.name,
+                human_ru(window)
             ),
             details: json!({"last_ok_at": state.last_ok_at, "window_secs": window, "since": since}),
         });
@@ -332,9 +362,15 @@ pub fn stale_conditions(
         };
         let behind = row.days_behind(today);
         if behind.is_none_or(|b| b > i64::from(fresh.max_days_behind)) {
-            let what = match behind {
-                None => "has no data at all".to_owned(),
-                Some(b) => format!("is {b} day(s) behind (latest {})", row.latest_date),
+            let (what, what_ru) = match behind {
+                None => (
+                    "has no data at all".to_owned(),
+                    "не содержит данных".to_owned(),
+                ),
+                Some(b) => (
+                    format!("is {b} day(s) behind (latest {})", row.latest_date),
+                    format!("отстаёт на {b} дн. (последняя дата {})", row.latest_date),
+                ),
             };
             out.push(Condition {
                 fingerprint: format!("stale_data:{}", fresh.source),
@@ -344,6 +380,11 @@ pub fn stale_conditions(
                 title: format!("{} data is stale", fresh.source),
                 message: format!(
                     "source {} {what}; allowed: {} day(s)",
+                    fresh.source, fresh.max_days_behind
+                ),
+                title_ru: format!("данные {} устарели", fresh.source),
+                message_ru: format!(
+                    "источник {} {what_ru}; допустимо: {} дн.",
                     fresh.source, fresh.max_days_behind
                 ),
                 details: json!({"latest_date": row.latest_date, "days_behind": behind, "total_rows": row.total_rows}),
@@ -394,6 +435,16 @@ pub fn human(secs: u32) -> String {
         s if s < 7200 => format!("{} min", s / 60),
         s if s < 172_800 => format!("{} h", s / 3600),
         s => format!("{} days", s / 86_400),
+    }
+}
+
+/// [`human`] in Russian.
+pub fn human_ru(secs: u32) -> String {
+    match secs {
+        s if s < 120 => format!("{s} с"),
+        s if s < 7200 => format!("{} мин", s / 60),
+        s if s < 172_800 => format!("{} ч", s / 3600),
+        s => format!("{} дн.", s / 86_400),
     }
 }
 

@@ -224,9 +224,9 @@ pub const JOBS: &[Job] = &[
         enabled_by_default: true,
         env_file: "secrets/healthcheck.env",
         freshness: None,
-        // tiny_http runs a thread per open connection.
+        // Its own HTTP front: one thread for every connection, a few workers, two runtimes.
         memory_max_mib: 256,
-        tasks_max: 1024,
+        tasks_max: 64,
     },
 ];
 

@@ -177,3 +177,45 @@ async fn a_unit_failure_alert_and_the_periodic_check_at_once_send_it_once() {
     let firing = env.query("SELECT count() FROM {db}.alerts WHERE fingerprint = 'failed_run:qtickets' AND state = 'firing'");
     assert_eq!(firing, "1\n");
 }
+
+#[tokio::test]
+async fn alerts_are_in_russian_unless_told_otherwise() {
+    let env = Env::new().await;
+    for job in ["qtickets", "vk_ads", "direct"] {
+        env.seed_run(job, "ok", 600, -300, "fine").await;
+    }
+    env.seed_fresh("qtickets", 0).await;
+    env.seed_fresh("direct", 1).await;
+    env.seed_fresh("vk_ads", 5).await;
+    env.seed_run("qtickets", "error", 300, -100, "QTickets answered HTTP 503")
+        .await;
+    // The default: the binary as installed, without `ALERTS_LANGUAGE`.
+    let mut cmd = env.command(&[]);
+    cmd.env_remove("ALERTS_LANGUAGE");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = env.telegram();
+    assert!(
+        sent.iter().any(|t| t.contains("ТРЕВОГА qtickets: запуск завершился ошибкой")
+            && t.contains("неудачных запусков с последней проверки: 1; последняя ошибка: QTickets answered HTTP 503")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|t| t.contains("данные vk_ads устарели") && t.contains("отстаёт на 5 дн.")),
+        "{sent:?}"
+    );
+    let mails = env.smtp.messages();
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.contains("ТРЕВОГА") && m.contains("(критично)")),
+        "{mails:?}"
+    );
+    // The record keeps what was sent.
+    let titles = env.query("SELECT title FROM {db}.alerts ORDER BY title");
+    assert!(
+        titles.contains("qtickets: запуск завершился ошибкой"),
+        "{titles}"
+    );
+}

@@ -6,9 +6,12 @@
 
 mod crash;
 mod enqueue;
+mod errors;
 mod fairness;
+mod identity;
 mod parallel;
 mod retries;
+mod settings;
 mod workers;
 
 pub use camp_queue::testing::{TestStand as Stand, Worker};

@@ -1,8 +1,10 @@
-//! Four copy workers on one shard: every job is done exactly once, every worker takes some,
-//! and the claim queries are served by the `claim` index in its order (no filesort, whose
-//! row locks would make a second worker's `SKIP LOCKED` find nothing).
+//! Four copy workers on one shard: every job is done exactly once; a claim held open by one
+//! worker never keeps another from claiming (checked by holding a claim open, not by hoping
+//! the scheduler interleaves the workers); and the claim queries are served by the `claim`
+//! index in its order (no filesort, whose row locks would make a second worker's `SKIP
+//! LOCKED` find nothing).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::{T0, stand};
 
@@ -61,7 +63,7 @@ fn claims_are_index_ordered_without_filesort() {
 }
 
 #[test]
-fn four_workers_on_one_shard_never_do_a_job_twice_and_all_make_progress() {
+fn four_workers_on_one_shard_never_do_a_job_twice() {
     let mut stand = stand(1);
     stand
         .env
@@ -153,13 +155,85 @@ fn four_workers_on_one_shard_never_do_a_job_twice_and_all_make_progress() {
         stand.count(1, "SELECT COUNT(*) FROM phrases p JOIN campaigns c ON c.cid = p.cid WHERE c.copied_from_cid IS NOT NULL"),
         queued * 2
     );
-    let mut per_worker: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, w) in &done {
-        *per_worker.entry(w.clone()).or_default() += 1;
+}
+
+#[test]
+fn a_claim_held_open_by_one_worker_never_keeps_another_from_claiming() {
+    let mut stand = stand(1);
+    stand
+        .env
+        .push(("CAMP_QUEUE_COPY_WORKERS".into(), "4".into()));
+    stand.ok(&[
+        "demo-data",
+        "--clients",
+        "2",
+        "--campaigns",
+        "10",
+        "--banners",
+        "1",
+        "--phrases",
+        "1",
+    ]);
+    stand.set_prop(
+        "camp_copy_queue_additional_workers",
+        r#"{"1:2":"on","1:3":"on","1:4":"on"}"#,
+    );
+    stand.set_prop("camp_copy_queue_sleep_coef", r#"{"default":"0"}"#);
+    for (from, to) in [("1", "2"), ("2", "1")] {
+        stand.ok(&[
+            "--now",
+            T0,
+            "enqueue",
+            "copy",
+            "--from-client",
+            from,
+            "--to-client",
+            to,
+            "--role",
+            "manager",
+        ]);
     }
+    // Another worker's claim, held open: the same query, in a transaction of a session that
+    // runs as the workers' do (READ COMMITTED).
+    let claim = camp_queue::queue::CLAIM_SHARED
+        .replacen('?', "'9999-12-31'", 1)
+        .replacen('?', "'2026-12-01 09:00:00'", 1);
+    let mut other = stand.session(1);
+    other.exec("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+    for n in 1..=4 {
+        other.exec("BEGIN");
+        let held = other.exec(&claim);
+        let held_cid = held.split('\t').nth(1).expect("a due job").to_owned();
+        // While it is open, worker n claims and does the next job.
+        let out = stand.ok(&[
+            "--now",
+            T0,
+            "run",
+            "--shard",
+            "1",
+            "--par-id",
+            &format!("copy:{n}"),
+            "--once",
+            "--max-jobs",
+            "1",
+        ]);
+        assert!(
+            out.contains(&format!(
+                "shard_1,par-id_copy:{n} exiting: 1 jobs done (--max-jobs)"
+            )),
+            "copy:{n} claimed nothing while another claim was open: {out}"
+        );
+        assert!(
+            !out.contains(&format!("cid={held_cid} ")),
+            "copy:{n} took the job held by the open claim: {out}"
+        );
+        other.exec("ROLLBACK");
+    }
+    let done = stand.done(1);
+    assert_eq!(done.len(), 4, "{done:?}");
+    let workers: BTreeSet<&str> = done.iter().map(|d| d.1.as_str()).collect();
     assert_eq!(
-        per_worker.len(),
-        4,
-        "every worker took jobs: {per_worker:?}"
+        workers,
+        BTreeSet::from(["copy:1", "copy:2", "copy:3", "copy:4"])
     );
 }

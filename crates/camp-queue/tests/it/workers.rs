@@ -354,3 +354,88 @@ fn a_worker_past_its_lifetime_takes_no_more_jobs_and_exits_cleanly() {
     let out = stand.ok(&["run", "--shard", "1", "--par-id", "copy:1", "--once"]);
     assert!(out.contains("cid=1 done: copied"), "{out}");
 }
+
+#[test]
+fn sigterm_during_a_copy_finishes_the_job_in_hand_whole_then_exits_0() {
+    let stand = stand(2);
+    // Client 1 on shard 1 (cids 1, 2), client 2 on shard 2.
+    stand.ok(&[
+        "demo-data",
+        "--clients",
+        "2",
+        "--campaigns",
+        "2",
+        "--banners",
+        "3",
+        "--phrases",
+        "4",
+    ]);
+    for cid in ["1", "2"] {
+        stand.ok(&[
+            "--now",
+            T0,
+            "enqueue",
+            "copy",
+            "--cid",
+            cid,
+            "--to-client",
+            "2",
+            "--role",
+            "manager",
+        ]);
+    }
+    let mut w = stand.spawn(&[
+        "--now",
+        T0,
+        "run",
+        "--shard",
+        "1",
+        "--par-id",
+        "copy:1",
+        "--pause-at",
+        "mid-copy",
+    ]);
+    // Frozen inside the copy's transaction on shard 2: campaign and banners written, not
+    // committed.
+    w.wait_for("cid=1 claimed");
+    w.wait_for("paused at");
+    let copies = "SELECT COUNT(*) FROM campaigns WHERE copied_from_cid = 1";
+    assert_eq!(stand.count(2, copies), 0);
+    w.terminate();
+    w.wait_for("shard_1,par-id_copy:1 SIGTERM received: finishing the job in hand");
+    w.resume();
+    let (code, lines) = w.wait_exit();
+    assert_eq!(code, 0, "{lines}");
+    assert!(
+        lines.contains("shard_1,par-id_copy:1 cid=1 done: copied to cid"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("shard_1,par-id_copy:1 exiting: stopping on a signal"),
+        "{lines}"
+    );
+    // The job in hand is whole on the target; the next one was not started.
+    assert_eq!(stand.count(2, copies), 1);
+    let new_cid = stand.sql(2, "SELECT cid FROM campaigns WHERE copied_from_cid = 1");
+    assert_eq!(
+        stand.count(
+            2,
+            &format!("SELECT COUNT(*) FROM banners WHERE cid = {new_cid}")
+        ),
+        3
+    );
+    assert_eq!(
+        stand.count(
+            2,
+            &format!("SELECT COUNT(*) FROM phrases p JOIN banners b ON b.bid = p.bid AND b.cid = p.cid WHERE p.cid = {new_cid}")
+        ),
+        12
+    );
+    assert_eq!(
+        stand.sql(
+            1,
+            "SELECT cid, par_id IS NULL, attempts FROM camp_operations_queue_copy"
+        ),
+        "2\t1\t0"
+    );
+}
