@@ -300,7 +300,7 @@ fn oauth_errors_exit_78_naming_the_setting_and_a_429_is_waited_out() {
         stderr(&bad)
     );
     assert!(!stderr(&bad).contains("revoked-long-ago"));
-    let client = env.run(&[], &[("GMAIL_CLIENT_SECRET", "wrong")]);
+    let client = env.run(&[], &[("GMAIL_CLIENT_SECRET", "wrong-client-secret")]);
     assert_eq!(client.status.code(), Some(78), "{}", stderr(&client));
     assert!(
         stderr(&client).contains("`GMAIL_CLIENT_ID` and `GMAIL_CLIENT_SECRET`"),
