@@ -192,10 +192,11 @@ async fn a_later_migration_adds_a_column_once_even_when_rerun() {
 
 #[test]
 fn test_databases_a_killed_run_left_are_dropped_by_the_next_run() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    // Test databases are named and judged by the server's clock, whatever the test's is.
+    let now: u64 = query_tsv("SELECT toUnixTimestamp(now())")
+        .trim()
+        .parse()
+        .unwrap();
     let stale = format!("zakaz_test_{}_1_0_0", now - 7 * 3600);
     let fresh = format!("zakaz_test_{now}_1_0_1");
     for db in [&stale, &fresh] {
