@@ -632,6 +632,28 @@ mod tests {
         assert!(long.ends_with("&amp;…"), "no half entity");
     }
 
+    proptest::proptest! {
+        /// Whatever Telegram (or something in its place) answers, reading it never panics.
+        #[test]
+        fn telegram_answers_are_read_totally(
+            description in ".{0,40}",
+            retry in proptest::prelude::any::<i64>(),
+            migrate in proptest::prelude::any::<i64>(),
+            shape in 0u8..4,
+        ) {
+            let answer = match shape {
+                0 => json!({"description": description}),
+                1 => json!({"parameters": {"retry_after": retry}, "description": description}),
+                2 => json!({"parameters": {"migrate_to_chat_id": migrate}}),
+                _ => json!([description, retry]),
+            };
+            let _ = telegram_retry_after(&answer);
+            let _ = answer.pointer("/parameters/migrate_to_chat_id").and_then(Value::as_i64);
+            let text = telegram_text(&notice(&description), Language::Ru);
+            proptest::prop_assert!(text.chars().count() <= TELEGRAM_LIMIT);
+        }
+    }
+
     #[test]
     fn retry_after_from_parameters_or_description() {
         assert_eq!(

@@ -304,6 +304,42 @@ mod tests {
         assert!(run("").is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Any bytes, cut into chunks anywhere: rows, or an error naming the line, never a
+        /// panic; and no more rows than lines.
+        #[test]
+        fn the_parser_is_total_over_any_bytes(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+            cuts in proptest::collection::vec(0usize..2000, 0..6),
+            lines in proptest::collection::vec(
+                "(--|[0-9]{0,12}|20[0-9]{2}-[0-9]{2}-[0-9]{2}|Total rows: [0-9]{0,4}|[^\t\n]{0,8})(\t(--|[0-9.]{0,9}|[^\t\n]{0,6})){0,11}",
+                0..20,
+            ),
+        ) {
+            for text in [bytes, format!("{HEADER}{}", lines.join("\n")).into_bytes()] {
+                let mut p = Parser::expecting_summary();
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (text.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut start = 0;
+                let mut rows = 0u64;
+                let mut ok = true;
+                for cut in cuts.into_iter().chain([text.len()]) {
+                    if ok && p.feed(&text[start..cut], |_| { rows += 1; Ok(()) }).is_err() {
+                        ok = false;
+                    }
+                    start = cut;
+                }
+                if ok {
+                    let _ = p.finish(|_| { rows += 1; Ok(()) });
+                }
+                let newlines = text.iter().filter(|b| **b == b'\n').count() as u64;
+                proptest::prop_assert!(rows <= newlines + 1);
+            }
+        }
+    }
+
     #[test]
     fn hidden_ids_are_flagged_and_their_names_empty() {
         let rows = parse(&[

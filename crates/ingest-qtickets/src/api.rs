@@ -70,10 +70,12 @@ impl QTickets {
             })
             .await?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| anyhow::anyhow!("QTickets: reading the answer of `{path}` failed: {e}"))?;
+        let text = zakaz_core::http::text_limited(
+            "QTickets",
+            response,
+            zakaz_core::http::MAX_JSON_ANSWER_BYTES,
+        )
+        .await?;
         match status {
             200 => serde_json::from_str(&text).map_err(|e| {
                 anyhow::anyhow!("QTickets answered invalid JSON for `{path}` ({e}); the answer may have been cut off")

@@ -108,9 +108,12 @@ impl VkApi {
                     .unwrap()
                     .insert(account.to_owned(), daily);
             }
-            let text = response.text().await.map_err(|e| {
-                anyhow::anyhow!("VK Ads: reading the answer of `{path}` failed: {e}")
-            })?;
+            let text = zakaz_core::http::text_limited(
+                "VK Ads",
+                response,
+                zakaz_core::http::MAX_JSON_ANSWER_BYTES,
+            )
+            .await?;
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             match status {
                 200 => {

@@ -542,69 +542,80 @@ impl<'a> Loader<'a> {
         item: &Value,
         banners: &BTreeMap<u64, BannerInfo>,
     ) -> anyhow::Result<Vec<FactRow>> {
-        let id = zakaz_core::loose::uint(&item["id"])
-            .ok()
-            .flatten()
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "VK Ads statistics item without a numeric id: {}",
-                    zakaz_core::http::body_excerpt(&item.to_string())
-                )
-            })?;
-        let Some(info) = banners.get(&id) else {
-            anyhow::bail!("VK Ads sent statistics for banner {id}, which was not asked for");
-        };
-        let mut out = Vec::new();
-        for row in item["rows"].as_array().into_iter().flatten() {
-            let date: NaiveDate = row["date"]
-                .as_str()
-                .and_then(|d| d.parse().ok())
-                .ok_or_else(|| anyhow::anyhow!("banner {id}: a statistics row without a date"))?;
-            if !self.window.contains(date) {
-                continue;
-            }
-            let base = &row["base"];
-            let count = |v: &Value, k: &str| -> anyhow::Result<u64> {
-                zakaz_core::loose::uint(v)
-                    .map(Option::unwrap_or_default)
-                    .map_err(|e| anyhow::anyhow!("banner {id} {date}: `{k}`: {e}"))
-            };
-            let spent = match &base["spent"] {
-                Value::Null => 0,
-                Value::String(s) => zakaz_core::money::parse_kopecks(s)
-                    .map_err(|e| anyhow::anyhow!("banner {id} {date}: `spent`: {e}"))?,
-                // A number is read through its decimal text, never as a float.
-                Value::Number(n) => zakaz_core::money::parse_kopecks(&n.to_string())
-                    .map_err(|e| anyhow::anyhow!("banner {id} {date}: `spent`: {e}"))?,
-                other => anyhow::bail!("banner {id} {date}: `spent` is `{other}`"),
-            };
-            let [source, medium, campaign, content, term] = info.tags.clone();
-            out.push(FactRow {
-                stat_date: ch_date(date),
-                account: account.to_owned(),
-                ad_plan_id: info.plan_id,
-                ad_group_id: info.group_id,
-                banner_id: id,
-                ad_plan_name: info.plan_name.clone(),
-                ad_group_name: info.group_name.clone(),
-                banner_name: info.name.clone(),
-                shows: count(&base["shows"], "shows")?,
-                clicks: count(&base["clicks"], "clicks")?,
-                goals: count(&base["goals"], "goals")?,
-                vk_goals: count(&base["vk"]["goals"], "vk.goals")?,
-                spent,
-                utm_source: source,
-                utm_medium: medium,
-                utm_campaign: campaign,
-                utm_content: content,
-                utm_term: term,
-                city: info.city.name().to_owned(),
-                loaded_at: self.stamp.loaded_at,
-                _version: self.stamp.version,
-            });
-        }
-        Ok(out)
+        rows_of(account, item, banners, self.window, self.stamp)
     }
+}
+
+/// The fact rows of one statistics item (a banner's days) within `window`.
+fn rows_of(
+    account: &str,
+    item: &Value,
+    banners: &BTreeMap<u64, BannerInfo>,
+    window: DateWindow,
+    stamp: Stamp,
+) -> anyhow::Result<Vec<FactRow>> {
+    let id = zakaz_core::loose::uint(&item["id"])
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "VK Ads statistics item without a numeric id: {}",
+                zakaz_core::http::body_excerpt(&item.to_string())
+            )
+        })?;
+    let Some(info) = banners.get(&id) else {
+        anyhow::bail!("VK Ads sent statistics for banner {id}, which was not asked for");
+    };
+    let mut out = Vec::new();
+    for row in item["rows"].as_array().into_iter().flatten() {
+        let date: NaiveDate = row["date"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("banner {id}: a statistics row without a date"))?;
+        if !window.contains(date) {
+            continue;
+        }
+        let base = &row["base"];
+        let count = |v: &Value, k: &str| -> anyhow::Result<u64> {
+            zakaz_core::loose::uint(v)
+                .map(Option::unwrap_or_default)
+                .map_err(|e| anyhow::anyhow!("banner {id} {date}: `{k}`: {e}"))
+        };
+        let spent = match &base["spent"] {
+            Value::Null => 0,
+            Value::String(s) => zakaz_core::money::parse_kopecks(s)
+                .map_err(|e| anyhow::anyhow!("banner {id} {date}: `spent`: {e}"))?,
+            // A number is read through its decimal text, never as a float.
+            Value::Number(n) => zakaz_core::money::parse_kopecks(&n.to_string())
+                .map_err(|e| anyhow::anyhow!("banner {id} {date}: `spent`: {e}"))?,
+            other => anyhow::bail!("banner {id} {date}: `spent` is `{other}`"),
+        };
+        let [source, medium, campaign, content, term] = info.tags.clone();
+        out.push(FactRow {
+            stat_date: ch_date(date),
+            account: account.to_owned(),
+            ad_plan_id: info.plan_id,
+            ad_group_id: info.group_id,
+            banner_id: id,
+            ad_plan_name: info.plan_name.clone(),
+            ad_group_name: info.group_name.clone(),
+            banner_name: info.name.clone(),
+            shows: count(&base["shows"], "shows")?,
+            clicks: count(&base["clicks"], "clicks")?,
+            goals: count(&base["goals"], "goals")?,
+            vk_goals: count(&base["vk"]["goals"], "vk.goals")?,
+            spent,
+            utm_source: source,
+            utm_medium: medium,
+            utm_campaign: campaign,
+            utm_content: content,
+            utm_term: term,
+            city: info.city.name().to_owned(),
+            loaded_at: stamp.loaded_at,
+            _version: stamp.version,
+        });
+    }
+    Ok(out)
 }
 
 /// An object's required id (a number or a numeric string).
@@ -628,4 +639,68 @@ fn optional_id(v: &Value, what: &str, id: u64, key: &str) -> anyhow::Result<u64>
 
 fn text(v: &Value, key: &str) -> String {
     v[key].as_str().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[0-9]{0,22}(\\.[0-9]{0,4})?".prop_map(Value::from),
+            "2026-11-2[0-9]".prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        let keys = prop::sample::select(vec![
+            "id", "rows", "date", "base", "shows", "clicks", "goals", "spent", "vk", "total",
+        ]);
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Any statistics item: rows of the window, or an error naming the field; never a
+        /// panic, never more rows than the item has.
+        #[test]
+        fn a_statistics_item_is_read_totally(item in any_json(), id in prop_oneof![Just(7u64), any::<u64>()]) {
+            let mut item = item;
+            if let Value::Object(m) = &mut item {
+                m.insert("id".into(), json!(id));
+            }
+            let banners: BTreeMap<u64, BannerInfo> = [(7, BannerInfo {
+                plan_id: 1,
+                group_id: 2,
+                plan_name: String::new(),
+                group_name: String::new(),
+                name: String::new(),
+                tags: Default::default(),
+                city: City::Unknown(String::new()),
+            })]
+            .into();
+            let window = DateWindow {
+                from: "2026-11-20".parse().unwrap(),
+                to: "2026-11-24".parse().unwrap(),
+            };
+            let stamp = Stamp { loaded_at: 1, version: 1 };
+            if let Ok(rows) = rows_of("", &item, &banners, window, stamp) {
+                let n = item.get("rows").and_then(Value::as_array).map_or(0, Vec::len);
+                prop_assert!(rows.len() <= n);
+            }
+        }
+    }
 }

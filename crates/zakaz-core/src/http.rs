@@ -300,6 +300,43 @@ impl HttpClient {
     }
 }
 
+/// The largest answer a JSON API call is read into memory for: a page of any API here is
+/// well under a megabyte; a service (or something pretending to be one) that sends more is
+/// refused, never allowed to exhaust the run's memory.
+pub const MAX_JSON_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// The body of `response` as text, at most `limit` bytes (read as it arrives; an answer that
+/// declares or sends more is an error naming the service and the limit).
+pub async fn text_limited(
+    service: &str,
+    mut response: Response,
+    limit: usize,
+) -> anyhow::Result<String> {
+    let target = safe_target(response.url());
+    let too_big = || {
+        anyhow::anyhow!(
+            "{service}: the answer of {target} is larger than {} MiB: refused",
+            limit / (1024 * 1024)
+        )
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        anyhow::anyhow!(
+            "{service}: reading the answer of {target} failed: {}",
+            crate::secret::redact(&without_url(&e))
+        )
+    })? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// A base URL setting: `http` or `https` with a host, checked at start so that a typo is one
 /// line naming the setting, never a retried request. Returned without a trailing `/`.
 pub fn parse_base_url(s: &str) -> Result<String, String> {
@@ -542,6 +579,27 @@ mod tests {
             }
         });
         base
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_the_limit_is_refused_whatever_it_declares() {
+        let base = serve_body(200, "x".repeat(5000));
+        let response = client(10)
+            .send(|c| c.get(format!("{base}/big")))
+            .await
+            .unwrap();
+        let err = text_limited("Test", response, 1024 * 1024 / 256)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("is larger than"), "{err}");
+        let response = client(10)
+            .send(|c| c.get(format!("{base}/big")))
+            .await
+            .unwrap();
+        assert_eq!(
+            text_limited("Test", response, 5000).await.unwrap().len(),
+            5000
+        );
     }
 
     #[test]

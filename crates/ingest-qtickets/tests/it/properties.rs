@@ -208,3 +208,77 @@ proptest! {
         );
     }
 }
+
+/// Any JSON, with the names the QTickets models read, in any shape anywhere.
+fn qtickets_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| json!(f)),
+        ".{0,12}".prop_map(Value::from),
+        "20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}"
+            .prop_map(Value::from),
+        "[0-9]{1,25}".prop_map(Value::from),
+    ];
+    let keys = prop::sample::select(vec![
+        "id",
+        "event_id",
+        "payed",
+        "payed_at",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+        "price",
+        "original_price",
+        "discount_value",
+        "quantity",
+        "refunded_at",
+        "refunded_amount",
+        "baskets",
+        "show_id",
+        "utm",
+        "utm_source",
+        "client",
+        "email",
+        "shows",
+        "start_date",
+        "is_active",
+        "city",
+        "name",
+        "timezone",
+        "seats",
+        "max_quantity",
+        "payed_quantity",
+        "free_quantity",
+        "currency_id",
+    ]);
+    leaf.prop_recursive(5, 80, 8, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map(keys.clone(), inner, 0..8).prop_map(|m| Value::Object(
+                m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+            )),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Whatever JSON arrives, the models answer with rows, warnings or an error naming the
+    /// field: never a panic, never an unbounded output.
+    #[test]
+    fn the_order_event_and_seat_models_are_total(order in qtickets_json(), event in qtickets_json(), seats in qtickets_json()) {
+        if let Ok(t) = transform_order(&order, 1_800_000_000, None) {
+            let baskets = order.get("baskets").and_then(Value::as_array).map_or(0, Vec::len);
+            prop_assert!(t.tickets.len() <= baskets);
+            prop_assert!(t.warnings.len() <= baskets + 1);
+        }
+        let _ = ingest_qtickets::model::transform_event(&event, 1_800_000_000, 1_800_000_000);
+        let _ = ingest_qtickets::model::show_starts(&event);
+        let (_, _, _, warnings) = ingest_qtickets::model::count_seats(1, &seats);
+        prop_assert!(warnings.len() <= 3);
+    }
+}
