@@ -529,9 +529,19 @@ fn zakaz_e2e_user_exists(name: &str) -> bool {
 
 /// `GET path` of a server on the machine's own loopback: status and body.
 fn http_get(machine: &Machine, port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_within(machine, port, path, Duration::from_secs(10))
+}
+
+/// [`http_get`], giving up when no answer came within `limit`.
+fn http_get_within(
+    machine: &Machine,
+    port: u16,
+    path: &str,
+    limit: Duration,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = machine.connect(port).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
@@ -639,6 +649,80 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
         Duration::from_secs(30),
         || http_get(&machine, port, "/healthz").filter(|(c, _)| *c == 200),
     );
+
+    // Alive but deaf: the process runs and accepts, a free worker answers /healthz, but every
+    // worker that takes the server's own probe hangs (`ZAKAZ_TEST_DEAF`, a debug-build hook).
+    // Its pinger keeps running, so only a pinger that pings while the probe is answered lets
+    // the watchdog kill it; a stopped process (above) would be killed by any pinger.
+    let env_file = "/opt/zakaz_dashboard/secrets/healthcheck.env";
+    let settings = format!("CLICKHOUSE_DB={}\nHEALTHCHECK_CACHE_SECONDS=1\n", db.name);
+    write(
+        &machine,
+        env_file,
+        &format!("{settings}ZAKAZ_TEST_DEAF=1\n"),
+    );
+    // Longer than the checks below take; a wider restart gap to see the failed state.
+    write(
+        &machine,
+        "/etc/systemd/system/healthcheck.service.d/test-watchdog.conf",
+        "[Service]\nWatchdogSec=6\nRestartSec=2\n",
+    );
+    ok(&machine, &["systemctl", "daemon-reload"]);
+    // The restarts so far must not count against StartLimitBurst.
+    ok(
+        &machine,
+        &["systemctl", "reset-failed", "healthcheck.service"],
+    );
+    let failed_before = journal().matches("Failed with result 'watchdog'").count();
+    ok(&machine, &["systemctl", "restart", "healthcheck.service"]);
+    let restarts = show("NRestarts").parse::<u32>().unwrap();
+    let deaf = show("MainPID");
+    let (code, _) = http_get(&machine, port, "/healthz").expect("the deaf process still answers");
+    assert_eq!(code, 200, "a free worker answers /healthz");
+    assert_eq!(
+        http_get_within(&machine, port, "/healthz/live", Duration::from_secs(1)),
+        None,
+        "no worker answers the probe"
+    );
+    let status = ok(&machine, &["cat", &format!("/proc/{deaf}/status")]);
+    let state = status.lines().find(|l| l.starts_with("State:")).unwrap();
+    assert!(
+        state.contains("S (sleeping)") || state.contains("R (running)"),
+        "{state}"
+    );
+    assert_eq!(show("MainPID"), deaf, "still the same process");
+    // Killed by the watchdog: the unit failed with result `watchdog` and waits to restart.
+    let start = Instant::now();
+    let mut result = String::new();
+    while start.elapsed() < Duration::from_secs(60) && result != "watchdog" {
+        std::thread::sleep(Duration::from_millis(100));
+        result = show("Result");
+    }
+    assert_eq!(result, "watchdog", "{}", journal());
+    // The next start reads the env file again: deaf no more.
+    write(&machine, env_file, &settings);
+    wait_for(
+        "systemd to restart the deaf healthcheck",
+        Duration::from_secs(60),
+        || {
+            let pid = show("MainPID");
+            (pid != deaf && pid != "0" && show("ActiveState") == "active").then_some(())
+        },
+    );
+    let lines = journal();
+    assert!(
+        lines.matches("Failed with result 'watchdog'").count() > failed_before,
+        "{lines}"
+    );
+    wait_for(
+        "/healthz/live after the deaf process was replaced",
+        Duration::from_secs(60),
+        || {
+            http_get_within(&machine, port, "/healthz/live", Duration::from_secs(2))
+                .filter(|(c, _)| *c == 200)
+        },
+    );
+    assert!(show("NRestarts").parse::<u32>().unwrap() > restarts);
 
     // A clean stop on SIGTERM.
     ok(&machine, &["systemctl", "stop", "healthcheck.service"]);

@@ -3,7 +3,9 @@
 //! same rules as `alerts` (`zakaz_core::checks`).
 //!
 //! Routes: `/healthz` (process up and ClickHouse reachable), `/healthz/live` (process up),
-//! `/healthz/detailed`, `/healthz/freshness`, `/metrics`, `/` (a status page).
+//! `/healthz/detailed`, `/healthz/freshness`, `/metrics`, `/` (a status page: every job's
+//! last 7 days of runs, every source's last 30 days, the campaign queue's age per shard, as
+//! inline SVG).
 
 pub mod http;
 pub mod render;

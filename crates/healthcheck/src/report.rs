@@ -3,12 +3,17 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::Serialize;
 use zakaz_core::ch::Ch;
 use zakaz_core::checks::{self, Condition, FreshnessRow, JobState, OpenAlert};
 use zakaz_core::jobs::{JOBS, Job, Schedule};
 use zakaz_core::time::MOSCOW;
+
+/// The status page's run timelines cover this many days up to now.
+pub const TIMELINE_DAYS: i64 = 7;
+/// The status page's source charts cover this many Moscow dates up to today.
+pub const CHART_DAYS: u64 = 30;
 
 /// ok < warning < error: the overall verdict is the worst of its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -62,6 +67,8 @@ pub struct JobRuns {
     pub running_runs: u64,
     pub unfinished_runs: u64,
     pub warnings: u64,
+    /// Start of the last run before the timelines' window (0 when none).
+    pub before_window: u32,
 }
 
 /// Read from [`zakaz_core::journal::runs_as_of`] the refresh's instant (`{runs}`).
@@ -71,8 +78,134 @@ const JOURNAL_QUERY: &str = "SELECT job, argMax(run_id, started_at), argMax(stat
     toUInt32(maxIf(started_at, status = 'ok')), \
     toUInt32(argMaxIf(ifNull(toUInt32(finished_at), 0) - toUInt32(started_at), started_at, status = 'ok')), \
     countIf(status = 'ok'), countIf(status = 'error'), countIf(status = 'running'), \
-    countIf(status = 'unfinished'), argMax(visitParamExtractUInt(metrics, 'warnings'), started_at) \
+    countIf(status = 'unfinished'), argMax(visitParamExtractUInt(metrics, 'warnings'), started_at), \
+    toUInt32(maxIf(started_at, started_at < toDateTime({from}))) AS before_window \
     FROM {runs} GROUP BY job";
+
+/// Per job and hour of the timelines' window, the runs that started in it (one row of
+/// [`HOURS_QUERY`]): at most 24 × [`TIMELINE_DAYS`] rows per job however often it ran.
+#[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct RunHour {
+    pub job: String,
+    /// The hour's start (Unix time; Moscow hours are whole UTC hours).
+    pub hour: u32,
+    /// `ok` without warnings.
+    pub ok: u64,
+    /// `ok` with problems worked around.
+    pub warnings: u64,
+    pub error: u64,
+    /// `unfinished`: no end recorded before the deadline.
+    pub killed: u64,
+    pub running: u64,
+    pub unknown: u64,
+    /// The longest run that started in the hour, seconds: a running one until now, a killed
+    /// one until its deadline.
+    pub longest: u32,
+    pub first_start: u32,
+    pub last_start: u32,
+    /// Gaps between consecutive starts inside the hour longer than the shortest missed-run
+    /// window any job can have: where each ended, and how long it was.
+    pub gap_ends: Vec<u32>,
+    pub gap_lengths: Vec<u32>,
+}
+
+/// `{runs}`, `{from}`, `{now}`, `{gap}` are filled in by [`gather`].
+const HOURS_QUERY: &str = "SELECT job, toUInt32(intDiv(toUInt32(started_at), 3600) * 3600) AS hour, \
+    countIf(status = 'ok' AND w = 0) AS ok, countIf(status = 'ok' AND w > 0) AS warnings, \
+    countIf(status = 'error') AS error, countIf(status = 'unfinished') AS killed, \
+    countIf(status = 'running') AS running, \
+    countIf(status NOT IN ('ok', 'error', 'unfinished', 'running')) AS unknown, \
+    toUInt32(max(took)) AS longest, toUInt32(min(started_at)) AS first_start, \
+    toUInt32(max(started_at)) AS last_start, \
+    arrayFilter((e, d) -> d > {gap}, arraySort(groupArray(toUInt32(started_at))) AS s, arrayDifference(s)) AS gap_ends, \
+    arrayMap(d -> toUInt32(d), arrayFilter(d -> d > {gap}, arrayDifference(s))) AS gap_lengths \
+    FROM (SELECT job, status, started_at, visitParamExtractUInt(metrics, 'warnings') AS w, \
+          greatest(toInt64(least(ifNull(toUInt32(finished_at), toUInt32(deadline_at)), {now})) - toInt64(toUInt32(started_at)), 0) AS took \
+          FROM {runs} WHERE started_at >= toDateTime({from}) AND started_at <= toDateTime({now})) \
+    GROUP BY job, hour ORDER BY job, hour";
+
+/// What a source's chart shows per day, read from its table (the one `v_data_freshness`
+/// reads for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesSpec {
+    pub source: &'static str,
+    pub table: &'static str,
+    pub date: &'static str,
+    /// An aggregate over the day's rows.
+    pub value: &'static str,
+    /// What the value counts, for labels.
+    pub unit: &'static str,
+}
+
+/// Sales for the ticket sources, loaded rows for the advertising ones.
+pub const SERIES: &[SeriesSpec] = &[
+    SeriesSpec {
+        source: "qtickets",
+        table: "fact_qtickets_sales_daily",
+        date: "sales_date",
+        value: "sum(tickets_sold)",
+        unit: "tickets sold",
+    },
+    SeriesSpec {
+        source: "vk_ads",
+        table: "fact_vk_ads_daily",
+        date: "stat_date",
+        value: "count()",
+        unit: "rows",
+    },
+    SeriesSpec {
+        source: "direct",
+        table: "fact_direct_daily",
+        date: "stat_date",
+        value: "count()",
+        unit: "rows",
+    },
+    SeriesSpec {
+        source: "gmail_ingest",
+        table: "stg_mail_sales",
+        date: "report_date",
+        value: "sum(tickets_sold)",
+        unit: "tickets sold",
+    },
+];
+
+/// One source's value on one date (a row of [`series_query`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct DayValue {
+    pub source: String,
+    /// ClickHouse's `Date`: days since 1970-01-01.
+    pub day: u16,
+    pub value: u64,
+}
+
+/// One small aggregate per source over `from..=to`, in one read.
+fn series_query(from: NaiveDate, to: NaiveDate) -> String {
+    SERIES
+        .iter()
+        .map(|s| {
+            format!(
+                "SELECT '{source}' AS source, toUInt16({date}) AS day, toUInt64({value}) AS value \
+                 FROM {table} FINAL WHERE {date} >= toDate('{from}') AND {date} <= toDate('{to}') \
+                 GROUP BY {date}",
+                source = s.source,
+                date = s.date,
+                value = s.value,
+                table = s.table,
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+/// The shortest missed-run window any timer job can have (at the lowest tolerance, 1.0):
+/// gaps inside an hour shorter than this can never be a missed run.
+fn gap_floor() -> u32 {
+    JOBS.iter()
+        .filter_map(|j| checks::missed_after(j, 1.0))
+        .map(|d| d.as_secs() as u32)
+        .min()
+        .unwrap_or(3600)
+}
 
 /// Everything read from ClickHouse in one refresh.
 #[derive(Debug, Clone, Default)]
@@ -83,9 +216,20 @@ pub struct Inputs {
     pub firing: Vec<OpenAlert>,
     /// The campaign queue per shard, when it is configured.
     pub queue: Vec<camp_queue::status::ShardStatus>,
+    /// Runs per job and hour of the timelines' window; `None` when they could not be read
+    /// (the page says so; probes do not depend on them).
+    pub hours: Option<Vec<RunHour>>,
+    /// Per source and date of the charts' window; `None` when they could not be read.
+    pub days: Option<Vec<DayValue>>,
+    /// On a ClickHouse cluster, every replica's health, and its problems judged by the
+    /// `CLICKHOUSE_REPLICA_MAX_*` thresholds (empty on one server).
+    pub replicas: Vec<zakaz_core::replicas::ReplicaHealth>,
+    pub replica_conditions: Vec<Condition>,
 }
 
-/// One refresh: three reads of small aggregates, and the queue's status when it is configured.
+/// One refresh: small aggregate reads (the server's version, the journal per job and per hour
+/// of the last days, `v_data_freshness`, each source's last days, open alerts), and the
+/// queue's status when it is configured.
 pub async fn gather(
     ch: &Ch,
     queue: Option<&camp_queue::db::Deployment>,
@@ -96,14 +240,48 @@ pub async fn gather(
             c.query("SELECT version()").fetch_one::<String>().await
         })
         .await?;
-    let sql = JOURNAL_QUERY.replace("{runs}", &zakaz_core::journal::runs_as_of(&now.and_utc()));
+    let runs_as_of = zakaz_core::journal::runs_as_of(&now.and_utc());
+    let now_unix = zakaz_core::time::ch_datetime(&now.and_utc());
+    let from = now_unix.saturating_sub((TIMELINE_DAYS * 86_400) as u32);
+    let sql = JOURNAL_QUERY
+        .replace("{runs}", &runs_as_of)
+        .replace("{from}", &from.to_string());
     let sql = sql.as_str();
     let runs = ch
         .read("job runs", |c| async move {
             c.query(sql).fetch_all::<JobRuns>().await
         })
         .await?;
+    // The page's history: a failed read leaves the charts out, never the probes' answers.
+    let hours_sql = HOURS_QUERY
+        .replace("{runs}", &runs_as_of)
+        .replace("{from}", &from.to_string())
+        .replace("{now}", &now_unix.to_string())
+        .replace("{gap}", &gap_floor().to_string());
+    let hours_sql = hours_sql.as_str();
+    let today = zakaz_core::time::moscow_date(&now.and_utc());
+    let days_sql = series_query(chart_start(today), today);
+    let days_sql = days_sql.as_str();
+    let (hours, days) = tokio::join!(
+        ch.read("job runs per hour", |c| async move {
+            c.query(hours_sql).fetch_all::<RunHour>().await
+        }),
+        ch.read("source rows per day", |c| async move {
+            c.query(days_sql).fetch_all::<DayValue>().await
+        }),
+    );
+    let hours = hours
+        .inspect_err(|e| tracing::warn!("{}", zakaz_core::error::one_line(e)))
+        .ok();
+    let days = days
+        .inspect_err(|e| tracing::warn!("{}", zakaz_core::error::one_line(e)))
+        .ok();
     let freshness = checks::freshness_rows(ch).await?;
+    // On a cluster: the replicas' health (a failure to read it goes to the log).
+    let (replicas, replica_conditions) = zakaz_core::replicas::replica_problems(ch)
+        .await
+        .inspect_err(|e| tracing::warn!("{}", zakaz_core::error::one_line(e)))
+        .unwrap_or_default();
     let mut firing: Vec<OpenAlert> = checks::open_alerts(ch)
         .await?
         .into_values()
@@ -119,7 +297,18 @@ pub async fn gather(
             Some(q) => camp_queue::status::collect(q, now).await,
             None => Vec::new(),
         },
+        hours,
+        days,
+        replicas,
+        replica_conditions,
     })
+}
+
+/// The first date of the charts' window ending `today`.
+pub fn chart_start(today: NaiveDate) -> NaiveDate {
+    today
+        .checked_sub_days(Days::new(CHART_DAYS - 1))
+        .unwrap_or(today)
 }
 
 /// What a verdict is judged against: the caller's clock, enablement and tolerance.
@@ -150,6 +339,42 @@ pub struct Report {
 pub struct ClickHouseHealth {
     pub reachable: bool,
     pub version: Option<String>,
+    /// On a cluster: every replica (absent on one server).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaReport>,
+}
+
+/// One replica of the cluster: whether it answers, its read-only tables, delay and queue
+/// (`system.replicas`), and the verdict of the thresholds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaReport {
+    #[serde(flatten)]
+    pub health: zakaz_core::replicas::ReplicaHealth,
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+}
+
+fn replica_reports(inputs: &Inputs) -> Vec<ReplicaReport> {
+    inputs
+        .replicas
+        .iter()
+        .map(|health| {
+            let mine: Vec<&Condition> = inputs
+                .replica_conditions
+                .iter()
+                .filter(|c| c.details["replica"] == health.replica.as_str())
+                .collect();
+            ReplicaReport {
+                health: health.clone(),
+                verdict: mine
+                    .iter()
+                    .map(|c| Verdict::of(c))
+                    .max()
+                    .unwrap_or(Verdict::Ok),
+                reasons: mine.iter().map(|c| c.message.clone()).collect(),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,6 +393,300 @@ pub struct JobHealth {
     pub last_success_unix: Option<u32>,
     #[serde(skip)]
     pub next_run_unix: Option<i64>,
+    /// The status page's picture of its last days (not in the JSON).
+    #[serde(skip)]
+    pub timeline: Timeline,
+}
+
+/// Runs counted by what became of them (the words of [`category`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub ok: u64,
+    pub warnings: u64,
+    pub error: u64,
+    pub killed: u64,
+    pub running: u64,
+    pub unknown: u64,
+}
+
+impl Tally {
+    pub fn total(&self) -> u64 {
+        self.ok + self.warnings + self.error + self.killed + self.running + self.unknown
+    }
+
+    /// The counts by category word, in the order the page lists them.
+    pub fn by_category(&self) -> [(&'static str, u64); 6] {
+        [
+            ("ok", self.ok),
+            ("warnings", self.warnings),
+            ("error", self.error),
+            ("killed", self.killed),
+            ("running", self.running),
+            ("unknown", self.unknown),
+        ]
+    }
+
+    /// The category runs drawn together are shown in: the worst of them.
+    pub fn worst(&self) -> &'static str {
+        [
+            ("killed", self.killed),
+            ("error", self.error),
+            ("unknown", self.unknown),
+            ("warnings", self.warnings),
+            ("running", self.running),
+            ("ok", self.ok),
+        ]
+        .into_iter()
+        .find(|(_, n)| *n > 0)
+        .map_or("ok", |(word, _)| word)
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.ok += other.ok;
+        self.warnings += other.warnings;
+        self.error += other.error;
+        self.killed += other.killed;
+        self.running += other.running;
+        self.unknown += other.unknown;
+    }
+}
+
+/// The runs that started in one hour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HourBar {
+    /// The hour's start (Unix time).
+    pub start: i64,
+    pub runs: Tally,
+    /// The longest of them, seconds.
+    pub longest: u32,
+}
+
+/// Expected runs that did not happen: no run started from `from` (the first expected
+/// elapse) to `to` (the next run, or now).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Missed {
+    pub from: i64,
+    pub to: i64,
+    /// Elapses of the job's calendar in the span (0 when its calendar cannot be read).
+    pub expected: u32,
+}
+
+/// Where a job's timeline comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum History {
+    /// The run journal: bars and missed spans.
+    #[default]
+    Runs,
+    /// A service or the queue's workers: not in the run journal.
+    NotJournaled,
+    /// The journal could not be read.
+    Unavailable,
+}
+
+/// A job's last [`TIMELINE_DAYS`]: its runs per hour and the spans where runs were missed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timeline {
+    /// The window, Unix time: `to` is now.
+    pub from: i64,
+    pub to: i64,
+    pub history: History,
+    /// Hours with runs, in order.
+    pub hours: Vec<HourBar>,
+    pub missed: Vec<Missed>,
+    /// Whether missed runs are looked for (enabled timer jobs only).
+    pub expected: bool,
+    /// The job's timeout, seconds: a bar reaching the top ran that long.
+    pub timeout: u32,
+    pub total: Tally,
+    pub longest: u32,
+}
+
+impl Timeline {
+    pub fn missed_runs(&self) -> u32 {
+        self.missed.iter().map(|m| m.expected).sum()
+    }
+}
+
+/// The gaps between the starts of a job's runs: from `before` (its last start before the
+/// window, or when the journal began) through the hours' starts (`hours` in order) to `now`.
+pub fn gaps(before: Option<i64>, hours: &[RunHour], now: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut prev = before;
+    for h in hours {
+        if let Some(p) = prev {
+            out.push((p, i64::from(h.first_start)));
+        }
+        for (end, len) in h.gap_ends.iter().zip(&h.gap_lengths) {
+            out.push((i64::from(*end) - i64::from(*len), i64::from(*end)));
+        }
+        prev = Some(i64::from(h.last_start));
+    }
+    if let Some(p) = prev {
+        out.push((p, now));
+    }
+    out
+}
+
+/// Where a timer job was expected and did not run: every gap longer than its missed-run
+/// window ([`checks::missed_after`]), from the first elapse of its calendar after the gap's
+/// start to the gap's end, with the elapses whose run should have started (elapse +
+/// randomized delay) before that end; only what lies in `from..now`.
+pub fn missed(job: &Job, gaps: &[(i64, i64)], from: i64, now: i64, tolerance: f64) -> Vec<Missed> {
+    let (
+        Schedule::Timer {
+            on_calendar,
+            randomized_delay,
+            interval,
+            ..
+        },
+        Some(window),
+    ) = (job.schedule, checks::missed_after(job, tolerance))
+    else {
+        return Vec::new();
+    };
+    let window = window.as_secs() as i64;
+    let delay = randomized_delay.as_secs() as i64;
+    let calendar = zakaz_core::calendar::Calendar::parse(on_calendar);
+    gaps.iter()
+        .filter(|(start, end)| end - start > window)
+        .filter_map(|&(start, end)| {
+            let end = end.min(now);
+            let Some(calendar) = &calendar else {
+                // A calendar this build cannot read: the gap past one interval.
+                let first = (start + interval.as_secs() as i64).max(from);
+                return (first < end).then_some(Missed {
+                    from: first,
+                    to: end,
+                    expected: 0,
+                });
+            };
+            let mut after = DateTime::from_timestamp(start.max(from - 1), 0)?;
+            let (mut first, mut expected) = (None, 0);
+            while let Some(tick) = calendar.next_after(after) {
+                if tick.timestamp() + delay >= end {
+                    break;
+                }
+                first.get_or_insert(tick.timestamp());
+                expected += 1;
+                after = tick;
+            }
+            first.map(|first| Missed {
+                from: first,
+                to: end,
+                expected,
+            })
+        })
+        .collect()
+}
+
+/// A job's timeline from the hours read for it.
+fn timeline(
+    job: &Job,
+    enabled: bool,
+    inputs: Option<&Inputs>,
+    runs: Option<&JobRuns>,
+    journal_began: Option<u32>,
+    ctx: &Context,
+) -> Timeline {
+    let to = ctx.now.timestamp();
+    let from = to - TIMELINE_DAYS * 86_400;
+    let base = Timeline {
+        from,
+        to,
+        ..Timeline::default()
+    };
+    let Schedule::Timer { timeout, .. } = job.schedule else {
+        return Timeline {
+            history: History::NotJournaled,
+            ..base
+        };
+    };
+    let Some(all) = inputs.and_then(|i| i.hours.as_ref()) else {
+        return Timeline {
+            history: History::Unavailable,
+            ..base
+        };
+    };
+    let mine: Vec<RunHour> = all.iter().filter(|h| h.job == job.name).cloned().collect();
+    let hours: Vec<HourBar> = mine
+        .iter()
+        .map(|h| HourBar {
+            start: i64::from(h.hour),
+            runs: Tally {
+                ok: h.ok,
+                warnings: h.warnings,
+                error: h.error,
+                killed: h.killed,
+                running: h.running,
+                unknown: h.unknown,
+            },
+            longest: h.longest,
+        })
+        .collect();
+    let mut total = Tally::default();
+    for h in &hours {
+        total.add(&h.runs);
+    }
+    let before = runs
+        .map(|r| r.before_window)
+        .filter(|t| *t > 0)
+        .or(journal_began)
+        .map(i64::from);
+    Timeline {
+        missed: if enabled {
+            missed(job, &gaps(before, &mine, to), from, to, ctx.tolerance)
+        } else {
+            Vec::new()
+        },
+        expected: enabled,
+        timeout: timeout.as_secs() as u32,
+        total,
+        longest: hours.iter().map(|h| h.longest).max().unwrap_or(0),
+        hours,
+        ..base
+    }
+}
+
+/// A source's last [`CHART_DAYS`] dates and its value on each (0 when it has no rows).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chart {
+    /// What the values count (`tickets sold`, `rows`).
+    pub unit: &'static str,
+    pub days: Vec<(NaiveDate, u64)>,
+    /// False when the values could not be read.
+    pub available: bool,
+}
+
+fn chart(source: &str, inputs: Option<&Inputs>, today: NaiveDate) -> Chart {
+    let unit = SERIES
+        .iter()
+        .find(|s| s.source == source)
+        .map_or("rows", |s| s.unit);
+    let Some(values) = inputs.and_then(|i| i.days.as_ref()) else {
+        return Chart {
+            unit,
+            ..Chart::default()
+        };
+    };
+    let start = chart_start(today);
+    let days = start
+        .iter_days()
+        .take_while(|d| *d <= today)
+        .map(|d| {
+            let day = zakaz_core::time::ch_date(d);
+            let value = values
+                .iter()
+                .filter(|v| v.source == source && v.day == day)
+                .map(|v| v.value)
+                .sum();
+            (d, value)
+        })
+        .collect();
+    Chart {
+        unit,
+        days,
+        available: true,
+    }
 }
 
 /// A job's latest run. Its message stays in the journal (`meta_job_runs`, by `run_id`).
@@ -220,6 +739,9 @@ pub struct SourceHealth {
     pub rows: u64,
     pub verdict: Verdict,
     pub reason: String,
+    /// The status page's chart of its last days (not in the JSON).
+    #[serde(skip)]
+    pub chart: Chart,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -272,14 +794,11 @@ pub fn evaluate(inputs: Option<&Inputs>, ctx: &Context) -> Report {
                     )
                 }
             };
-            job_health(
-                job,
-                enabled,
-                verdict,
-                reasons,
-                runs.get(job.name).copied(),
-                ctx,
-            )
+            let mine = runs.get(job.name).copied();
+            JobHealth {
+                timeline: timeline(job, enabled, inputs, mine, evidence, ctx),
+                ..job_health(job, enabled, verdict, reasons, mine, ctx)
+            }
         })
         .collect();
     let today = zakaz_core::time::moscow_date(&ctx.now);
@@ -331,13 +850,16 @@ pub fn evaluate(inputs: Option<&Inputs>, ctx: &Context) -> Report {
                 rows: row.map_or(0, |r| r.total_rows),
                 verdict,
                 reason,
+                chart: chart(fresh.source, inputs, today),
             })
         })
         .collect();
+    let replicas = inputs.map(replica_reports).unwrap_or_default();
     let status = jobs
         .iter()
         .map(|j| j.verdict)
         .chain(sources.iter().map(|s| s.verdict))
+        .chain(replicas.iter().map(|r| r.verdict))
         .chain(inputs.is_none().then_some(Verdict::Error))
         .max()
         .unwrap_or(Verdict::Ok);
@@ -347,6 +869,7 @@ pub fn evaluate(inputs: Option<&Inputs>, ctx: &Context) -> Report {
         clickhouse: ClickHouseHealth {
             reachable: inputs.is_some(),
             version: inputs.map(|i| i.version.clone()),
+            replicas,
         },
         jobs,
         sources,
@@ -455,6 +978,7 @@ fn job_health(
             .unwrap_or_default(),
         last_success_unix: last_ok,
         next_run_unix: next,
+        timeline: Timeline::default(),
     }
 }
 
@@ -506,7 +1030,7 @@ mod tests {
                 total_rows: 0,
             }],
             firing: vec![],
-            queue: vec![],
+            ..Inputs::default()
         };
         let report = evaluate(Some(&inputs), &ctx(now));
         let q = report.jobs.iter().find(|j| j.job == "qtickets").unwrap();
@@ -558,5 +1082,237 @@ mod categories {
         ] {
             assert_eq!(category(status, warnings), word, "{status}");
         }
+    }
+}
+
+#[cfg(test)]
+mod timelines {
+    use super::*;
+    use zakaz_core::jobs;
+
+    /// Monday 2026-06-15 12:00 MSK, as in the integration tests.
+    const T: i64 = 1_781_514_000;
+    const DAY: i64 = 86_400;
+
+    fn ctx() -> Context {
+        Context {
+            now: DateTime::from_timestamp(T, 0).unwrap(),
+            enabled: ["qtickets", "vk_ads", "direct", "alerts", "healthcheck"]
+                .into_iter()
+                .collect(),
+            tolerance: 1.5,
+            show_messages: false,
+        }
+    }
+
+    /// One hour's row with a single run of `status` started at `start`.
+    fn hour(job: &str, start: i64, tally: Tally, longest: u32) -> RunHour {
+        RunHour {
+            job: job.into(),
+            hour: (start - start.rem_euclid(3600)) as u32,
+            ok: tally.ok,
+            warnings: tally.warnings,
+            error: tally.error,
+            killed: tally.killed,
+            running: tally.running,
+            unknown: tally.unknown,
+            longest,
+            first_start: start as u32,
+            last_start: start as u32,
+            ..RunHour::default()
+        }
+    }
+
+    fn job<'a>(report: &'a Report, name: &str) -> &'a JobHealth {
+        report.jobs.iter().find(|j| j.job == name).unwrap()
+    }
+
+    #[test]
+    fn hours_become_bars_and_gaps_past_the_window_become_missed_spans() {
+        let killed = Tally {
+            killed: 1,
+            ..Tally::default()
+        };
+        let ok_and_error = Tally {
+            ok: 1,
+            error: 1,
+            ..Tally::default()
+        };
+        let mut mixed = hour("qtickets", T - 300, ok_and_error, 10);
+        mixed.first_start = (T - 3000) as u32;
+        let inputs = Inputs {
+            version: "18.16.1".into(),
+            runs: vec![JobRuns {
+                job: "qtickets".into(),
+                status: "ok".into(),
+                started_at: (T - 300) as u32,
+                first_seen_at: (T - 2 * DAY) as u32,
+                ..JobRuns::default()
+            }],
+            hours: Some(vec![hour("qtickets", T - 2 * DAY, killed, 300), mixed]),
+            days: Some(vec![]),
+            ..Inputs::default()
+        };
+        let report = evaluate(Some(&inputs), &ctx());
+        let q = &job(&report, "qtickets").timeline;
+        assert_eq!((q.from, q.to, q.history), (T - 7 * DAY, T, History::Runs));
+        assert_eq!(
+            q.hours,
+            vec![
+                HourBar {
+                    start: T - 2 * DAY,
+                    runs: killed,
+                    longest: 300
+                },
+                HourBar {
+                    start: T - 3600,
+                    runs: ok_and_error,
+                    longest: 10
+                },
+            ]
+        );
+        assert_eq!(q.hours[1].runs.worst(), "error");
+        assert_eq!((q.total.total(), q.longest, q.timeout), (3, 300, 300));
+        // Nothing from Saturday 12:00 (the killed run) to 11:10 on Monday: every quarter hour
+        // from Saturday 12:15 to Monday 11:00 (11:00 + the 60 s delay < 11:10) was missed.
+        let quarters = ((T - 3000 - 60) - (T - 2 * DAY + 900)) / 900 + 1;
+        assert_eq!(
+            q.missed,
+            vec![Missed {
+                from: T - 2 * DAY + 900,
+                to: T - 3000,
+                expected: quarters as u32
+            }]
+        );
+        assert_eq!(q.missed_runs(), 188);
+        // vk_ads never ran since the journal began (Saturday 12:00): its midnights since.
+        let vk = &job(&report, "vk_ads").timeline;
+        assert!(vk.hours.is_empty());
+        assert_eq!(
+            vk.missed,
+            vec![Missed {
+                from: T - 12 * 3600 - DAY,
+                to: T,
+                expected: 2
+            }]
+        );
+        // Disabled: nothing is expected of it.
+        let gmail = &job(&report, "gmail_ingest").timeline;
+        assert!(!gmail.expected && gmail.missed.is_empty());
+        // No run journal for services and the queue's workers.
+        assert_eq!(
+            job(&report, "healthcheck").timeline.history,
+            History::NotJournaled
+        );
+        assert_eq!(
+            job(&report, "camp_queue").timeline.history,
+            History::NotJournaled
+        );
+        // Unread history is said, not drawn as "no runs".
+        let unread = evaluate(
+            Some(&Inputs {
+                hours: None,
+                ..inputs.clone()
+            }),
+            &ctx(),
+        );
+        assert_eq!(
+            job(&unread, "qtickets").timeline.history,
+            History::Unavailable
+        );
+        assert_eq!(
+            job(&evaluate(None, &ctx()), "qtickets").timeline.history,
+            History::Unavailable
+        );
+    }
+
+    #[test]
+    fn a_gap_inside_one_hour_counts_and_a_short_one_does_not() {
+        let q = jobs::get("qtickets");
+        // Runs at 10:00:30 and 10:45:20 (MSK): 10:15 and 10:30 were missed; 10:45 was not yet
+        // due (its run may start until 10:46).
+        let a = T - 2 * 3600 + 30;
+        let b = T - 2 * 3600 + 45 * 60 + 20;
+        let in_hour = RunHour {
+            hour: (T - 2 * 3600) as u32,
+            first_start: a as u32,
+            last_start: b as u32,
+            gap_ends: vec![b as u32],
+            gap_lengths: vec![(b - a) as u32],
+            ..RunHour::default()
+        };
+        let gaps = gaps(Some(a - 600), std::slice::from_ref(&in_hour), T);
+        assert_eq!(gaps, vec![(a - 600, a), (a, b), (b, T)]);
+        let missed = missed(q, &gaps, T - 7 * DAY, T, 1.5);
+        assert_eq!(
+            missed,
+            vec![
+                Missed {
+                    from: T - 2 * 3600 + 15 * 60,
+                    to: b,
+                    expected: 2
+                },
+                // From 10:45:20 to noon: 11:00 … 11:45.
+                Missed {
+                    from: T - 3600,
+                    to: T,
+                    expected: 4
+                },
+            ]
+        );
+        // 25 minutes between runs is within qtickets' 28.5 min window.
+        assert!(super::missed(q, &[(T - 1500, T)], T - 7 * DAY, T, 1.5).is_empty());
+        // A gap that began before the window counts only its part inside it.
+        let vk = jobs::get("vk_ads");
+        let long = super::missed(vk, &[(T - 30 * DAY, T - 3600)], T - 7 * DAY, T, 1.5);
+        assert_eq!(long.len(), 1);
+        assert_eq!(
+            (long[0].from, long[0].expected),
+            (T - 7 * DAY + 12 * 3600, 7),
+            "the midnights from Tuesday 9 June to Monday 15 June"
+        );
+    }
+
+    #[test]
+    fn every_freshness_source_has_a_chart_and_charts_fill_days_without_rows() {
+        for job in JOBS {
+            if let Some(f) = job.freshness {
+                assert!(
+                    SERIES.iter().any(|s| s.source == f.source),
+                    "{} has no chart",
+                    f.source
+                );
+            }
+        }
+        let today = NaiveDate::from_ymd_opt(2026, 6, 15).unwrap();
+        let day = |d: u64| zakaz_core::time::ch_date(today.checked_sub_days(Days::new(d)).unwrap());
+        let inputs = Inputs {
+            days: Some(vec![
+                DayValue {
+                    source: "qtickets".into(),
+                    day: day(1),
+                    value: 21,
+                },
+                DayValue {
+                    source: "vk_ads".into(),
+                    day: day(1),
+                    value: 3,
+                },
+            ]),
+            ..Inputs::default()
+        };
+        let c = chart("qtickets", Some(&inputs), today);
+        assert_eq!(c.unit, "tickets sold");
+        assert_eq!(c.days.len(), 30);
+        assert_eq!(
+            c.days.first().unwrap().0,
+            NaiveDate::from_ymd_opt(2026, 5, 17).unwrap()
+        );
+        assert_eq!(
+            c.days[28],
+            (NaiveDate::from_ymd_opt(2026, 6, 14).unwrap(), 21)
+        );
+        assert_eq!(c.days.iter().map(|d| d.1).sum::<u64>(), 21);
+        assert!(!chart("direct", None, today).available);
     }
 }

@@ -50,6 +50,7 @@ pub struct Snapshot {
     at: Instant,
     detailed: String,
     metrics: String,
+    html: String,
 }
 
 impl Snapshot {
@@ -57,6 +58,7 @@ impl Snapshot {
         Snapshot {
             detailed: render::detailed(&report),
             metrics: render::metrics(&report),
+            html: render::html(&report),
             report,
             at: Instant::now(),
         }
@@ -363,7 +365,11 @@ const JSON: &str = "application/json";
 fn answer(shared: &Shared, route: &'static str) -> (u16, &'static str, String) {
     let status = |ok: bool| if ok { 200 } else { 503 };
     match route {
-        "/healthz/live" => (200, JSON, r#"{"status":"ok"}"#.to_owned()),
+        "/healthz/live" => {
+            #[cfg(debug_assertions)]
+            deaf_for_tests();
+            (200, JSON, r#"{"status":"ok"}"#.to_owned())
+        }
         "/healthz" => {
             let s = shared.snapshot();
             (
@@ -408,9 +414,22 @@ fn answer(shared: &Shared, route: &'static str) -> (u16, &'static str, String) {
         }
         "/" => {
             let s = shared.snapshot();
-            (200, "text/html; charset=utf-8", render::html(&s.report))
+            (200, "text/html; charset=utf-8", s.html.clone())
         }
         _ => (404, JSON, r#"{"error":"not found"}"#.to_owned()),
+    }
+}
+
+/// Debug builds only: with `ZAKAZ_TEST_DEAF` set, a worker that takes `/healthz/live` never
+/// answers. The process lives on (it accepts, other routes answer while a worker is free),
+/// deaf to the watchdog's probe: the end-to-end test sees systemd's watchdog restart it.
+#[cfg(debug_assertions)]
+fn deaf_for_tests() {
+    if std::env::var_os("ZAKAZ_TEST_DEAF").is_some() {
+        tracing::warn!("ZAKAZ_TEST_DEAF is set: this worker hangs on /healthz/live");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
     }
 }
 

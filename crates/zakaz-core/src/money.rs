@@ -70,10 +70,13 @@ mod tests {
             parse_kopecks("0.1").unwrap() + parse_kopecks("0.2").unwrap(),
             30
         );
-        for bad in ["", "abc", "1.2.3", "--", "1e5", "."] {
+        // `++5` and `-+5` would pass `i64::from_str`, which takes one sign of its own.
+        for bad in ["", "abc", "1.2.3", "--", "1e5", ".", "++5", "-+5", "1.+5"] {
             assert!(parse_kopecks(bad).is_err(), "{bad}");
         }
         assert_eq!(format_kopecks(-1_201), "-12.01");
+        assert_eq!(format_kopecks(0), "0.00", "no sign on zero");
+        assert_eq!(format_kopecks(-5), "-0.05");
         assert_eq!(format_kopecks(2_332_892), "23328.92");
     }
 }

@@ -6,6 +6,7 @@
 mod browser;
 mod endpoints;
 mod load;
+mod page;
 mod slow;
 
 use std::io::{Read, Write};
