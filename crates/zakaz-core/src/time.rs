@@ -226,6 +226,44 @@ mod tests {
     }
 
     #[test]
+    fn a_window_holds_its_ends_and_knows_its_length() {
+        let w = DateWindow {
+            from: d("2026-01-30"),
+            to: d("2026-02-10"),
+        };
+        assert_eq!(w.len_days(), 12);
+        assert!(w.contains(d("2026-01-30")) && w.contains(d("2026-02-10")));
+        assert!(w.contains(d("2026-02-01")));
+        assert!(!w.contains(d("2026-01-29")) && !w.contains(d("2026-02-11")));
+        assert_eq!(w.to_string(), "2026-01-30..2026-02-10");
+        assert_eq!(w.days().count(), 12);
+    }
+
+    #[test]
+    fn the_clock_gives_moscow_dates_of_its_instant() {
+        // 21:30 UTC is already the next day in Moscow (UTC+3).
+        let late: DateTime<Utc> = "2026-11-25T21:30:00Z".parse().unwrap();
+        assert_eq!(Clock::Fixed(late).moscow_today(), d("2026-11-26"));
+        let args = ClockArgs { now: Some(late) };
+        assert_eq!(args.clock(), Clock::Fixed(late));
+        assert_eq!(ClockArgs::default().clock(), Clock::System);
+        // The system clock's date is today's, wherever the machine is.
+        let today = moscow_today();
+        assert!(today > d("2025-01-01"), "{today}");
+        assert!((Clock::System.moscow_today() - today).num_days().abs() <= 1);
+    }
+
+    #[test]
+    fn clickhouse_dates_go_there_and_back() {
+        for date in ["1970-01-01", "2026-11-25", "2100-12-31"] {
+            assert_eq!(ch_date_to_naive(ch_date(d(date))), d(date));
+        }
+        assert_eq!(ch_date(d("1970-01-02")), 1);
+        assert_eq!(ch_date_to_naive(20_417), d("2025-11-25"));
+        assert_eq!(ch_date(d("1969-12-31")), 0, "before the epoch is held at 0");
+    }
+
+    #[test]
     fn chunks_cover_the_window_once() {
         let w = DateWindow {
             from: d("2026-01-30"),
