@@ -121,10 +121,20 @@ impl QTickets {
     /// `ceil(total/perPage)` pages, or earlier on an empty or short page.
     pub async fn all_pages(&self, path: &str, filters: Value) -> anyhow::Result<Vec<Value>> {
         let mut rows = Vec::new();
+        let mut previous_first: Option<Value> = None;
         for page_no in 1.. {
             let mut body = filters.clone();
             body["page"] = json!(page_no);
             let page = self.page(path, &body).await?;
+            // A server that ignores `page` (and sends no `paging`) answers page 1 forever.
+            let first = page.data.first().and_then(|o| o.get("id")).cloned();
+            if first.is_some() && first == previous_first {
+                anyhow::bail!(
+                    "QTickets answered page {page_no} of `{path}` with the same rows as page {}: it ignores `page`",
+                    page_no - 1
+                );
+            }
+            previous_first = first;
             let last = page.is_last_numbered(page_no);
             rows.extend(page.data);
             if last {
@@ -218,23 +228,52 @@ impl QTickets {
         anyhow::bail!("QTickets: the newest order id was not found within 256 requests")
     }
 
-    /// The orders with these ids (at most a page of them), ascending.
-    pub async fn orders_with_ids(&self, ids: &[u64]) -> anyhow::Result<Vec<Value>> {
-        let page = self
-            .page(
-                "/orders",
-                &json!({"where": [{"column": "id", "operator": "in", "value": ids}], "orderBy": {"id": "asc"}, "page": 1}),
-            )
-            .await?;
-        if let Some(bad) = page
-            .data
+    /// The orders with these ids, ascending, over as many pages as the server makes of them;
+    /// and the ids it did not return.
+    pub async fn orders_with_ids(&self, ids: &[u64]) -> anyhow::Result<(Vec<Value>, Vec<u64>)> {
+        let mut orders: Vec<Value> = Vec::with_capacity(ids.len());
+        // Bounded: a page beyond the ids asked for is empty (or the server ignores `page`,
+        // which the repeat check below stops).
+        for page_no in 1..=ids.len().max(1) {
+            let page = self
+                .page(
+                    "/orders",
+                    &json!({"where": [{"column": "id", "operator": "in", "value": ids}], "orderBy": {"id": "asc"}, "page": page_no}),
+                )
+                .await?;
+            let got: Vec<u64> = page
+                .data
+                .iter()
+                .filter_map(|o| o.get("id").and_then(Value::as_u64))
+                .collect();
+            if let Some(bad) = got.iter().find(|id| !ids.contains(id)) {
+                anyhow::bail!(
+                    "QTickets ignored the `id in` filter (order {bad} was not asked for)"
+                );
+            }
+            let repeated = got.first().is_some_and(|first| {
+                orders
+                    .iter()
+                    .any(|o| o.get("id").and_then(Value::as_u64) == Some(*first))
+            });
+            let last = page.is_last_numbered(page_no) || repeated;
+            if !repeated {
+                orders.extend(page.data);
+            }
+            if last || orders.len() >= ids.len() {
+                break;
+            }
+        }
+        let returned: std::collections::BTreeSet<u64> = orders
             .iter()
             .filter_map(|o| o.get("id").and_then(Value::as_u64))
-            .find(|id| !ids.contains(id))
-        {
-            anyhow::bail!("QTickets ignored the `id in` filter (order {bad} was not asked for)");
-        }
-        Ok(page.data)
+            .collect();
+        let missing = ids
+            .iter()
+            .copied()
+            .filter(|id| !returned.contains(id))
+            .collect();
+        Ok((orders, missing))
     }
 
     /// The first order with `id >= id`, as (id, created_at text).

@@ -56,12 +56,16 @@ pub struct Totals {
 
 impl Totals {
     fn add(&mut self, t: &TicketRow) {
+        // Saturating: hostile numbers give a wrong-looking total, never a panic or a wrap
+        // (each ticket's price is bounded when it is read, `model::MAX_PRICE_KOPECKS`).
         if t.is_refunded == 0 {
-            self.tickets += u64::from(t.quantity);
+            self.tickets = self.tickets.saturating_add(u64::from(t.quantity));
         }
         // `price` is per ticket; a general-admission basket holds `quantity` of them.
-        self.revenue += t.price * i64::from(t.quantity);
-        self.refunds += t.refunded_amount;
+        self.revenue = self
+            .revenue
+            .saturating_add(t.price.saturating_mul(i64::from(t.quantity)));
+        self.refunds = self.refunds.saturating_add(t.refunded_amount);
         self.orders.insert(t.order_id);
     }
 }

@@ -238,6 +238,9 @@ pub struct Loader<'a> {
     progress: zakaz_core::progress::Progress,
     /// What the vendor sent in an unexpected shape (named, counted, the rest loaded).
     warnings: Vec<String>,
+    /// Set when the refund sweep stopped at the time budget: every order id up to this one
+    /// was swept.
+    sweep_resume_after: Option<u64>,
 }
 
 impl<'a> Loader<'a> {
@@ -270,6 +273,7 @@ impl<'a> Loader<'a> {
             stopped_after: None,
             progress: zakaz_core::progress::Progress::counter("QTickets", "orders"),
             warnings: Vec::new(),
+            sweep_resume_after: None,
         }
     }
 
@@ -378,6 +382,7 @@ impl<'a> Loader<'a> {
             )
             .with(SWEPT_AT, sweep.map_or(0, |(at, _)| at))
             .with("sweep_orders", sweep.map_or(0, |(_, n)| n))
+            .with(SWEEP_RESUME_AFTER, self.sweep_resume_after.unwrap_or(0))
             .with("http_requests", self.api.requests_made())
             .with("watermark_updated_at", watermark.map(|w| w.updated_at))
             .with("max_order_id", watermark.map(|w| w.max_order_id))
@@ -614,6 +619,23 @@ impl<'a> Loader<'a> {
                 return Ok(());
             }
         }
+        // The channel closed: every range must have ended by reading its last page. One that
+        // did not (its task panicked or was cancelled) would leave a gap no later run reads.
+        while let Some(joined) = producers.join_next().await {
+            if let Err(e) = joined {
+                return Err(if e.is_panic() {
+                    zakaz_core::panic::into_error(e.into_panic())
+                } else {
+                    anyhow::anyhow!("QTickets: reading an order range was cancelled: {e}")
+                });
+            }
+        }
+        if let Some(range) = progress.iter().position(|(_, done)| !done) {
+            anyhow::bail!(
+                "QTickets: the order range starting after id {} ended before its last page",
+                progress[range].0
+            );
+        }
         self.stage(batch).await
     }
 
@@ -812,6 +834,8 @@ and `ticket_amount` are not used";
 
 /// The journal metric of the last refund sweep (Unix seconds of the run's clock; 0: none).
 const SWEPT_AT: &str = "swept_at";
+/// The order id an unfinished sweep stopped after (0: none): the next sweep goes on there.
+const SWEEP_RESUME_AFTER: &str = "sweep_resume_after";
 
 /// Orders asked for at once by id (the server's order page size).
 const ORDERS_PER_PAGE: usize = 50;
@@ -826,6 +850,7 @@ impl Loader<'_> {
         events: &[Value],
         now: i64,
     ) -> anyhow::Result<Option<(u64, usize)>> {
+        self.sweep_resume_after = None;
         let every = i64::from(self.args.qtickets_sweep_hours) * 3600;
         if every == 0 || self.stopped_after.is_some() {
             return Ok(None);
@@ -834,19 +859,28 @@ impl Loader<'_> {
         if mode == Mode::Backfill {
             return Ok(Some((now_u, 0)));
         }
-        let last: u64 = self
+        // When the last sweep finished, and where an unfinished one after it stopped.
+        let (last, resume): (u64, u64) = self
             .ch
             .read("last refund sweep", |c| async move {
                 c.query(
-                    "SELECT max(visitParamExtractUInt(metrics, ?)) FROM meta_job_runs WHERE job = ? AND status = 'ok'",
+                    "SELECT max(visitParamExtractUInt(metrics, ?)), \
+                            argMax(visitParamExtractUInt(metrics, ?), started_at) \
+                     FROM meta_job_runs WHERE job = ? AND status = 'ok'",
                 )
                 .bind(SWEPT_AT)
+                .bind(SWEEP_RESUME_AFTER)
                 .bind(JOB)
-                .fetch_one::<u64>()
+                .fetch_one::<(u64, u64)>()
                 .await
             })
             .await?;
         if (now_u as i64) - (last as i64) < every {
+            return Ok(None);
+        }
+        if events.is_empty() {
+            // An empty event list is no proof that nothing is ahead: sweep another time.
+            self.warn("refund sweep skipped: QTickets listed no events".to_owned());
             return Ok(None);
         }
         let horizon = now - i64::from(self.args.qtickets_sweep_days_after_show) * 86_400;
@@ -860,9 +894,11 @@ impl Loader<'_> {
             return Ok(Some((now_u, 0)));
         }
         // Paid tickets neither refunded nor cancelled yet: those a refund can still reach.
+        // An unfinished sweep goes on after the order it stopped at.
         let sql = format!(
             "SELECT DISTINCT order_id FROM stg_qtickets_tickets FINAL \
-             WHERE show_id IN ({}) AND is_paid = 1 AND is_refunded = 0 AND is_cancelled = 0 ORDER BY order_id",
+             WHERE show_id IN ({}) AND is_paid = 1 AND is_refunded = 0 AND is_cancelled = 0 \
+               AND order_id > {resume} ORDER BY order_id",
             shows.join(",")
         );
         let sql = sql.as_str();
@@ -878,21 +914,35 @@ impl Loader<'_> {
             "refund sweep: reading the orders of shows not yet past again"
         );
         let mut batch = Vec::new();
+        let mut done_up_to = resume;
         for chunk in ids.chunks(ORDERS_PER_PAGE) {
             if self.out_of_time(batch.len()) {
-                tracing::warn!(
-                    "refund sweep stopped at the time budget (`QTICKETS_TIME_BUDGET_SECS`): the next run sweeps again"
-                );
                 self.stage(batch).await?;
+                self.sweep_resume_after = Some(done_up_to);
+                self.warn(format!(
+                    "refund sweep stopped at the time budget (`QTICKETS_TIME_BUDGET_SECS`) after order {done_up_to}: the next run goes on from there"
+                ));
                 return Ok(None);
             }
-            for raw in self.api.orders_with_ids(chunk).await? {
+            let (orders, missing) = self.api.orders_with_ids(chunk).await?;
+            if !missing.is_empty() {
+                self.warn(format!(
+                    "refund sweep: QTickets did not return order(s) {} asked for by id",
+                    missing
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ));
+            }
+            for raw in orders {
                 batch.push(transform_order(
                     &raw,
                     self.loaded_at,
                     self.args.qtickets_client_hash_salt.as_ref(),
                 )?);
             }
+            done_up_to = chunk.last().copied().unwrap_or(done_up_to);
             if batch.len() >= self.stage_batch() {
                 self.stage(std::mem::take(&mut batch)).await?;
             }
@@ -955,6 +1005,13 @@ async fn produce_range(
                     .and_then(Value::as_u64)
                 {
                     after = last;
+                }
+                // Debug builds only: the tests' way to make one range's task die mid-way.
+                #[cfg(debug_assertions)]
+                if !done
+                    && std::env::var("ZAKAZ_TEST_PANIC_RANGE").is_ok_and(|r| r == range.to_string())
+                {
+                    panic!("test panic in order range {range}");
                 }
                 let sent = tx
                     .send(RangePage {

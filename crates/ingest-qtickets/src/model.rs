@@ -264,7 +264,7 @@ pub fn transform_order(
             show_id: id(b, "show_id", &bwhat)?,
             seat_id: text(b, "seat_id"),
             seat_name: text(b, "seat_name"),
-            price: kopecks(field(b, "price"), &bwhat)?,
+            price: ticket_price(field(b, "price"), &bwhat)?,
             original_price: kopecks(field(b, "original_price"), &bwhat)?,
             discount_value: kopecks(field(b, "discount_value"), &bwhat)?,
             quantity,
@@ -303,7 +303,9 @@ pub fn transform_order(
             c if c.is_empty() => "RUB".to_owned(),
             c => c,
         },
-        tickets: tickets.iter().map(|t| t.quantity).sum(),
+        tickets: tickets
+            .iter()
+            .fold(0u32, |n, t| n.saturating_add(t.quantity)),
         utm_source,
         utm_medium,
         utm_campaign,
@@ -323,6 +325,20 @@ pub fn transform_order(
 
 /// More tickets than this in one basket is a shape error, not a sale.
 const MAX_QUANTITY: u32 = 10_000;
+
+/// A ticket dearer than a billion roubles is a shape error, not a price (it would also make
+/// totals overflow).
+pub const MAX_PRICE_KOPECKS: i64 = 100_000_000_000;
+
+fn ticket_price(v: &Value, what: &str) -> anyhow::Result<i64> {
+    let price = kopecks(v, what)?;
+    anyhow::ensure!(
+        price.abs() <= MAX_PRICE_KOPECKS,
+        "{what}: `price` {} is not a ticket price",
+        zakaz_core::money::format_kopecks(price)
+    );
+    Ok(price)
+}
 
 /// What a JSON value is, for a warning (never the whole of it).
 fn shape(v: &Value) -> &'static str {

@@ -923,3 +923,91 @@ async fn numbers_out_of_range_are_refused_naming_the_setting() {
         "nothing was requested"
     );
 }
+
+#[tokio::test]
+async fn a_range_whose_task_dies_fails_the_backfill_instead_of_leaving_a_gap() {
+    let env = Env::new().await;
+    let out = env.run(
+        &[],
+        &[
+            ("QTICKETS_CONCURRENCY", "4"),
+            ("ZAKAZ_TEST_PANIC_RANGE", "1"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(70), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("test panic in order range 1"),
+        "{}",
+        stderr(&out)
+    );
+    let run = env.query("SELECT status FROM {db}.meta_job_runs");
+    assert_eq!(run, "error\n");
+    // No watermark: the next run backfills everything, gap or not.
+    let again = env.run_ok(&[]);
+    assert!(
+        stderr(&again).contains("mode backfill"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(env.facts(), env.expected());
+}
+
+#[tokio::test]
+async fn a_refund_sweep_cut_by_the_time_budget_goes_on_where_it_stopped() {
+    let env = Env::new().await;
+    env.control(
+        "/config",
+        json!({"qtickets_refunds_bump_updated_at": false}),
+    );
+    env.run_ok(&[]);
+    env.control("/advance", json!({"days": 1}));
+    // Slow order pages: the budget ends a few pages into the sweep.
+    env.control(
+        "/faults",
+        json!({"route": "/qtickets/api/rest/v1/orders", "delay_ms": 300}),
+    );
+    let first = env.run(&[], &[("QTICKETS_TIME_BUDGET_SECS", "2")]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("refund sweep stopped at the time budget"),
+        "{}",
+        stderr(&first)
+    );
+    let cursor: u64 = env
+        .query("SELECT max(visitParamExtractUInt(metrics, 'sweep_resume_after')) FROM {db}.meta_job_runs")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(cursor > 0, "the stop is recorded");
+    let warned = env.query(
+        "SELECT count() FROM {db}.meta_job_runs WHERE visitParamExtractUInt(metrics, 'sweep_resume_after') > 0 AND visitParamExtractUInt(metrics, 'warnings') > 0",
+    );
+    assert_eq!(warned, "1\n", "an unfinished sweep is a warning");
+    env.sandbox.sandbox().state().faults.clear();
+    let second = env.run_ok(&[]);
+    assert!(
+        stderr(&second).contains("refund sweep re-read"),
+        "{}",
+        stderr(&second)
+    );
+    // The second sweep read only orders after the cursor.
+    let asked: Vec<u64> = env
+        .sandbox
+        .sandbox()
+        .state()
+        .log
+        .iter()
+        .rev()
+        .take_while(|r| r["path"] != "/qtickets/api/rest/v1/events")
+        .filter_map(|r| {
+            let body: serde_json::Value = serde_json::from_str(r["body"].as_str()?).ok()?;
+            let cond = body["where"].as_array()?.first()?.clone();
+            (cond["operator"] == "in").then(|| cond["value"].as_array().cloned())?
+        })
+        .flatten()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert!(!asked.is_empty());
+    assert!(asked.iter().all(|id| *id > cursor), "{cursor}: {asked:?}");
+    assert_eq!(env.facts(), env.expected());
+}
