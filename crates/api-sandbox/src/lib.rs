@@ -227,6 +227,9 @@ pub struct State {
     pub vk_banners_kept_percent: u64,
     /// Integers and booleans as strings (`"123"`, `"true"`), as the docs' type table shows.
     pub vk_strings: bool,
+    /// Deleted banners (gone from the listing) still have their statistics: whether VK keeps
+    /// the statistics of deleted objects is not documented, so both must load.
+    pub vk_deleted_keep_stats: bool,
     /// Report rows served (the rest dropped: statistics corrected after the fact).
     pub direct_rows_kept_percent: u64,
     /// A report ends cleanly after this many rows, without its summary line (a cut answer).
@@ -278,6 +281,7 @@ impl State {
             vk_plans_error: "ERR_WRONG_CAMPAIGNS".to_owned(),
             vk_banners_kept_percent: 100,
             vk_strings: false,
+            vk_deleted_keep_stats: false,
             direct_rows_kept_percent: 100,
             direct_cut_after_rows: None,
             direct_pending: HashMap::new(),
@@ -731,6 +735,9 @@ impl Sandbox {
                 }
                 if let Some(b) = body.get("vk_strings").and_then(Value::as_bool) {
                     state.vk_strings = b;
+                }
+                if let Some(b) = body.get("vk_deleted_keep_stats").and_then(Value::as_bool) {
+                    state.vk_deleted_keep_stats = b;
                 }
                 if let Some(n) = body.get("direct_rows_kept_percent").and_then(Value::as_u64) {
                     state.direct_rows_kept_percent = n;

@@ -553,7 +553,11 @@ fn statistics(sb: &Sandbox, req: &Req, user: &str, level: &str) -> Resp {
             "ERR_WRONG_BANNERS".to_owned(),
             data.banners
                 .iter()
-                .filter(|b| owns(b.plan_id) && banner_kept(sb.config.seed, b.id, state_kept(sb)))
+                .filter(|b| {
+                    owns(b.plan_id)
+                        && (sb.state().vk_deleted_keep_stats
+                            || banner_kept(sb.config.seed, b.id, state_kept(sb)))
+                })
                 .map(|b| b.id)
                 .collect(),
         ),

@@ -181,7 +181,7 @@ impl VkApi {
         path: &str,
         fields: &str,
     ) -> anyhow::Result<Vec<Value>> {
-        let mut items = Vec::new();
+        let mut items: Vec<Value> = Vec::new();
         let mut offset = 0usize;
         // Bounded: a listing never has more pages than its count says (plus one).
         for _ in 0..100_000 {
@@ -202,7 +202,21 @@ impl VkApi {
                 .ok()
                 .flatten()
                 .unwrap_or(0) as usize;
-            let got = page["items"].as_array().cloned().unwrap_or_default();
+            let Some(got) = page.get("items").and_then(Value::as_array).cloned() else {
+                anyhow::bail!(
+                    "VK Ads answered `{path}` without `items`: {}",
+                    zakaz_core::http::body_excerpt(&page.to_string())
+                );
+            };
+            // A server that ignores `offset` would serve the first page again and again.
+            if offset > 0
+                && let (Some(first), Some(earlier)) = (got.first(), items.first())
+                && first.get("id") == earlier.get("id")
+            {
+                anyhow::bail!(
+                    "VK Ads answered `{path}` at offset {offset} with its first page again: it ignores `offset`"
+                );
+            }
             let served = got.len();
             items.extend(got);
             // By what was served, not what was asked: VK may cap `limit`.

@@ -364,9 +364,18 @@ impl<'a> Loader<'a> {
     }
 
     async fn account(&self, account: &str) -> anyhow::Result<AccountLoad> {
-        let banners = self.banners(account).await?;
+        let mut banners = self.banners(account).await?;
+        let listed: std::collections::BTreeSet<u64> = banners.keys().copied().collect();
+        // Banners with spend in the window that the listing no longer shows (deleted since):
+        // their statistics are asked for too, so real spend is not zeroed; a banner VK no
+        // longer knows at all is rejected below and its rows zeroed.
+        if let Some(ch) = self.ch {
+            for (id, info) in previously_loaded(ch, account, self.window).await? {
+                banners.entry(id).or_insert(info);
+            }
+        }
         let mut load = AccountLoad {
-            banners: banners.len(),
+            banners: listed.len(),
             ..Default::default()
         };
         for info in banners.values() {
@@ -396,6 +405,14 @@ impl<'a> Loader<'a> {
                     }
                 }
             }
+        }
+        // A banner only the stored rows knew, which VK rejects, is gone: no warning, zeroed.
+        let (gone, rejected): (Vec<u64>, Vec<u64>) = std::mem::take(&mut load.rejected_ids)
+            .into_iter()
+            .partition(|id| !listed.contains(id));
+        load.rejected_ids = rejected;
+        if !gone.is_empty() {
+            tracing::info!(account = %label(account), banners = ?gone, "VK Ads no longer knows these deleted banners: their rows of the window are zeroed");
         }
         if let (Some(insert), Some(ch)) = (insert, self.ch) {
             insert.end().await?;
@@ -473,7 +490,20 @@ impl<'a> Loader<'a> {
                 GroupUtm::Auto => Some(auto_utm(group_id, id)),
             };
             let tags = merged(url, group_tags.as_deref());
-            let city = city_of_content(&tags[3]);
+            // `utm_content=<alias>_<dd>_<mm>` names the city; VK's own tags put the banner id
+            // there, so the names are asked next (as Direct's campaign names are).
+            let city = match city_of_content(&tags[3]) {
+                City::None => [
+                    text(&b, "name"),
+                    group_name.clone(),
+                    plans.get(&plan_id).cloned().unwrap_or_default(),
+                ]
+                .iter()
+                .map(|n| zakaz_core::utm::city_in_name(n))
+                .find(|c| *c != City::None)
+                .unwrap_or(City::None),
+                city => city,
+            };
             out.insert(
                 id,
                 BannerInfo {
@@ -520,7 +550,26 @@ impl<'a> Loader<'a> {
                 .get(account, "statistics/banners/day.json", &query)
                 .await
             {
-                Ok(answer) => items.extend(answer["items"].as_array().cloned().unwrap_or_default()),
+                Ok(answer) => {
+                    // An answer without its items, or without an item for every id asked,
+                    // is no proof of zero: loading it would zero the window.
+                    let Some(got) = answer.get("items").and_then(Value::as_array) else {
+                        return Err(anyhow::anyhow!(
+                            "VK Ads answered statistics without `items`: {}",
+                            zakaz_core::http::body_excerpt(&answer.to_string())
+                        ));
+                    };
+                    let ids: std::collections::BTreeSet<u64> = got
+                        .iter()
+                        .filter_map(|i| zakaz_core::loose::uint(&i["id"]).ok().flatten())
+                        .collect();
+                    if let Some(missing) = part.iter().find(|id| !ids.contains(id)) {
+                        anyhow::bail!(
+                            "VK Ads left banner {missing} out of its statistics for {dates}: nothing of this account is written"
+                        );
+                    }
+                    items.extend(got.iter().cloned());
+                }
                 Err(VkError::WrongIds { code }) if part.len() == 1 => {
                     tracing::warn!(account = %label(account), banner_id = part[0], "VK Ads rejects banner {} ({code}): dropped, the rest of its batch is loaded", part[0]);
                     rejected.push(part[0]);
@@ -546,6 +595,64 @@ impl<'a> Loader<'a> {
     }
 }
 
+/// Banners of `account` with anything loaded in `window`, as their newest rows describe them.
+async fn previously_loaded(
+    ch: &Ch,
+    account: &str,
+    window: DateWindow,
+) -> anyhow::Result<Vec<(u64, BannerInfo)>> {
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Stored {
+        banner_id: u64,
+        ad_plan_id: u64,
+        ad_group_id: u64,
+        ad_plan_name: String,
+        ad_group_name: String,
+        banner_name: String,
+        tags: (String, String, String, String, String),
+        city: String,
+    }
+    let sql = format!(
+        "SELECT banner_id, argMax(ad_plan_id, _version), argMax(ad_group_id, _version), \
+                argMax(ad_plan_name, _version), argMax(ad_group_name, _version), argMax(banner_name, _version), \
+                (argMax(utm_source, _version), argMax(utm_medium, _version), argMax(utm_campaign, _version), \
+                 argMax(utm_content, _version), argMax(utm_term, _version)), argMax(city, _version) \
+         FROM fact_vk_ads_daily FINAL WHERE account = {} AND {} AND (shows > 0 OR clicks > 0 OR spent != 0) \
+         GROUP BY banner_id",
+        quote(account),
+        date_range("stat_date", window)
+    );
+    let sql = sql.as_str();
+    let rows: Vec<Stored> = ch
+        .read("banners loaded before", |c| async move {
+            c.query(sql).fetch_all::<Stored>().await
+        })
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let (source, medium, campaign, content, term) = r.tags;
+            let city = if r.city.is_empty() {
+                City::None
+            } else {
+                City::Known(r.city)
+            };
+            (
+                r.banner_id,
+                BannerInfo {
+                    plan_id: r.ad_plan_id,
+                    group_id: r.ad_group_id,
+                    plan_name: r.ad_plan_name,
+                    group_name: r.ad_group_name,
+                    name: r.banner_name,
+                    tags: [source, medium, campaign, content, term],
+                    city,
+                },
+            )
+        })
+        .collect())
+}
+
 /// The fact rows of one statistics item (a banner's days) within `window`.
 fn rows_of(
     account: &str,
@@ -566,8 +673,11 @@ fn rows_of(
     let Some(info) = banners.get(&id) else {
         anyhow::bail!("VK Ads sent statistics for banner {id}, which was not asked for");
     };
+    let Some(rows) = item.get("rows").and_then(Value::as_array) else {
+        anyhow::bail!("VK Ads statistics of banner {id} came without `rows`");
+    };
     let mut out = Vec::new();
-    for row in item["rows"].as_array().into_iter().flatten() {
+    for row in rows {
         let date: NaiveDate = row["date"]
             .as_str()
             .and_then(|d| d.parse().ok())

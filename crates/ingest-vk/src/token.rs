@@ -186,7 +186,8 @@ impl Tokens {
         let url = self.url("token.json");
         let response = self.http.send(|c| c.post(&url).form(&form)).await?;
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let text = zakaz_core::http::text_limited("VK Ads", response, ANSWER_LIMIT).await?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         match status {
             200 => {
                 self.events.lock().unwrap().refreshed += 1;
@@ -194,7 +195,9 @@ impl Tokens {
                 Ok(Some(parse_pair(&body, Some(&pair.refresh_token), now)?))
             }
             401 | 400 if oauth_error(&body) == "invalid_client" => Err(bad_client()),
-            _ => {
+            // Only a refresh token VK says is dead is replaced: a new pair on a passing error
+            // (a 503, a 429) would leave the old one alive and walk towards the 5-token limit.
+            400 | 401 => {
                 tracing::warn!(
                     status,
                     "VK Ads refused to refresh the token ({}): obtaining a new one",
@@ -202,6 +205,10 @@ impl Tokens {
                 );
                 Ok(None)
             }
+            _ => anyhow::bail!(
+                "VK Ads could not refresh the token: HTTP {status}: {}",
+                body_excerpt(&text)
+            ),
         }
     }
 
@@ -222,7 +229,7 @@ impl Tokens {
         for attempt in 0..2 {
             let response = self.http.send(|c| c.post(&url).form(&form)).await?;
             let status = response.status().as_u16();
-            let text = response.text().await.unwrap_or_default();
+            let text = zakaz_core::http::text_limited("VK Ads", response, ANSWER_LIMIT).await?;
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let error = oauth_error(&body);
             match status {
@@ -288,14 +295,22 @@ fn oauth_error(body: &Value) -> &str {
         .unwrap_or_default()
 }
 
+/// VK's answer at the 5-token limit: `{"error": "token_limit_exceeded", ...}` (some answers
+/// carry the code as `code`).
 fn is_token_limit(body: &Value) -> bool {
-    let text = body.to_string().to_ascii_lowercase();
-    text.contains("limit")
+    oauth_error(body) == "token_limit_exceeded"
 }
+
+/// A token answer is a few hundred bytes.
+const ANSWER_LIMIT: usize = 64 * 1024;
 
 /// `expires_in` is a string or a number.
 /// The longest token lifetime believed (VK's are one day).
 const MAX_LIFETIME_SECS: i64 = 30 * 86_400;
+/// The shortest: a token is refreshed [`REFRESH_AHEAD_SECS`] before it ends, so a lifetime
+/// shorter than that would refresh (and kill the last access token) on every call; one that
+/// really ends sooner is refreshed on its `expired_token`.
+const MIN_LIFETIME_SECS: i64 = 2 * REFRESH_AHEAD_SECS;
 
 fn parse_pair(body: &Value, old_refresh: Option<&str>, now: i64) -> anyhow::Result<Pair> {
     let access = body
@@ -315,7 +330,7 @@ fn parse_pair(body: &Value, old_refresh: Option<&str>, now: i64) -> anyhow::Resu
     .unwrap_or(86_400)
     // VK's tokens live a day; an absurd lifetime (`i64::MAX` was seen from a proxy) is held
     // to a month so the arithmetic stays sound and the token is refreshed anyway.
-    .clamp(0, MAX_LIFETIME_SECS);
+    .clamp(MIN_LIFETIME_SECS, MAX_LIFETIME_SECS);
     Ok(Pair {
         access_token: access.to_owned(),
         refresh_token: refresh.to_owned(),
@@ -347,7 +362,7 @@ mod tests {
             100,
         )
         .unwrap();
-        assert_eq!(negative.expires_at, 100);
+        assert_eq!(negative.expires_at, 100 + MIN_LIFETIME_SECS);
     }
 
     #[test]
@@ -365,6 +380,10 @@ mod tests {
             0,
         )
         .unwrap();
-        assert_eq!((b.expires_at, b.refresh_token.as_str()), (60, "old"));
+        // A lifetime shorter than the refresh margin is held at twice the margin.
+        assert_eq!(
+            (b.expires_at, b.refresh_token.as_str()),
+            (MIN_LIFETIME_SECS, "old")
+        );
     }
 }

@@ -110,3 +110,42 @@ fn integers_and_booleans_as_strings_load_the_same_numbers_and_tags() {
     strings.run_ok(&[]);
     assert_eq!(strings.query(table), as_numbers);
 }
+
+#[test]
+fn deleted_banners_whose_statistics_vk_keeps_keep_their_spend() {
+    let env = Env::new();
+    env.run_ok(&[]);
+    let first = env.loaded(None);
+    // Half the banners are deleted this morning; VK still has their statistics.
+    env.shape(json!({"vk_banners_kept_percent": 50, "vk_deleted_keep_stats": true}));
+    let out = env.run_ok(&[]);
+    assert_eq!(env.loaded(None), first, "yesterday's spend stays");
+    let run = env.query(
+        "SELECT visitParamExtractUInt(metrics, 'warnings'), visitParamExtractUInt(metrics, 'banners') \
+         FROM {db}.meta_job_runs WHERE job = 'vk_ads' ORDER BY started_at DESC, run_id LIMIT 1",
+    );
+    assert!(
+        run.starts_with("0\t"),
+        "no warning for a deleted banner: {run} {}",
+        crate::stderr(&out)
+    );
+}
+
+#[test]
+fn an_answer_without_its_items_writes_nothing_and_fails() {
+    let env = Env::new();
+    env.run_ok(&[]);
+    let first = env.loaded(None);
+    env.control(
+        "/faults",
+        json!({"route": "/vk/api/v2/statistics/banners/day.json", "status": 200, "body": {"ok": true}}),
+    );
+    let out = env.run(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", crate::stderr(&out));
+    assert!(
+        crate::stderr(&out).contains("without `items`"),
+        "{}",
+        crate::stderr(&out)
+    );
+    assert_eq!(env.loaded(None), first, "nothing zeroed");
+}
