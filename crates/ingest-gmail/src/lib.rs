@@ -248,6 +248,9 @@ fn ends_run(e: &anyhow::Error) -> bool {
         c.is::<ConfigError>()
             || c.is::<UnavailableError>()
             || c.is::<GiveUp>()
+            // Gmail's own trouble (5xx after the retries) is no fault of the mail: counting it
+            // would, after a long outage, tell the operator to label good reports by hand.
+            || c.downcast_ref::<ApiError>().is_some_and(|a| a.status >= 500)
             || matches!(
                 c.downcast_ref::<HttpError>(),
                 Some(
@@ -281,14 +284,15 @@ pub fn search_query(args: &GmailArgs, window: Option<DateWindow>, now: i64) -> S
     };
     match window {
         // Gmail writes a label's spaces as hyphens in a search.
+        // The configured query in parentheses: its `OR`s stay its own.
         None => format!(
-            "{} -label:{} after:{}",
+            "({}) -label:{} after:{}",
             args.gmail_query,
             args.gmail_processed_label.trim().replace(' ', "-"),
             now - i64::from(args.gmail_lookback_days) * 86_400 - 1
         ),
         Some(w) => format!(
-            "{} after:{} before:{}",
+            "({}) after:{} before:{}",
             args.gmail_query,
             midnight(w.from) - 1,
             midnight(w.to + chrono::Days::new(1))

@@ -71,6 +71,16 @@ pub fn check(query: &str) -> Result<(), String> {
             "a `{c}` is never closed (the rest of the search would be inside it)"
         ));
     }
+    // A query that starts or ends with `OR`/`AND` would take the loader's own terms
+    // (`-label:… after:…`) as its other operand.
+    let terms: Vec<&String> = words.iter().filter(|w| !w.is_empty()).collect();
+    for end in [terms.first(), terms.last()].into_iter().flatten() {
+        if matches!(end.as_str(), "OR" | "AND" | "AROUND") {
+            return fail(format!(
+                "the query starts or ends with `{end}`, which would join it to the loader's own terms"
+            ));
+        }
+    }
     for word in &words {
         let bare = word.trim_start_matches(['-', '+']);
         let Some((key, _)) = bare.split_once(':') else {
@@ -98,6 +108,15 @@ pub fn check(query: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dangling_or_is_refused() {
+        for q in ["subject:x OR", "OR subject:x", "subject:x AND ", "a AROUND"] {
+            let err = check(q).unwrap_err();
+            assert!(err.contains("starts or ends with"), "{q}: {err}");
+        }
+        assert!(check("subject:x OR subject:y").is_ok());
+    }
 
     #[test]
     fn documented_operators_and_syntax_pass() {

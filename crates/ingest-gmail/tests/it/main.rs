@@ -658,3 +658,29 @@ fn an_unknown_search_operator_or_no_trusted_sender_exits_78_before_any_request()
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn a_gmail_outage_fails_the_run_and_blames_no_mail() {
+    let env = Env::new();
+    // Gmail answers 503 on every message (after the client's own retries).
+    env.control(
+        "/faults",
+        json!({"route": "/gmail/gmail/v1/users/me/messages/*", "status": 503}),
+    );
+    let out = env.run(&[], &[("HTTP_MAX_ATTEMPTS", "1")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        env.query("SELECT count() FROM {db}.stg_mail_failures"),
+        "0\n",
+        "no mail is counted as failing for Gmail's trouble"
+    );
+    assert_eq!(env.query("SELECT count() FROM {db}.stg_mail_sales"), "0\n");
+}
+
+#[test]
+fn a_query_ending_in_or_is_refused_before_any_request() {
+    let env = Env::new();
+    let out = env.run(&[], &[("GMAIL_QUERY", "subject:\"Отчёт о продажах\" OR")]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("GMAIL_QUERY"), "{}", stderr(&out));
+}
