@@ -516,7 +516,13 @@ async fn send_telegram(
             Err(e) => return Err(e.into()),
         };
         let status = response.status().as_u16();
-        let text = match response.text().await {
+        let text = match zakaz_core::http::text_limited(
+            "Telegram",
+            response,
+            zakaz_core::http::MAX_ERROR_BYTES,
+        )
+        .await
+        {
             Ok(text) => text,
             Err(e) => return Ok(Sent::Unconfirmed(format!("the answer was cut off: {e}"))),
         };
@@ -546,6 +552,18 @@ async fn send_telegram(
                 return Err(config_error(format!(
                     "Telegram rejected the bot token (HTTP 401 {}): check `TELEGRAM_BOT_TOKEN`",
                     answer["description"].as_str().unwrap_or("Unauthorized")
+                )));
+            }
+            // The chat does not exist, or the bot is not (or no longer) in it: the setting.
+            400 | 403
+                if status == 403
+                    || answer["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("chat not found")) =>
+            {
+                return Err(config_error(format!(
+                    "Telegram cannot deliver to the chat (HTTP {status} {}): check `TELEGRAM_CHAT_ID` and that the bot is a member",
+                    body_excerpt(answer["description"].as_str().unwrap_or_default())
                 )));
             }
             _ => anyhow::bail!("Telegram answered HTTP {status}: {}", body_excerpt(&text)),

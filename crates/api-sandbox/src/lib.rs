@@ -848,16 +848,16 @@ fn echo_credentials(mut resp: Resp, req: &Req) -> Resp {
     resp
 }
 
-/// The Telegram bot token lives in the path (`/telegram/bot<token>/sendMessage`): the log
-/// shows `bot***` instead.
+/// The Telegram bot token lives in the path (`…/bot<token>/sendMessage`), wherever a client
+/// was pointed: the log shows `bot***` for any segment that could be one.
 fn mask_path(path: &str) -> String {
-    match path.strip_prefix("/telegram/bot") {
-        Some(rest) => match rest.split_once('/') {
-            Some((_, method)) => format!("/telegram/bot***/{method}"),
-            None => "/telegram/bot***".to_owned(),
-        },
-        None => path.to_owned(),
-    }
+    path.split('/')
+        .map(|segment| match segment.strip_prefix("bot") {
+            Some(rest) if !rest.is_empty() => "bot***",
+            _ => segment,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Secrets in headers are masked in the request log; everything else stays as sent so that

@@ -429,6 +429,17 @@ fn parse_dsn(
         zakaz_core::secret::register(&decoded);
         decoded
     });
+    // The same rule as every secret setting: a short password guards nothing and would be
+    // scrubbed from every log line (a password `2026` turns dates into `***-12-06`).
+    if let Some(p) = &password
+        && !p.is_empty()
+        && p.chars().count() < zakaz_core::secret::MIN_SECRET_LEN
+    {
+        return Err(config_error(format!(
+            "{what}: the password must be at least {} characters long",
+            zakaz_core::secret::MIN_SECRET_LEN
+        )));
+    }
     let host = url
         .host_str()
         .ok_or_else(|| config_error(format!("{what}: the DSN names no host")))?;

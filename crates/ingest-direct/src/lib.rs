@@ -160,7 +160,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .timeout()
         .unwrap_or(Duration::from_secs(600));
     let deadline = Instant::now() + timeout.saturating_sub(Duration::from_secs(20));
-    let http = HttpClient::new("Yandex Direct", &cli.base.http)?.with_deadline(deadline);
+    // 502 means "the report is too large": it is split, not sent again as it is.
+    let http = HttpClient::new("Yandex Direct", &cli.base.http)?
+        .with_deadline(deadline)
+        .without_retry_on(&[502]);
     let logins = cli.direct.logins();
     let loader = |ch| Loader {
         http: &http,
@@ -399,12 +402,27 @@ impl Loader<'_> {
                 }
                 502 => return Ok(Answer::TooLarge),
                 _ => {
-                    let text = response.text().await.unwrap_or_default();
+                    let text = zakaz_core::http::text_limited(
+                        "Yandex Direct",
+                        response,
+                        zakaz_core::http::MAX_ERROR_BYTES,
+                    )
+                    .await
+                    .unwrap_or_default();
                     let error = ApiError::parse(&text);
                     match error.code {
                         Some(53) => {
                             return Err(ConfigError(format!(
                                 "Yandex Direct rejected the token ({}): check `DIRECT_TOKEN`",
+                                error.describe(&text)
+                            ))
+                            .into());
+                        }
+                        // No rights to this login (a typo, or an advertiser the agency lost):
+                        // a setting to fix, not a report to retry.
+                        Some(54) if !login.is_empty() => {
+                            return Err(ConfigError(format!(
+                                "Yandex Direct refuses the login `{login}` ({}): check `DIRECT_LOGINS`",
                                 error.describe(&text)
                             ))
                             .into());
@@ -434,7 +452,9 @@ impl Loader<'_> {
     }
 
     /// Parse the TSV as it arrives; rows go straight into one insert, committed at the end
-    /// (a failure mid-way aborts it: nothing of the piece is written).
+    /// (a failure mid-way aborts it: nothing of a piece under ClickHouse's block size — about a
+    /// million rows — is written; a longer piece may keep its first blocks, which the next
+    /// run's rows and zero rows replace).
     async fn stream(
         &self,
         login: &str,

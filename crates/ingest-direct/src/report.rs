@@ -20,6 +20,9 @@ pub const FIELDS: &[&str] = &[
     "Conversions",
 ];
 
+/// The longest report line read.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
 /// One data line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportRow {
@@ -90,6 +93,13 @@ impl Parser {
             rest = &chunk[start..];
         }
         self.pending.extend_from_slice(rest);
+        // A report line is a few hundred bytes; a stream without newlines is no report.
+        anyhow::ensure!(
+            self.pending.len() <= MAX_LINE_BYTES,
+            "report line {} is longer than {} KiB: the answer is not a TSV report",
+            self.line_no + 1,
+            MAX_LINE_BYTES / 1024
+        );
         Ok(())
     }
 

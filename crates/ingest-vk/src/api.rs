@@ -111,7 +111,7 @@ impl VkApi {
             let text = zakaz_core::http::text_limited(
                 "VK Ads",
                 response,
-                zakaz_core::http::MAX_JSON_ANSWER_BYTES,
+                zakaz_core::http::MAX_VK_ANSWER_BYTES,
             )
             .await?;
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

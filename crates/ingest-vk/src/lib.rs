@@ -385,7 +385,9 @@ impl<'a> Loader<'a> {
         }
         let ids: Vec<u64> = banners.keys().copied().collect();
         // Rows stream into one insert per account, committed once every batch is in: memory
-        // stays bounded on long windows, and a failure mid-way writes nothing.
+        // stays bounded on long windows, and a failure mid-way writes nothing below ClickHouse's
+        // block size (~a million rows; beyond, the first blocks stay until a re-run replaces
+        // them).
         let mut insert = match self.ch {
             None => None,
             Some(ch) => Some(ch.stream_insert::<FactRow>("fact_vk_ads_daily").await?),

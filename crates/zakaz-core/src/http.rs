@@ -110,6 +110,9 @@ pub struct HttpClient {
     budget: u32,
     /// When the run must be done: no request outlasts it and no back-off sleeps past it.
     deadline: Option<Instant>,
+    /// Statuses that mean something to the caller and are returned at once, never retried
+    /// (Direct's 502: the report is too large, split it).
+    final_statuses: Vec<u16>,
 }
 
 impl HttpClient {
@@ -133,7 +136,14 @@ impl HttpClient {
             used: Arc::new(AtomicU32::new(0)),
             budget: args.http_request_budget,
             deadline: None,
+            final_statuses: Vec::new(),
         })
+    }
+
+    /// Return these statuses at once instead of retrying them.
+    pub fn without_retry_on(mut self, statuses: &[u16]) -> Self {
+        self.final_statuses = statuses.to_vec();
+        self
     }
 
     /// Bound every request and every wait between retries by `deadline`.
@@ -219,7 +229,10 @@ impl HttpClient {
                             location,
                         });
                     }
-                    if !is_retryable(status) || last {
+                    if !is_retryable(status)
+                        || last
+                        || self.final_statuses.contains(&status.as_u16())
+                    {
                         return Ok(response);
                     }
                     let delay = retry_after(&response)
@@ -290,7 +303,9 @@ impl HttpClient {
     pub async fn status_error(&self, response: Response) -> HttpError {
         let status = response.status().as_u16();
         let target = safe_target(response.url());
-        let body = response.text().await.unwrap_or_default();
+        let body = text_limited(self.service, response, MAX_ERROR_BYTES)
+            .await
+            .unwrap_or_default();
         HttpError::Status {
             service: self.service,
             target,
@@ -300,18 +315,36 @@ impl HttpClient {
     }
 }
 
-/// The largest answer a JSON API call is read into memory for: a page of any API here is
-/// well under a megabyte; a service (or something pretending to be one) that sends more is
-/// refused, never allowed to exhaust the run's memory.
-pub const MAX_JSON_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// The largest answer a JSON API page is read into memory for. A JSON tree takes up to ~25
+/// times its text (an array of small numbers), so this bounds one page to ~100 MB even when
+/// hostile, within the units' `MemoryMax=`; real pages are far smaller (a QTickets page of
+/// 50 orders ~150 KB, a VK statistics page of 200 banners × 31 days ~2.5 MB).
+pub const MAX_JSON_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+/// VK's statistics pages are the largest the loaders read.
+pub const MAX_VK_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// An error answer is read only for its first few hundred characters.
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// The body of `response` as text, at most `limit` bytes (read as it arrives; an answer that
 /// declares or sends more is an error naming the service and the limit).
 pub async fn text_limited(
     service: &str,
-    mut response: Response,
+    response: Response,
     limit: usize,
 ) -> anyhow::Result<String> {
+    let body = bytes_limited(service, response, limit).await?;
+    Ok(match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// [`text_limited`]'s bytes, as they came (a parser that reads bytes needs no copy).
+pub async fn bytes_limited(
+    service: &str,
+    mut response: Response,
+    limit: usize,
+) -> anyhow::Result<Vec<u8>> {
     let target = safe_target(response.url());
     let too_big = || {
         anyhow::anyhow!(
@@ -322,7 +355,7 @@ pub async fn text_limited(
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_big());
     }
-    let mut body = Vec::new();
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
     while let Some(chunk) = response.chunk().await.map_err(|e| {
         anyhow::anyhow!(
             "{service}: reading the answer of {target} failed: {}",
@@ -334,7 +367,7 @@ pub async fn text_limited(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    Ok(body)
 }
 
 /// A base URL setting: `http` or `https` with a host, checked at start so that a typo is one

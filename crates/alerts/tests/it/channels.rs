@@ -219,3 +219,29 @@ async fn alerts_are_in_russian_unless_told_otherwise() {
         "{titles}"
     );
 }
+
+#[tokio::test]
+async fn a_chat_telegram_cannot_deliver_to_exits_78_naming_the_setting() {
+    for (status, what) in [(400, "chat not found"), (403, "bot was blocked")] {
+        let env = Env::new().await;
+        env.seed_healthy().await;
+        env.seed_run("qtickets", "error", 300, -100, "boom").await;
+        zakaz_core::testing::sandbox_control(
+            &env.sandbox.base_url,
+            "/faults",
+            &json!({"route": "/telegram/*", "status": status}),
+        );
+        let out = env.run(&[], &[]);
+        assert_eq!(out.status.code(), Some(78), "{what}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("`TELEGRAM_CHAT_ID`"),
+            "{what}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            env.smtp.messages().len(),
+            1,
+            "{what}: e-mail still goes out"
+        );
+    }
+}

@@ -156,3 +156,23 @@ fn a_refused_login_exits_78_and_an_unreachable_server_69_naming_the_shard_quickl
     assert!(r.took < Duration::from_secs(8), "took {:?}", r.took);
     drop(silent);
 }
+
+#[test]
+fn a_dsn_password_shorter_than_eight_characters_is_refused() {
+    let stand = stand(1);
+    let dsn = stand
+        .shard_dsns()
+        .replacen("mysql://root@", "mysql://root:2026@", 1);
+    let run = run_with(&stand, "PPC_SHARD_DSNS", &dsn, &["status"]);
+    assert_eq!(run.code, 78, "{}", run.err);
+    assert!(
+        run.err.contains("PPC_SHARD_DSNS") && run.err.contains("at least 8 characters"),
+        "{}",
+        run.err
+    );
+    assert!(
+        !run.err.contains("2026"),
+        "the password is never shown: {}",
+        run.err
+    );
+}
