@@ -279,6 +279,13 @@ impl Gmail {
             if status == 401 {
                 anyhow::bail!("Gmail refused a fresh access token for {path}");
             }
+            // A refresh token consented with too narrow a scope (read-only): every run would
+            // fail on its first label; only a new consent fixes it.
+            if status == 403 && reason == "insufficientPermissions" {
+                return Err(zakaz_core::error::config_error(format!(
+                    "Gmail refuses {method} {path} for want of permission (insufficientPermissions): `GMAIL_REFRESH_TOKEN` needs the scope `https://www.googleapis.com/auth/gmail.modify`; authorise again"
+                )));
+            }
             return Err(ApiError {
                 status,
                 reason: reason.to_owned(),

@@ -684,3 +684,21 @@ fn a_query_ending_in_or_is_refused_before_any_request() {
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     assert!(stderr(&out).contains("GMAIL_QUERY"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_refresh_token_without_the_modify_scope_exits_78_naming_it() {
+    let env = Env::new();
+    env.control(
+        "/faults",
+        json!({"route": "/gmail/gmail/v1/users/me/labels", "status": 403,
+               "body": {"error": {"code": 403, "message": "Request had insufficient authentication scopes.",
+                                  "errors": [{"domain": "global", "reason": "insufficientPermissions"}]}}}),
+    );
+    let out = env.run(&[], &[]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`GMAIL_REFRESH_TOKEN` needs the scope"),
+        "{}",
+        stderr(&out)
+    );
+}
