@@ -145,6 +145,21 @@ mod tests {
     }
 
     #[test]
+    fn fields_allow_exactly_their_values() {
+        assert_eq!(field("*", 3), Some(vec![0, 1, 2]));
+        assert_eq!(field("0/20", 60), Some(vec![0, 20, 40]));
+        assert_eq!(field("*/30", 60), Some(vec![0, 30]));
+        assert_eq!(field("0/0", 60), None, "a step of 0");
+        assert_eq!(field("1..3", 24), Some(vec![1, 2, 3]));
+        assert_eq!(field("23..23", 24), Some(vec![23]));
+        assert_eq!(field("3..1", 24), None);
+        assert_eq!(field("1..24", 24), None);
+        assert_eq!(field("1..30", 24), None);
+        assert_eq!(field("5,1,5", 24), Some(vec![1, 5]));
+        assert_eq!(field("24", 24), None);
+    }
+
+    #[test]
     fn unsupported_forms_are_none() {
         assert_eq!(Calendar::parse("Mon *-*-* 00:00:00"), None);
         assert_eq!(Calendar::parse("*:61"), None);

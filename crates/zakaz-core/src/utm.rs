@@ -147,6 +147,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_url_without_a_query_has_no_pairs_and_cities_name_themselves() {
+        assert!(query_pairs("https://tickets.example.ru/event/5").is_empty());
+        assert_eq!(
+            query_pairs("utm_source=vk&utm_medium=cpc"),
+            [
+                ("utm_source".into(), "vk".into()),
+                ("utm_medium".into(), "cpc".into())
+            ]
+        );
+        assert_eq!(City::Known("Москва".into()).name(), "Москва");
+        assert_eq!(City::Unknown("tula".into()).name(), "tula");
+        assert_eq!(City::None.name(), "");
+    }
+
+    #[test]
     fn banner_tags_win_over_the_group() {
         let t = merged(
             "https://x.ru/e/1?utm_content=msk_05_12&utm_campaign=own",
