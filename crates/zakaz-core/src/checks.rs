@@ -467,6 +467,116 @@ mod tests {
     }
 
     #[test]
+    fn the_tolerance_is_a_number_of_at_least_one() {
+        assert_eq!(parse_tolerance("1.5"), Ok(1.5));
+        assert_eq!(parse_tolerance("1"), Ok(1.0));
+        for bad in ["0.99", "-2", "inf", "NaN", "x", ""] {
+            assert!(parse_tolerance(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_read_in_the_largest_fitting_unit() {
+        for (secs, en, ru) in [
+            (0, "0 s", "0 с"),
+            (119, "119 s", "119 с"),
+            (120, "2 min", "2 мин"),
+            (7_199, "119 min", "119 мин"),
+            (7_200, "2 h", "2 ч"),
+            (172_799, "47 h", "47 ч"),
+            (172_800, "2 days", "2 дн."),
+        ] {
+            assert_eq!((human(secs), human_ru(secs)), (en.to_owned(), ru.to_owned()), "{secs}");
+        }
+    }
+
+    #[test]
+    fn the_oldest_evidence_is_the_earliest_run_seen() {
+        let mut states: HashMap<String, JobState> = HashMap::new();
+        assert_eq!(oldest_evidence(&states), None);
+        for (job, first) in [("a", 0), ("b", 500), ("c", 300)] {
+            states.insert(
+                job.into(),
+                JobState {
+                    first_seen_at: first,
+                    ..Default::default()
+                },
+            );
+        }
+        assert_eq!(oldest_evidence(&states), Some(300), "0 means never seen");
+    }
+
+    #[test]
+    fn each_condition_fires_on_its_own_evidence_and_names_the_job() {
+        let job = crate::jobs::get("qtickets");
+        let now = 10_000_000;
+        let window = missed_after(job, 1.5).unwrap().as_secs() as u32;
+        let base = JobState {
+            job: "qtickets".into(),
+            last_status: "ok".into(),
+            last_ok_at: now - 60,
+            first_seen_at: 1,
+            ..Default::default()
+        };
+        let kinds = |s: &JobState, enabled: bool| -> Vec<&'static str> {
+            job_conditions(job, s, enabled, now, 1.5, Some(1))
+                .iter()
+                .map(|c| c.alert_type)
+                .collect()
+        };
+        assert!(kinds(&base, true).is_empty());
+        // An error since the last check, though the last run is ok again.
+        let errored = JobState { errors_since: 1, ..base.clone() };
+        assert_eq!(kinds(&errored, true), ["failed_run"]);
+        let c = &job_conditions(job, &errored, true, now, 1.5, Some(1))[0];
+        assert_eq!(c.fingerprint, failed_fingerprint("qtickets"));
+        assert_eq!(failed_fingerprint("qtickets"), "failed_run:qtickets");
+        // The last run failed, no count.
+        let last_error = JobState { last_status: "error".into(), ..base.clone() };
+        assert_eq!(kinds(&last_error, true), ["failed_run"]);
+        // Killed: counted, or the last one.
+        let killed = JobState { unfinished_since: 2, ..base.clone() };
+        assert_eq!(kinds(&killed, true), ["killed_run"]);
+        let last_killed = JobState { last_status: "unfinished".into(), ..base.clone() };
+        assert_eq!(kinds(&last_killed, true), ["killed_run"]);
+        // Warnings only on an ok run.
+        let warned = JobState { last_warnings: 3, ..base.clone() };
+        assert_eq!(kinds(&warned, true), ["run_warning"]);
+        let warned_error = JobState { last_warnings: 3, last_status: "error".into(), ..base.clone() };
+        assert_eq!(kinds(&warned_error, true), ["failed_run"]);
+        // Missed: exactly past the window, and only when enabled.
+        let at_window = JobState { last_ok_at: now - window, ..base.clone() };
+        assert!(kinds(&at_window, true).is_empty(), "at the window itself");
+        let past = JobState { last_ok_at: now - window - 1, ..base.clone() };
+        assert_eq!(kinds(&past, true), ["missed_run"]);
+        assert!(kinds(&past, false).is_empty(), "a disabled job is not missed");
+        // Never succeeded: missed once the journal is older than the window.
+        let never = JobState { last_ok_at: 0, ..base.clone() };
+        let young = job_conditions(job, &never, true, now, 1.5, Some(now - window));
+        assert!(young.is_empty(), "{young:?}");
+        let old = job_conditions(job, &never, true, now, 1.5, Some(now - window - 1));
+        assert_eq!(old.len(), 1);
+        assert!(old[0].message.contains("no successful run recorded"), "{}", old[0].message);
+    }
+
+    #[test]
+    fn a_source_exactly_at_its_threshold_is_fresh() {
+        let today = NaiveDate::from_ymd_opt(2026, 6, 10).unwrap();
+        let row = FreshnessRow {
+            source: "vk_ads".into(),
+            latest_date: "2026-06-08".into(),
+            total_rows: 1,
+        };
+        assert_eq!(row.days_behind(today), Some(2));
+        let empty = FreshnessRow { total_rows: 0, ..row.clone() };
+        assert_eq!(empty.days_behind(today), None, "no rows: never loaded");
+        let only_vk = |j: &Job| j.name == "vk_ads";
+        assert!(stale_conditions(std::slice::from_ref(&row), &only_vk, today).is_empty());
+        let older = FreshnessRow { latest_date: "2026-06-07".into(), ..row };
+        assert_eq!(stale_conditions(&[older], &only_vk, today).len(), 1);
+    }
+
+    #[test]
     fn healthy_jobs_raise_nothing() {
         let now = 1_000_000;
         let states: HashMap<_, _> = ["qtickets", "vk_ads", "direct", "gmail_ingest"]

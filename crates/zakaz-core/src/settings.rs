@@ -166,3 +166,92 @@ pub fn render_markdown(commands: &[clap::Command]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Arg, Command};
+
+    fn demo(name: &'static str) -> Command {
+        Command::new(name)
+            .subcommand(
+                Command::new("run").arg(
+                    Arg::new("demo_token")
+                        .long("demo-token")
+                        .env("DEMO_TOKEN")
+                        .hide_env_values(true)
+                        .required(true)
+                        .help("A token | with a pipe"),
+                ),
+            )
+            .arg(
+                Arg::new("demo_days")
+                    .long("demo-days")
+                    .env("DEMO_DAYS")
+                    .default_value("3")
+                    .help("Days, in a help text long enough to wrap: it goes on and on about days and weeks and months so that it needs two lines of a comment"),
+            )
+            .arg(Arg::new("no_env").long("no-env"))
+    }
+
+    #[test]
+    fn settings_are_collected_by_variable_across_binaries_and_subcommands() {
+        let all = collect(&[demo("one"), demo("two")]);
+        assert_eq!(all.len(), 2, "{all:?}");
+        let days = &all[0];
+        assert_eq!(
+            (days.env.as_str(), days.flag.as_str(), days.default.as_deref(), days.secret),
+            ("DEMO_DAYS", "--demo-days", Some("3"), false)
+        );
+        assert_eq!(days.binaries, ["one", "two"]);
+        let token = &all[1];
+        assert_eq!((token.env.as_str(), token.secret), ("DEMO_TOKEN", true));
+        assert_eq!(token.default, None);
+    }
+
+    #[test]
+    fn names_that_look_secret() {
+        for env in ["QTICKETS_TOKEN", "VK_ADS_CLIENT_SECRET", "SMTP_PASSWORD", "API_KEY", "PPC_SHARD_DSNS", "QTICKETS_CLIENT_HASH_SALT", "GOOGLE_CREDENTIALS"] {
+            assert!(looks_secret(env), "{env}");
+        }
+        for env in ["GOOGLE_TOKEN_URL", "HTTP_TIMEOUT_SECS", "CLICKHOUSE_DB"] {
+            assert!(!looks_secret(env), "{env}");
+        }
+    }
+
+    #[test]
+    fn the_reference_page_hides_secret_defaults_and_escapes_pipes() {
+        let page = render_markdown(&[demo("one")]);
+        assert!(page.starts_with("# Configuration reference\n"));
+        assert!(page.contains("| `DEMO_DAYS` | `--demo-days` | `3` | one | Days, in a help"), "{page}");
+        assert!(page.contains("| `DEMO_TOKEN` | `--demo-token` | (secret) | one | A token \\| with a pipe |"), "{page}");
+    }
+
+    #[test]
+    fn an_env_example_lists_every_setting_commented_with_its_marks() {
+        let job = crate::jobs::get("qtickets");
+        let text = render_env_example(job, &demo("ingest-qtickets").subcommand(Command::new("x")));
+        assert!(text.starts_with("# qtickets: "), "{text}");
+        assert!(text.contains("qtickets.service (started by qtickets.timer)"), "{text}");
+        assert!(text.contains("\n#DEMO_DAYS=3\n"), "{text}");
+        assert!(text.contains("\n#DEMO_TOKEN=\n"), "{text}");
+        assert!(text.contains("# Secret: only in this file, never on a command line.\n#DEMO_TOKEN="), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= 90), "wrapped: {text}");
+        for job in ["healthcheck", "camp_queue"] {
+            let text = render_env_example(crate::jobs::get(job), &demo(job));
+            let unit = if job == "healthcheck" {
+                "healthcheck.service"
+            } else {
+                "camp_queue@<shard>-<par-id>.service"
+            };
+            assert!(text.contains(unit), "{job}: {text}");
+        }
+    }
+
+    #[test]
+    fn wrapping_keeps_words_whole() {
+        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
+        assert_eq!(wrap("", 10), [""]);
+        assert_eq!(wrap("abcdefghij", 3), ["abcdefghij"]);
+    }
+}

@@ -1,5 +1,6 @@
 //! Integration tests of the shared library against the real local ClickHouse.
 
 mod calendar;
+mod checks;
 mod journal;
 mod schema;
