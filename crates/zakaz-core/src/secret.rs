@@ -110,6 +110,21 @@ mod tests {
         assert!("1234567".parse::<Secret>().is_err());
         assert_eq!("12345678".parse::<Secret>().unwrap().expose(), "12345678");
         assert!("".parse::<Secret>().unwrap().is_empty(), "empty is unset");
+        assert!(!"12345678".parse::<Secret>().unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_registered_secret_is_scrubbed_and_the_longest_first() {
+        register("first-registered-secret");
+        register("second-registered-secret");
+        register("second-registered-secret");
+        register("second-registered-secret-longer");
+        assert_eq!(
+            redact(
+                "a first-registered-secret b second-registered-secret c second-registered-secret-longer"
+            ),
+            "a *** b *** c ***"
+        );
     }
 
     #[test]
