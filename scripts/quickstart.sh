@@ -5,6 +5,12 @@
 # api-sandbox and write to the database `zakaz_sandbox`, never to `zakaz`. Every job runs
 # once (one line each), the healthcheck keeps serving, and a summary follows. Run it again:
 # the same result. `--stop` stops what it started.
+#
+# `--cluster`: the same on a replicated ClickHouse cluster (scripts/clickhouse-cluster.sh:
+# ZooKeeper and two replicas of one shard on this machine, started here when they are not
+# running): the schema is created `ON CLUSTER` with Replicated tables, the jobs write through
+# replica 1 (replica 2 when 1 is down) and take their leases in ZooKeeper, and the summary
+# shows every table's rows on both replicas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -28,12 +34,24 @@ stop() {
         bash scripts/mariadb-shards.sh stop
         rm -f "$state/mariadb-shards.started"
     fi
+    # The ClickHouse cluster's parts this script started (`--cluster`).
+    if [ -f "$state/clickhouse-cluster.started" ]; then
+        # shellcheck disable=SC2046 # a list of parts
+        bash scripts/clickhouse-cluster.sh stop $(cat "$state/clickhouse-cluster.started")
+        rm -f "$state/clickhouse-cluster.started"
+    fi
 }
 
-if [ "${1:-}" = "--stop" ]; then
+cluster=
+case "${1:-}" in
+--stop)
     stop
     exit 0
-fi
+    ;;
+--cluster) cluster=1 ;;
+"") ;;
+*) echo "usage: $0 [--cluster|--stop]" >&2; exit 64 ;;
+esac
 if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null || { echo "quickstart: run it as root (installs need it)" >&2; exit 1; }
     exec sudo --preserve-env bash "$0" "$@"
@@ -48,7 +66,19 @@ if ! mariadb-admin --no-defaults -h127.0.0.1 -P3316 -uroot ping >/dev/null 2>&1;
 fi
 bash scripts/mariadb-shards.sh start >/dev/null
 
+if [ -n "$cluster" ]; then
+    echo "==> the replicated ClickHouse cluster (scripts/clickhouse-cluster.sh)"
+    down=$(bash scripts/clickhouse-cluster.sh down)
+    if [ -n "$down" ]; then
+        # Remember what this script starts (added to what an earlier round started).
+        echo "$down $(cat "$state/clickhouse-cluster.started" 2>/dev/null || true)" |
+            tr ' ' '\n' | grep . | sort -u | tr '\n' ' ' >"$state/clickhouse-cluster.started"
+    fi
+    bash scripts/clickhouse-cluster.sh start | sed 's/^/    /'
+    eval "export $(bash scripts/clickhouse-cluster.sh env | tr '\n' ' ')"
+fi
 CH=${CLICKHOUSE_URL:-http://127.0.0.1:8123}
+CH=${CH%%,*} # the summary reads replica 1 (the first URL)
 export LOG_LEVEL=${LOG_LEVEL:-warn}
 if [ -z "${QTICKETS_TOKEN:-}" ] || [ -z "${TELEGRAM_BOT_TOKEN:-}" ] \
     || [ -z "${VK_ADS_CLIENT_ID:-}" ] || [ -z "${DIRECT_TOKEN:-}" ] \
@@ -162,6 +192,26 @@ q "SELECT * FROM (
      UNION ALL SELECT 'fact_vk_ads_daily', count() FROM $DB.fact_vk_ads_daily FINAL
      UNION ALL SELECT 'fact_direct_daily', count() FROM $DB.fact_direct_daily FINAL
      UNION ALL SELECT 'stg_mail_sales', count() FROM $DB.stg_mail_sales FINAL) ORDER BY table"
+if [ -n "$cluster" ]; then
+    echo "==> rows per table on each replica ($DB, cluster $CLICKHOUSE_CLUSTER)"
+    IFS=, read -r -a replicas <<<"$CLICKHOUSE_URL"
+    for url in "${replicas[@]}"; do
+        # Each replica has fetched what the others hold (bounded by the server's timeout).
+        for t in $(curl -fsS "$url/" --data-binary "SELECT name FROM system.tables WHERE database = '$DB' AND engine LIKE 'Replicated%' FORMAT TabSeparated" 2>/dev/null); do
+            curl -fsS "$url/" --data-binary "SYSTEM SYNC REPLICA $DB.$t" >/dev/null 2>&1 || true
+        done
+    done
+    printf '    %-32s' table
+    for i in "${!replicas[@]}"; do printf ' %10s' "replica $((i + 1))"; done
+    echo
+    for t in $(curl -fsS "$CH/" --data-binary "SELECT name FROM system.tables WHERE database = '$DB' AND engine LIKE 'Replicated%' ORDER BY name FORMAT TabSeparated"); do
+        printf '    %-32s' "$t"
+        for url in "${replicas[@]}"; do
+            printf ' %10s' "$(curl -fsS "$url/" --data-binary "SELECT count() FROM $DB.$t" 2>/dev/null || echo down)"
+        done
+        echo
+    done
+fi
 echo "==> freshness per source ($DB.v_data_freshness)"
 q "SELECT * FROM $DB.v_data_freshness ORDER BY source"
 echo "==> daily sales with their source, last 7 days ($DB.v_sales_daily)"
@@ -195,3 +245,9 @@ cat <<EOF
       target/debug/camp-queue history --cid 1    # one campaign's story (docs/camp-queue.md)
       bash scripts/quickstart.sh --stop          # stop the healthcheck and the sandbox
 EOF
+if [ -n "$cluster" ]; then
+    cat <<EOF
+      bash scripts/clickhouse-cluster.sh stop replica1   # then run a job: it uses replica 2
+      bash scripts/clickhouse-cluster.sh start replica1  # it catches up (SYSTEM SYNC REPLICA)
+EOF
+fi

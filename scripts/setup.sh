@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent machine set-up: installs and starts what is missing (ClickHouse from Debian's
-# `clickhouse-server`, MariaDB if absent), waits until both answer, builds the workspace and
+# `clickhouse-server`, MariaDB if absent), waits until both answer, installs ZooKeeper and
+# chdb-core (for the cluster and the check on ClickHouse 26.x), builds the workspace and
 # applies the ClickHouse schema. Safe to run twice. Needs root for the installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,7 +76,20 @@ else
     log "MariaDB answers at 127.0.0.1:3306"
 fi
 
+# --- A replicated ClickHouse cluster (scripts/clickhouse-cluster.sh) ---------------------------
+# ZooKeeper from Debian (3.8; it brings Java). The cluster's servers are started by
+# scripts/test.sh and `scripts/quickstart.sh --cluster`, not here.
+if [ ! -f /usr/share/java/zookeeper.jar ]; then
+    apt_install zookeeper
+fi
+
 # --- Test tools -------------------------------------------------------------------------------
+# ClickHouse 26.x in process (PyPI's chdb-core): scripts/check-clickhouse-new.sh checks the
+# schema and the jobs' statements on it against 18.16.
+if ! python3 -c "import chdb" >/dev/null 2>&1; then
+    log "installing chdb-core (ClickHouse 26.x in process, for the CI's version check)"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore chdb-core
+fi
 # A real SMTP server for the alerts tests (Python's aiosmtpd, from PyPI).
 if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
     log "installing aiosmtpd (SMTP server for tests)"

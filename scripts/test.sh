@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Every check and test of the project: formatting, lints, then all tests against the real
 # local ClickHouse and MariaDB (run scripts/setup.sh once first), two extra MariaDB servers
-# for the queue's shards (started here when not already running, and then stopped at the
-# end; servers someone else started are left alone) and a real systemd. Then a second pass
-# with the clock moved ZAKAZ_SHIFT_DAYS (default 40) days ahead (libfaketime on the test
-# binaries): no test may depend on today's date. ZAKAZ_SHIFT_DAYS=0 skips that pass.
+# for the queue's shards and the replicated ClickHouse cluster of
+# scripts/clickhouse-cluster.sh (each started here when not already running, and then
+# stopped at the end; servers someone else started are left alone) and a real systemd. Then a
+# second pass with the clock moved ZAKAZ_SHIFT_DAYS (default 40) days ahead (libfaketime on
+# the test binaries): no test may depend on today's date. ZAKAZ_SHIFT_DAYS=0 skips that pass.
+# Last (without arguments), scripts/check-clickhouse-new.sh: the schema and the jobs'
+# statements on ClickHouse 26.x (chdb-core) answer as on 18.16.
 #
 #   bash scripts/test.sh                  # everything
 #   bash scripts/test.sh -p ingest-vk     # arguments go to `cargo nextest run` (both passes)
@@ -21,10 +24,16 @@ cargo build --workspace --quiet
 echo "==> extra MariaDB servers for the queue's shards"
 ours=$(bash scripts/mariadb-shards.sh down)
 bash scripts/mariadb-shards.sh start
-if [ -n "$ours" ]; then
-    # shellcheck disable=SC2086 # a list of ports
-    trap "bash scripts/mariadb-shards.sh stop $ours" EXIT
-fi
+echo "==> the replicated ClickHouse cluster (ZooKeeper, two replicas)"
+ours_cluster=$(bash scripts/clickhouse-cluster.sh down)
+bash scripts/clickhouse-cluster.sh start
+stop_ours() {
+    # shellcheck disable=SC2086 # lists of ports and parts
+    [ -z "$ours_cluster" ] || bash scripts/clickhouse-cluster.sh stop $ours_cluster
+    # shellcheck disable=SC2086
+    [ -z "$ours" ] || bash scripts/mariadb-shards.sh stop $ours
+}
+trap stop_ours EXIT
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "test: cargo-nextest is missing (scripts/setup.sh installs it)" >&2
     exit 1
@@ -33,7 +42,13 @@ echo "==> tests"
 cargo nextest run --workspace --no-fail-fast "$@"
 if [ "$SHIFT_DAYS" != 0 ]; then
     echo "==> tests with the clock $SHIFT_DAYS days ahead (libfaketime)"
+    # The cluster's tests (replication, failover, leases: `cluster::`) pin their instants or
+    # run in the e2e machines' real clock; they run once, in the pass above.
     ZAKAZ_SHIFT_DAYS=$SHIFT_DAYS \
         CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$PWD/scripts/faketime-runner.sh" \
-        cargo nextest run --workspace --no-fail-fast "$@"
+        cargo nextest run --workspace --no-fail-fast -E 'not test(/^cluster::/)' "$@"
+fi
+if [ $# = 0 ]; then
+    echo "==> the schema and the jobs' statements on ClickHouse 26.x (chdb-core) against 18.16"
+    bash scripts/check-clickhouse-new.sh
 fi

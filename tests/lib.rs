@@ -82,6 +82,11 @@ M="mount -n"
 $M -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/etc-upper /run/etc-work /run/dev
 $M -t overlay overlay -o lowerdir=/etc,upperdir=/run/etc-upper,workdir=/run/etc-work /etc
+# A host name of its own (its own UTS namespace): two machines are two hosts.
+if [ -n "${ZAKAZ_MACHINE_HOSTNAME:-}" ]; then
+    echo "$ZAKAZ_MACHINE_HOSTNAME" >/etc/hostname
+    hostname "$ZAKAZ_MACHINE_HOSTNAME"
+fi
 $M -t tmpfs -o mode=1777 tmpfs /tmp
 $M -t tmpfs -o mode=1777 tmpfs /var/tmp
 for d in /opt /home /var/log /var/lib/systemd; do mkdir -p "$d" 2>/dev/null || true; $M -t tmpfs -o mode=755 tmpfs "$d"; done
@@ -108,13 +113,25 @@ exec /lib/systemd/systemd --system --show-status=no --log-target=journal
 impl Machine {
     /// Boot and wait (bounded) until `systemctl is-system-running` says running.
     pub fn boot(log: &std::path::Path) -> anyhow::Result<Machine> {
+        Machine::boot_with(log, None)
+    }
+
+    /// [`Machine::boot`] with a host name of its own (`hostname`, `/etc/hostname`): another
+    /// host for the jobs (their journal's `host`, the leases' holders).
+    pub fn boot_as(log: &std::path::Path, hostname: &str) -> anyhow::Result<Machine> {
+        Machine::boot_with(log, Some(hostname))
+    }
+
+    fn boot_with(log: &std::path::Path, hostname: Option<&str>) -> anyhow::Result<Machine> {
         let log_file = std::fs::File::create(log)?;
         let unshare = std::process::Command::new("unshare")
+            .env("ZAKAZ_MACHINE_HOSTNAME", hostname.unwrap_or_default())
             .args([
                 "--pid",
                 "--fork",
                 "--mount",
                 "--mount-proc",
+                "--uts",
                 "--net",
                 "--propagation",
                 "private",
@@ -182,6 +199,8 @@ impl Machine {
                 // Its network too: a command inside reaches the host only through
                 // `Machine::forward`, as the machine's services do.
                 "-n",
+                // And its host name (`Machine::boot_as`).
+                "-u",
                 "--",
                 "env",
                 "-i",
@@ -290,6 +309,21 @@ fn relay(listener: std::net::TcpListener, port: u16, stop: &std::sync::atomic::A
             }
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
         }
+    }
+}
+
+impl Machine {
+    /// Kill the whole machine at once (SIGKILL to its systemd ends every process of its PID
+    /// namespace): a host that dies mid-run, no goodbye to anyone.
+    pub fn kill(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if self.pid != 0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
+        let _ = self.unshare.wait();
+        self.pid = 0;
     }
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests across binaries.
 
+mod cluster;
 mod configuration_docs;
 mod docs;
 mod operator;

@@ -53,10 +53,6 @@ pub struct Cli {
     #[command(flatten)]
     pub checks: CheckArgs,
 
-    /// Replica health thresholds (on a ClickHouse cluster).
-    #[command(flatten)]
-    pub replicas: zakaz_core::replicas::ReplicaArgs,
-
     /// Alert at once that UNIT failed (systemd's `OnFailure=` runs this).
     #[arg(long, value_name = "UNIT")]
     pub unit_failed: Option<String>,
@@ -300,11 +296,7 @@ impl<'a> Checker<'a> {
         );
         conditions.extend(checks::stale_conditions(&freshness, &is_enabled, today));
         // On a cluster: every replica answers, none is read-only or lagging.
-        let replicas = zakaz_core::replicas::replica_health(self.ch).await?;
-        conditions.extend(zakaz_core::replicas::replica_conditions(
-            &replicas,
-            &self.cli.replicas,
-        ));
+        conditions.extend(zakaz_core::replicas::replica_problems(self.ch).await?.1);
         if let Some(queue) = camp_queue::db::connect_if_configured(&self.cli.queue)? {
             let now = chrono::DateTime::from_timestamp(i64::from(self.now), 0)
                 .unwrap_or_default()

@@ -540,6 +540,15 @@ async fn migrate(args: &ClickHouseArgs) -> anyhow::Result<()> {
         zakaz_core::schema::latest_version(),
         report.applied
     );
+    // A cluster: `migrate` has checked that every replica holds every table and view.
+    if let Some(cluster) = ch.cluster() {
+        let replicas = zakaz_core::schema::cluster_replicas(&ch, cluster).await?;
+        let names: Vec<String> = replicas.iter().map(ToString::to_string).collect();
+        println!(
+            "cluster `{cluster}`: Replicated tables and views on every replica ({})",
+            names.join(", ")
+        );
+    }
     Ok(())
 }
 

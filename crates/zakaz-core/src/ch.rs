@@ -1,5 +1,11 @@
 //! ClickHouse access on the official `clickhouse` crate: settings, server version detection
 //! (row-schema validation needs a new server), and retries for idempotent reads only.
+//!
+//! A cluster: `CLICKHOUSE_URL` may list several replicas (comma-separated). They are tried in
+//! order when a run connects, and the run then stays on the one that answered: every read and
+//! write of a run goes to one replica, so a run reads what it wrote (docs/architecture.md,
+//! "ClickHouse clusters"). `CLICKHOUSE_CLUSTER` names the cluster the migrations apply to
+//! (`ON CLUSTER`, `Replicated*` engines).
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,9 +19,15 @@ use crate::secret::Secret;
 /// Settings common to every binary that talks to ClickHouse.
 #[derive(Debug, Clone, Args)]
 pub struct ClickHouseArgs {
-    /// ClickHouse HTTP endpoint.
-    #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123", value_parser = parse_http_url)]
+    /// ClickHouse HTTP endpoint; on a cluster, several replicas comma-separated, tried in order
+    /// (a run stays on the first that answers).
+    #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123", value_parser = parse_http_urls)]
     pub clickhouse_url: String,
+
+    /// ClickHouse cluster (a name in the servers' `remote_servers`) the schema is created on:
+    /// `ON CLUSTER` DDL and `Replicated*` tables. Empty: one server.
+    #[arg(long, env = "CLICKHOUSE_CLUSTER", default_value = "", value_parser = parse_cluster)]
+    pub clickhouse_cluster: String,
 
     /// ClickHouse user.
     #[arg(long, env = "CLICKHOUSE_USER", default_value = "default")]
@@ -32,6 +44,35 @@ pub struct ClickHouseArgs {
     /// Seconds one ClickHouse request may take (a read, an insert, a statement).
     #[arg(long, env = "CLICKHOUSE_TIMEOUT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub clickhouse_timeout_secs: u64,
+
+    /// Several hosts running the same timers: each run of a job takes a lease in ZooKeeper.
+    #[command(flatten)]
+    pub lease: crate::lease::LeaseArgs,
+
+    /// On a cluster: when `alerts` and `healthcheck` call a replica lagging.
+    #[command(flatten)]
+    pub replicas: crate::replicas::ReplicaArgs,
+}
+
+/// `CLICKHOUSE_URL`: one URL or several, comma-separated; each is checked.
+fn parse_http_urls(s: &str) -> Result<String, String> {
+    let urls: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(parse_http_url)
+        .collect::<Result<_, _>>()?;
+    if urls.is_empty() {
+        return Err("give at least one URL".into());
+    }
+    Ok(urls.join(","))
+}
+
+fn parse_cluster(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(String::new());
+    }
+    parse_identifier(s.trim())
 }
 
 fn parse_http_url(s: &str) -> Result<String, String> {
@@ -89,43 +130,120 @@ pub struct Ch {
     client: Client,
     server: Client,
     db: String,
+    /// The replica this connection uses (the first of `CLICKHOUSE_URL` that answered).
     url: String,
+    /// Every URL of `CLICKHOUSE_URL`, in order.
+    urls: Vec<String>,
+    cluster: Option<String>,
+    user: String,
+    password: Option<Secret>,
+    lease: crate::lease::LeaseArgs,
+    replicas: crate::replicas::ReplicaArgs,
     timeout: Duration,
     pub version: ServerVersion,
 }
 
 impl Ch {
     /// Connect and detect the server version. Unreachable → `UnavailableError`; rejected
-    /// credentials → `ConfigError`; both name the URL or setting.
+    /// credentials → `ConfigError`; both name the URL or setting. With several URLs, each is
+    /// tried in order (a few rounds); the first that answers is used for the whole run.
     pub async fn connect(args: &ClickHouseArgs) -> anyhow::Result<Ch> {
-        let mut server = Client::default()
-            .with_url(&args.clickhouse_url)
-            .with_user(&args.clickhouse_user);
-        if let Some(password) = &args.clickhouse_password {
-            server = server.with_password(password.expose());
-        }
-        let url = args.clickhouse_url.clone();
+        let urls: Vec<String> = args
+            .clickhouse_url
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
         let timeout = Duration::from_secs(args.clickhouse_timeout_secs);
-        let probe = server.clone().with_validation(false);
-        let version_text = retry_read(&url, "SELECT version()", timeout, || async {
-            probe.query("SELECT version()").fetch_one::<String>().await
-        })
-        .await
-        .map_err(|e| classify_connect_error(&url, &args.clickhouse_user, e))?;
+        let client_for = |url: &str| {
+            let mut c = Client::default()
+                .with_url(url)
+                .with_user(&args.clickhouse_user);
+            if let Some(password) = &args.clickhouse_password {
+                c = c.with_password(password.expose());
+            }
+            c
+        };
+        let (url, version_text) = if let [only] = urls.as_slice() {
+            let probe = client_for(only).with_validation(false);
+            let text = retry_read(only, "SELECT version()", timeout, || async {
+                probe.query("SELECT version()").fetch_one::<String>().await
+            })
+            .await
+            .map_err(|e| classify_connect_error(only, &args.clickhouse_user, e))?;
+            (only.clone(), text)
+        } else {
+            first_answering(&urls, &args.clickhouse_user, timeout, |u| {
+                client_for(u).with_validation(false)
+            })
+            .await?
+        };
         let version = ServerVersion::parse(&version_text).ok_or_else(|| {
             anyhow::anyhow!("ClickHouse at `{url}` reported an unknown version `{version_text}`")
         })?;
-        let server = server.with_validation(version.supports_validation());
+        let server = client_for(&url).with_validation(version.supports_validation());
         let client = server.clone().with_database(&args.clickhouse_db);
         tracing::debug!(%url, version = %version_text, "connected to ClickHouse");
-        Ok(Ch {
+        let cluster =
+            (!args.clickhouse_cluster.is_empty()).then(|| args.clickhouse_cluster.clone());
+        let ch = Ch {
             client,
             server,
             db: args.clickhouse_db.clone(),
             url,
+            urls,
+            cluster,
+            user: args.clickhouse_user.clone(),
+            password: args.clickhouse_password.clone(),
+            lease: args.lease.clone(),
+            replicas: args.replicas.clone(),
             timeout,
             version,
-        })
+        };
+        if let Some(cluster) = &ch.cluster {
+            ch.check_cluster_known(cluster).await?;
+        }
+        Ok(ch)
+    }
+
+    /// `CLICKHOUSE_CLUSTER` must name a cluster of the server's `remote_servers`.
+    async fn check_cluster_known(&self, cluster: &str) -> anyhow::Result<()> {
+        let name = cluster.to_owned();
+        let known: u64 = self
+            .read_server("cluster exists", |c| {
+                let name = name.clone();
+                async move {
+                    c.query("SELECT count() FROM system.clusters WHERE cluster = ?")
+                        .bind(name)
+                        .fetch_one::<u64>()
+                        .await
+                }
+            })
+            .await?;
+        if known == 0 {
+            return Err(ConfigError(format!(
+                "ClickHouse at `{}` has no cluster `{cluster}` in its `remote_servers` (setting `CLICKHOUSE_CLUSTER`; empty for one server)",
+                self.url
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// A connection like this one to another replica of `CLICKHOUSE_URL` (health checks
+    /// and tests read each replica on its own). Not checked until used.
+    pub fn to_replica(&self, url: &str) -> Ch {
+        let mut server = Client::default().with_url(url).with_user(&self.user);
+        if let Some(password) = &self.password {
+            server = server.with_password(password.expose());
+        }
+        let server = server.with_validation(self.version.supports_validation());
+        Ch {
+            client: server.clone().with_database(&self.db),
+            server,
+            url: url.to_owned(),
+            ..self.clone()
+        }
     }
 
     /// The client bound to the jobs' database.
@@ -142,8 +260,39 @@ impl Ch {
         &self.db
     }
 
+    /// The replica this connection uses.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Every URL of `CLICKHOUSE_URL`, in order (one for a single server).
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// `CLICKHOUSE_USER`.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// `CLICKHOUSE_PASSWORD`, when set.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+
+    /// `CLICKHOUSE_CLUSTER`, when set.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// The ZooKeeper lease settings (`ZOOKEEPER_HOSTS`).
+    pub fn lease_args(&self) -> &crate::lease::LeaseArgs {
+        &self.lease
+    }
+
+    /// The replica health thresholds (`CLICKHOUSE_REPLICA_MAX_*`).
+    pub fn replica_args(&self) -> &crate::replicas::ReplicaArgs {
+        &self.replicas
     }
 
     /// Run an idempotent read, retrying network failures a few times.
@@ -175,6 +324,11 @@ impl Ch {
     }
 
     /// Insert `rows` in one `INSERT` (one request, so a failure writes nothing).
+    ///
+    /// On a cluster a network failure is retried with the same rows: the tables are
+    /// `Replicated*`, whose block de-duplication (the last `replicated_deduplication_window`
+    /// blocks' hashes) drops a block that did arrive although its answer was lost. A single
+    /// server's `MergeTree` has no such memory (before 20.x), so there it is not retried.
     pub async fn insert_all<T>(&self, table: &str, rows: &[T]) -> anyhow::Result<()>
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite,
@@ -185,15 +339,28 @@ impl Ch {
         let fail = |e: clickhouse::error::Error| {
             anyhow::anyhow!("ClickHouse insert into `{table}` failed: {}", short(&e))
         };
-        let all = async {
+        let all = || async {
             let mut insert = self.client.insert::<T>(table).await?;
             for row in rows {
                 insert.write(row).await?;
             }
             insert.end().await
         };
-        // A timed-out insert is dropped unfinished, which aborts it: nothing half-written.
-        within(self.timeout, all).await.map_err(fail)
+        if self.cluster.is_none() {
+            // A timed-out insert is dropped unfinished, which aborts it: nothing half-written.
+            return within(self.timeout, all()).await.map_err(fail);
+        }
+        let mut attempt = 1;
+        loop {
+            match within(self.timeout, all()).await {
+                Err(clickhouse::error::Error::Network(e)) if attempt < READ_ATTEMPTS => {
+                    tracing::warn!(url = %self.url, table, attempt, "ClickHouse network error during an insert, sending the same rows again (replicated tables drop a block they already have): {e}");
+                    tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt - 1))).await;
+                    attempt += 1;
+                }
+                other => return other.map_err(fail),
+            }
+        }
     }
 
     /// One `INSERT` fed row by row as the rows arrive (a large report is never held whole),
@@ -291,6 +458,56 @@ where
     }
 }
 
+/// The first of `urls` that answers `SELECT version()`: each is tried once per round, for a
+/// few rounds (a replica restarting answers soon). A rejected user ends the search at once.
+async fn first_answering(
+    urls: &[String],
+    user: &str,
+    limit: Duration,
+    client: impl Fn(&str) -> Client,
+) -> anyhow::Result<(String, String)> {
+    let mut last: Option<(String, clickhouse::error::Error)> = None;
+    for round in 0..READ_ATTEMPTS {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(round - 1))).await;
+        }
+        for url in urls {
+            let probe = client(url);
+            match within(limit, probe.query("SELECT version()").fetch_one::<String>()).await {
+                Ok(version) => {
+                    if url != &urls[0] {
+                        tracing::warn!(%url, "ClickHouse: earlier replicas of `CLICKHOUSE_URL` do not answer; this run uses {url}");
+                    }
+                    return Ok((url.clone(), version));
+                }
+                Err(
+                    e @ (clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut),
+                ) => {
+                    tracing::warn!(%url, "ClickHouse replica does not answer, trying the next: {}", short(&e));
+                    last = Some((url.clone(), e));
+                }
+                Err(e) => {
+                    let err = classify_connect_error(url, user, e);
+                    if err.downcast_ref::<ConfigError>().is_some() {
+                        return Err(err);
+                    }
+                    tracing::warn!(%url, "ClickHouse replica answered unexpectedly, trying the next: {err:#}");
+                    last = None;
+                }
+            }
+        }
+    }
+    let why = last.map_or_else(
+        || "none answered as expected".to_owned(),
+        |(_, e)| short(&e),
+    );
+    Err(UnavailableError(format!(
+        "no ClickHouse replica of `{}` (setting `CLICKHOUSE_URL`) is reachable: {why}",
+        urls.join(",")
+    ))
+    .into())
+}
+
 fn classify_connect_error(url: &str, user: &str, e: clickhouse::error::Error) -> anyhow::Error {
     let text = short(&e);
     match e {
@@ -354,5 +571,19 @@ mod tests {
         assert!(parse_identifier("zakaz_test_1").is_ok());
         assert!(parse_identifier("zakaz; DROP").is_err());
         assert!(parse_identifier("1abc").is_err());
+    }
+
+    #[test]
+    fn several_replicas_are_one_setting() {
+        assert_eq!(
+            parse_http_urls("http://127.0.0.1:8124/, http://127.0.0.1:8125").unwrap(),
+            "http://127.0.0.1:8124,http://127.0.0.1:8125"
+        );
+        assert!(parse_http_urls("http://a:1,tcp://b").is_err());
+        assert!(parse_http_urls("http://a:1,http://u:p@b").is_err());
+        assert!(parse_http_urls(" , ").is_err());
+        assert_eq!(parse_cluster("").unwrap(), "");
+        assert_eq!(parse_cluster("zakaz").unwrap(), "zakaz");
+        assert!(parse_cluster("a b").is_err());
     }
 }

@@ -486,7 +486,11 @@ mod tests {
             (172_799, "47 h", "47 ч"),
             (172_800, "2 days", "2 дн."),
         ] {
-            assert_eq!((human(secs), human_ru(secs)), (en.to_owned(), ru.to_owned()), "{secs}");
+            assert_eq!(
+                (human(secs), human_ru(secs)),
+                (en.to_owned(), ru.to_owned()),
+                "{secs}"
+            );
         }
     }
 
@@ -526,37 +530,72 @@ mod tests {
         };
         assert!(kinds(&base, true).is_empty());
         // An error since the last check, though the last run is ok again.
-        let errored = JobState { errors_since: 1, ..base.clone() };
+        let errored = JobState {
+            errors_since: 1,
+            ..base.clone()
+        };
         assert_eq!(kinds(&errored, true), ["failed_run"]);
         let c = &job_conditions(job, &errored, true, now, 1.5, Some(1))[0];
         assert_eq!(c.fingerprint, failed_fingerprint("qtickets"));
         assert_eq!(failed_fingerprint("qtickets"), "failed_run:qtickets");
         // The last run failed, no count.
-        let last_error = JobState { last_status: "error".into(), ..base.clone() };
+        let last_error = JobState {
+            last_status: "error".into(),
+            ..base.clone()
+        };
         assert_eq!(kinds(&last_error, true), ["failed_run"]);
         // Killed: counted, or the last one.
-        let killed = JobState { unfinished_since: 2, ..base.clone() };
+        let killed = JobState {
+            unfinished_since: 2,
+            ..base.clone()
+        };
         assert_eq!(kinds(&killed, true), ["killed_run"]);
-        let last_killed = JobState { last_status: "unfinished".into(), ..base.clone() };
+        let last_killed = JobState {
+            last_status: "unfinished".into(),
+            ..base.clone()
+        };
         assert_eq!(kinds(&last_killed, true), ["killed_run"]);
         // Warnings only on an ok run.
-        let warned = JobState { last_warnings: 3, ..base.clone() };
+        let warned = JobState {
+            last_warnings: 3,
+            ..base.clone()
+        };
         assert_eq!(kinds(&warned, true), ["run_warning"]);
-        let warned_error = JobState { last_warnings: 3, last_status: "error".into(), ..base.clone() };
+        let warned_error = JobState {
+            last_warnings: 3,
+            last_status: "error".into(),
+            ..base.clone()
+        };
         assert_eq!(kinds(&warned_error, true), ["failed_run"]);
         // Missed: exactly past the window, and only when enabled.
-        let at_window = JobState { last_ok_at: now - window, ..base.clone() };
+        let at_window = JobState {
+            last_ok_at: now - window,
+            ..base.clone()
+        };
         assert!(kinds(&at_window, true).is_empty(), "at the window itself");
-        let past = JobState { last_ok_at: now - window - 1, ..base.clone() };
+        let past = JobState {
+            last_ok_at: now - window - 1,
+            ..base.clone()
+        };
         assert_eq!(kinds(&past, true), ["missed_run"]);
-        assert!(kinds(&past, false).is_empty(), "a disabled job is not missed");
+        assert!(
+            kinds(&past, false).is_empty(),
+            "a disabled job is not missed"
+        );
         // Never succeeded: missed once the journal is older than the window.
-        let never = JobState { last_ok_at: 0, ..base.clone() };
+        let never = JobState {
+            last_ok_at: 0,
+            ..base.clone()
+        };
         let young = job_conditions(job, &never, true, now, 1.5, Some(now - window));
         assert!(young.is_empty(), "{young:?}");
         let old = job_conditions(job, &never, true, now, 1.5, Some(now - window - 1));
         assert_eq!(old.len(), 1);
-        assert!(old[0].message.contains("no successful run recorded"), "{}", old[0].message);
+        assert!(
+            old[0].message.contains("no successful run recorded"),
+            "{}",
+            old[0].message
+        );
     }
 
     #[test]
@@ -568,11 +607,17 @@ mod tests {
             total_rows: 1,
         };
         assert_eq!(row.days_behind(today), Some(2));
-        let empty = FreshnessRow { total_rows: 0, ..row.clone() };
+        let empty = FreshnessRow {
+            total_rows: 0,
+            ..row.clone()
+        };
         assert_eq!(empty.days_behind(today), None, "no rows: never loaded");
         let only_vk = |j: &Job| j.name == "vk_ads";
         assert!(stale_conditions(std::slice::from_ref(&row), &only_vk, today).is_empty());
-        let older = FreshnessRow { latest_date: "2026-06-07".into(), ..row };
+        let older = FreshnessRow {
+            latest_date: "2026-06-07".into(),
+            ..row
+        };
         assert_eq!(stale_conditions(&[older], &only_vk, today).len(), 1);
     }
 

@@ -17,15 +17,21 @@ use crate::time::{DateWindow, ch_date, ch_datetime};
 /// `meta_job_runs` as of `now` (a table expression for `FROM`): a `running` run whose
 /// deadline is before `now` is `unfinished`. The view itself judges that by the server's
 /// clock, which suits people's queries; a job judges by its own clock, which tests pin.
+///
+/// `skipped` runs (another host held the job's lease: `crate::lease`) did no work and are
+/// left out: the health rules count them neither as failures nor as runs.
 pub fn runs_as_of(now: &DateTime<Utc>) -> String {
     format!(
         "(SELECT job, run_id, started_at, finished_at, \
                  if(last_status = 'running' AND toDateTime({now}) > deadline_at, 'unfinished', last_status) AS status, \
                  rows_processed, message, metrics, window_from, window_to, host, pid, deadline_at \
-          FROM meta_job_runs)",
+          FROM meta_job_runs WHERE last_status != '{SKIPPED}')",
         now = ch_datetime(now)
     )
 }
+
+/// The status of a run that did not happen because another host held the job's lease.
+pub const SKIPPED: &str = "skipped";
 
 /// What a finished run reports.
 #[derive(Debug, Clone, Default)]
@@ -231,6 +237,27 @@ impl Run {
         Ok(run)
     }
 
+    /// Record a run of `job` that another host's lease kept from running: one `skipped` row
+    /// (started and finished now) whose message says who holds the job.
+    pub async fn skipped(ch: &Ch, job: &'static Job, message: &str) -> anyhow::Result<String> {
+        let now = Utc::now();
+        let run = Run {
+            ch: ch.clone(),
+            job: job.name,
+            run_id: uuid::Uuid::new_v4().to_string(),
+            started_at: now,
+            deadline_at: now,
+            window: None,
+        };
+        let outcome = Outcome {
+            message: message.to_owned(),
+            ..Outcome::default()
+        };
+        run.write(1, SKIPPED, Some(now), &outcome).await?;
+        tracing::info!(job = run.job, run_id = %run.run_id, "run skipped: {message}");
+        Ok(run.run_id)
+    }
+
     /// Record `ok` with rows processed, a short message and metrics.
     pub async fn finish_ok(self, outcome: &Outcome) -> anyhow::Result<()> {
         self.write(1, "ok", Some(Utc::now()), outcome).await?;
@@ -295,6 +322,11 @@ pub struct PartialFailure {
 /// Run `body` inside a journaled run: `running` first, then `ok` with its outcome or `error`
 /// with its reason. SIGTERM/SIGINT (systemd's timeout or `systemctl stop`) end the run as
 /// `error` too, so only SIGKILL, OOM and power loss leave a run `unfinished`.
+///
+/// With `ZOOKEEPER_HOSTS` set, the job's lease is taken first (`crate::lease`): when another
+/// host holds it, or ran this tick already, the run is recorded as `skipped` ("held by
+/// <host>") and `body` does not run (the result is `Ok`, exit 0). A run that loses its lease
+/// (its ZooKeeper session expired) stops as `error`.
 pub async fn journaled<F, Fut>(
     ch: &Ch,
     job: &'static Job,
@@ -305,6 +337,43 @@ where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = anyhow::Result<Outcome>>,
 {
+    let lease =
+        match crate::lease::claim(ch.lease_args(), ch.db(), job, &hostname(), Utc::now()).await? {
+            crate::lease::Claim::Off => None,
+            crate::lease::Claim::Held(lease) => Some(lease),
+            crate::lease::Claim::Busy { holder, tick } => {
+                let message = crate::lease::Claim::skipped_message(&holder, tick);
+                Run::skipped(ch, job, &message).await?;
+                return Ok(Outcome {
+                    message,
+                    ..Outcome::default()
+                });
+            }
+        };
+    let result = journaled_run(ch, job, window, body, lease.as_ref()).await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    result
+}
+
+async fn journaled_run<F, Fut>(
+    ch: &Ch,
+    job: &'static Job,
+    window: Option<DateWindow>,
+    body: F,
+    lease: Option<&crate::lease::Lease>,
+) -> anyhow::Result<Outcome>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = anyhow::Result<Outcome>>,
+{
+    let lease_lost = async {
+        match lease {
+            Some(lease) => lease.lost().await,
+            None => std::future::pending().await,
+        }
+    };
     let run = Run::start(ch, job, window).await?;
     // A panic in the run is recorded like any error (and exits 70), never left `running`.
     let work = async {
@@ -318,6 +387,10 @@ where
     let result = tokio::select! {
         result = crate::panic::catch(work) => result,
         signal = termination() => Err(anyhow::anyhow!("interrupted by {signal} before the run finished")),
+        () = lease_lost => Err(crate::error::UnavailableError(format!(
+            "lost the lease of `{}` in ZooKeeper (its session expired) before the run finished: another host may hold the job now",
+            job.name
+        )).into()),
     };
     match result {
         Ok(outcome) => {

@@ -5,6 +5,13 @@
 //! Written for Debian's ClickHouse 18.16 as much as for current releases: no LowCardinality,
 //! DateTime64, TTL, Map or JSON types; `ADD COLUMN IF NOT EXISTS` is unavailable there, so
 //! later migrations add columns through [`Step::AddColumn`], which checks `system.columns`.
+//!
+//! On a cluster (`CLICKHOUSE_CLUSTER`) the same migrations are rewritten as they are applied
+//! ([`cluster_statement`]): `ON CLUSTER` on every statement, `Replicated*` engines whose
+//! ZooKeeper path comes from the servers' macros (`/clickhouse/tables/{shard}/<db>/<table>`,
+//! replica `{replica}`), views created on every replica. Before changing anything every
+//! replica must answer; afterwards every replica is checked to hold every table and view
+//! (what one lacks is created again, else the half-migrated state is the error).
 
 use crate::ch::{Ch, short};
 use crate::error::{ConfigError, UnavailableError};
@@ -624,24 +631,17 @@ pub async fn migrate(ch: &Ch) -> anyhow::Result<MigrationReport> {
 /// `migrate` with an explicit list (tests exercise step kinds no shipped migration uses yet).
 pub async fn migrate_with(ch: &Ch, migrations: &[Migration]) -> anyhow::Result<MigrationReport> {
     let db = ch.db();
+    if let Some(cluster) = ch.cluster() {
+        check_every_replica_answers(ch, cluster).await?;
+    }
     run(
         ch,
         ch.server(),
-        &format!("CREATE DATABASE IF NOT EXISTS `{db}`"),
+        &format!("CREATE DATABASE IF NOT EXISTS `{db}`{}", on_cluster(ch)),
     )
     .await?;
-    run(
-        ch,
-        ch.server(),
-        &format!(
-            "CREATE TABLE IF NOT EXISTS `{db}`.schema_migrations (
-                version UInt32,
-                name String,
-                applied_at DateTime('Europe/Moscow')
-            ) ENGINE = ReplacingMergeTree ORDER BY version"
-        ),
-    )
-    .await?;
+    let journal_table = JOURNAL_TABLE;
+    apply_sql(ch, journal_table).await?;
     let done = applied_versions(ch).await?;
     let mut report = MigrationReport {
         applied: Vec::new(),
@@ -677,7 +677,321 @@ pub async fn migrate_with(ch: &Ch, migrations: &[Migration]) -> anyhow::Result<M
         );
         report.applied.push(migration.version);
     }
+    if let Some(cluster) = ch.cluster() {
+        complete_every_replica(ch, cluster, migrations, journal_table).await?;
+    }
     Ok(report)
+}
+
+/// The table of applied migrations, created before any migration runs.
+pub const JOURNAL_TABLE: &str = "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+                version UInt32,
+                name String,
+                applied_at DateTime('Europe/Moscow')
+            ) ENGINE = ReplacingMergeTree ORDER BY version";
+
+/// Every statement of the single-server schema in the order `migrate` applies them, `{db}`
+/// left for the caller: `JOURNAL_TABLE`, then each migration's steps (an added column as its
+/// `ALTER TABLE … ADD COLUMN`). The CI's check on current ClickHouse releases applies it.
+pub fn schema_statements(migrations: &[Migration]) -> Vec<(u32, String)> {
+    let mut out = vec![(0, JOURNAL_TABLE.to_owned())];
+    for m in migrations {
+        for step in m.steps {
+            out.push((
+                m.version,
+                match step {
+                    Step::Sql(sql) => sql.trim().to_owned(),
+                    Step::AddColumn {
+                        table,
+                        column,
+                        definition,
+                    } => format!("ALTER TABLE {{db}}.{table} ADD COLUMN {column} {definition}"),
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// ` ON CLUSTER `name`` on a cluster, nothing on one server.
+fn on_cluster(ch: &Ch) -> String {
+    ch.cluster()
+        .map(|c| format!(" ON CLUSTER `{c}`"))
+        .unwrap_or_default()
+}
+
+/// A migration statement as it is applied on cluster `cluster`: `ON CLUSTER` after the
+/// object's name, and a `*MergeTree` engine replaced by its `Replicated*` form with the
+/// ZooKeeper path `/clickhouse/tables/{shard}/<db>/<table>` and replica `{replica}` (both
+/// macros of each server's config). `{db}` stays for the caller to fill in. Statements of
+/// another kind are refused, so a migration nobody taught the cluster never half-applies.
+pub fn cluster_statement(sql: &str, db: &str, cluster: &str) -> anyhow::Result<String> {
+    let text = sql.trim_start();
+    // Data (a backfill `INSERT … SELECT`) is written once, on the connected replica: the
+    // tables are replicated, so the rows reach every replica (and a second run's identical
+    // block is dropped by the de-duplication).
+    if text.starts_with("INSERT INTO {db}.") {
+        return Ok(text.to_owned());
+    }
+    let kinds = [
+        "CREATE TABLE IF NOT EXISTS {db}.",
+        "CREATE VIEW IF NOT EXISTS {db}.",
+        "DROP TABLE IF EXISTS {db}.",
+    ];
+    let Some(head) = kinds.iter().find(|k| text.starts_with(**k)) else {
+        anyhow::bail!(
+            "this statement cannot be applied on a cluster yet: {}",
+            text.split_whitespace()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    };
+    let rest = &text[head.len()..];
+    let name_len = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let (name, tail) = rest.split_at(name_len);
+    anyhow::ensure!(!name.is_empty(), "no object name in `{}`", first_line(text));
+    let mut out = format!("{head}{name} ON CLUSTER `{cluster}`{tail}");
+    if head.starts_with("CREATE TABLE") {
+        out = replicated_engine(&out, &format!("/clickhouse/tables/{{shard}}/{db}/{name}"))?;
+    }
+    Ok(out)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// `ENGINE = XMergeTree[(args)]` → `ENGINE = ReplicatedXMergeTree('path', '{replica}'[, args])`.
+fn replicated_engine(sql: &str, zk_path: &str) -> anyhow::Result<String> {
+    const ENGINE: &str = "ENGINE = ";
+    let at = sql
+        .find(ENGINE)
+        .ok_or_else(|| anyhow::anyhow!("no `ENGINE = ` in `{}`", first_line(sql)))?
+        + ENGINE.len();
+    let rest = &sql[at..];
+    let name_len = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
+    let engine = &rest[..name_len];
+    anyhow::ensure!(
+        engine.ends_with("MergeTree") && !engine.starts_with("Replicated"),
+        "engine `{engine}` has no replicated form here (only *MergeTree engines)"
+    );
+    let after = &rest[name_len..];
+    let (args, tail) = match after.strip_prefix('(') {
+        Some(inner) => {
+            let close = inner
+                .find(')')
+                .ok_or_else(|| anyhow::anyhow!("unclosed engine arguments of `{engine}`"))?;
+            let args = inner[..close].trim();
+            (
+                if args.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {args}")
+                },
+                &inner[close + 1..],
+            )
+        }
+        None => (String::new(), after),
+    };
+    Ok(format!(
+        "{}Replicated{engine}('{zk_path}', '{{replica}}'{args}){tail}",
+        &sql[..at]
+    ))
+}
+
+/// One replica of the cluster, as `system.clusters` lists it (native protocol address).
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct ClusterReplica {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for ClusterReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Every replica of every shard of `cluster`, as the connected server knows them.
+pub async fn cluster_replicas(ch: &Ch, cluster: &str) -> anyhow::Result<Vec<ClusterReplica>> {
+    let name = cluster.to_owned();
+    ch.read_server("cluster replicas", |c| {
+        let name = name.clone();
+        async move {
+            c.query("SELECT host_address, toUInt16(port) FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num")
+                .bind(name)
+                .fetch_all::<ClusterReplica>()
+                .await
+        }
+    })
+    .await
+}
+
+/// `remote('host:port', system.<table>, user[, password])`: a system table of one replica,
+/// read through the connected server with the configured user.
+pub(crate) fn remote_system(ch: &Ch, replica: &ClusterReplica, table: &str) -> String {
+    let quote = |s: &str| s.replace('\\', "\\\\").replace('\'', "\\'");
+    let credentials = match ch.password() {
+        Some(p) => format!("'{}', '{}'", quote(ch.user()), quote(p.expose())),
+        None => format!("'{}'", quote(ch.user())),
+    };
+    format!("remote('{replica}', system.{table}, {credentials})")
+}
+
+/// Schema changes on a cluster wait for every replica (`ON CLUSTER` DDL would hang on a dead
+/// one, then leave the cluster half-migrated): every replica must answer first.
+async fn check_every_replica_answers(ch: &Ch, cluster: &str) -> anyhow::Result<()> {
+    let replicas = cluster_replicas(ch, cluster).await?;
+    let mut down = Vec::new();
+    for replica in &replicas {
+        let sql = format!(
+            "SELECT toUInt8(1) FROM {}",
+            remote_system(ch, replica, "one")
+        );
+        if let Err(e) = ch.server().query(&sql).fetch_one::<u8>().await {
+            down.push(format!(
+                "{replica} ({})",
+                short(&e).chars().take(160).collect::<String>()
+            ));
+        }
+    }
+    if !down.is_empty() {
+        return Err(UnavailableError(format!(
+            "cannot change the schema of `{}` on cluster `{cluster}`: replica(s) {} do not answer; every replica must be up (its `ON CLUSTER` statements would wait for it). Start it and run `manage-timers migrate` again",
+            ch.db(),
+            down.join(", ")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The tables and views the migrations leave, each with the last statement that creates it.
+pub fn final_objects<'a>(
+    migrations: &'a [Migration],
+    journal_table: &'a str,
+) -> std::collections::BTreeMap<String, &'a str> {
+    let mut objects = std::collections::BTreeMap::new();
+    objects.insert("schema_migrations".to_owned(), journal_table);
+    for step in migrations.iter().flat_map(|m| m.steps) {
+        let Step::Sql(sql) = step else { continue };
+        let text = sql.trim_start();
+        let name = |prefix: &str| {
+            text.strip_prefix(prefix).map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+        };
+        if let Some(n) = name("CREATE TABLE IF NOT EXISTS {db}.")
+            .or_else(|| name("CREATE VIEW IF NOT EXISTS {db}."))
+        {
+            objects.insert(n, *sql);
+        } else if let Some(n) = name("DROP TABLE IF EXISTS {db}.") {
+            objects.remove(&n);
+        }
+    }
+    objects
+}
+
+/// What each replica of the cluster lacks of the migrated schema.
+pub async fn cluster_gaps(
+    ch: &Ch,
+    cluster: &str,
+) -> anyhow::Result<Vec<(ClusterReplica, Vec<String>)>> {
+    let expected = final_objects(MIGRATIONS, "");
+    gaps(ch, cluster, &expected.keys().cloned().collect::<Vec<_>>()).await
+}
+
+async fn gaps(
+    ch: &Ch,
+    cluster: &str,
+    expected: &[String],
+) -> anyhow::Result<Vec<(ClusterReplica, Vec<String>)>> {
+    let mut out = Vec::new();
+    for replica in cluster_replicas(ch, cluster).await? {
+        let sql = format!(
+            "SELECT name FROM {} WHERE database = ?",
+            remote_system(ch, &replica, "tables")
+        );
+        let present: Vec<String> = ch
+            .server()
+            .query(&sql)
+            .bind(ch.db())
+            .fetch_all::<String>()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot list the tables of `{}` on replica {replica}: {}",
+                    ch.db(),
+                    short(&e)
+                )
+            })?;
+        let missing: Vec<String> = expected
+            .iter()
+            .filter(|name| !present.contains(name))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            out.push((replica, missing));
+        }
+    }
+    Ok(out)
+}
+
+/// After migrating a cluster: every replica must hold every table and view. One that lacks
+/// some (it lost them, or missed a statement) gets them created again with their latest
+/// definition; what still lacks is reported replica by replica.
+async fn complete_every_replica(
+    ch: &Ch,
+    cluster: &str,
+    migrations: &[Migration],
+    journal_table: &str,
+) -> anyhow::Result<()> {
+    let objects = final_objects(migrations, journal_table);
+    let names: Vec<String> = objects.keys().cloned().collect();
+    let found = gaps(ch, cluster, &names).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut repaired = std::collections::BTreeSet::new();
+    for (replica, missing) in &found {
+        tracing::warn!(%replica, missing = ?missing, "cluster `{cluster}`: a replica lacks tables of `{}`; creating them", ch.db());
+        repaired.extend(missing.iter().cloned());
+    }
+    for name in &repaired {
+        if let Some(sql) = objects.get(name) {
+            // Tables first would matter only for views over a missing table: every view here
+            // reads tables that sort before it (`fact_`, `meta_job_run_events`, `stg_`).
+            apply_sql(ch, sql).await.map_err(|e| {
+                e.context(format!(
+                    "the cluster `{cluster}` is half-migrated: `{name}` is missing on some replicas and could not be created again"
+                ))
+            })?;
+        }
+    }
+    let left = gaps(ch, cluster, &names).await?;
+    if left.is_empty() {
+        tracing::warn!(
+            "cluster `{cluster}`: created again on the replicas that lacked them: {}",
+            repaired.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(());
+    }
+    let detail: Vec<String> = left
+        .iter()
+        .map(|(r, m)| format!("replica {r} lacks {}", m.join(", ")))
+        .collect();
+    Err(anyhow::anyhow!(
+        "the cluster `{cluster}` is half-migrated: {} (schema version {} is recorded)",
+        detail.join("; "),
+        latest_version()
+    ))
 }
 
 /// At start-up: apply what is missing, warn when the database is newer than this binary.
@@ -725,18 +1039,25 @@ async fn applied_versions(ch: &Ch) -> anyhow::Result<Vec<u32>> {
     .await
 }
 
+/// One `Step::Sql` statement (rewritten for the cluster when there is one).
+async fn apply_sql(ch: &Ch, sql: &str) -> anyhow::Result<()> {
+    let sql = match ch.cluster() {
+        Some(cluster) => cluster_statement(sql, ch.db(), cluster)?,
+        None => sql.to_owned(),
+    };
+    let sql = sql.replace("{db}", &format!("`{}`", ch.db()));
+    match run(ch, ch.server(), &sql).await {
+        // Another binary migrating at the same moment got there first: its `IF [NOT]
+        // EXISTS` was checked before ours acted (57: exists, 60: does not).
+        Err(e) if lost_race(&sql, &e) => Ok(()),
+        other => other,
+    }
+}
+
 async fn apply_step(ch: &Ch, step: &Step) -> anyhow::Result<()> {
     let db = format!("`{}`", ch.db());
     match step {
-        Step::Sql(sql) => {
-            let sql = sql.replace("{db}", &db);
-            match run(ch, ch.server(), &sql).await {
-                // Another binary migrating at the same moment got there first: its `IF [NOT]
-                // EXISTS` was checked before ours acted (57: exists, 60: does not).
-                Err(e) if lost_race(&sql, &e) => Ok(()),
-                other => other,
-            }
-        }
+        Step::Sql(sql) => apply_sql(ch, sql).await,
         Step::AddColumn {
             table,
             column,
@@ -760,6 +1081,10 @@ async fn apply_step(ch: &Ch, step: &Step) -> anyhow::Result<()> {
             if present > 0 {
                 return Ok(());
             }
+            // On a cluster too, on the connected replica only: the table is replicated, and
+            // its ALTER reaches every replica through ZooKeeper. (18.16's `ON CLUSTER` for a
+            // replicated table's ALTER races between the replicas: one fails with "Node
+            // exists" and the statement waits out its timeout.)
             match run(
                 ch,
                 ch.server(),
@@ -783,8 +1108,22 @@ fn lost_race(sql: &str, e: &anyhow::Error) -> bool {
         || (head.starts_with("DROP") && head.contains("IF EXISTS") && text.contains("Code: 60"))
 }
 
+/// How long an `ON CLUSTER` statement waits for every replica before it fails (ClickHouse's
+/// default is 180 s). Every replica answered just before, so a healthy cluster needs a second.
+const DDL_TASK_TIMEOUT_SECS: &str = "60";
+
 async fn run(ch: &Ch, client: &clickhouse::Client, sql: &str) -> anyhow::Result<()> {
-    match client.query(sql).execute().await {
+    let query = if ch.cluster().is_some() {
+        client
+            .clone()
+            .with_setting("distributed_ddl_task_timeout", DDL_TASK_TIMEOUT_SECS)
+            .query(sql)
+            .execute()
+            .await
+    } else {
+        client.query(sql).execute().await
+    };
+    match query {
         Ok(()) => Ok(()),
         Err(e) => {
             let text = short(&e);
@@ -802,11 +1141,82 @@ async fn run(ch: &Ch, client: &clickhouse::Client, sql: &str) -> anyhow::Result<
                     ch.url()
                 ))
                 .into())
+            } else if let Some(cluster) = ch.cluster()
+                && text.contains("distributed_ddl_task_timeout")
+            {
+                // 159: some replica did not run the statement in time. It stays in the
+                // cluster's DDL queue and runs when that replica is back.
+                Err(anyhow::anyhow!(
+                    "the cluster `{cluster}` is half-migrated: a statement did not finish on every replica within {DDL_TASK_TIMEOUT_SECS} s ({text}); it runs there when the replica is back: run `manage-timers migrate` again then to check"
+                ))
             } else {
                 Err(anyhow::anyhow!(
                     "ClickHouse schema statement failed: {text}"
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_has_a_cluster_form() {
+        for step in MIGRATIONS.iter().flat_map(|m| m.steps) {
+            if let Step::Sql(sql) = step {
+                let out = cluster_statement(sql, "zakaz", "zakaz").unwrap();
+                if sql.trim_start().starts_with("INSERT") {
+                    assert_eq!(out, sql.trim_start());
+                    continue;
+                }
+                assert!(out.contains(" ON CLUSTER `zakaz`"), "{out}");
+                if sql.contains("ENGINE = ") {
+                    assert!(out.contains("ENGINE = Replicated"), "{out}");
+                    assert!(out.contains("'/clickhouse/tables/{shard}/zakaz/"), "{out}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cluster_statements_keep_engine_arguments_and_clauses() {
+        let sql = "CREATE TABLE IF NOT EXISTS {db}.t (a UInt8, _version UInt64) ENGINE = ReplacingMergeTree(_version)\n ORDER BY a";
+        assert_eq!(
+            cluster_statement(sql, "db1", "c").unwrap(),
+            "CREATE TABLE IF NOT EXISTS {db}.t ON CLUSTER `c` (a UInt8, _version UInt64) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db1/t', '{replica}', _version)\n ORDER BY a"
+        );
+        let plain = "CREATE TABLE IF NOT EXISTS {db}.e (a UInt8) ENGINE = MergeTree\n PARTITION BY a ORDER BY a";
+        assert_eq!(
+            cluster_statement(plain, "db1", "c").unwrap(),
+            "CREATE TABLE IF NOT EXISTS {db}.e ON CLUSTER `c` (a UInt8) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/db1/e', '{replica}')\n PARTITION BY a ORDER BY a"
+        );
+        assert_eq!(
+            cluster_statement("DROP TABLE IF EXISTS {db}.v", "db1", "c").unwrap(),
+            "DROP TABLE IF EXISTS {db}.v ON CLUSTER `c`"
+        );
+        assert_eq!(
+            cluster_statement("CREATE VIEW IF NOT EXISTS {db}.v AS SELECT 1", "db1", "c").unwrap(),
+            "CREATE VIEW IF NOT EXISTS {db}.v ON CLUSTER `c` AS SELECT 1"
+        );
+        assert!(cluster_statement("ALTER TABLE {db}.t DELETE WHERE 1", "db1", "c").is_err());
+        assert!(
+            cluster_statement(
+                "CREATE TABLE IF NOT EXISTS {db}.l (a UInt8) ENGINE = Log",
+                "db1",
+                "c"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_final_objects_follow_drops_and_redefinitions() {
+        let objects = final_objects(MIGRATIONS, "J");
+        assert_eq!(objects["schema_migrations"], "J");
+        // Migration 8 dropped and redefined meta_job_runs: its definition is the last one.
+        assert!(objects["meta_job_runs"].contains("last_status"));
+        assert!(objects.contains_key("v_sales_daily") && objects.contains_key("fact_vk_ads_daily"));
     }
 }

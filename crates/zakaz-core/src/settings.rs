@@ -200,7 +200,12 @@ mod tests {
         assert_eq!(all.len(), 2, "{all:?}");
         let days = &all[0];
         assert_eq!(
-            (days.env.as_str(), days.flag.as_str(), days.default.as_deref(), days.secret),
+            (
+                days.env.as_str(),
+                days.flag.as_str(),
+                days.default.as_deref(),
+                days.secret
+            ),
             ("DEMO_DAYS", "--demo-days", Some("3"), false)
         );
         assert_eq!(days.binaries, ["one", "two"]);
@@ -211,7 +216,15 @@ mod tests {
 
     #[test]
     fn names_that_look_secret() {
-        for env in ["QTICKETS_TOKEN", "VK_ADS_CLIENT_SECRET", "SMTP_PASSWORD", "API_KEY", "PPC_SHARD_DSNS", "QTICKETS_CLIENT_HASH_SALT", "GOOGLE_CREDENTIALS"] {
+        for env in [
+            "QTICKETS_TOKEN",
+            "VK_ADS_CLIENT_SECRET",
+            "SMTP_PASSWORD",
+            "API_KEY",
+            "PPC_SHARD_DSNS",
+            "QTICKETS_CLIENT_HASH_SALT",
+            "GOOGLE_CREDENTIALS",
+        ] {
             assert!(looks_secret(env), "{env}");
         }
         for env in ["GOOGLE_TOKEN_URL", "HTTP_TIMEOUT_SECS", "CLICKHOUSE_DB"] {
@@ -223,8 +236,16 @@ mod tests {
     fn the_reference_page_hides_secret_defaults_and_escapes_pipes() {
         let page = render_markdown(&[demo("one")]);
         assert!(page.starts_with("# Configuration reference\n"));
-        assert!(page.contains("| `DEMO_DAYS` | `--demo-days` | `3` | one | Days, in a help"), "{page}");
-        assert!(page.contains("| `DEMO_TOKEN` | `--demo-token` | (secret) | one | A token \\| with a pipe |"), "{page}");
+        assert!(
+            page.contains("| `DEMO_DAYS` | `--demo-days` | `3` | one | Days, in a help"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "| `DEMO_TOKEN` | `--demo-token` | (secret) | one | A token \\| with a pipe |"
+            ),
+            "{page}"
+        );
     }
 
     #[test]
@@ -232,11 +253,20 @@ mod tests {
         let job = crate::jobs::get("qtickets");
         let text = render_env_example(job, &demo("ingest-qtickets").subcommand(Command::new("x")));
         assert!(text.starts_with("# qtickets: "), "{text}");
-        assert!(text.contains("qtickets.service (started by qtickets.timer)"), "{text}");
+        assert!(
+            text.contains("qtickets.service (started by qtickets.timer)"),
+            "{text}"
+        );
         assert!(text.contains("\n#DEMO_DAYS=3\n"), "{text}");
         assert!(text.contains("\n#DEMO_TOKEN=\n"), "{text}");
-        assert!(text.contains("# Secret: only in this file, never on a command line.\n#DEMO_TOKEN="), "{text}");
-        assert!(text.lines().all(|l| l.chars().count() <= 90), "wrapped: {text}");
+        assert!(
+            text.contains("# Secret: only in this file, never on a command line.\n#DEMO_TOKEN="),
+            "{text}"
+        );
+        assert!(
+            text.lines().all(|l| l.chars().count() <= 90),
+            "wrapped: {text}"
+        );
         for job in ["healthcheck", "camp_queue"] {
             let text = render_env_example(crate::jobs::get(job), &demo(job));
             let unit = if job == "healthcheck" {

@@ -57,8 +57,12 @@ fn server_now() -> u64 {
 /// more than [`STALE_AFTER_SECS`] ago (names without a creation time are from before it was
 /// part of the name, and are stale too). Best-effort: a failure leaves them for next time.
 pub fn drop_stale_databases() {
+    drop_stale_databases_at(&clickhouse_url());
+}
+
+fn drop_stale_databases_at(url: &str) {
     let Ok(list) = http_post(
-        &clickhouse_url(),
+        url,
         &format!(
             "SELECT name FROM system.databases WHERE startsWith(name, '{PREFIX}') FORMAT TabSeparated"
         ),
@@ -79,10 +83,7 @@ pub fn drop_stale_databases() {
         // A creation time must look like one (after 2020): older names carried a pid here.
         let created = if created > 1_577_836_800 { created } else { 0 };
         if now.saturating_sub(created) > STALE_AFTER_SECS {
-            let _ = http_post(
-                &clickhouse_url(),
-                &format!("DROP DATABASE IF EXISTS `{name}`"),
-            );
+            let _ = http_post(url, &format!("DROP DATABASE IF EXISTS `{name}`"));
         }
     }
 }
@@ -106,6 +107,9 @@ impl TestDb {
                 clickhouse_password: None,
                 clickhouse_db: name.clone(),
                 clickhouse_timeout_secs: 300,
+                clickhouse_cluster: String::new(),
+                lease: crate::lease::LeaseArgs::default(),
+                replicas: crate::replicas::ReplicaArgs::default(),
             },
             name,
         }
@@ -172,6 +176,148 @@ impl Drop for TestDb {
             &clickhouse_url(),
             &format!("DROP DATABASE IF EXISTS `{}`", self.name),
         );
+    }
+}
+
+/// The replicated cluster of `scripts/clickhouse-cluster.sh` (two replicas of one shard):
+/// `ZAKAZ_TEST_CLUSTER_URLS` or its default ports, replica 1 first.
+pub fn cluster_urls() -> Vec<String> {
+    std::env::var("ZAKAZ_TEST_CLUSTER_URLS")
+        .unwrap_or_else(|_| "http://127.0.0.1:8124,http://127.0.0.1:8125".to_owned())
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .collect()
+}
+
+/// The cluster's name in the replicas' `remote_servers`.
+pub const TEST_CLUSTER: &str = "zakaz";
+
+/// The cluster's ZooKeeper (`ZAKAZ_TEST_ZOOKEEPER`, default `127.0.0.1:2191`).
+pub fn zookeeper_hosts() -> String {
+    std::env::var("ZAKAZ_TEST_ZOOKEEPER").unwrap_or_else(|_| "127.0.0.1:2191".to_owned())
+}
+
+/// `scripts/clickhouse-cluster.sh ARGS` (start or stop a replica or ZooKeeper); it must
+/// succeed.
+pub fn cluster_script(args: &[&str]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/clickhouse-cluster.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "scripts/clickhouse-cluster.sh {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A uniquely named database on the test cluster (`CLICKHOUSE_URL` listing both replicas,
+/// `CLICKHOUSE_CLUSTER`), dropped on every replica that answers when the value is dropped.
+pub struct ClusterDb {
+    pub name: String,
+    pub args: ClickHouseArgs,
+}
+
+impl ClusterDb {
+    /// A name and settings only; nothing is created.
+    pub fn empty() -> ClusterDb {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| {
+            for url in cluster_urls() {
+                drop_stale_databases_at(&url);
+            }
+        });
+        let mut db = TestDb::empty();
+        let name = std::mem::take(&mut db.name);
+        let mut args = db.args.clone();
+        std::mem::forget(db); // nothing was created on the single server
+        args.clickhouse_url = cluster_urls().join(",");
+        args.clickhouse_cluster = TEST_CLUSTER.to_owned();
+        ClusterDb { name, args }
+    }
+
+    /// A database with every migration applied on the cluster, and a connection to it.
+    pub async fn migrated() -> (ClusterDb, Ch) {
+        let db = ClusterDb::empty();
+        let ch = db.connect().await;
+        crate::schema::migrate(&ch)
+            .await
+            .expect("migrations apply on the cluster");
+        (db, ch)
+    }
+
+    pub async fn connect(&self) -> Ch {
+        Ch::connect(&self.args)
+            .await
+            .expect("the test cluster is reachable (scripts/clickhouse-cluster.sh start)")
+    }
+
+    /// Environment variables that point a binary at this database on the cluster.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CLICKHOUSE_URL", self.args.clickhouse_url.clone()),
+            ("CLICKHOUSE_CLUSTER", TEST_CLUSTER.to_owned()),
+            ("CLICKHOUSE_DB", self.name.clone()),
+            ("CLICKHOUSE_TIMEOUT_SECS", "60".to_owned()),
+        ]
+    }
+
+    /// `program` with a clean environment pointed at this database on the cluster.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut cmd = clean_command(program);
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// A query's result as TSV on replica `n` (1-based), with `{db}` standing for this
+    /// database (a statement's answer for anything but a `SELECT`).
+    pub fn query_on(&self, n: usize, sql: &str) -> String {
+        let url = &cluster_urls()[n - 1];
+        let sql = sql.replace("{db}", &format!("`{}`", self.name));
+        // Statements (`SYSTEM …`, DDL) take no FORMAT on 18.16.
+        let text = if sql.trim_start().starts_with("SELECT") {
+            format!("{sql} FORMAT TabSeparated")
+        } else {
+            sql.clone()
+        };
+        http_post(url, &text).unwrap_or_else(|e| panic!("query on replica {n} failed: {sql}: {e}"))
+    }
+
+    /// `SYSTEM SYNC REPLICA` of every replicated table of this database on replica `n`:
+    /// returns once it has fetched every part the other replicas have.
+    pub fn sync_replica(&self, n: usize) {
+        let tables = self.query_on(
+            n,
+            &format!(
+                "SELECT name FROM system.tables WHERE database = '{}' AND engine LIKE 'Replicated%'",
+                self.name
+            ),
+        );
+        for table in tables.lines() {
+            self.query_on(n, &format!("SYSTEM SYNC REPLICA {{db}}.{table}"));
+        }
+    }
+}
+
+impl Drop for ClusterDb {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_TEST_DB").is_some() {
+            eprintln!("keeping test database {} on the cluster", self.name);
+            return;
+        }
+        // Replica by replica (not `ON CLUSTER`, which would wait for a stopped one).
+        for url in cluster_urls() {
+            let _ = http_post(&url, &format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        }
     }
 }
 

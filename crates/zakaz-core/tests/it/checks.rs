@@ -16,7 +16,16 @@ async fn job_states_fold_the_journal_as_of_the_callers_clock() {
     let events = [
         ("qtickets", "q1", 1, "ok", 3600, 600, "fine", "{}"),
         ("qtickets", "q2", 1, "error", 600, 600, "boom", "{}"),
-        ("qtickets", "q3", 1, "ok", 60, 600, "worked around", "{\"warnings\":2}"),
+        (
+            "qtickets",
+            "q3",
+            1,
+            "ok",
+            60,
+            600,
+            "worked around",
+            "{\"warnings\":2}",
+        ),
         ("vk_ads", "v1", 0, "running", 1200, -300, "", "{}"),
         ("alerts", "a1", 1, "error", 60, 600, "x", "{}"),
     ];
@@ -33,16 +42,28 @@ async fn job_states_fold_the_journal_as_of_the_callers_clock() {
     let now = chrono::DateTime::from_timestamp(NOW, 0).unwrap();
     // Errors since ten minutes and a half ago.
     let states = job_states(&ch, (NOW - 630) as u32, &now).await.unwrap();
-    assert!(!states.contains_key("alerts"), "alerts does not judge itself");
+    assert!(
+        !states.contains_key("alerts"),
+        "alerts does not judge itself"
+    );
     let q = &states["qtickets"];
     assert_eq!(
-        (q.last_status.as_str(), q.last_message.as_str(), q.errors_since, q.last_error_message.as_str(), q.last_warnings),
+        (
+            q.last_status.as_str(),
+            q.last_message.as_str(),
+            q.errors_since,
+            q.last_error_message.as_str(),
+            q.last_warnings
+        ),
         ("ok", "worked around", 1, "boom", 2)
     );
     assert_eq!(q.last_ok_at as i64, NOW - 60);
     assert_eq!(q.first_seen_at as i64, NOW - 3600);
     let v = &states["vk_ads"];
-    assert_eq!((v.last_status.as_str(), v.unfinished_since), ("unfinished", 1));
+    assert_eq!(
+        (v.last_status.as_str(), v.unfinished_since),
+        ("unfinished", 1)
+    );
     // Since later than the error: it no longer counts.
     let later = job_states(&ch, (NOW - 300) as u32, &now).await.unwrap();
     assert_eq!(later["qtickets"].errors_since, 0);
@@ -63,12 +84,29 @@ async fn open_alerts_give_each_fingerprints_latest_state() {
     let open = open_alerts(&ch).await.unwrap();
     assert_eq!(open.len(), 2);
     let q = &open["failed_run:qtickets"];
-    assert_eq!(q.state, "resolved", "the later of two rows in the same second");
+    assert_eq!(
+        q.state, "resolved",
+        "the later of two rows in the same second"
+    );
     assert_eq!((q.last_sent, q.fired_at), (1_795_590_000, 1_795_590_000));
     let v = &open["stale_data:vk_ads"];
     assert_eq!(
-        (v.state.as_str(), v.last_sent, v.fired_at, v.job.as_str(), v.alert_type.as_str(), v.title.as_str()),
-        ("firing", 0, 1_795_591_000, "vk_ads", "stale_data", "vk_ads data is stale"),
+        (
+            v.state.as_str(),
+            v.last_sent,
+            v.fired_at,
+            v.job.as_str(),
+            v.alert_type.as_str(),
+            v.title.as_str()
+        ),
+        (
+            "firing",
+            0,
+            1_795_591_000,
+            "vk_ads",
+            "stale_data",
+            "vk_ads data is stale"
+        ),
         "fired but never accepted by a channel"
     );
     drop(db);

@@ -2,5 +2,6 @@
 
 mod calendar;
 mod checks;
+mod cluster;
 mod journal;
 mod schema;
