@@ -174,15 +174,22 @@ fi
 run_job alerts alerts
 
 # The healthcheck keeps serving after this script (until `--stop`).
-port=${HEALTHCHECK_PORT:-8080}
-if curl -fsS --max-time 1 "http://127.0.0.1:$port/healthz/live" >/dev/null 2>&1; then
-    port=$((port + 1000))
-fi
+# Another program on the port (an installed healthcheck, a web server) would answer in its
+# place: the first free port from HEALTHCHECK_PORT (8080) on is used, and said.
+wanted=${HEALTHCHECK_PORT:-8080}
+port=$wanted
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for _ in $(seq 1 50); do listening "$port" || break; port=$((port + 1)); done
 HEALTHCHECK_LISTEN="127.0.0.1:$port" nohup target/debug/healthcheck >"$state/healthcheck.log" 2>&1 &
 echo $! >"$state/healthcheck.pid"
 health="http://127.0.0.1:$port/healthz/detailed"
 for _ in $(seq 1 100); do curl -fsS --max-time 1 "$health" >/dev/null 2>&1 && break; sleep 0.1; done
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$health" || true)
+if ! kill -0 "$(cat "$state/healthcheck.pid")" 2>/dev/null; then
+    code="nothing: the healthcheck exited, see $state/healthcheck.log"
+elif [ "$port" != "$wanted" ]; then
+    code="$code (port $wanted is taken by another program)"
+fi
 
 echo
 echo "==> rows per table ($DB)"
