@@ -361,5 +361,41 @@ mod tests {
         assert!(rows[0].ad_hidden && rows[1].ad_hidden && !rows[2].ad_hidden);
         assert_eq!((rows[0].ad_id, rows[0].ad_group_name.as_str()), (0, ""));
         assert_eq!(rows[2].ad_group_name, "g");
+        // Either id hidden hides the ad: a group shown with its ad hidden too.
+        let rows = parse(&[HEADER, "2026-11-20\t5\tc\t50\tg\t--\t1\t1\t1.00\t0\n"]).unwrap();
+        assert!(rows[0].ad_hidden);
+        assert_eq!(rows[0].ad_group_name, "g");
+    }
+
+    #[test]
+    fn lines_before_the_header_are_title_whatever_their_cells() {
+        // A title cell `Date` without `AdId` is no header; without a header, a line is data
+        // only with every column and a date first.
+        let rows = parse(&[
+            "Date\ttitle\n",
+            "2026-11-20\ta title that starts with a date\n",
+            "x\t1\t2\t3\t4\t5\t6\t7\t8\t9\n",
+            "2026-11-20\t5\tc\t50\tg\t500\t1\t1\t1.00\t0\n",
+        ])
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].ad_id, 500);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_every_byte_is_counted() {
+        let mut p = Parser::default();
+        let chunks = [
+            HEADER,
+            "2026-11-20\t5\tc\t50\tg\t500\t1\t1\t1.00\t0\n",
+            "2026-11-20\t5\tc\t50\tg\t500\tmany\t1\t1.00\t0\n",
+        ];
+        let mut result = Ok(());
+        for c in chunks {
+            result = p.feed(c.as_bytes(), |_| Ok(()));
+        }
+        let err = result.unwrap_err().to_string();
+        assert!(err.starts_with("report line 3:"), "{err}");
+        assert_eq!(p.bytes, chunks.iter().map(|c| c.len() as u64).sum::<u64>());
     }
 }
