@@ -45,6 +45,42 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A command's stdout and stderr, for assertion messages and greps.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Poll `probe` until it returns Some, at most `limit` (a state another process reaches,
+/// never time passing).
+pub fn wait_for<T>(
+    what: &str,
+    limit: std::time::Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// Write `content` to `inside` (a path as the machine sees it), creating its directories.
+pub fn write_inside(machine: &Machine, inside: &str, content: &str) {
+    let path = machine.path(inside);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, content).unwrap();
+}
+
 /// A loopback port that was free a moment ago (for a service the test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -5,25 +5,17 @@
 //! computes from the same data. A read-only replica raises an alert. One test at a time
 //! (nextest group `clickhouse-cluster`): they stop a replica or ZooKeeper.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use api_sandbox::{SandboxConfig, Server};
 use serde_json::json;
 use zakaz_core::testing::{
     ClusterDb, TempDir, TestDb, cluster_script, cluster_urls, http_post, query_tsv, sandbox_control,
 };
-use zakaz_e2e::binary;
+use zakaz_e2e::{binary, output_text};
 
 /// The loaders' and the sandbox's "now": evening in Moscow.
 const NOW: &str = "2026-11-25T21:30:00+03:00";
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A loader against `sandbox`, acting as of the sandbox's clock, with `db` settings.
 fn loader(
@@ -66,8 +58,8 @@ fn loader(
 
 fn run_ok(mut cmd: Command, what: &str) -> String {
     let out = cmd.output().expect("the loader runs");
-    assert!(out.status.success(), "{what} failed: {}", text(&out));
-    text(&out)
+    assert!(out.status.success(), "{what} failed: {}", output_text(&out));
+    output_text(&out)
 }
 
 const LOADERS: [&str; 4] = [
@@ -256,8 +248,13 @@ async fn a_read_only_replica_raises_an_alert() {
             .env("SYSTEMD_UNIT_DIRS", "/nonexistent")
             .output()
             .unwrap();
-        assert_eq!(out.status.success(), expect_success, "{}", text(&out));
-        text(&out)
+        assert_eq!(
+            out.status.success(),
+            expect_success,
+            "{}",
+            output_text(&out)
+        );
+        output_text(&out)
     };
     // `healthcheck --once` prints every replica (it exits 1 here: the jobs never ran).
     let healthcheck = || {
@@ -267,7 +264,7 @@ async fn a_read_only_replica_raises_an_alert() {
             .env("SYSTEMD_UNIT_DIRS", "/nonexistent")
             .output()
             .unwrap();
-        text(&out)
+        output_text(&out)
     };
     let healthy = alerts(true);
     assert!(!healthy.contains("replica"), "{healthy}");
@@ -321,7 +318,7 @@ fn ok_in(machine: &zakaz_e2e::Machine, args: &[&str]) -> String {
         out.status.success(),
         "`{}` failed: {}",
         args.join(" "),
-        text(&out)
+        output_text(&out)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -4,7 +4,7 @@
 //! the Russian runbook has the same sections and the same commands as the English one.
 
 use zakaz_core::testing::{TestDb, query_tsv};
-use zakaz_e2e::{Machine, all_commands, binary, workspace_root};
+use zakaz_e2e::{Machine, all_commands, binary, workspace_root, write_inside};
 
 /// A fenced block of a markdown file.
 #[derive(Debug, Clone)]
@@ -435,12 +435,6 @@ fn ok(machine: &Machine, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn write(machine: &Machine, inside: &str, content: &str) {
-    let path = machine.path(inside);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, content).unwrap();
-}
-
 /// Where the blocks run: a checkout whose `target/release` holds the built binaries.
 const CHECKOUT: &str = "/run/zakaz-docs";
 
@@ -480,7 +474,7 @@ async fn the_readme_and_runbook_blocks_run_as_typed_in_a_real_systemd() {
         ),
         ("healthcheck.env", format!("CLICKHOUSE_DB={d}\n")),
     ] {
-        write(
+        write_inside(
             &machine,
             &format!("/opt/zakaz_dashboard/secrets/{file}"),
             &env,
@@ -499,7 +493,7 @@ async fn the_readme_and_runbook_blocks_run_as_typed_in_a_real_systemd() {
         .success();
     let shim_dir = format!("{CHECKOUT}/shim");
     if !has_sudo {
-        write(
+        write_inside(
             &machine,
             &format!("{shim_dir}/sudo"),
             "#!/bin/sh\n# A stand-in for sudo (not installed on this host).\nif [ \"$1\" = -u ]; then u=$2; shift 2; exec setpriv --reuid=\"$u\" --regid=\"$u\" --init-groups -- \"$@\"; fi\nexec \"$@\"\n",

@@ -3,19 +3,11 @@
 //! arguments, the documented exit codes, `status --json`, logs before any run, no restart of
 //! a run that exits 78, and completion of job names in bash.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use zakaz_core::testing::{TestDb, query_tsv};
-use zakaz_e2e::Machine;
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use zakaz_e2e::{Machine, output_text, wait_for, write_inside};
 
 /// A command as the operator types it: found on the machine's PATH, with the test's database
 /// for the ClickHouse readers.
@@ -24,14 +16,12 @@ fn typed(machine: &Machine, db: &str, line: &str) -> std::process::Output {
 }
 
 fn ok(out: std::process::Output, what: &str) -> String {
-    assert!(out.status.success(), "`{what}` failed: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "`{what}` failed: {}",
+        output_text(&out)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn write(machine: &Machine, inside: &str, content: &str) {
-    let path = machine.path(inside);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, content).unwrap();
 }
 
 fn show(machine: &Machine, unit: &str, prop: &str) -> String {
@@ -42,21 +32,6 @@ fn show(machine: &Machine, unit: &str, prop: &str) -> String {
     )
     .trim()
     .to_owned()
-}
-
-/// Poll `probe` until it returns Some, at most `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,12 +45,12 @@ async fn the_operators_day_works_as_typed_in_a_real_systemd() {
         "QTICKETS_BASE_URL={}/qtickets/api/rest/v1\nQTICKETS_TOKEN=sandbox-token\nQTICKETS_INVENTORY=false\nCLICKHOUSE_DB={}\n",
         sandbox.base_url, db.name
     );
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/qtickets.env",
         &qtickets_env,
     );
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/healthcheck.env",
         &format!("CLICKHOUSE_DB={}\n", db.name),
@@ -85,7 +60,7 @@ async fn the_operators_day_works_as_typed_in_a_real_systemd() {
     // --- not installed: status says a timer is missing (3) ------------------------------
     let bin = machine.stage_binaries();
     let out = machine.exec(&[&format!("{bin}/manage-timers"), "status"]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
 
     // --- install with choices; then the commands are on the PATH ----------------------
     let out = ok(
@@ -113,7 +88,7 @@ async fn the_operators_day_works_as_typed_in_a_real_systemd() {
         "/usr/local/bin/manage-timers\n/usr/local/bin/camp-queue\n"
     );
     let status = sh("manage-timers status");
-    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert_eq!(status.status.code(), Some(0), "{}", output_text(&status));
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(
         status.contains("camp_queue-2-copy1") && status.contains("qtickets"),
@@ -256,7 +231,7 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
 
     // --- a manual run with arguments -------------------------------------------------------
     let out = sh("manage-timers run qtickets -- --days 2");
-    let said = text(&out);
+    let said = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(said.contains("run finished"), "the run's log: {said}");
     assert!(said.contains("finished: success"), "{said}");
@@ -291,7 +266,7 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
 
     // --- exit codes ---------------------------------------------------------------------------
     let out = sh("manage-timers run nosuchjob");
-    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(64), "{}", output_text(&out));
     let out = machine.exec(&[
         "setpriv",
         "--reuid=65534",
@@ -301,23 +276,23 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
         "enable",
         "qtickets",
     ]);
-    assert_eq!(out.status.code(), Some(77), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(77), "{}", output_text(&out));
 
     // --- logs before any run, and every job's log ------------------------------------------
     let out = sh("manage-timers logs camp_queue");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
-        text(&out).contains("no log lines of camp_queue yet"),
+        output_text(&out).contains("no log lines of camp_queue yet"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
-    assert!(!text(&out).contains("Failed to add filter"));
+    assert!(!output_text(&out).contains("Failed to add filter"));
     let all = ok(sh("manage-timers logs -n 200"), "logs");
     assert!(all.contains("run finished"), "{all}");
 
     // --- a run exiting 78 is not restarted; status exits 3 ----------------------------------
     // Short restart periods, so a restart that should happen is seen quickly.
-    write(
+    write_inside(
         &machine,
         "/etc/systemd/system/qtickets.service.d/test-restart.conf",
         "[Service]\nRestartSec=1\n",
@@ -326,7 +301,7 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
         machine.exec(&["systemctl", "daemon-reload"]),
         "daemon-reload",
     );
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/qtickets.env",
         &qtickets_env.replace("QTICKETS_TOKEN=sandbox-token\n", ""),
@@ -336,24 +311,28 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
         out.status.code(),
         Some(78),
         "the run's own code: {}",
-        text(&out)
+        output_text(&out)
     );
-    assert!(text(&out).contains("QTICKETS_TOKEN"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("QTICKETS_TOKEN"),
+        "{}",
+        output_text(&out)
+    );
     // Straight to failed: a restart would show `auto-restart` and count in NRestarts.
     assert_eq!(show(&machine, "qtickets.service", "SubState"), "failed");
     assert_eq!(show(&machine, "qtickets.service", "NRestarts"), "0");
     let out = sh("manage-timers status");
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     assert!(
-        text(&out)
+        output_text(&out)
             .contains("problem: qtickets: the last run of qtickets.service failed (exit-code)"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     let json: Value = serde_json::from_slice(&sh("manage-timers status --json").stdout).unwrap();
     assert_eq!(json["ok"], false);
     // The contrast: a run that fails otherwise (the API unreachable) is restarted.
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/qtickets.env",
         &qtickets_env.replace(&sandbox.base_url, "http://127.0.0.1:9"),

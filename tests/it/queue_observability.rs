@@ -3,18 +3,10 @@
 //! per-shard gauges on `/metrics` (checked by promtool). Real binaries, real MariaDB servers
 //! (shard 2 on an extra instance), real ClickHouse; the queue's clock pinned with `--now`.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use zakaz_core::testing::{TestDb, UnitDir};
-use zakaz_e2e::{binary, free_port, queue_stand};
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use zakaz_e2e::{binary, free_port, output_text, queue_stand};
 
 const T0: &str = "2026-12-01T06:00:00Z";
 const FIVE_HOURS_LATER: &str = "2026-12-01T11:00:00Z";
@@ -81,7 +73,7 @@ fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
             .args(["--dry-run", "--now", now])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let plan = alerts(FIVE_HOURS_LATER);
@@ -180,7 +172,7 @@ fn alerts_see_old_copies_and_silent_primaries_and_metrics_show_every_shard() {
         .write_all(metrics.as_bytes())
         .unwrap();
     let checked = promtool.wait_with_output().unwrap();
-    assert!(checked.status.success(), "{}", text(&checked));
+    assert!(checked.status.success(), "{}", output_text(&checked));
 }
 
 fn get(port: u16, path: &str) -> Option<String> {
@@ -227,7 +219,7 @@ fn a_shard_that_cannot_be_read_raises_an_alert_and_shows_down() {
         .args(["--dry-run", "--now", T0])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(
         plan.contains("[error] Campaign queue shard 2 cannot be read"),

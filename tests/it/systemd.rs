@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use zakaz_core::testing::{TestDb, query_tsv};
-use zakaz_e2e::Machine;
+use zakaz_e2e::{Machine, output_text, wait_for, write_inside};
 
 /// The error-priority lines of the qtickets service, as `journalctl -p err` shows them.
 const ERROR_LINES: &[&str] = &[
@@ -22,44 +22,15 @@ const ERROR_LINES: &[&str] = &[
     "cat",
 ];
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn ok(machine: &Machine, args: &[&str]) -> String {
     let out = machine.exec(args);
     assert!(
         out.status.success(),
         "`{}` failed: {}",
         args.join(" "),
-        text(&out)
+        output_text(&out)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Poll `probe` until it returns Some, at most `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn write(machine: &Machine, inside: &str, content: &str) {
-    let path = machine.path(inside);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, content).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,12 +54,12 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         "QTICKETS_BASE_URL={}/qtickets/api/rest/v1\nQTICKETS_TOKEN=sandbox-token\nQTICKETS_INVENTORY=false\nQTICKETS_BACKFILL_DAYS=40\nCLICKHOUSE_DB={}\n",
         sandbox.base_url, db.name
     );
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/qtickets.env",
         &qtickets_env,
     );
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/alerts.env",
         &format!(
@@ -97,7 +68,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         ),
     );
 
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/vk_ads.env",
         &format!(
@@ -105,7 +76,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
             sandbox.base_url, db.name
         ),
     );
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/direct.env",
         &format!(
@@ -114,7 +85,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
         ),
     );
 
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/gmail.env",
         &format!(
@@ -126,7 +97,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
 
     // The healthcheck (enabled by default) on its default 127.0.0.1:8080, which is the
     // machine's own: a healthcheck of the host's on 8080 is no obstacle.
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/healthcheck.env",
         &format!("CLICKHOUSE_DB={}\n", db.name),
@@ -352,7 +323,7 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
     );
 
     // --- a failure starts its OnFailure= alert ----------------------------------------------
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/qtickets.env",
         &qtickets_env.replace(
@@ -395,12 +366,12 @@ async fn install_run_fail_alert_and_fire_in_a_real_systemd() {
     );
 
     // --- a timer fires on its own -------------------------------------------------------------
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/qtickets.env",
         &qtickets_env,
     );
-    write(
+    write_inside(
         &machine,
         "/etc/systemd/system/qtickets.timer.d/test-schedule.conf",
         "[Timer]\nOnCalendar=\nOnCalendar=*:*:0/10\nRandomizedDelaySec=0\nAccuracySec=1s\n",
@@ -556,7 +527,7 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
     // The default port, inside the machine's own network.
     let port = 8080;
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/healthcheck.env",
         &format!("CLICKHOUSE_DB={}\nHEALTHCHECK_CACHE_SECONDS=1\n", db.name),
@@ -594,7 +565,7 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
         format!("listening on http://127.0.0.1:{port}")
     );
     let status = machine.exec(&["systemctl", "status", "--no-pager", "healthcheck.service"]);
-    let status = text(&status);
+    let status = output_text(&status);
     assert!(status.contains("active (running)"), "{status}");
     let (code, body) = http_get(&machine, port, "/healthz").expect("the healthcheck answers");
     assert_eq!(
@@ -610,7 +581,7 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
 
     // A hung server (stopped, so it can neither answer nor ping) is killed by the watchdog
     // and restarted. Shorter periods than the shipped ones, so the test is quick.
-    write(
+    write_inside(
         &machine,
         "/etc/systemd/system/healthcheck.service.d/test-watchdog.conf",
         "[Service]\nWatchdogSec=2\nRestartSec=1\n",
@@ -656,13 +627,13 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     // the watchdog kill it; a stopped process (above) would be killed by any pinger.
     let env_file = "/opt/zakaz_dashboard/secrets/healthcheck.env";
     let settings = format!("CLICKHOUSE_DB={}\nHEALTHCHECK_CACHE_SECONDS=1\n", db.name);
-    write(
+    write_inside(
         &machine,
         env_file,
         &format!("{settings}ZAKAZ_TEST_DEAF=1\n"),
     );
     // Longer than the checks below take; a wider restart gap to see the failed state.
-    write(
+    write_inside(
         &machine,
         "/etc/systemd/system/healthcheck.service.d/test-watchdog.conf",
         "[Service]\nWatchdogSec=6\nRestartSec=2\n",
@@ -700,7 +671,7 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     }
     assert_eq!(result, "watchdog", "{}", journal());
     // The next start reads the env file again: deaf no more.
-    write(&machine, env_file, &settings);
+    write_inside(&machine, env_file, &settings);
     wait_for(
         "systemd to restart the deaf healthcheck",
         Duration::from_secs(60),
@@ -753,7 +724,7 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
     ok(&machine, &["chmod", "0775", "/opt/zakaz_dashboard"]);
     // A unit linked to a file the test owns (as a masked unit links to /dev/null), and a
     // foreign unit that mentions the marker below its first line.
-    write(
+    write_inside(
         &machine,
         "/run/zakaz-test/own-file",
         "the test's own file\n",
@@ -769,11 +740,11 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
         ],
     );
     let foreign = "[Unit]\n# managed-by: manage-timers\nDescription=someone else's\n";
-    write(&machine, &format!("{units}/direct.service"), foreign);
+    write_inside(&machine, &format!("{units}/direct.service"), foreign);
 
     let refused = machine.exec(&[&manage, "install", "--binaries", bin]);
-    assert_eq!(refused.status.code(), Some(78), "{}", text(&refused));
-    let said = text(&refused);
+    assert_eq!(refused.status.code(), Some(78), "{}", output_text(&refused));
+    let said = output_text(&refused);
     assert!(
         said.contains("refusing to install, nothing was changed")
             && said.contains("alerts.timer` is a symbolic link to `/run/zakaz-test/own-file`")
@@ -785,7 +756,7 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
     assert!(!machine.path("/opt/zakaz_dashboard/bin").exists());
     // --force overwrites the foreign unit but still never touches the link's target.
     let forced = machine.exec(&[&manage, "install", "--binaries", bin, "--force"]);
-    assert_eq!(forced.status.code(), Some(78), "{}", text(&forced));
+    assert_eq!(forced.status.code(), Some(78), "{}", output_text(&forced));
     assert!(!written("qtickets.service"));
     let own = machine.path("/run/zakaz-test/own-file");
     assert_eq!(
@@ -802,8 +773,8 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
     // `install` would then run PREFIX/bin/* as root. One line naming it, nothing written.
     std::fs::remove_file(machine.path(&format!("{units}/alerts.timer"))).unwrap();
     let refused = machine.exec(&[&manage, "install", "--binaries", bin, "--force"]);
-    assert_eq!(refused.status.code(), Some(78), "{}", text(&refused));
-    let said = text(&refused);
+    assert_eq!(refused.status.code(), Some(78), "{}", output_text(&refused));
+    let said = output_text(&refused);
     assert_eq!(said.trim_end().lines().count(), 1, "{said}");
     assert!(
         said.contains("refusing to install, nothing was changed: `/opt/zakaz_dashboard` is owned by uid 65534, not root"),
@@ -818,11 +789,11 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
     ok(&machine, &["chown", "0:0", "/opt/zakaz_dashboard"]);
     ok(&machine, &["chmod", "0777", "/opt/zakaz_dashboard"]);
     let refused = machine.exec(&[&manage, "install", "--binaries", bin, "--force"]);
-    assert_eq!(refused.status.code(), Some(78), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(78), "{}", output_text(&refused));
     assert!(
-        text(&refused).contains("`/opt/zakaz_dashboard` is writable by other users"),
+        output_text(&refused).contains("`/opt/zakaz_dashboard` is writable by other users"),
         "{}",
-        text(&refused)
+        output_text(&refused)
     );
     ok(&machine, &["chmod", "0755", "/opt/zakaz_dashboard"]);
     // A dangling link where an env file goes: it would create the link's target (0644
@@ -841,11 +812,11 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
         ],
     );
     let refused = machine.exec(&[&manage, "install", "--binaries", bin, "--force"]);
-    assert_eq!(refused.status.code(), Some(78), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(78), "{}", output_text(&refused));
     assert!(
-        text(&refused).contains("`/opt/zakaz_dashboard/secrets/vk_ads.env` is a symbolic link to `/run/zakaz-test/not-yet`"),
+        output_text(&refused).contains("`/opt/zakaz_dashboard/secrets/vk_ads.env` is a symbolic link to `/run/zakaz-test/not-yet`"),
         "{}",
-        text(&refused)
+        output_text(&refused)
     );
     assert!(!machine.path("/run/zakaz-test/not-yet").exists());
     assert!(
@@ -895,7 +866,7 @@ fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
 
     let log = std::env::temp_dir().join(format!("zakaz-e2e-queue-{}.log", std::process::id()));
     let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
-    write(
+    write_inside(
         &machine,
         "/opt/zakaz_dashboard/secrets/camp_queue.env",
         &env,
@@ -966,7 +937,7 @@ fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
 
     // Shard 1's timers fire every few seconds here (the shipped calendar is every 3 minutes).
     for lane in ["copy1", "rest"] {
-        write(
+        write_inside(
             &machine,
             &format!("/etc/systemd/system/camp_queue-1-{lane}.timer.d/test-schedule.conf"),
             "[Timer]\nOnCalendar=\nOnCalendar=*:*:0/5\n",
