@@ -152,6 +152,7 @@ fn visible_len(s: &str) -> usize {
 
 /// The binary's `main`.
 pub fn main() -> ExitCode {
+    zakaz_core::panic::install();
     let args: Vec<OsString> = std::env::args_os().collect();
     let color = decide_color(&args);
     let _ = COLOR.set(color);
@@ -205,18 +206,11 @@ pub fn main() -> ExitCode {
         eprintln!("error: {}", one_line(&err));
         return ExitCode::from(exit_code_for(&err));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match zakaz_core::cli::runtime() {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(exit::FAILURE);
-        }
+        Err(code) => return code,
     };
-    match runtime.block_on(crate::run(cli)) {
+    match runtime.block_on(zakaz_core::panic::catch(crate::run(cli))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let code = code_for(&err);

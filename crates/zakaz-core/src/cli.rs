@@ -72,16 +72,9 @@ where
         eprintln!("error: {}", one_line(&err));
         return ExitCode::from(exit_code_for(&err));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(exit::FAILURE);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(crate::panic::catch(body(cli))) {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +83,19 @@ where
             ExitCode::from(exit_code_for(&err))
         }
     }
+}
+
+/// The tokio runtime every binary runs its work on (two workers: the machines are small); a
+/// runtime that cannot start is printed and is the exit code.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::from(exit::FAILURE)
+        })
 }
 
 /// What to print and which code to exit with when parsing does not yield a command.
