@@ -835,5 +835,29 @@ mod tests {
         let parsed = xlsx(&sheet, &limits).unwrap();
         assert_eq!(parsed.errors, []);
         assert_eq!(parsed.rows[0].revenue, 1_050);
+        // Its 2 rows × 4 columns are 8 cells, wherever they start: 8 is enough.
+        let eight = Limits {
+            table_cells: 8,
+            ..limits
+        };
+        assert_eq!(xlsx(&sheet, &eight).unwrap().rows.len(), 1);
+        let seven = Limits {
+            table_cells: 7,
+            ..limits
+        };
+        assert!(xlsx(&sheet, &seven).is_err());
+    }
+
+    #[test]
+    fn the_unpacking_limit_is_for_all_members_together() {
+        let half = vec![b'a'; 300 * 1024];
+        let two = zip_of(&[("a.xml", &half), ("b.xml", &half)]);
+        let e = unpacked_within(&two, 512 * 1024).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("the workbook unpacks to more than 524288 bytes"),
+            "{e}"
+        );
+        unpacked_within(&two, 600 * 1024).unwrap();
     }
 }
