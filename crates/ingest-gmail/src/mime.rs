@@ -134,6 +134,27 @@ mod tests {
         );
         assert_eq!(text(&[0xC4, 0xE0, 0xF2, 0xE0], None), "Дата");
         assert_eq!(text(b"\xEF\xBB\xBFdate", None), "date");
+        // A declared charset other than UTF-8 is believed; "UTF-8" on bytes that are not is
+        // the Russian default.
+        assert_eq!(text(&[0xE4, 0xC1, 0xD4, 0xC1], Some("koi8-r")), "Дата");
+        assert_eq!(text(&[0xC4, 0xE0, 0xF2, 0xE0], Some("utf-8")), "Дата");
+    }
+
+    #[test]
+    fn a_tree_deeper_than_32_levels_is_refused() {
+        let nest = |levels: usize| {
+            let mut part = serde_json::json!({"mimeType": "text/plain", "body": {"data": "aGk"}});
+            for _ in 0..levels {
+                part = serde_json::json!({"mimeType": "multipart/mixed", "parts": [part]});
+            }
+            part
+        };
+        assert_eq!(leaves(&nest(31)).unwrap().len(), 1);
+        let e = leaves(&nest(32)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the message's MIME tree is deeper than 32 levels"
+        );
     }
 
     #[test]

@@ -479,11 +479,9 @@ pub fn html(text: &str, limits: &Limits) -> anyhow::Result<Parsed> {
         if is("table") && closing {
             break;
         } else if is("tr") {
+            // A row begins with its first cell (`<tr>` and `</tr>` both end the last one).
             end_cell(&mut row, &mut cell)?;
             end_row(&mut rows, &mut row);
-            if !closing {
-                row = Some(Vec::new());
-            }
         } else if is("td") || is("th") {
             end_cell(&mut row, &mut cell)?;
             if !closing {
@@ -596,6 +594,23 @@ mod tests {
         assert_eq!(parsed.rows.len(), 1, "{:?}", parsed.errors);
         assert_eq!(parsed.rows[0].event, "Rock & Roll");
         assert_eq!(parsed.rows[0].revenue, 100_000);
+    }
+
+    #[test]
+    fn html_entities_and_the_cell_limit_exactly() {
+        let body = "<table><tr><th>Date</th><th>Event</th><th>Tickets</th><th>Revenue</th></tr>\
+                    <tr><td>2026-12-01</td><td>&lt;b&gt; &quot;A&quot; &apos;B&apos; &#x43;&#X44;&#69; &bogus; &#xZZ;</td><td>2</td><td>10</td></tr></table>";
+        let exact = Limits {
+            table_cells: 8,
+            ..Limits::DEFAULT
+        };
+        let parsed = html(body, &exact).unwrap();
+        assert_eq!(parsed.rows[0].event, "<b> \"A\" 'B' CDE &bogus; &#xZZ;");
+        let over = Limits {
+            table_cells: 7,
+            ..Limits::DEFAULT
+        };
+        assert!(html(body, &over).is_err());
     }
 
     #[test]
