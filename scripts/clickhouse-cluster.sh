@@ -6,10 +6,14 @@
 # never touched. Started and stopped like scripts/mariadb-shards.sh.
 #
 #   scripts/clickhouse-cluster.sh start            # idempotent: starts what is not answering
+#   scripts/clickhouse-cluster.sh start --fresh    # when no part answers: drops what an earlier
+#                                                  # run left (data, ZooKeeper's state, stale
+#                                                  # processes) and starts from empty (tests)
 #   scripts/clickhouse-cluster.sh stop [PART...]   # stops what this script started (PART:
 #                                                  # zookeeper, replica1, replica2; default all)
 #   scripts/clickhouse-cluster.sh start PART...    # starts only those (tests restart a replica)
 #   scripts/clickhouse-cluster.sh down             # prints the parts not answering now
+#   scripts/clickhouse-cluster.sh parts            # prints every part (as `down` would)
 #   scripts/clickhouse-cluster.sh urls             # CLICKHOUSE_URL for the cluster (replicas,
 #                                                  # comma-separated, in order)
 #   scripts/clickhouse-cluster.sh env              # the settings a binary needs for it
@@ -43,7 +47,8 @@ wait_up() { # what check seconds log
         if $2; then return 0; fi
         sleep 0.5
     done
-    echo "clickhouse-cluster: $1 did not answer within $3 s (see $4)" >&2
+    echo "clickhouse-cluster: $1 did not answer within $3 s (see $4; its last lines follow)" >&2
+    tail -n 20 "$4" >&2 2>/dev/null || true
     exit 1
 }
 
@@ -207,7 +212,8 @@ stop_pidfile() { # name pidfile
     local pid i
     [ -f "$2" ] || return 0
     pid=$(cat "$2")
-    if kill "$pid" 2>/dev/null; then
+    # Only a process of ours: after a reboot the number may belong to another program.
+    if grep -qF "$DIR" "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null; then
         for ((i = 0; i < 120; i++)); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.25
@@ -236,9 +242,25 @@ stop_part() {
 
 parts() { echo zookeeper; for r in "${REPLICAS[@]}"; do echo "replica$r"; done; }
 
+# Everything an earlier run left: a killed server's data (ClickHouse 18.16 may refuse to start
+# on it) or ZooKeeper's state for tables the data no longer holds. Only when nothing answers.
+fresh() {
+    local p
+    if [ "$(bash "$0" down)" != "$(parts | xargs)" ]; then
+        echo "clickhouse-cluster: --fresh refused: a part of the cluster answers (stop it first)" >&2
+        exit 1
+    fi
+    for p in $(parts | tac); do stop_part "$p" >/dev/null; done
+    rm -rf "${DIR:?}/zookeeper" "${DIR:?}"/replica[0-9]
+}
+
 case "${1:-}" in
 start)
     shift
+    if [ "${1:-}" = --fresh ]; then
+        shift
+        fresh
+    fi
     [ $# -gt 0 ] || set -- $(parts)
     for p in "$@"; do start_part "$p"; done
     ;;
@@ -254,6 +276,7 @@ down)
     for r in "${REPLICAS[@]}"; do replica_up "$r" || down+=("replica$r"); done
     echo "${down[*]}"
     ;;
+parts) parts | xargs ;;
 urls)
     urls=()
     for r in "${REPLICAS[@]}"; do urls+=("http://127.0.0.1:$(http_port "$r")"); done
@@ -264,5 +287,5 @@ env)
     echo "CLICKHOUSE_CLUSTER=$CLUSTER"
     echo "ZOOKEEPER_HOSTS=127.0.0.1:$ZK_PORT"
     ;;
-*) echo "usage: $0 start [PART...]|stop [PART...]|down|urls|env" >&2; exit 64 ;;
+*) echo "usage: $0 start [--fresh] [PART...]|stop [PART...]|down|parts|urls|env" >&2; exit 64 ;;
 esac

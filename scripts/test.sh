@@ -26,7 +26,12 @@ ours=$(bash scripts/mariadb-shards.sh down)
 bash scripts/mariadb-shards.sh start
 echo "==> the replicated ClickHouse cluster (ZooKeeper, two replicas)"
 ours_cluster=$(bash scripts/clickhouse-cluster.sh down)
-bash scripts/clickhouse-cluster.sh start
+# Started here: from empty, whatever an earlier (perhaps killed) run left in its directory.
+if [ "$ours_cluster" = "$(bash scripts/clickhouse-cluster.sh parts)" ]; then
+    bash scripts/clickhouse-cluster.sh start --fresh
+else
+    bash scripts/clickhouse-cluster.sh start
+fi
 stop_ours() {
     # shellcheck disable=SC2086 # lists of ports and parts
     [ -z "$ours_cluster" ] || bash scripts/clickhouse-cluster.sh stop $ours_cluster

@@ -455,30 +455,47 @@ async fn two_hosts_run_each_tick_once_and_the_survivor_takes_over() {
     );
 
     // --- the holder dies mid-run -----------------------------------------------------------
-    // The next run's first order request is held, so that run is surely in progress: the
-    // first run to start after this point (the others find the job held).
-    let before: u32 = db
-        .query_on(
-            1,
-            "SELECT toUInt32(max(started_at)) FROM {db}.meta_job_runs WHERE job = 'qtickets'",
-        )
-        .trim()
-        .parse()
-        .unwrap();
+    // The next run's first order request is held, so that run is surely in progress. The
+    // timers stop until the hold is in place and no run is going on: a run already past its
+    // first request when the hold came would take it, and then its (older) row would have to
+    // be told apart from the new one by timing.
+    for machine in &machines {
+        ok_in(machine, &["systemctl", "stop", "qtickets.timer"]);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while qtickets_runs(&db).iter().any(|r| r.1 == "running") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runs in progress end: {:?}",
+            qtickets_runs(&db)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let earlier = db.query_on(
+        1,
+        "SELECT run_id FROM {db}.meta_job_runs WHERE job = 'qtickets'",
+    );
     sandbox_control(
         &sandbox.base_url,
         "/faults",
         &json!({"route": "/qtickets/api/rest/v1/orders*", "hold": true, "count": 1}),
     );
+    for machine in &machines {
+        ok_in(machine, &["systemctl", "start", "qtickets.timer"]);
+    }
     let in_progress = || {
         db.query_on(
             1,
-            &format!(
-                "SELECT intDiv(toUInt32(started_at), 10), host, run_id FROM {{db}}.meta_job_runs \
-                 WHERE job = 'qtickets' AND status = 'running' AND toUInt32(started_at) > {before} \
-                 ORDER BY started_at LIMIT 1"
-            ),
+            "SELECT intDiv(toUInt32(started_at), 10), host, run_id FROM {db}.meta_job_runs \
+             WHERE job = 'qtickets' AND status = 'running' ORDER BY started_at",
         )
+        .lines()
+        .find(|l| {
+            let run_id = l.rsplit('\t').next().unwrap_or_default();
+            !earlier.lines().any(|e| e == run_id)
+        })
+        .unwrap_or_default()
+        .to_owned()
     };
     let mut held = String::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
