@@ -2,7 +2,7 @@
 # healthcheck under wrk: req/s and p99 of /healthz, /healthz/detailed and /metrics (answers
 # cached, as probes see them) as a ratio to a minimal tiny_http hello-world with the same
 # threads, on the same machine, in the same run. A warm-up first; then ROUNDS rounds, each
-# target once per round in a rotating order; median and spread (min–max) per target.
+# target once per round in a rotating order; median and spread (min–max) per figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,13 +84,26 @@ for ((round = 0; round < ROUNDS; round++)); do
     done
 done
 
-stats() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {printf "%s %s %s\n", a[int((NR+1)/2)], a[1], a[NR]}'; }
-read -r base _ _ < <(stats "${rps[hello]}")
-printf '%-10s %12s %22s %10s %16s\n' target "req/s (med)" "spread (min–max)" "ratio" "p99 ms (med)"
+# `bench healthcheck <figure> <median> (<min>–<max>) n=<n>`, as every benchmark prints; a
+# ratio is taken round by round (both sides measured in the same round), then summarised.
+show() { # figure decimals values...
+    local figure=$1 decimals=$2
+    shift 2
+    printf '%s\n' "$@" | sort -g | awk -v f="$figure" -v d="$decimals" '{a[NR] = $1} END {
+        printf "bench healthcheck %s %.*f (%.*f–%.*f) n=%d\n", f, d, a[int((NR + 1) / 2)], d, a[1], d, a[NR], NR
+    }'
+}
+read -ra hello <<<"${rps[hello]}"
 for t in "${targets[@]}"; do
-    read -r med lo hi < <(stats "${rps[$t]}")
-    read -r pmed _ _ < <(stats "${p99[$t]}")
-    ratio=$(awk -v a="$med" -v b="$base" 'BEGIN {printf "%.2f", a / b}')
-    printf '%-10s %12.0f %10.0f–%-11.0f %10s %16s\n' "$t" "$med" "$lo" "$hi" "$ratio" "$pmed"
+    read -ra mine <<<"${rps[$t]}"
+    read -ra lat <<<"${p99[$t]}"
+    show "${t}_req_per_s" 0 "${mine[@]}"
+    show "${t}_p99_ms" 2 "${lat[@]}"
+    [ "$t" = hello ] && continue
+    ratios=()
+    for ((r = 0; r < ROUNDS; r++)); do
+        ratios+=("$(awk -v a="${mine[$r]}" -v b="${hello[$r]}" 'BEGIN {print a / b}')")
+    done
+    show "${t}_vs_hello" 3 "${ratios[@]}"
 done
-echo "($ROUNDS rounds of ${SECONDS_PER_RUN}s, $CONNECTIONS connections, 2 wrk threads; ratio = median req/s / hello-world median)"
+echo "($ROUNDS rounds of ${SECONDS_PER_RUN}s, $CONNECTIONS connections, 2 wrk threads; a ratio is req/s over the hello-world's in the same round)"

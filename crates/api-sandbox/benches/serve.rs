@@ -3,8 +3,9 @@
 //! range as the loader's concurrent backfill does. Baseline, in the same process and through
 //! the same request path (route, bearer check, request log, fault matching): the same
 //! clients asking for an empty page (`id >` the newest id), so the ratio shows what building
-//! pages costs. A warm-up, then `BENCH_REPS` (default 3) rounds of each, alternating which
-//! goes first; median (min–max).
+//! pages costs. A warm-up, then `BENCH_REPS` (default 5) rounds of each, alternating which
+//! goes first; median (min–max), each printed as `bench sandbox <figure> <median>
+//! (<min>–<max>) n=<n>`.
 //!
 //! `cargo bench -p api-sandbox --bench serve` (scripts/bench.sh runs it); `ORDERS_PER_DAY`
 //! and `DAYS` size the history (default 3 500 × 30 ≈ 105 000 orders).
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use api_sandbox::{SandboxConfig, Server};
 use serde_json::{Value, json};
-use zakaz_core::bench::{Spread, env_u32, reps};
+use zakaz_core::bench::{env_u32, figure, ratio, reps};
 
 #[derive(serde::Deserialize)]
 struct IdPage {
@@ -112,7 +113,12 @@ fn main() {
     let orders = server.sandbox().data.qtickets.orders.len();
     let base = server.base_url.clone();
     let http = reqwest::blocking::Client::new();
-    let (newest, _) = page(&http, &base, &json!({"orderBy": {"id": "desc"}, "page": 1}));
+    // Id-filtered: the sandbox, like the real service, refuses an unfiltered listing.
+    let (newest, _) = page(
+        &http,
+        &base,
+        &json!({"where": [{"column": "id", "operator": ">", "value": 0}], "orderBy": {"id": "desc"}, "page": 1}),
+    );
     let (first, _) = page(&http, &base, &after(0, u64::MAX));
     let (lo, hi) = (first[0] - 1, newest[0] + 1);
 
@@ -122,7 +128,12 @@ fn main() {
 
     let (mut baseline, mut pages_per_s, mut orders_per_s, mut mb_per_s) =
         (vec![], vec![], vec![], vec![]);
-    for i in 0..reps(3) {
+    let n = reps(5);
+    println!(
+        "api-sandbox serve: {orders} orders (generated in {:.2} s), {clients} clients at once; {n} repetitions, the two sides in rotating order",
+        generation.as_secs_f64()
+    );
+    for i in 0..n {
         let mut rounds: Vec<Box<dyn FnMut()>> = vec![
             Box::new(|| {
                 let t = Instant::now();
@@ -146,18 +157,10 @@ fn main() {
             round();
         }
     }
-    let (b, p) = (Spread::of(&baseline), Spread::of(&pages_per_s));
-    println!("api-sandbox serve benchmark, {clients} clients at once");
-    println!(
-        "  orders generated:          {orders} in {:.2} s",
-        generation.as_secs_f64()
-    );
-    println!("  empty pages (baseline):    {} req/s", b.show(0));
-    println!("  order pages (50 each):     {} pages/s", p.show(0));
-    println!(
-        "                             {} orders/s, {} MB/s",
-        Spread::of(&orders_per_s).show(0),
-        Spread::of(&mb_per_s).show(1)
-    );
-    println!("  ratio pages/baseline:      {:.2}", p.median / b.median);
+    const NAME: &str = "sandbox";
+    figure(NAME, "empty_pages_per_s", &baseline, 0);
+    figure(NAME, "order_pages_per_s", &pages_per_s, 0);
+    figure(NAME, "orders_per_s", &orders_per_s, 0);
+    figure(NAME, "mb_per_s", &mb_per_s, 1);
+    ratio(NAME, "order_vs_empty_pages", &pages_per_s, &baseline, 2);
 }

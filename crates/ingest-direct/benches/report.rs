@@ -2,7 +2,9 @@
 //! rows/s and MB/s of TSV parsed into ClickHouse, and its peak memory (the report is streamed,
 //! never held whole) — against a sandbox in its own process. Baselines measured in the same
 //! run, interleaved: fetching the same bytes without parsing, and a plain bulk insert of the
-//! same rows. A warm-up first, then `BENCH_REPS` repetitions; medians and spread printed.
+//! same rows (those of the warm-up load). A warm-up of each first, then `BENCH_REPS` (default
+//! 5) repetitions, each running the three sides in an order rotated by one every repetition;
+//! each figure printed as `bench direct <figure> <median> (<min>–<max>) n=<n>`.
 //!
 //! `scripts/bench.sh direct` builds the release binaries and runs this. `DIRECT_CAMPAIGNS`
 //! (default 700, × 4 ads) over 365 days.
@@ -12,7 +14,7 @@ use std::time::Instant;
 
 use ingest_direct::FactRow;
 use serde_json::json;
-use zakaz_core::bench::{SandboxProcess, Spread, release_binary, reps, run_measuring_peak};
+use zakaz_core::bench::{SandboxProcess, figure, ratio, release_binary, reps, run_measuring_peak};
 use zakaz_core::testing::TestDb;
 
 const NOW: &str = "2026-11-25T12:00:00+03:00";
@@ -79,65 +81,81 @@ async fn main() {
     ]);
     // Online at once: the offline queue's waits are the service's, not the loader's.
     sandbox.control("/config", &json!({"direct_online_days": 400}));
-    let (warm_db, _) = TestDb::migrated().await;
-    let (status, _, _) = run_measuring_peak(loader(&sandbox, &warm_db, TO));
+    // A warm-up of each side; the warm-up load's rows are what the bulk baseline inserts.
+    let (warm_db, warm) = TestDb::migrated().await;
+    let (status, _, _) = run_measuring_peak(loader(&sandbox, &warm_db, FROM));
     assert!(status.success(), "the warm-up run failed");
+    let warm_rows: Vec<FactRow> = warm
+        .client()
+        .query("SELECT ?fields FROM fact_direct_daily FINAL")
+        .fetch_all()
+        .await
+        .unwrap();
+    drop(warm_db);
+    let bytes = fetch_only(&sandbox, 0).await;
+    let (rows_total, mb) = (warm_rows.len(), bytes as f64 / 1e6);
 
-    let n = reps(3);
+    let n = reps(5);
+    println!(
+        "ingest-direct: one report of {rows_total} rows, {mb:.1} MB of TSV; {n} repetitions, sides in rotating order"
+    );
     let (mut rates, mut fetch_rates, mut bulk_rates, mut peaks) = (vec![], vec![], vec![], vec![]);
-    let (mut rows_total, mut bytes) = (0usize, 0u64);
-    for i in 0..n {
-        // Order varies between repetitions, so no side always runs on a warmer cache.
-        let fetch_first = i % 2 == 1;
-        if fetch_first {
-            let t = Instant::now();
-            bytes = fetch_only(&sandbox, i * 2).await;
-            fetch_rates.push(bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
+    for rep in 0..n {
+        for side in zakaz_core::bench::rotation(rep, 3) {
+            match side {
+                0 => {
+                    let (db, ch) = TestDb::migrated().await;
+                    let (status, peak_kb, time) = run_measuring_peak(loader(&sandbox, &db, FROM));
+                    assert!(status.success(), "the loader failed");
+                    let count: u64 = ch
+                        .client()
+                        .query("SELECT count() FROM fact_direct_daily FINAL")
+                        .fetch_one()
+                        .await
+                        .unwrap();
+                    assert_eq!(count as usize, rows_total, "every row");
+                    rates.push(mb / time.as_secs_f64());
+                    peaks.push(peak_kb as f64 / 1024.0);
+                }
+                1 => {
+                    let t = Instant::now();
+                    let got = fetch_only(&sandbox, rep + 1).await;
+                    assert_eq!(got, bytes, "the same report");
+                    fetch_rates.push(mb / t.elapsed().as_secs_f64());
+                }
+                _ => {
+                    let (_plain_db, plain) = TestDb::migrated().await;
+                    let t = Instant::now();
+                    plain
+                        .insert_all("fact_direct_daily", &warm_rows)
+                        .await
+                        .unwrap();
+                    bulk_rates.push(mb / t.elapsed().as_secs_f64());
+                }
+            }
         }
-        let (db, ch) = TestDb::migrated().await;
-        let (status, peak_kb, time) = run_measuring_peak(loader(&sandbox, &db, FROM));
-        assert!(status.success(), "the loader failed");
-        let rows: Vec<FactRow> = ch
-            .client()
-            .query("SELECT ?fields FROM fact_direct_daily FINAL")
-            .fetch_all()
-            .await
-            .unwrap();
-        rows_total = rows.len();
-        rates.push(rows_total as f64 / time.as_secs_f64());
-        peaks.push(peak_kb as f64 / 1024.0);
-        if !fetch_first {
-            let t = Instant::now();
-            bytes = fetch_only(&sandbox, i * 2 + 1).await;
-            fetch_rates.push(bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
-        }
-        let (_plain_db, plain) = TestDb::migrated().await;
-        let t = Instant::now();
-        plain.insert_all("fact_direct_daily", &rows).await.unwrap();
-        bulk_rates.push(rows_total as f64 / t.elapsed().as_secs_f64());
     }
-    let mb = bytes as f64 / 1e6;
-    let (l, f, b) = (
-        Spread::of(&rates),
-        Spread::of(&fetch_rates),
-        Spread::of(&bulk_rates),
+    // Rates in MB of TSV per second on every side (rows/s = MB/s × rows per MB).
+    const NAME: &str = "direct";
+    let rows_per_mb = rows_total as f64 / mb;
+    figure(NAME, "loader_mb_per_s", &rates, 1);
+    figure(
+        NAME,
+        "loader_rows_per_s",
+        &rates.iter().map(|r| r * rows_per_mb).collect::<Vec<_>>(),
+        0,
     );
-    let loader_mb: Vec<f64> = rates.iter().map(|r| r / rows_total as f64 * mb).collect();
-    println!("ingest-direct benchmark: one report of {rows_total} rows, {mb:.1} MB of TSV");
-    println!(
-        "  loader (TSV → ClickHouse): {} rows/s, {} MB/s",
-        l.show(0),
-        Spread::of(&loader_mb).show(1)
+    figure(NAME, "fetch_only_mb_per_s", &fetch_rates, 1);
+    figure(
+        NAME,
+        "bulk_rows_per_s",
+        &bulk_rates
+            .iter()
+            .map(|r| r * rows_per_mb)
+            .collect::<Vec<_>>(),
+        0,
     );
-    println!(
-        "  loader peak RSS:           {} MiB",
-        Spread::of(&peaks).show(1)
-    );
-    println!("  fetch only (same bytes):   {} MB/s", f.show(1));
-    println!("  plain bulk insert:         {} rows/s", b.show(0));
-    println!("  ratio loader/bulk (median): {:.3}", l.median / b.median);
-    println!(
-        "  ratio loader/fetch MB/s:    {:.3}",
-        Spread::of(&loader_mb).median / f.median
-    );
+    ratio(NAME, "loader_vs_fetch", &rates, &fetch_rates, 3);
+    ratio(NAME, "loader_vs_bulk", &rates, &bulk_rates, 3);
+    figure(NAME, "peak_rss_mib", &peaks, 1);
 }

@@ -1,14 +1,16 @@
 //! Parse rate of the report formats: rows/s and MB/s of a CSV report (Russian layout: `;`,
 //! decimal comma, thousands separators) and of the same rows as XLSX, each as a ratio to
 //! reading the same bytes once (a checksum pass, plus UTF-8 validation for the CSV) in the
-//! same run. A warm-up, then `BENCH_REPS` (default 5) repetitions; median (min–max).
+//! same run. A warm-up of each, then `BENCH_REPS` (default 5) repetitions, each running the
+//! four sides (parse and read, each format) in an order rotated by one every repetition;
+//! each figure printed as `bench gmail <figure> <median> (<min>–<max>) n=<n>`.
 //!
 //! `scripts/bench.sh gmail` runs this; `ROWS` (default 200 000) sizes the report.
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use zakaz_core::bench::{Spread, reps};
+use zakaz_core::bench::{figure, ratio, reps};
 
 fn checksum(bytes: &[u8]) -> u64 {
     bytes
@@ -16,18 +18,11 @@ fn checksum(bytes: &[u8]) -> u64 {
         .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)))
 }
 
-/// (MB/s) of `f` over `bytes`, median of `n` after a warm-up, and the rows it parsed.
-fn rate(bytes: &[u8], n: usize, mut f: impl FnMut(&[u8]) -> usize) -> (Spread, usize) {
-    let rows = f(bytes);
-    let mb = bytes.len() as f64 / 1e6;
-    let runs: Vec<f64> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            black_box(f(black_box(bytes)));
-            mb / t.elapsed().as_secs_f64()
-        })
-        .collect();
-    (Spread::of(&runs), rows)
+/// MB/s of one run of `f` over `bytes`.
+fn once(bytes: &[u8], f: &dyn Fn(&[u8]) -> usize) -> f64 {
+    let t = Instant::now();
+    black_box(f(black_box(bytes)));
+    bytes.len() as f64 / 1e6 / t.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -97,26 +92,43 @@ fn main() {
     };
     let read = |b: &[u8]| checksum(b) as usize & 1;
 
-    println!("ingest-gmail report parsing, {rows} rows");
-    for (name, bytes, parse, baseline) in [
-        (
-            "CSV",
-            &csv,
-            &parse_csv as &dyn Fn(&[u8]) -> usize,
-            &read_csv as &dyn Fn(&[u8]) -> usize,
-        ),
-        ("XLSX", &xlsx, &parse_xlsx, &read),
-    ] {
-        let (p, parsed_rows) = rate(bytes, n, parse);
-        assert_eq!(parsed_rows, rows);
-        let (b, _) = rate(bytes, n, baseline);
-        let mb = bytes.len() as f64 / 1e6;
-        println!(
-            "  {name:<4} {mb:.1} MB: parse {} MB/s = {:.0} rows/s; read the bytes {} MB/s; ratio {:.3}",
-            p.show(1),
-            p.median / mb * rows as f64,
-            b.show(0),
-            p.median / b.median
+    println!(
+        "ingest-gmail report parsing, {rows} rows: CSV {:.1} MB, XLSX {:.1} MB; {n} repetitions, the four sides in rotating order",
+        csv.len() as f64 / 1e6,
+        xlsx.len() as f64 / 1e6
+    );
+    // Sides: parse and read each format, interleaved; one warm-up run of each.
+    type Side<'a> = (&'a [u8], &'a dyn Fn(&[u8]) -> usize);
+    let sides: [Side; 4] = [
+        (&csv, &parse_csv),
+        (&csv, &read_csv),
+        (&xlsx, &parse_xlsx),
+        (&xlsx, &read),
+    ];
+    assert_eq!(parse_csv(&csv), rows);
+    assert_eq!(parse_xlsx(&xlsx), rows);
+    for (bytes, f) in sides {
+        once(bytes, f);
+    }
+    let mut rates: [Vec<f64>; 4] = Default::default();
+    for rep in 0..n {
+        for side in zakaz_core::bench::rotation(rep, 4) {
+            let (bytes, f) = sides[side];
+            rates[side].push(once(bytes, f));
+        }
+    }
+    const NAME: &str = "gmail";
+    for (i, (format, bytes)) in [("csv", &csv), ("xlsx", &xlsx)].into_iter().enumerate() {
+        let (parse, read) = (&rates[2 * i], &rates[2 * i + 1]);
+        let rows_per_mb = rows as f64 / (bytes.len() as f64 / 1e6);
+        figure(NAME, &format!("{format}_parse_mb_per_s"), parse, 1);
+        figure(
+            NAME,
+            &format!("{format}_parse_rows_per_s"),
+            &parse.iter().map(|r| r * rows_per_mb).collect::<Vec<_>>(),
+            0,
         );
+        figure(NAME, &format!("{format}_read_mb_per_s"), read, 0);
+        ratio(NAME, &format!("{format}_parse_vs_read"), parse, read, 3);
     }
 }

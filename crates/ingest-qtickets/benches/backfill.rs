@@ -4,12 +4,15 @@
 //! - a fetch-only client at the same concurrency against the same sandbox — the same id
 //!   ranges keyset-paged at once, pages read and their ids parsed, nothing transformed or
 //!   stored — so that "loader cost" is what the loader adds to fetching;
-//! - a plain bulk insert of the very rows the loader staged, into a fresh database, including
+//! - a plain bulk insert of the very rows the loader stages (those of the warm-up run), into a
+//!   fresh database, including
 //!   the merges (`OPTIMIZE … FINAL`) that the loader's `FINAL` reads pay for;
 //! - and, against a sandbox answering every order page 20 ms late (a far-away API), the
 //!   loader at concurrency 1 and 4.
 //!
-//! A warm-up run first; `BENCH_REPS` (default 3) repetitions of each; median (min–max).
+//! A warm-up run first; `BENCH_REPS` (default 5) repetitions, each running the three sides in
+//! an order rotated by one every repetition; median (min–max) and the per-repetition ratios,
+//! each printed as `bench qtickets <figure> <median> (<min>–<max>) n=<n>`.
 //! `scripts/bench.sh qtickets` rebuilds the release binaries and runs this.
 
 use std::process::Command;
@@ -18,7 +21,7 @@ use std::time::Instant;
 use ingest_qtickets::model::{OrderRow, TicketRow};
 use serde_json::{Value, json};
 use zakaz_core::bench::{
-    SandboxProcess, Spread, env_u32, release_binary, reps, run_measuring_peak,
+    SandboxProcess, env_u32, figure, ratio, release_binary, reps, run_measuring_peak,
 };
 use zakaz_core::testing::TestDb;
 
@@ -74,7 +77,13 @@ async fn page(http: &reqwest::Client, base: &str, body: Value) -> (Vec<u64>, usi
 async fn fetch_only(sandbox: &SandboxProcess, concurrency: u64) -> (usize, usize) {
     let http = reqwest::Client::new();
     let base = sandbox.base_url.clone();
-    let (newest, _) = page(&http, &base, json!({"orderBy": {"id": "desc"}, "page": 1})).await;
+    // Id-filtered (the sandbox, like the real service, refuses an unfiltered listing).
+    let (newest, _) = page(
+        &http,
+        &base,
+        json!({"where": [{"column": "id", "operator": ">", "value": 0}], "orderBy": {"id": "desc"}, "page": 1}),
+    )
+    .await;
     let (first, _) = page(
         &http,
         &base,
@@ -117,9 +126,28 @@ async fn fetch_only(sandbox: &SandboxProcess, concurrency: u64) -> (usize, usize
     (orders, bytes)
 }
 
+/// The rows the loader staged into `ch`'s database (deduplicated).
+async fn staged(ch: &zakaz_core::ch::Ch) -> (Vec<OrderRow>, Vec<TicketRow>) {
+    let orders: Vec<OrderRow> = ch
+        .client()
+        .query("SELECT ?fields FROM stg_qtickets_orders FINAL")
+        .fetch_all()
+        .await
+        .unwrap();
+    let tickets: Vec<TicketRow> = ch
+        .client()
+        .query("SELECT ?fields FROM stg_qtickets_tickets FINAL")
+        .fetch_all()
+        .await
+        .unwrap();
+    (orders, tickets)
+}
+
+const NAME: &str = "qtickets";
+
 #[tokio::main]
 async fn main() {
-    let n = reps(3);
+    let n = reps(5);
     let sandbox = SandboxProcess::start(&[
         "--orders-per-day",
         &env_u32("ORDERS_PER_DAY", 3_500).to_string(),
@@ -131,102 +159,82 @@ async fn main() {
         "50",
         &format!("--now={NOW}"),
     ]);
-    let (warm_db, _) = TestDb::migrated().await;
+    // A warm-up of each side; the warm-up load's staging is what the bulk baseline inserts
+    // (the same rows every load stages: the sandbox does not move between runs).
+    let (warm_db, warm) = TestDb::migrated().await;
     assert!(
         run_measuring_peak(loader(&sandbox, &warm_db, 4))
             .0
             .success(),
         "warm-up"
     );
+    let (orders, tickets) = staged(&warm).await;
     drop(warm_db);
+    let (fetched, bytes) = fetch_only(&sandbox, 4).await;
+    assert_eq!(fetched, orders.len(), "every order staged");
+    println!(
+        "ingest-qtickets backfill: {} orders, {} tickets, {:.1} MB of pages; {n} repetitions, sides in rotating order",
+        orders.len(),
+        tickets.len(),
+        bytes as f64 / 1e6
+    );
 
     let (mut loader_rates, mut fetch_rates, mut bulk_rates, mut peaks) =
         (vec![], vec![], vec![], vec![]);
-    let (mut orders_total, mut tickets_total, mut mb) = (0, 0, 0.0);
-    for i in 0..n {
-        let fetch = async || {
-            let t = Instant::now();
-            let (orders, bytes) = fetch_only(&sandbox, 4).await;
-            (orders, bytes, t.elapsed().as_secs_f64())
-        };
-        let mut fetched = None;
-        if i % 2 == 1 {
-            fetched = Some(fetch().await);
+    for rep in 0..n {
+        for side in zakaz_core::bench::rotation(rep, 3) {
+            match side {
+                0 => {
+                    let (db, ch) = TestDb::migrated().await;
+                    let (status, peak_kb, time) = run_measuring_peak(loader(&sandbox, &db, 4));
+                    assert!(status.success(), "the loader failed");
+                    let count: u64 = ch
+                        .client()
+                        .query("SELECT count() FROM stg_qtickets_orders FINAL")
+                        .fetch_one()
+                        .await
+                        .unwrap();
+                    assert_eq!(count as usize, orders.len(), "every order staged");
+                    loader_rates.push(orders.len() as f64 / time.as_secs_f64());
+                    peaks.push(peak_kb as f64 / 1024.0);
+                }
+                1 => {
+                    let t = Instant::now();
+                    let (n, _) = fetch_only(&sandbox, 4).await;
+                    assert_eq!(n, orders.len());
+                    fetch_rates.push(orders.len() as f64 / t.elapsed().as_secs_f64());
+                }
+                _ => {
+                    // The same rows, plainly, merged as the loader's FINAL reads need them.
+                    let (_plain_db, plain) = TestDb::migrated().await;
+                    let t = Instant::now();
+                    plain
+                        .insert_all("stg_qtickets_orders", &orders)
+                        .await
+                        .unwrap();
+                    plain
+                        .insert_all("stg_qtickets_tickets", &tickets)
+                        .await
+                        .unwrap();
+                    plain
+                        .execute("OPTIMIZE TABLE stg_qtickets_orders FINAL")
+                        .await
+                        .unwrap();
+                    plain
+                        .execute("OPTIMIZE TABLE stg_qtickets_tickets FINAL")
+                        .await
+                        .unwrap();
+                    bulk_rates.push(orders.len() as f64 / t.elapsed().as_secs_f64());
+                }
+            }
         }
-        let (db, ch) = TestDb::migrated().await;
-        let (status, peak_kb, time) = run_measuring_peak(loader(&sandbox, &db, 4));
-        assert!(status.success(), "the loader failed");
-        if fetched.is_none() {
-            fetched = Some(fetch().await);
-        }
-        let (orders, bytes, fetch_secs) = fetched.unwrap();
-        let staged: Vec<OrderRow> = ch
-            .client()
-            .query("SELECT ?fields FROM stg_qtickets_orders FINAL")
-            .fetch_all()
-            .await
-            .unwrap();
-        let tickets: Vec<TicketRow> = ch
-            .client()
-            .query("SELECT ?fields FROM stg_qtickets_tickets FINAL")
-            .fetch_all()
-            .await
-            .unwrap();
-        assert_eq!(staged.len(), orders, "every order staged");
-        (orders_total, tickets_total, mb) = (orders, tickets.len(), bytes as f64 / 1e6);
-        loader_rates.push(orders as f64 / time.as_secs_f64());
-        fetch_rates.push(orders as f64 / fetch_secs);
-        peaks.push(peak_kb as f64 / 1024.0);
-        // The same rows, plainly, merged as the loader's FINAL reads need them.
-        let (_plain_db, plain) = TestDb::migrated().await;
-        let t = Instant::now();
-        plain
-            .insert_all("stg_qtickets_orders", &staged)
-            .await
-            .unwrap();
-        plain
-            .insert_all("stg_qtickets_tickets", &tickets)
-            .await
-            .unwrap();
-        plain
-            .execute("OPTIMIZE TABLE stg_qtickets_orders FINAL")
-            .await
-            .unwrap();
-        plain
-            .execute("OPTIMIZE TABLE stg_qtickets_tickets FINAL")
-            .await
-            .unwrap();
-        bulk_rates.push(orders as f64 / t.elapsed().as_secs_f64());
     }
-    let (l, f, b) = (
-        Spread::of(&loader_rates),
-        Spread::of(&fetch_rates),
-        Spread::of(&bulk_rates),
-    );
-    println!(
-        "ingest-qtickets backfill benchmark: {orders_total} orders, {tickets_total} tickets, {mb:.1} MB of pages"
-    );
-    println!(
-        "  loader (API → facts), concurrency 4: {} orders/s, peak RSS {} MiB",
-        l.show(0),
-        Spread::of(&peaks).show(1)
-    );
-    println!(
-        "  fetch only, concurrency 4:           {} orders/s",
-        f.show(0)
-    );
-    println!(
-        "  plain bulk insert + merges:          {} orders/s",
-        b.show(0)
-    );
-    println!(
-        "  ratio loader/fetch (median):         {:.3}",
-        l.median / f.median
-    );
-    println!(
-        "  ratio loader/bulk (median):          {:.3}",
-        l.median / b.median
-    );
+    figure(NAME, "loader_orders_per_s", &loader_rates, 0);
+    figure(NAME, "fetch_only_orders_per_s", &fetch_rates, 0);
+    figure(NAME, "bulk_merged_orders_per_s", &bulk_rates, 0);
+    ratio(NAME, "loader_vs_fetch", &loader_rates, &fetch_rates, 3);
+    ratio(NAME, "loader_vs_bulk", &loader_rates, &bulk_rates, 3);
+    figure(NAME, "peak_rss_mib", &peaks, 1);
 
     // A far-away API: every order page 20 ms late. Concurrency 1 and 4, interleaved.
     let far = SandboxProcess::start(&[
@@ -245,10 +253,10 @@ async fn main() {
         &json!({"route": "/qtickets/api/rest/v1/orders", "delay_ms": 20}),
     );
     let (far_orders, _) = fetch_only(&far, 4).await;
+    println!("far-away API: every order page 20 ms late, {far_orders} orders");
     let mut rates: [Vec<f64>; 2] = [vec![], vec![]];
-    for i in 0..n {
-        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
-        for which in order {
+    for rep in 0..n {
+        for which in zakaz_core::bench::rotation(rep, 2) {
             let concurrency = [1, 4][which];
             let (db, _) = TestDb::migrated().await;
             let (status, _, time) = run_measuring_peak(loader(&far, &db, concurrency));
@@ -256,17 +264,7 @@ async fn main() {
             rates[which].push(far_orders as f64 / time.as_secs_f64());
         }
     }
-    let (one, four) = (Spread::of(&rates[0]), Spread::of(&rates[1]));
-    println!(
-        "  20 ms per page ({far_orders} orders), concurrency 1: {} orders/s",
-        one.show(0)
-    );
-    println!(
-        "  20 ms per page ({far_orders} orders), concurrency 4: {} orders/s",
-        four.show(0)
-    );
-    println!(
-        "  ratio concurrency 4/1 (median):      {:.2}",
-        four.median / one.median
-    );
+    figure(NAME, "far_c1_orders_per_s", &rates[0], 0);
+    figure(NAME, "far_c4_orders_per_s", &rates[1], 0);
+    ratio(NAME, "far_c4_vs_c1", &rates[1], &rates[0], 2);
 }

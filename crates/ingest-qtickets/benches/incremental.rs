@@ -1,7 +1,9 @@
 //! An incremental run's cost must follow what it touched, not the length of the staged
-//! history: the release loader after 1 month vs after 12 months of backfilled orders (same
-//! orders per day), each then running 15-minute increments. Prints the median time of an
-//! incremental run for both and their ratio (the goal: within 1.5×).
+//! history: the release loader after 1, 12 and 24 months of backfilled orders (same orders
+//! per day), each history with its own sandbox and database, then 15-minute increments,
+//! the three histories interleaved round by round in a rotating order (at least 9 rounds).
+//! Prints each history's incremental run and the per-round ratios to the 1-month one (the
+//! goal: within 1.5×), as `bench incremental <figure> <median> (<min>–<max>) n=<n>`.
 //!
 //! `scripts/bench.sh incremental` builds the release binary and runs this.
 
@@ -9,10 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use zakaz_core::bench::{SandboxProcess, Spread, release_binary, run_measuring_peak};
+use zakaz_core::bench::{SandboxProcess, figure, ratio, release_binary, run_measuring_peak};
 use zakaz_core::testing::TestDb;
-
-const ROUNDS: usize = 7;
 
 /// The sandbox's clock now (the loader acts as of the same instant): what a zero advance
 /// answers.
@@ -46,9 +46,15 @@ fn run(sandbox: &SandboxProcess, db: &TestDb, days: u32) -> Duration {
     time
 }
 
-/// Backfill `days` of history, then time `ROUNDS` incremental runs 15 minutes apart (after
-/// one untimed warm-up increment). The sandbox runs in its own process.
-async fn history(days: u32, orders_per_day: u32) -> (u32, Vec<f64>) {
+/// One history: its sandbox (in its own process) and database, backfilled.
+struct History {
+    days: u32,
+    sandbox: SandboxProcess,
+    db: TestDb,
+    staged: u32,
+}
+
+async fn history(days: u32, orders_per_day: u32) -> History {
     let sandbox = SandboxProcess::start(&[
         "--orders-per-day",
         &orders_per_day.to_string(),
@@ -67,33 +73,51 @@ async fn history(days: u32, orders_per_day: u32) -> (u32, Vec<f64>) {
         .trim()
         .parse()
         .unwrap();
-    let mut times = Vec::new();
-    for round in 0..=ROUNDS {
-        sandbox.control("/advance", &json!({"minutes": 15}));
-        let t = run(&sandbox, &db, days);
-        if round > 0 {
-            times.push(t.as_secs_f64());
-        }
+    History {
+        days,
+        sandbox,
+        db,
+        staged,
     }
-    (staged, times)
 }
+
+/// One incremental run of `h`, 15 minutes after its last.
+fn increment(h: &History) -> f64 {
+    h.sandbox.control("/advance", &json!({"minutes": 15}));
+    run(&h.sandbox, &h.db, h.days).as_secs_f64()
+}
+
+const NAME: &str = "incremental";
 
 #[tokio::main]
 async fn main() {
     let per_day = zakaz_core::bench::env_u32("ORDERS_PER_DAY", 600);
-    println!("ingest-qtickets incremental runs vs staged history ({per_day} orders/day)");
-    let mut medians = Vec::new();
-    for days in [30, 365] {
-        let (staged, times) = history(days, per_day).await;
-        let spread = Spread::of(&times);
-        println!(
-            "  {days:>3} days staged ({staged} orders): incremental run {} s",
-            spread.show(3)
-        );
-        medians.push(spread.median);
+    // At least 9 rounds: the medians of short runs on a shared machine need them.
+    let rounds = zakaz_core::bench::reps(9).max(9);
+    let mut histories = Vec::new();
+    for days in [30, 365, 730] {
+        histories.push(history(days, per_day).await);
     }
     println!(
-        "  ratio 12 months / 1 month (medians): {:.2} (goal: at most 1.5)",
-        medians[1] / medians[0]
+        "ingest-qtickets incremental runs vs staged history ({per_day} orders/day): {}; one untimed increment each, then {rounds} rounds, the histories in rotating order",
+        histories
+            .iter()
+            .map(|h| format!("{} days ({} orders)", h.days, h.staged))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
+    for h in &histories {
+        increment(h);
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); histories.len()];
+    for round in 0..rounds {
+        for i in zakaz_core::bench::rotation(round, histories.len()) {
+            times[i].push(increment(&histories[i]));
+        }
+    }
+    figure(NAME, "run_1_month_s", &times[0], 3);
+    figure(NAME, "run_12_months_s", &times[1], 3);
+    figure(NAME, "run_24_months_s", &times[2], 3);
+    ratio(NAME, "ratio_12_vs_1_month", &times[1], &times[0], 2);
+    ratio(NAME, "ratio_24_vs_1_month", &times[2], &times[0], 2);
 }

@@ -2,8 +2,9 @@
 //! ClickHouse), against a sandbox in its own process. Baselines measured in the same run,
 //! interleaved: a fetch-only client making the same requests one after another (what the
 //! sandbox and HTTP cost, so the rest is the loader's), and a plain bulk insert of the same
-//! rows. A warm-up run first (token, caches), then `BENCH_REPS` repetitions of each; medians
-//! and spread printed.
+//! rows (those of the warm-up load). A warm-up run of each first (token, caches), then
+//! `BENCH_REPS` (default 5) repetitions, each running the three sides in an order rotated by
+//! one every repetition; each figure printed as `bench vk <figure> <median> (<min>–<max>) n=<n>`.
 //!
 //! `scripts/bench.sh vk` builds the release binaries and runs this. `VK_PLANS` (default 50)
 //! × 2 groups × `VK_BANNERS` (default 50) banners over `DAYS` (default 30) days.
@@ -14,7 +15,7 @@ use std::time::Instant;
 use ingest_vk::FactRow;
 use serde_json::json;
 use zakaz_core::bench::{
-    SandboxProcess, Spread, env_u32, release_binary, reps, run_measuring_peak,
+    SandboxProcess, env_u32, figure, ratio, release_binary, reps, run_measuring_peak,
 };
 use zakaz_core::testing::{TempDir, TestDb};
 
@@ -36,13 +37,11 @@ fn loader(sandbox: &SandboxProcess, db: &TestDb, state: &TempDir, days: u32) -> 
     cmd
 }
 
-/// The loader's requests — three listings 50 at a time, statistics in batches of 200 ids —
-/// made one after another and read, not parsed or stored. Returns the bytes read.
-async fn fetch_only(sandbox: &SandboxProcess, days: u32) -> u64 {
-    let http = reqwest::Client::new();
-    let base = format!("{}/vk/api/v2", sandbox.base_url);
-    let token: serde_json::Value = http
-        .post(format!("{base}/oauth2/token.json"))
+/// A token for the fetch-only client, minted once: VK keeps at most 5 live tokens per client
+/// (the sandbox too), so a client that minted one per repetition would be refused.
+async fn fetch_token(sandbox: &SandboxProcess) -> String {
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/vk/api/v2/oauth2/token.json", sandbox.base_url))
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", "sandbox-client"),
@@ -54,7 +53,18 @@ async fn fetch_only(sandbox: &SandboxProcess, days: u32) -> u64 {
         .json()
         .await
         .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    token["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a token: {token}"))
+        .to_owned()
+}
+
+/// The loader's requests — three listings 50 at a time, statistics in batches of 200 ids —
+/// made one after another and read, not parsed or stored. Returns the bytes read.
+async fn fetch_only(sandbox: &SandboxProcess, token: &str, days: u32) -> u64 {
+    let http = reqwest::Client::new();
+    let base = format!("{}/vk/api/v2", sandbox.base_url);
+    let token = token.to_owned();
     let get = |url: String| {
         let (http, token) = (http.clone(), token.clone());
         async move {
@@ -119,66 +129,71 @@ async fn main() {
     // The sandbox's per-second limit would measure the pacing, not the loader.
     sandbox.control("/config", &json!({"vk_rps_limit": 1_000_000}));
     let state = TempDir::new("vk-bench");
-    let (warm_db, _) = TestDb::migrated().await;
-    let (status, _, _) = run_measuring_peak(loader(&sandbox, &warm_db, &state, 1));
+    let (warm_db, warm) = TestDb::migrated().await;
+    let (status, _, _) = run_measuring_peak(loader(&sandbox, &warm_db, &state, days));
     assert!(status.success(), "the warm-up run failed");
 
-    let n = reps(3);
-    let (mut loader_rates, mut bulk_rates, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
-    let mut fetch_rates = Vec::new();
-    let mut rows_total = 0;
-    for i in 0..n {
-        // The fetch-only client runs before the loader in odd repetitions, after it in even.
-        let fetch = async || {
-            let t = Instant::now();
-            fetch_only(&sandbox, days).await;
-            (plans * 2 * banners * days) as f64 / t.elapsed().as_secs_f64()
-        };
-        if i % 2 == 1 {
-            fetch_rates.push(fetch().await);
-        }
-        let (db, ch) = TestDb::migrated().await;
-        let (status, peak_kb, time) = run_measuring_peak(loader(&sandbox, &db, &state, days));
-        assert!(status.success(), "the loader failed");
-        let rows: Vec<FactRow> = ch
-            .client()
-            .query("SELECT ?fields FROM fact_vk_ads_daily FINAL")
-            .fetch_all()
-            .await
-            .unwrap();
-        rows_total = rows.len();
-        assert_eq!(
-            rows_total as u32,
-            plans * 2 * banners * days,
-            "every banner-day"
-        );
-        loader_rates.push(rows_total as f64 / time.as_secs_f64());
-        peaks.push(peak_kb as f64 / 1024.0);
-        if i % 2 == 0 {
-            fetch_rates.push(fetch().await);
-        }
-        // Baseline, interleaved with the loader runs: the same rows, one plain insert.
-        let (_plain_db, plain) = TestDb::migrated().await;
-        let t = Instant::now();
-        plain.insert_all("fact_vk_ads_daily", &rows).await.unwrap();
-        bulk_rates.push(rows_total as f64 / t.elapsed().as_secs_f64());
-    }
-    let (l, b, f) = (
-        Spread::of(&loader_rates),
-        Spread::of(&bulk_rates),
-        Spread::of(&fetch_rates),
-    );
+    // The warm-up load's rows are what the bulk baseline inserts (every load writes the same).
+    let warm_rows: Vec<FactRow> = warm
+        .client()
+        .query("SELECT ?fields FROM fact_vk_ads_daily FINAL")
+        .fetch_all()
+        .await
+        .unwrap();
+    drop(warm_db);
+    let expected = (plans * 2 * banners * days) as usize;
+    assert_eq!(warm_rows.len(), expected, "every banner-day");
+    let token = fetch_token(&sandbox).await;
+    fetch_only(&sandbox, &token, days).await;
+
+    let n = reps(5);
     println!(
-        "ingest-vk benchmark: {rows_total} banner-day rows ({} banners × {days} days)",
+        "ingest-vk: {expected} banner-day rows ({} banners × {days} days); {n} repetitions, sides in rotating order",
         plans * 2 * banners
     );
-    println!(
-        "  loader (API → ClickHouse): {} rows/s, peak RSS {} MiB",
-        l.show(0),
-        Spread::of(&peaks).show(1)
-    );
-    println!("  fetch only (same requests): {} rows/s", f.show(0));
-    println!("  plain bulk insert:         {} rows/s", b.show(0));
-    println!("  ratio loader/bulk (median): {:.3}", l.median / b.median);
-    println!("  ratio loader/fetch (median): {:.3}", l.median / f.median);
+    let (mut loader_rates, mut bulk_rates, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut fetch_rates = Vec::new();
+    for rep in 0..n {
+        for side in zakaz_core::bench::rotation(rep, 3) {
+            match side {
+                0 => {
+                    let (db, ch) = TestDb::migrated().await;
+                    let (status, peak_kb, time) =
+                        run_measuring_peak(loader(&sandbox, &db, &state, days));
+                    assert!(status.success(), "the loader failed");
+                    let count: u64 = ch
+                        .client()
+                        .query("SELECT count() FROM fact_vk_ads_daily FINAL")
+                        .fetch_one()
+                        .await
+                        .unwrap();
+                    assert_eq!(count as usize, expected, "every banner-day");
+                    loader_rates.push(expected as f64 / time.as_secs_f64());
+                    peaks.push(peak_kb as f64 / 1024.0);
+                }
+                1 => {
+                    let t = Instant::now();
+                    fetch_only(&sandbox, &token, days).await;
+                    fetch_rates.push(expected as f64 / t.elapsed().as_secs_f64());
+                }
+                _ => {
+                    // The same rows, one plain insert.
+                    let (_plain_db, plain) = TestDb::migrated().await;
+                    let t = Instant::now();
+                    plain
+                        .insert_all("fact_vk_ads_daily", &warm_rows)
+                        .await
+                        .unwrap();
+                    bulk_rates.push(expected as f64 / t.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+    const NAME: &str = "vk";
+    figure(NAME, "loader_rows_per_s", &loader_rates, 0);
+    figure(NAME, "fetch_only_rows_per_s", &fetch_rates, 0);
+    figure(NAME, "bulk_rows_per_s", &bulk_rates, 0);
+    ratio(NAME, "loader_vs_fetch", &loader_rates, &fetch_rates, 3);
+    ratio(NAME, "loader_vs_bulk", &loader_rates, &bulk_rates, 3);
+    figure(NAME, "peak_rss_mib", &peaks, 1);
 }

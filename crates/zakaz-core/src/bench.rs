@@ -1,6 +1,10 @@
 //! What the benchmarks share: the release binaries they drive, a sandbox in its own process
-//! (so that its work is not counted against the loader), peak memory of a child, and
-//! repetitions summarised as median and spread.
+//! (so that its work is not counted against the loader), peak memory of a child, the order in
+//! which a repetition runs its sides, and repetitions summarised as median and spread.
+//!
+//! Every figure is printed in one form, which `scripts/bench.sh --check` reads and
+//! docs/performance.md quotes: `bench <name> <figure> <median> (<min>–<max>) n=<n>`
+//! ([`figure`], [`ratio`]).
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -120,13 +124,44 @@ impl Spread {
         }
     }
 
-    /// `1234 (1200–1300, n=5)`.
+    /// `1234 (1200–1300) n=5`.
     pub fn show(&self, decimals: usize) -> String {
         format!(
-            "{:.*} ({:.*}–{:.*}, n={})",
+            "{:.*} ({:.*}–{:.*}) n={}",
             decimals, self.median, decimals, self.min, decimals, self.max, self.n
         )
     }
+}
+
+/// Print one figure of benchmark `name` — `bench <name> <figure> <median> (<min>–<max>)
+/// n=<n>` — and return its spread. `figure` is one word (`loader_orders_per_s`).
+pub fn figure(name: &str, figure: &str, values: &[f64], decimals: usize) -> Spread {
+    assert!(
+        !figure.contains(char::is_whitespace) && !name.contains(char::is_whitespace),
+        "one word each: {name} {figure}"
+    );
+    let spread = Spread::of(values);
+    println!("bench {name} {figure} {}", spread.show(decimals));
+    spread
+}
+
+/// Print the ratio `a / b` of two measurements taken in the same repetitions, pair by pair
+/// (the repetitions interleave both sides, so each pair shares the machine's state): the
+/// median and spread of the per-repetition ratios.
+pub fn ratio(name: &str, figure_name: &str, a: &[f64], b: &[f64], decimals: usize) -> Spread {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "{figure_name}: one value of each side per repetition"
+    );
+    let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+    figure(name, figure_name, &ratios, decimals)
+}
+
+/// The order in which repetition `rep` runs `sides` sides: rotated by one each repetition, so
+/// that no side always runs first (on a colder cache) or right after the same other side.
+pub fn rotation(rep: usize, sides: usize) -> Vec<usize> {
+    (0..sides).map(|i| (i + rep) % sides).collect()
 }
 
 /// A size from the environment (`ROWS=…`), or `default`.
@@ -137,11 +172,12 @@ pub fn env_u32(key: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-/// `BENCH_REPS` (default `default`), at least 1.
+/// `BENCH_REPS` (default `default`, and never below 5 unless `BENCH_REPS` says so), at least
+/// 1.
 pub fn reps(default: usize) -> usize {
     std::env::var("BENCH_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .unwrap_or(default.max(5))
         .max(1)
 }
