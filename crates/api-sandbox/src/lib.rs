@@ -1060,12 +1060,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.listen
         )));
     }
-    let server = Server::start(cli.config, cli.listen)?;
-    println!("{}", server.urls());
-    tracing::info!(base_url = %server.base_url, "api-sandbox is serving");
+    // Handlers first: whoever reads the printed URLs may send SIGTERM at once.
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let server = Server::start(cli.config, cli.listen)?;
+    println!("{}", server.urls());
+    tracing::info!(base_url = %server.base_url, "api-sandbox is serving");
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}

@@ -20,7 +20,7 @@ pub struct Smtp {
 
 /// An aiosmtpd server that asks for a login (`user`, `password`) over plain text.
 const SMTP_WITH_LOGIN: &str = r#"
-import sys, time
+import sys, threading
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Mailbox
 from aiosmtpd.smtp import AuthResult
@@ -30,10 +30,15 @@ def text(v):
 def check(server, session, envelope, mechanism, auth_data):
     ok = text(auth_data.login) == user and text(auth_data.password) == password
     return AuthResult(success=ok, handled=False)
+# start() gives up (and this process ends, its port already open) when the server does not
+# answer its own probe within ready_timeout (5 s by default): generous, for a busy machine.
+# "ready" says start() returned.
 Controller(Mailbox(maildir), hostname="127.0.0.1", port=int(port), authenticator=check,
-           auth_require_tls=False, auth_required=True).start()
-while True:
-    time.sleep(3600)
+           auth_require_tls=False, auth_required=True, ready_timeout=120).start()
+print("ready", flush=True)
+# Not time.sleep: under libfaketime (the shifted test pass) its absolute monotonic deadline
+# is refused (EINVAL) and the server ended right after starting. A wait without a deadline.
+threading.Event().wait()
 "#;
 
 impl Smtp {
@@ -70,17 +75,36 @@ impl Smtp {
                     .args([user, password]);
             }
         }
-        let child = cmd
-            .stdout(Stdio::null())
+        // The login script says when it serves (below); the plain server's output is not read.
+        let mut child = cmd
+            .stdout(if login.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 with aiosmtpd (scripts/setup.sh installs it)");
+        let stdout = child.stdout.take();
         // Dropping it kills and reaps the server, whatever happens next.
         let smtp = Smtp {
             child,
             port,
             maildir,
         };
+        if let Some(stdout) = stdout {
+            // The script's own word that it serves (an open port alone is not: its start-up
+            // probe may still fail and end it); end of file if it ended instead.
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                .expect("read the SMTP server's start-up line");
+            assert_eq!(
+                line.trim(),
+                "ready",
+                "aiosmtpd did not start on port {port}"
+            );
+            return smtp;
+        }
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return smtp;

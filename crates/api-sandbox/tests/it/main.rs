@@ -149,8 +149,44 @@ mod binary {
                 .unwrap()
                 .success()
         );
-        let status = child.wait().unwrap();
+        // Bounded: a sandbox that does not stop is a failure that says where its threads are
+        // (once seen in CI under libfaketime, not reproduced since), not a test left hanging.
+        let stopped_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > stopped_by {
+                let threads = threads_of(child.id());
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the sandbox did not stop within 30 s of SIGTERM; its threads:\n{threads}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         assert!(status.success(), "stops cleanly on SIGTERM: {status}");
+    }
+
+    /// Each thread of process `pid`: name, state and the kernel function it waits in.
+    fn threads_of(pid: u32) -> String {
+        let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return "(gone)".into();
+        };
+        tasks
+            .filter_map(Result::ok)
+            .map(|t| {
+                let stat = read(t.path().join("stat"));
+                let state = stat.rsplit(") ").next().and_then(|r| r.split(' ').next());
+                format!(
+                    "{} {} {}",
+                    read(t.path().join("comm")).trim(),
+                    state.unwrap_or("?"),
+                    read(t.path().join("wchan"))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     #[test]
