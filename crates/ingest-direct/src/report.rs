@@ -383,6 +383,22 @@ mod tests {
     }
 
     #[test]
+    fn a_long_line_is_read_whole() {
+        // Far longer than a real line (names are a few hundred characters at most): the bound
+        // is there against an answer without line ends, not against data.
+        let name = "x".repeat(100_000);
+        let line = format!("2026-11-20\t5\t{name}\t50\tg\t500\t1\t1\t1.00\t0\n");
+        // In network-sized pieces: the bound is on what is carried from chunk to chunk.
+        let pieces: Vec<&str> = line
+            .as_bytes()
+            .chunks(16 * 1024)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let rows = parse(&[&[HEADER], pieces.as_slice()].concat()).unwrap();
+        assert_eq!(rows[0].campaign_name, name);
+    }
+
+    #[test]
     fn errors_name_the_line_and_every_byte_is_counted() {
         let mut p = Parser::default();
         let chunks = [

@@ -578,6 +578,11 @@ mod tests {
             ..base.clone()
         };
         assert_eq!(kinds(&past, true), ["missed_run"]);
+        let missed = &job_conditions(job, &past, true, now, 1.5, Some(1))[0].message;
+        assert!(
+            missed.contains(&format!("last successful run {} ago", human(window + 1))),
+            "{missed}"
+        );
         assert!(
             kinds(&past, false).is_empty(),
             "a disabled job is not missed"

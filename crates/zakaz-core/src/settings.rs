@@ -283,5 +283,8 @@ mod tests {
         assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
         assert_eq!(wrap("", 10), [""]);
         assert_eq!(wrap("abcdefghij", 3), ["abcdefghij"]);
+        // A line is exactly as wide as allowed, never one more (the space counts).
+        assert_eq!(wrap("aaa bbb", 7), ["aaa bbb"]);
+        assert_eq!(wrap("aaa bbb", 6), ["aaa", "bbb"]);
     }
 }
