@@ -357,5 +357,54 @@ mod tests {
         assert_eq!(SleepCoef::parse("").unwrap().for_shard(4), EMPTY_SLEEP_COEF);
         assert!(SleepCoef::parse(r#"{"shard_x":"1"}"#).is_err());
         assert!(SleepCoef::parse(r#"{"default":"-1"}"#).is_err());
+        // A number as a JSON number, not only as text.
+        assert_eq!(
+            SleepCoef::parse(r#"{"default":2}"#).unwrap().for_shard(1),
+            2.0
+        );
+    }
+
+    #[test]
+    fn props_set_checks_each_property_by_its_own_rule() {
+        assert!(validate(SLEEP_COEF, r#"{"default":"-1"}"#, 6, 3).is_err());
+        assert!(validate(SLEEP_COEF, r#"{"default":"2"}"#, 6, 3).is_ok());
+        for name in [ELA_DECAY, AGE_LIMIT] {
+            let err = validate(name, "0", 6, 3).unwrap_err();
+            assert!(err.contains("not a positive number"), "{name}: {err}");
+            assert!(validate(name, "48", 6, 3).is_ok(), "{name}");
+        }
+        let err = validate(ADDITIONAL_WORKERS, r#"{"2:1":"on"}"#, 6, 3).unwrap_err();
+        assert!(err.contains("primary"), "{err}");
+        assert!(known(AGE_LIMIT).is_ok());
+        let err = validate("camp_copy_queue_sleep_coeff", "1", 6, 3).unwrap_err();
+        assert!(
+            err.contains("unknown property `camp_copy_queue_sleep_coeff`")
+                && err.contains(SLEEP_COEF),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn positive_numbers_and_the_default() {
+        assert_eq!(positive_number(""), Ok(None));
+        assert_eq!(positive_number(" 48 "), Ok(Some(48.0)));
+        assert_eq!(positive_number("0.5"), Ok(Some(0.5)));
+        for bad in ["0", "-1", "inf", "NaN", "x"] {
+            let err = positive_number(bad).unwrap_err();
+            assert!(err.contains("not a positive number"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn worker_identities_count_from_one() {
+        assert_eq!(
+            Slot::parse("2:3"),
+            Some(Slot {
+                shard: 2,
+                worker: 3
+            })
+        );
+        assert_eq!(Slot::parse("2:0"), None);
+        assert_eq!(Slot::parse("0:2"), None);
     }
 }
