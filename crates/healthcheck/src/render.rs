@@ -50,24 +50,51 @@ impl<'a> Family<'a> {
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
         self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", label_value(v));
-            }
-            self.out.push('}');
-        }
+        push_labels(self.out, labels);
         let _ = writeln!(self.out, " {value}");
+    }
+
+    /// An integer sample: no formatting machinery, it is on every `/metrics` request.
+    fn count(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.out.push_str(name);
+        push_labels(self.out, labels);
+        self.out.push(' ');
+        self.out.push_str(itoa::Buffer::new().format(value));
+        self.out.push('\n');
     }
 }
 
-fn label_value(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn push_labels(out: &mut String, labels: &[(&str, &str)]) {
+    if labels.is_empty() {
+        return;
+    }
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        push_label_value(out, v);
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// A label value, escaped as the text format wants (backslash, quote, newline).
+fn push_label_value(out: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// The data part of `/metrics` (cached with the report); the server appends its own counters.
@@ -235,9 +262,18 @@ pub fn metrics(report: &Report) -> String {
 /// Request counters and latencies of the server itself, appended to [`metrics`].
 pub struct RequestStats<'a> {
     pub counts: &'a [((&'static str, u16), u64)],
-    /// Per route: cumulative bucket counts, the sum of latencies and the count.
-    pub latencies: &'a [(&'static str, Vec<u64>, f64, u64)],
-    pub buckets: &'a [f64],
+    pub latencies: &'a [RouteLatency<'a>],
+    /// The histogram's upper bounds, as their `le` labels.
+    pub buckets: &'a [&'a str],
+}
+
+/// One route's latency histogram.
+pub struct RouteLatency<'a> {
+    pub route: &'a str,
+    /// Per bucket, not cumulative: requests at most that bound and above the one before.
+    pub per_bucket: &'a [u64],
+    pub sum_seconds: f64,
+    pub count: u64,
 }
 
 pub fn request_metrics(stats: &RequestStats<'_>, out: &mut String) {
@@ -249,7 +285,8 @@ pub fn request_metrics(stats: &RequestStats<'_>, out: &mut String) {
         "Requests answered, by route and status code.",
     );
     for ((route, code), n) in stats.counts {
-        f.sample(name, &[("route", route), ("code", &code.to_string())], n);
+        let mut buf = itoa::Buffer::new();
+        f.count(name, &[("route", route), ("code", buf.format(*code))], *n);
     }
     let name = "healthcheck_http_request_duration_seconds";
     let mut f = Family::new(
@@ -258,21 +295,31 @@ pub fn request_metrics(stats: &RequestStats<'_>, out: &mut String) {
         "histogram",
         "Time to answer a request, by route.",
     );
-    for (route, cumulative, sum, count) in stats.latencies {
-        for (le, n) in stats.buckets.iter().zip(cumulative) {
-            f.sample(
-                &format!("{name}_bucket"),
-                &[("route", route), ("le", &le.to_string())],
-                n,
+    for l in stats.latencies {
+        let mut cumulative = 0;
+        for (le, n) in stats.buckets.iter().zip(l.per_bucket) {
+            cumulative += n;
+            f.count(
+                "healthcheck_http_request_duration_seconds_bucket",
+                &[("route", l.route), ("le", le)],
+                cumulative,
             );
         }
-        f.sample(
-            &format!("{name}_bucket"),
-            &[("route", route), ("le", "+Inf")],
-            count,
+        f.count(
+            "healthcheck_http_request_duration_seconds_bucket",
+            &[("route", l.route), ("le", "+Inf")],
+            l.count,
         );
-        f.sample(&format!("{name}_sum"), &[("route", route)], sum);
-        f.sample(&format!("{name}_count"), &[("route", route)], count);
+        f.sample(
+            "healthcheck_http_request_duration_seconds_sum",
+            &[("route", l.route)],
+            l.sum_seconds,
+        );
+        f.count(
+            "healthcheck_http_request_duration_seconds_count",
+            &[("route", l.route)],
+            l.count,
+        );
     }
 }
 
@@ -288,7 +335,11 @@ pub struct ConnectionStats {
 
 pub fn connection_metrics(stats: &ConnectionStats, out: &mut String) {
     let name = "healthcheck_http_connections_open";
-    Family::new(out, name, "gauge", "Client connections open now.").sample(name, &[], stats.open);
+    Family::new(out, name, "gauge", "Client connections open now.").count(
+        name,
+        &[],
+        stats.open as u64,
+    );
     let name = "healthcheck_http_connections_max";
     Family::new(
         out,
@@ -296,7 +347,7 @@ pub fn connection_metrics(stats: &ConnectionStats, out: &mut String) {
         "gauge",
         "Client connections open at most; at the cap the one waiting longest is closed.",
     )
-    .sample(name, &[], stats.max);
+    .count(name, &[], stats.max as u64);
     let name = "healthcheck_http_connections_closed_total";
     let mut f = Family::new(
         out,
@@ -309,10 +360,10 @@ pub fn connection_metrics(stats: &ConnectionStats, out: &mut String) {
         ("deadline", stats.timed_out),
         ("rejected", stats.rejected),
     ] {
-        f.sample(name, &[("reason", reason)], n);
+        f.count(name, &[("reason", reason)], n);
     }
     let name = "healthcheck_http_accept_errors_total";
-    Family::new(out, name, "counter", "accept() failures.").sample(name, &[], stats.accept_errors);
+    Family::new(out, name, "counter", "accept() failures.").count(name, &[], stats.accept_errors);
 }
 
 fn esc(text: &str) -> String {
@@ -1337,5 +1388,42 @@ mod page {
         ] {
             assert_eq!(duration(secs), text);
         }
+    }
+}
+
+#[cfg(test)]
+mod prometheus {
+    use super::*;
+
+    #[test]
+    fn request_counters_are_cumulative_per_bucket_and_labels_are_escaped() {
+        let mut out = String::new();
+        request_metrics(
+            &RequestStats {
+                counts: &[(("/metrics", 200), 7), (("/x\"y\\z\nw", 404), 1)],
+                latencies: &[RouteLatency {
+                    route: "/metrics",
+                    per_bucket: &[2, 0, 3],
+                    sum_seconds: 0.25,
+                    count: 6,
+                }],
+                buckets: &["0.001", "0.01", "1"],
+            },
+            &mut out,
+        );
+        let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                r#"healthcheck_http_requests_total{route="/metrics",code="200"} 7"#,
+                r#"healthcheck_http_requests_total{route="/x\"y\\z\nw",code="404"} 1"#,
+                r#"healthcheck_http_request_duration_seconds_bucket{route="/metrics",le="0.001"} 2"#,
+                r#"healthcheck_http_request_duration_seconds_bucket{route="/metrics",le="0.01"} 2"#,
+                r#"healthcheck_http_request_duration_seconds_bucket{route="/metrics",le="1"} 5"#,
+                r#"healthcheck_http_request_duration_seconds_bucket{route="/metrics",le="+Inf"} 6"#,
+                r#"healthcheck_http_request_duration_seconds_sum{route="/metrics"} 0.25"#,
+                r#"healthcheck_http_request_duration_seconds_count{route="/metrics"} 6"#,
+            ]
+        );
     }
 }

@@ -88,8 +88,18 @@ const ROUTES: &[&str] = &[
     "/metrics",
 ];
 
-/// Histogram bounds of the request latency, in seconds.
-const BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+/// Histogram bounds of the request latency, in seconds, with their `le` labels (written out:
+/// `/metrics` does not format them on every request).
+const BUCKETS: &[(f64, &str)] = &[
+    (0.001, "0.001"),
+    (0.005, "0.005"),
+    (0.01, "0.01"),
+    (0.05, "0.05"),
+    (0.1, "0.1"),
+    (0.5, "0.5"),
+    (1.0, "1"),
+    (5.0, "5"),
+];
 
 #[derive(Default)]
 struct Stats {
@@ -103,7 +113,7 @@ impl Stats {
         *self.counts.entry((route, code)).or_default() += 1;
         let entry = self.latencies.entry(route).or_default();
         let secs = took.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+        if let Some(i) = BUCKETS.iter().position(|(b, _)| secs <= *b) {
             entry.0[i] += 1;
         }
         entry.1 += secs;
@@ -115,22 +125,19 @@ impl Stats {
         let latencies: Vec<_> = self
             .latencies
             .iter()
-            .map(|(route, (buckets, sum, count))| {
-                let cumulative = buckets
-                    .iter()
-                    .scan(0, |acc, n| {
-                        *acc += n;
-                        Some(*acc)
-                    })
-                    .collect();
-                (*route, cumulative, *sum, *count)
+            .map(|(route, (per_bucket, sum, count))| render::RouteLatency {
+                route,
+                per_bucket,
+                sum_seconds: *sum,
+                count: *count,
             })
             .collect();
+        let buckets: [&str; BUCKETS.len()] = std::array::from_fn(|i| BUCKETS[i].1);
         render::request_metrics(
             &render::RequestStats {
                 counts: &counts,
                 latencies: &latencies,
-                buckets: BUCKETS,
+                buckets: &buckets,
             },
             out,
         );
@@ -393,7 +400,10 @@ fn answer(shared: &Shared, route: &'static str) -> (u16, &'static str, String) {
         }
         "/metrics" => {
             let s = shared.snapshot();
-            let mut body = s.metrics.clone();
+            // The report's part was rendered with the snapshot; only the live counters are
+            // written per request, into a buffer sized for all of it at once.
+            let mut body = String::with_capacity(s.metrics.len() + 8 * 1024);
+            body.push_str(&s.metrics);
             shared
                 .stats
                 .lock()
@@ -448,4 +458,17 @@ pub fn probe(addr: SocketAddr, timeout: Duration) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BUCKETS;
+
+    #[test]
+    fn each_bucket_label_is_its_bound_and_the_bounds_rise() {
+        for (bound, label) in BUCKETS {
+            assert_eq!(label.parse::<f64>().unwrap(), *bound, "{label}");
+        }
+        assert!(BUCKETS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
 }
