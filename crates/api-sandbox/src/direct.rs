@@ -144,6 +144,9 @@ struct ReportRequest {
     name: String,
     campaign_filter: Option<Vec<u64>>,
     include_vat: bool,
+    /// `OrderBy` asks for rows ordered by date, ascending; without it the order is the
+    /// service's (unspecified: served ad by ad here).
+    by_date: bool,
 }
 
 fn parse_request(body: &Value) -> Result<ReportRequest, String> {
@@ -216,6 +219,25 @@ fn parse_request(body: &Value) -> Result<ReportRequest, String> {
             }
         }
     }
+    let mut by_date = false;
+    if let Some(order) = params.get("OrderBy") {
+        let order = order.as_array().ok_or("`OrderBy` must be an array")?;
+        for o in order {
+            let field = o.get("Field").and_then(Value::as_str).unwrap_or_default();
+            if !FIELDS.contains(&field) {
+                return Err(format!("`OrderBy` field `{field}` is not available"));
+            }
+            let ascending = match o.get("SortOrder").and_then(Value::as_str) {
+                None | Some("ASCENDING") => true,
+                Some("DESCENDING") => false,
+                Some(other) => return Err(format!("`SortOrder` `{other}` is unknown")),
+            };
+            // Only the first key decides the order served here.
+            if o == &order[0] {
+                by_date = field == "Date" && ascending;
+            }
+        }
+    }
     Ok(ReportRequest {
         from,
         to,
@@ -223,6 +245,7 @@ fn parse_request(body: &Value) -> Result<ReportRequest, String> {
         name,
         campaign_filter,
         include_vat,
+        by_date,
     })
 }
 
@@ -339,59 +362,79 @@ pub fn handle(sb: &Sandbox, req: &Req) -> Resp {
         out.push_str(&report.fields.join("\t"));
         out.push('\n');
     }
-    let (kept, cut_after) = {
+    let (kept, cut_after, ignore_order_by) = {
         let state = sb.state();
-        (state.direct_rows_kept_percent, state.direct_cut_after_rows)
+        (
+            state.direct_rows_kept_percent,
+            state.direct_cut_after_rows,
+            state.direct_ignore_order_by,
+        )
     };
-    let mut rows = 0;
-    'dates: for date in report.from.iter_days().take_while(|d| *d <= report.to) {
-        if date > sb.today() {
-            break;
-        }
-        for ad in data.ads.iter().filter(|a| a.login == login) {
-            if report
+    let dates: Vec<NaiveDate> = report
+        .from
+        .iter_days()
+        .take_while(|d| *d <= report.to && *d <= sb.today())
+        .collect();
+    let ads: Vec<_> = data
+        .ads
+        .iter()
+        .filter(|a| a.login == login)
+        .filter(|a| {
+            report
                 .campaign_filter
                 .as_ref()
-                .is_some_and(|f| !f.contains(&ad.campaign_id))
-            {
-                continue;
-            }
-            let (impressions, clicks, cost_vat, conversions) =
-                ad_day(sb.config.seed, ad.ad_id, date);
-            if impressions == 0 || !row_kept(sb.config.seed, ad.ad_id, date, kept) {
-                continue;
-            }
-            if cut_after.is_some_and(|n| rows >= n) {
-                break 'dates;
-            }
-            let cost = if report.include_vat {
-                cost_vat
-            } else {
-                cost_vat * 100 / 120
-            };
-            let cells: Vec<String> = report
-                .fields
-                .iter()
-                .map(|f| match f.as_str() {
-                    "Date" => date.to_string(),
-                    "CampaignId" => ad.campaign_id.to_string(),
-                    "CampaignName" => ad.campaign_name.clone(),
-                    "AdGroupId" | "AdGroupName" | "AdId" if ad.wizard => "--".to_owned(),
-                    "AdGroupId" => ad.group_id.to_string(),
-                    "AdGroupName" => format!("Группа {}", ad.group_id),
-                    "Conversions" if ad.has_goals => conversions.to_string(),
-                    "Conversions" => "--".to_owned(),
-                    "AdId" => ad.ad_id.to_string(),
-                    "Impressions" => impressions.to_string(),
-                    "Clicks" => clicks.to_string(),
-                    _ if micros => (cost * 10_000).to_string(),
-                    _ => format!("{}.{:02}", cost / 100, cost % 100),
-                })
-                .collect();
-            out.push_str(&cells.join("\t"));
-            out.push('\n');
-            rows += 1;
+                .is_none_or(|f| f.contains(&a.campaign_id))
+        })
+        .collect();
+    // Date by date when asked (and not told to ignore it); else ad by ad, each ad's days in
+    // turn: an order that is not by date.
+    let cells: Vec<(NaiveDate, usize)> = if report.by_date && !ignore_order_by {
+        dates
+            .iter()
+            .flat_map(|d| (0..ads.len()).map(move |a| (*d, a)))
+            .collect()
+    } else {
+        (0..ads.len())
+            .flat_map(|a| dates.iter().map(move |d| (*d, a)))
+            .collect()
+    };
+    let mut rows = 0;
+    for (date, a) in cells {
+        let ad = ads[a];
+        let (impressions, clicks, cost_vat, conversions) = ad_day(sb.config.seed, ad.ad_id, date);
+        if impressions == 0 || !row_kept(sb.config.seed, ad.ad_id, date, kept) {
+            continue;
         }
+        if cut_after.is_some_and(|n| rows >= n) {
+            break;
+        }
+        let cost = if report.include_vat {
+            cost_vat
+        } else {
+            cost_vat * 100 / 120
+        };
+        let cells: Vec<String> = report
+            .fields
+            .iter()
+            .map(|f| match f.as_str() {
+                "Date" => date.to_string(),
+                "CampaignId" => ad.campaign_id.to_string(),
+                "CampaignName" => ad.campaign_name.clone(),
+                "AdGroupId" | "AdGroupName" | "AdId" if ad.wizard => "--".to_owned(),
+                "AdGroupId" => ad.group_id.to_string(),
+                "AdGroupName" => format!("Группа {}", ad.group_id),
+                "Conversions" if ad.has_goals => conversions.to_string(),
+                "Conversions" => "--".to_owned(),
+                "AdId" => ad.ad_id.to_string(),
+                "Impressions" => impressions.to_string(),
+                "Clicks" => clicks.to_string(),
+                _ if micros => (cost * 10_000).to_string(),
+                _ => format!("{}.{:02}", cost / 100, cost % 100),
+            })
+            .collect();
+        out.push_str(&cells.join("\t"));
+        out.push('\n');
+        rows += 1;
     }
     if !header_true(req, "skipReportSummary") && cut_after.is_none_or(|n| rows < n) {
         out.push_str(&format!("Total rows: {rows}\n"));

@@ -234,6 +234,9 @@ pub struct State {
     pub direct_rows_kept_percent: u64,
     /// A report ends cleanly after this many rows, without its summary line (a cut answer).
     pub direct_cut_after_rows: Option<u64>,
+    /// Rows are served ad by ad even when `OrderBy` asks for dates: whether the service always
+    /// honours `OrderBy` is not something a loader should bet its sums on.
+    pub direct_ignore_order_by: bool,
     pub direct_pending: HashMap<String, u32>,
     pub direct_names: HashMap<String, String>,
     pub direct_retry_in: u64,
@@ -284,6 +287,7 @@ impl State {
             vk_deleted_keep_stats: false,
             direct_rows_kept_percent: 100,
             direct_cut_after_rows: None,
+            direct_ignore_order_by: false,
             direct_pending: HashMap::new(),
             direct_names: HashMap::new(),
             direct_retry_in: 1,
@@ -744,6 +748,9 @@ impl Sandbox {
                 }
                 if let Some(v) = body.get("direct_cut_after_rows") {
                     state.direct_cut_after_rows = v.as_u64();
+                }
+                if let Some(b) = body.get("direct_ignore_order_by").and_then(Value::as_bool) {
+                    state.direct_ignore_order_by = b;
                 }
                 if let Some(n) = body.get("direct_retry_in").and_then(Value::as_u64) {
                     state.direct_retry_in = n;
