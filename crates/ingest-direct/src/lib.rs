@@ -10,12 +10,14 @@
 //! piece, so a large report is never held in memory; the summary line is asked for and a
 //! report whose row count differs (or lacks it: a cut answer) writes nothing. Rows whose ad
 //! the report hides (`--`, Campaign Wizard campaigns) are summed per campaign and day, so
-//! every served row counts. Keys of the window this load did not see get zero rows, so a
+//! every served row counts; the report is asked in date order (`OrderBy`) so that a day's
+//! sums are written when the next day begins, and a report served out of that order is asked
+//! again and summed whole. Keys of the window this load did not see get zero rows, so a
 //! re-run changes no total. A login that fails does not stop the others, but fails the run.
 
 pub mod report;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -26,7 +28,7 @@ use zakaz_core::ads::{
     Stamp, accounts_or_own, date_range, each_account, label, nightly_window, outcome_or_partial,
     quote, zero_stale,
 };
-use zakaz_core::ch::Ch;
+use zakaz_core::ch::{Ch, StreamInsert};
 use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
 use zakaz_core::error::ConfigError;
 use zakaz_core::http::{HttpClient, body_excerpt};
@@ -136,6 +138,25 @@ pub struct FactRow {
     pub _version: u64,
 }
 
+/// [`FactRow`] as written: its text borrowed from the report line and the campaign.
+#[derive(Debug, clickhouse::Row, Serialize)]
+struct FactRowRef<'a> {
+    stat_date: u16,
+    client_login: &'a str,
+    campaign_id: u64,
+    campaign_name: &'a str,
+    ad_group_id: u64,
+    ad_group_name: &'a str,
+    ad_id: u64,
+    impressions: u64,
+    clicks: u64,
+    cost: i64,
+    conversions: Option<u64>,
+    city: &'a str,
+    loaded_at: u32,
+    _version: u64,
+}
+
 const COLUMNS: &[&str] = &[
     "stat_date",
     "client_login",
@@ -219,6 +240,18 @@ enum Answer {
     },
     /// HTTP 502: the period is too long for the server; split it.
     TooLarge,
+    /// The rows were not in date order although `OrderBy` asked for it: nothing of the piece
+    /// was written; ask again, summing hidden ads over the whole report.
+    NotByDate,
+}
+
+/// How a report's hidden-ad sums are written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sums {
+    /// A day's sums as soon as the next day begins: memory for one day of campaigns.
+    PerDay,
+    /// Every sum once the report is whole: for rows in no particular order.
+    AtTheEnd,
 }
 
 impl Loader<'_> {
@@ -262,10 +295,15 @@ impl Loader<'_> {
     async fn login(&self, login: &str) -> anyhow::Result<LoginLoad> {
         let mut load = LoginLoad::default();
         // Pieces still to load, earliest first; a piece too large is split in two.
-        let mut pending: Vec<DateWindow> = self.window.chunks(self.args.direct_chunk_days);
-        pending.reverse();
-        while let Some(piece) = pending.pop() {
-            match self.report(login, piece, &mut load).await? {
+        let mut pending: Vec<(DateWindow, Sums)> = self
+            .window
+            .chunks(self.args.direct_chunk_days)
+            .into_iter()
+            .rev()
+            .map(|piece| (piece, Sums::PerDay))
+            .collect();
+        while let Some((piece, sums)) = pending.pop() {
+            match self.report(login, piece, sums, &mut load).await? {
                 Answer::Done { rows, bytes, cost } => {
                     load.rows += rows;
                     load.bytes += bytes;
@@ -275,10 +313,13 @@ impl Loader<'_> {
                 Answer::TooLarge if piece.len_days() > 1 => {
                     let half = piece.len_days().div_ceil(2);
                     tracing::warn!(login = %label(login), window = %piece, "Yandex Direct says the report is too large: asking for it in two halves");
-                    let mut halves = piece.chunks(half);
-                    halves.reverse();
-                    pending.extend(halves);
+                    pending.extend(piece.chunks(half).into_iter().rev().map(|h| (h, sums)));
                 }
+                Answer::NotByDate if sums == Sums::PerDay => {
+                    tracing::warn!(login = %label(login), window = %piece, "Yandex Direct sent the report out of date order although asked to sort it: asking again, summing hidden ads over the whole report");
+                    pending.push((piece, Sums::AtTheEnd));
+                }
+                Answer::NotByDate => unreachable!("only a per-day load stops at the order"),
                 Answer::TooLarge => anyhow::bail!(
                     "Yandex Direct cannot build the report of one day {} (HTTP 502 after every retry)",
                     piece.from
@@ -314,7 +355,9 @@ impl Loader<'_> {
             "DateRangeType": "CUSTOM_DATE",
             "Format": "TSV",
             "IncludeVAT": if self.args.direct_include_vat { "YES" } else { "NO" },
-            "IncludeDiscount": "NO"
+            "IncludeDiscount": "NO",
+            // Date by date, so that a day's hidden-ad sums can be written when the next begins.
+            "OrderBy": [{"Field": "Date", "SortOrder": "ASCENDING"}]
         }})
     }
 
@@ -323,6 +366,7 @@ impl Loader<'_> {
         &self,
         login: &str,
         piece: DateWindow,
+        sums: Sums,
         load: &mut LoginLoad,
     ) -> anyhow::Result<Answer> {
         // Unique per request: the service refuses a known name with other parameters.
@@ -389,7 +433,7 @@ impl Loader<'_> {
                 Ok(())
             };
             match status {
-                200 => return self.stream(login, piece, response).await,
+                200 => return self.stream(login, piece, sums, response).await,
                 201 | 202 => {
                     wait(if status == 201 {
                         "queued"
@@ -459,14 +503,17 @@ impl Loader<'_> {
         &self,
         login: &str,
         piece: DateWindow,
+        sums: Sums,
         mut response: reqwest::Response,
     ) -> anyhow::Result<Answer> {
         let mut parser = report::Parser::expecting_summary();
         let mut progress_rows = 0;
-        let mut rows: Vec<FactRow> = Vec::with_capacity(INSERT_BATCH);
         let mut insert = match self.ch {
             None => None,
-            Some(ch) => Some(ch.stream_insert::<FactRow>("fact_direct_daily").await?),
+            Some(ch) => Some(
+                ch.stream_insert::<FactRowRef<'_>>("fact_direct_daily")
+                    .await?,
+            ),
         };
         let mut cost = 0i64;
         // A live count on a terminal; nothing under systemd.
@@ -475,86 +522,82 @@ impl Loader<'_> {
             "rows",
         );
         // A campaign's city, from its name, once per campaign.
-        let mut cities: std::collections::HashMap<u64, String> = Default::default();
-        let mut to_row = |r: ReportRow| -> anyhow::Result<FactRow> {
-            anyhow::ensure!(
-                piece.contains(r.date),
-                "the report for {piece} holds a row of {}",
-                r.date
-            );
-            Ok(FactRow {
-                stat_date: ch_date(r.date),
-                client_login: login.to_owned(),
-                city: cities
-                    .entry(r.campaign_id)
-                    .or_insert_with(|| {
-                        zakaz_core::utm::city_in_name(&r.campaign_name)
-                            .name()
-                            .to_owned()
-                    })
-                    .clone(),
-                campaign_id: r.campaign_id,
-                campaign_name: r.campaign_name,
-                ad_group_id: r.ad_group_id,
-                ad_group_name: r.ad_group_name,
-                ad_id: r.ad_id,
-                impressions: r.impressions,
-                clicks: r.clicks,
-                cost: r.cost,
-                conversions: r.conversions,
-                loaded_at: self.stamp.loaded_at,
-                _version: self.stamp.version,
-            })
+        let mut cities: HashMap<u64, String> = HashMap::new();
+        // Rows of hidden ads, summed per (date, campaign).
+        let mut hidden = HiddenSums::default();
+        let mut last_date = None;
+        let failed = |e: anyhow::Error| {
+            e.context(format!(
+                "Yandex Direct login {} report {piece}: nothing of it written",
+                label(login)
+            ))
         };
-        // Rows of hidden ads, summed per (date, campaign): written once the report is whole.
-        let mut hidden: BTreeMap<(u16, u64), FactRow> = BTreeMap::new();
         loop {
             let chunk = response
                 .chunk()
                 .await
                 .map_err(|e| anyhow::anyhow!("Yandex Direct: the report {piece} broke off: {e}"))?;
-            let done = chunk.is_none();
-            let mut sink = |r: ReportRow| -> anyhow::Result<()> {
-                let ad_hidden = r.ad_hidden;
-                let row = to_row(r)?;
-                cost += row.cost;
-                if ad_hidden {
-                    add_hidden(&mut hidden, row);
-                } else {
-                    rows.push(row);
-                }
-                Ok(())
-            };
-            let parsed = match &chunk {
-                Some(bytes) => parser.feed(bytes, &mut sink),
-                None => parser.finish(&mut sink),
-            };
-            parsed.map_err(|e| {
-                e.context(format!(
-                    "Yandex Direct login {} report {piece}: nothing of it written",
-                    label(login)
-                ))
-            })?;
-            if done {
-                rows.extend(std::mem::take(&mut hidden).into_values());
+            match &chunk {
+                Some(bytes) => parser.feed(bytes),
+                None => parser.end(),
             }
-            if let Some(insert) = insert.as_mut()
-                && (rows.len() >= INSERT_BATCH || done)
-            {
-                for row in rows.drain(..) {
-                    insert.write(&row).await?;
+            while let Some(r) = parser.next_row().map_err(failed)? {
+                if !piece.contains(r.date) {
+                    let e = anyhow::anyhow!("the report for {piece} holds a row of {}", r.date);
+                    return Err(failed(e));
                 }
-            } else if insert.is_none() {
-                rows.clear();
+                if last_date.is_some_and(|last| r.date < last) && sums == Sums::PerDay {
+                    // Dropping the insert unfinished aborts it.
+                    return Ok(Answer::NotByDate);
+                }
+                if last_date.is_some_and(|last| r.date > last)
+                    && sums == Sums::PerDay
+                    && let Some(insert) = insert.as_mut()
+                {
+                    hidden.write(insert, login, &cities, self.stamp).await?;
+                }
+                last_date = Some(r.date);
+                cost += r.cost;
+                let city = cities.entry(r.campaign_id).or_insert_with(|| {
+                    zakaz_core::utm::city_in_name(r.campaign_name)
+                        .name()
+                        .to_owned()
+                });
+                if r.ad_hidden {
+                    hidden.add(&r);
+                } else if let Some(insert) = insert.as_mut() {
+                    insert
+                        .write(&FactRowRef {
+                            stat_date: ch_date(r.date),
+                            client_login: login,
+                            campaign_id: r.campaign_id,
+                            campaign_name: r.campaign_name,
+                            ad_group_id: r.ad_group_id,
+                            ad_group_name: r.ad_group_name,
+                            ad_id: r.ad_id,
+                            impressions: r.impressions,
+                            clicks: r.clicks,
+                            cost: r.cost,
+                            conversions: r.conversions,
+                            city,
+                            loaded_at: self.stamp.loaded_at,
+                            _version: self.stamp.version,
+                        })
+                        .await?;
+                }
             }
             progress.add(parser.rows - progress_rows);
             progress_rows = parser.rows;
             progress.message(format!("{:.1} MB", parser.bytes as f64 / 1e6));
-            if done {
+            if chunk.is_none() {
                 break;
             }
         }
-        if let Some(insert) = insert {
+        parser.finish().map_err(failed)?;
+        if let Some(mut insert) = insert {
+            hidden
+                .write(&mut insert, login, &cities, self.stamp)
+                .await?;
             insert.end().await?;
         }
         Ok(Answer::Done {
@@ -565,32 +608,73 @@ impl Loader<'_> {
     }
 }
 
-/// Add a row of a hidden ad to its campaign and day's sum (ids 0: the ad is unknown).
-fn add_hidden(sums: &mut BTreeMap<(u16, u64), FactRow>, row: FactRow) {
-    match sums.entry((row.stat_date, row.campaign_id)) {
-        std::collections::btree_map::Entry::Vacant(v) => {
-            v.insert(FactRow {
-                ad_group_id: 0,
-                ad_group_name: String::new(),
-                ad_id: 0,
-                ..row
-            });
-        }
-        std::collections::btree_map::Entry::Occupied(mut o) => {
-            let sum = o.get_mut();
-            sum.impressions += row.impressions;
-            sum.clicks += row.clicks;
-            sum.cost += row.cost;
-            sum.conversions = match (sum.conversions, row.conversions) {
-                (None, None) => None,
-                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-            };
-        }
-    }
+/// Rows of hidden ads, summed per campaign and day: only the numbers per (date, campaign),
+/// the text once per campaign, so a report of many such rows stays small in memory.
+#[derive(Default)]
+struct HiddenSums {
+    sums: BTreeMap<(u16, u64), Sum>,
+    /// Per campaign: its name, as the first of its hidden rows gave it.
+    names: HashMap<u64, String>,
 }
 
-/// Rows parsed before they are handed to the insert (which streams them on).
-const INSERT_BATCH: usize = 10_000;
+#[derive(Default)]
+struct Sum {
+    impressions: u64,
+    clicks: u64,
+    cost: i64,
+    conversions: Option<u64>,
+}
+
+impl HiddenSums {
+    /// Write every sum held, and forget them.
+    async fn write(
+        &mut self,
+        insert: &mut StreamInsert<FactRowRef<'_>>,
+        login: &str,
+        cities: &HashMap<u64, String>,
+        stamp: Stamp,
+    ) -> anyhow::Result<()> {
+        for ((stat_date, campaign_id), sum) in std::mem::take(&mut self.sums) {
+            insert
+                .write(&FactRowRef {
+                    stat_date,
+                    client_login: login,
+                    campaign_id,
+                    campaign_name: &self.names[&campaign_id],
+                    // The ad is unknown.
+                    ad_group_id: 0,
+                    ad_group_name: "",
+                    ad_id: 0,
+                    impressions: sum.impressions,
+                    clicks: sum.clicks,
+                    cost: sum.cost,
+                    conversions: sum.conversions,
+                    city: &cities[&campaign_id],
+                    loaded_at: stamp.loaded_at,
+                    _version: stamp.version,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, r: &ReportRow<'_>) {
+        self.names
+            .entry(r.campaign_id)
+            .or_insert_with(|| r.campaign_name.to_owned());
+        let sum = self
+            .sums
+            .entry((ch_date(r.date), r.campaign_id))
+            .or_default();
+        sum.impressions += r.impressions;
+        sum.clicks += r.clicks;
+        sum.cost += r.cost;
+        sum.conversions = match (sum.conversions, r.conversions) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+    }
+}
 
 /// Direct's error body: `{"error": {"error_code", "error_string", "error_detail"}}`
 /// (`error_code` an int or a string).

@@ -23,14 +23,14 @@ pub const FIELDS: &[&str] = &[
 /// The longest report line read.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
-/// One data line.
+/// One data line, borrowing its text from the parser.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReportRow {
+pub struct ReportRow<'a> {
     pub date: NaiveDate,
     pub campaign_id: u64,
-    pub campaign_name: String,
+    pub campaign_name: &'a str,
     pub ad_group_id: u64,
-    pub ad_group_name: String,
+    pub ad_group_name: &'a str,
     pub ad_id: u64,
     pub impressions: u64,
     pub clicks: u64,
@@ -43,91 +43,115 @@ pub struct ReportRow {
     pub ad_hidden: bool,
 }
 
-/// Splits a byte stream into lines and lines into rows.
+/// Splits a byte stream into lines and lines into rows, without a copy of a row's text:
+/// [`Parser::feed`] a chunk, then take its rows with [`Parser::next_row`] until `None`; at
+/// the end of the stream [`Parser::end`], the last rows, and [`Parser::finish`].
 #[derive(Debug, Default)]
 pub struct Parser {
-    pending: Vec<u8>,
-    /// Column index of each of [`FIELDS`], once the header line is seen.
-    columns: Option<Vec<usize>>,
+    /// Bytes received and not yet parsed, from `pos`.
+    buf: Vec<u8>,
+    pos: usize,
+    ended: bool,
+    state: State,
     pub rows: u64,
     pub bytes: u64,
     /// The summary's `Total rows: N`, when the server sent one.
     pub total: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// For each column of the report, which of [`FIELDS`] it holds, once the header line (or
+    /// the first data line, when the header was skipped) is seen.
+    fields_of_columns: Option<Vec<Option<usize>>>,
     line_no: u64,
     summary_required: bool,
+    /// The last date cell and its date: a report holds few dates, in runs.
+    last_date: Option<([u8; 10], NaiveDate)>,
 }
 
 impl Parser {
     /// A parser for an answer asked with its summary line (`skipReportSummary: false`).
     pub fn expecting_summary() -> Parser {
         Parser {
-            summary_required: true,
+            state: State {
+                summary_required: true,
+                ..State::default()
+            },
             ..Parser::default()
         }
     }
 
-    /// Feed a chunk; `emit` gets every complete row.
-    pub fn feed(
-        &mut self,
-        chunk: &[u8],
-        mut emit: impl FnMut(ReportRow) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+    /// Take a chunk of the stream; its complete lines are then read by [`Parser::next_row`].
+    pub fn feed(&mut self, chunk: &[u8]) {
         self.bytes += chunk.len() as u64;
-        let mut start = 0;
-        let mut rest = chunk;
-        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
-            let line_end = start + pos;
-            if self.pending.is_empty() {
-                let line = &chunk[start..line_end];
-                if let Some(row) = self.line(line)? {
-                    emit(row)?;
-                }
-            } else {
-                self.pending.extend_from_slice(&chunk[start..line_end]);
-                let line = std::mem::take(&mut self.pending);
-                if let Some(row) = self.line(&line)? {
-                    emit(row)?;
-                }
-            }
-            start = line_end + 1;
-            rest = &chunk[start..];
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
         }
-        self.pending.extend_from_slice(rest);
-        // A report line is a few hundred bytes; a stream without newlines is no report.
-        anyhow::ensure!(
-            self.pending.len() <= MAX_LINE_BYTES,
-            "report line {} is longer than {} KiB: the answer is not a TSV report",
-            self.line_no + 1,
-            MAX_LINE_BYTES / 1024
-        );
-        Ok(())
+        self.buf.extend_from_slice(chunk);
     }
 
-    /// The end of the stream: a last line without `\n`, and the summary check.
-    pub fn finish(
-        &mut self,
-        mut emit: impl FnMut(ReportRow) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        if !self.pending.is_empty() {
-            let line = std::mem::take(&mut self.pending);
-            if let Some(row) = self.line(&line)? {
-                emit(row)?;
+    /// The stream has ended: a last line without `\n` is a line too.
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+
+    /// The next row of the lines received (title, header, blank and summary lines are
+    /// read and passed over); `None` when no complete line is left.
+    pub fn next_row(&mut self) -> anyhow::Result<Option<ReportRow<'_>>> {
+        loop {
+            let rest = &self.buf[self.pos..];
+            let (line, used) = match rest.iter().position(|b| *b == b'\n') {
+                Some(n) => (&rest[..n], n + 1),
+                None if self.ended && !rest.is_empty() => (rest, rest.len()),
+                None => {
+                    // A report line is a few hundred bytes; a stream without newlines is no
+                    // report.
+                    anyhow::ensure!(
+                        rest.len() <= MAX_LINE_BYTES,
+                        "report line {} is longer than {} KiB: the answer is not a TSV report",
+                        self.state.line_no + 1,
+                        MAX_LINE_BYTES / 1024
+                    );
+                    return Ok(None);
+                }
+            };
+            let start = self.pos;
+            self.pos += used;
+            let line = &self.buf[start..start + line.len()];
+            match self.state.line(line, &mut self.total)? {
+                Some(row) => {
+                    self.rows += 1;
+                    return Ok(Some(row));
+                }
+                None => continue,
             }
         }
+    }
+
+    /// After the last row: the summary check.
+    pub fn finish(&self) -> anyhow::Result<()> {
         match self.total {
             Some(total) if total != self.rows => anyhow::bail!(
                 "the report says `Total rows: {total}` but {} rows arrived: the answer was cut off",
                 self.rows
             ),
-            None if self.summary_required => anyhow::bail!(
+            None if self.state.summary_required => anyhow::bail!(
                 "the report ended after {} rows without its `Total rows` line: the answer was cut off",
                 self.rows
             ),
             _ => Ok(()),
         }
     }
+}
 
-    fn line(&mut self, raw: &[u8]) -> anyhow::Result<Option<ReportRow>> {
+impl State {
+    fn line<'a>(
+        &mut self,
+        raw: &'a [u8],
+        total: &mut Option<u64>,
+    ) -> anyhow::Result<Option<ReportRow<'a>>> {
         self.line_no += 1;
         let text = std::str::from_utf8(raw)
             .map_err(|_| anyhow::anyhow!("report line {} is not UTF-8", self.line_no))?;
@@ -136,25 +160,24 @@ impl Parser {
             return Ok(None);
         }
         if let Some(n) = text.strip_prefix("Total rows:") {
-            self.total = Some(
+            *total = Some(
                 n.trim()
                     .parse()
                     .map_err(|_| anyhow::anyhow!("report summary `{text}` has no row count"))?,
             );
             return Ok(None);
         }
-        let cells: Vec<&str> = text.split('\t').collect();
-        if self.columns.is_none() {
+        if self.fields_of_columns.is_none() {
+            let cells: Vec<&str> = text.split('\t').collect();
             if cells.contains(&"Date") && cells.contains(&"AdId") {
-                let index = FIELDS
-                    .iter()
-                    .map(|f| {
-                        cells.iter().position(|c| c == f).ok_or_else(|| {
-                            anyhow::anyhow!("the report's header line lacks column `{f}`: {text}")
-                        })
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                self.columns = Some(index);
+                let mut fields_of_columns = vec![None; cells.len()];
+                for (field, name) in FIELDS.iter().enumerate() {
+                    let column = cells.iter().position(|c| c == name).ok_or_else(|| {
+                        anyhow::anyhow!("the report's header line lacks column `{name}`: {text}")
+                    })?;
+                    fields_of_columns[column] = Some(field);
+                }
+                self.fields_of_columns = Some(fields_of_columns);
                 return Ok(None);
             }
             // No header line (skipped): a data line is in request order; anything else
@@ -164,47 +187,49 @@ impl Parser {
             {
                 return Ok(None);
             }
-            self.columns = Some((0..FIELDS.len()).collect());
+            self.fields_of_columns = Some((0..FIELDS.len()).map(Some).collect());
         }
-        let columns = self.columns.as_ref().expect("set above");
-        let cell = |i: usize| cells.get(columns[i]).copied().unwrap_or("");
-        let at =
-            |what: &str, e: String| anyhow::anyhow!("report line {}: `{what}`: {e}", self.line_no);
+        let fields_of_columns = self.fields_of_columns.as_ref().expect("set above");
+        // Each field's cell; a missing cell is empty.
+        let mut cells = [""; FIELDS.len()];
+        for (column, cell) in text.split('\t').enumerate() {
+            if let Some(Some(field)) = fields_of_columns.get(column) {
+                cells[*field] = cell;
+            }
+        }
+        let line_no = self.line_no;
+        let at = |what: &str, e: String| anyhow::anyhow!("report line {line_no}: `{what}`: {e}");
         let count = |i: usize| -> anyhow::Result<u64> {
-            match cell(i).trim() {
+            match cells[i].trim() {
                 "--" | "" => Ok(0),
                 v => v
                     .parse()
                     .map_err(|_| at(FIELDS[i], format!("`{v}` is not a count"))),
             }
         };
-        let date = NaiveDate::parse_from_str(cell(0), "%Y-%m-%d")
-            .map_err(|_| at("Date", format!("`{}` is not a date", cell(0))))?;
-        let cost = match cell(8).trim() {
+        let date = self
+            .date(cells[0])
+            .ok_or_else(|| at("Date", format!("`{}` is not a date", cells[0])))?;
+        let cost = match cells[8].trim() {
             "--" | "" => 0,
             v => zakaz_core::money::parse_kopecks(v).map_err(|e| at("Cost", e))?,
         };
         // `--` (or nothing) where an id should be: an ad the report does not show.
-        let hidden = |i: usize| matches!(cell(i).trim(), "--" | "");
+        let hidden = |i: usize| matches!(cells[i].trim(), "--" | "");
         let ad_hidden = hidden(3) || hidden(5);
-        let conversions = match cell(9).trim() {
+        let conversions = match cells[9].trim() {
             "--" | "" => None,
             v => Some(
                 v.parse()
                     .map_err(|_| at("Conversions", format!("`{v}` is not a count")))?,
             ),
         };
-        self.rows += 1;
         Ok(Some(ReportRow {
             date,
             campaign_id: count(1)?,
-            campaign_name: cell(2).to_owned(),
+            campaign_name: cells[2],
             ad_group_id: count(3)?,
-            ad_group_name: if hidden(4) {
-                String::new()
-            } else {
-                cell(4).to_owned()
-            },
+            ad_group_name: if hidden(4) { "" } else { cells[4] },
             ad_id: count(5)?,
             impressions: count(6)?,
             clicks: count(7)?,
@@ -213,26 +238,52 @@ impl Parser {
             ad_hidden,
         }))
     }
+
+    /// A `YYYY-MM-DD` cell's date; the last one is remembered, as rows come in runs of a date.
+    fn date(&mut self, cell: &str) -> Option<NaiveDate> {
+        let Ok(bytes) = <[u8; 10]>::try_from(cell.as_bytes()) else {
+            return NaiveDate::parse_from_str(cell, "%Y-%m-%d").ok();
+        };
+        if let Some((last, date)) = self.last_date
+            && last == bytes
+        {
+            return Some(date);
+        }
+        let date = NaiveDate::parse_from_str(cell, "%Y-%m-%d").ok()?;
+        self.last_date = Some((bytes, date));
+        Some(date)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(chunks: &[&str]) -> anyhow::Result<Vec<ReportRow>> {
-        let mut p = Parser::default();
+    /// Every row of a stream given in chunks, its text copied out (leaked: tests only).
+    fn parse_with(mut p: Parser, chunks: &[&[u8]]) -> anyhow::Result<Vec<ReportRow<'static>>> {
         let mut rows = Vec::new();
+        let own = |r: ReportRow<'_>| ReportRow {
+            campaign_name: String::leak(r.campaign_name.to_owned()),
+            ad_group_name: String::leak(r.ad_group_name.to_owned()),
+            ..r
+        };
         for c in chunks {
-            p.feed(c.as_bytes(), |r| {
-                rows.push(r);
-                Ok(())
-            })?;
+            p.feed(c);
+            while let Some(r) = p.next_row()? {
+                rows.push(own(r));
+            }
         }
-        p.finish(|r| {
-            rows.push(r);
-            Ok(())
-        })?;
+        p.end();
+        while let Some(r) = p.next_row()? {
+            rows.push(own(r));
+        }
+        p.finish()?;
         Ok(rows)
+    }
+
+    fn parse(chunks: &[&str]) -> anyhow::Result<Vec<ReportRow<'static>>> {
+        let chunks: Vec<&[u8]> = chunks.iter().map(|c| c.as_bytes()).collect();
+        parse_with(Parser::default(), &chunks)
     }
 
     const HEADER: &str = "Date\tCampaignId\tCampaignName\tAdGroupId\tAdGroupName\tAdId\tImpressions\tClicks\tCost\tConversions\n";
@@ -249,20 +300,8 @@ mod tests {
                 .map(|c| String::from_utf8_lossy(c).into_owned())
                 .collect();
             // Chunks split inside a multi-byte letter too: join the bytes, not the text.
-            let mut p = Parser::default();
-            let mut rows = Vec::new();
-            for c in text.as_bytes().chunks(split) {
-                p.feed(c, |r| {
-                    rows.push(r);
-                    Ok(())
-                })
-                .unwrap();
-            }
-            p.finish(|r| {
-                rows.push(r);
-                Ok(())
-            })
-            .unwrap();
+            let pieces: Vec<&[u8]> = text.as_bytes().chunks(split).collect();
+            let rows = parse_with(Parser::default(), &pieces).unwrap();
             assert_eq!(rows.len(), 2, "split {split} ({} chunks)", chunks.len());
             assert_eq!(rows[0].cost, 1250);
             assert_eq!(rows[0].conversions, None);
@@ -288,17 +327,7 @@ mod tests {
     #[test]
     fn a_parser_expecting_the_summary_refuses_an_answer_without_it() {
         let run = |text: &str| {
-            let mut p = Parser::expecting_summary();
-            let mut n = 0;
-            p.feed(text.as_bytes(), |_| {
-                n += 1;
-                Ok(())
-            })?;
-            p.finish(|_| {
-                n += 1;
-                Ok(())
-            })?;
-            anyhow::Ok(n)
+            parse_with(Parser::expecting_summary(), &[text.as_bytes()]).map(|rows| rows.len())
         };
         let line = "2026-11-20\t5\tc\t50\tg\t500\t1\t1\t1.00\t0\n";
         assert_eq!(
@@ -336,13 +365,26 @@ mod tests {
                 let mut rows = 0u64;
                 let mut ok = true;
                 for cut in cuts.into_iter().chain([text.len()]) {
-                    if ok && p.feed(&text[start..cut], |_| { rows += 1; Ok(()) }).is_err() {
-                        ok = false;
+                    p.feed(&text[start..cut]);
+                    while ok {
+                        match p.next_row() {
+                            Ok(Some(_)) => rows += 1,
+                            Ok(None) => break,
+                            Err(_) => ok = false,
+                        }
                     }
                     start = cut;
                 }
+                p.end();
+                while ok {
+                    match p.next_row() {
+                        Ok(Some(_)) => rows += 1,
+                        Ok(None) => break,
+                        Err(_) => ok = false,
+                    }
+                }
                 if ok {
-                    let _ = p.finish(|_| { rows += 1; Ok(()) });
+                    let _ = p.finish();
                 }
                 let newlines = text.iter().filter(|b| **b == b'\n').count() as u64;
                 proptest::prop_assert!(rows <= newlines + 1);
@@ -359,7 +401,7 @@ mod tests {
         .unwrap();
         assert_eq!(rows.len(), 3);
         assert!(rows[0].ad_hidden && rows[1].ad_hidden && !rows[2].ad_hidden);
-        assert_eq!((rows[0].ad_id, rows[0].ad_group_name.as_str()), (0, ""));
+        assert_eq!((rows[0].ad_id, rows[0].ad_group_name), (0, ""));
         assert_eq!(rows[2].ad_group_name, "g");
         // Either id hidden hides the ad: a group shown with its ad hidden too.
         let rows = parse(&[HEADER, "2026-11-20\t5\tc\t50\tg\t--\t1\t1\t1.00\t0\n"]).unwrap();
@@ -406,12 +448,38 @@ mod tests {
             "2026-11-20\t5\tc\t50\tg\t500\t1\t1\t1.00\t0\n",
             "2026-11-20\t5\tc\t50\tg\t500\tmany\t1\t1.00\t0\n",
         ];
-        let mut result = Ok(());
+        let mut result = Ok(None);
         for c in chunks {
-            result = p.feed(c.as_bytes(), |_| Ok(()));
+            p.feed(c.as_bytes());
+            result = (|| {
+                while p.next_row()?.is_some() {}
+                anyhow::Ok(None::<()>)
+            })();
         }
         let err = result.unwrap_err().to_string();
         assert!(err.starts_with("report line 3:"), "{err}");
         assert_eq!(p.bytes, chunks.iter().map(|c| c.len() as u64).sum::<u64>());
+    }
+
+    #[test]
+    fn a_stream_without_line_ends_is_refused_once_past_the_bound() {
+        let mut p = Parser::default();
+        let piece = vec![b'x'; 64 * 1024];
+        let mut fed = 0;
+        let err = loop {
+            p.feed(&piece);
+            fed += piece.len();
+            match p.next_row() {
+                Err(e) => break e,
+                Ok(row) => assert!(row.is_none()),
+            }
+            assert!(fed <= 2 * MAX_LINE_BYTES, "no error after {fed} bytes");
+        };
+        assert!(
+            err.to_string()
+                .starts_with("report line 1 is longer than 1024 KiB"),
+            "{err}"
+        );
+        assert!(fed <= MAX_LINE_BYTES + piece.len(), "{fed}");
     }
 }

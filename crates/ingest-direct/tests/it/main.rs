@@ -166,6 +166,13 @@ fn sums_per_date_login_and_campaign_equal_the_reports_and_a_rerun_changes_nothin
     let env = Env::new();
     let out = env.run_ok(&[]);
     assert!(stderr(&out).contains("run finished"), "{}", stderr(&out));
+    // Rows came date by date, as asked: one report per login, hidden ads written per day.
+    assert!(
+        !stderr(&out).contains("out of date order"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.reports_requested().len(), 6);
     // Not on a terminal: plain log lines, no progress redraws.
     assert!(!stderr(&out).contains('\r'), "{}", stderr(&out));
     let expected = env.expected("2026-11-21", "2026-11-24");
@@ -206,6 +213,36 @@ fn sums_per_date_login_and_campaign_equal_the_reports_and_a_rerun_changes_nothin
     );
     let (n, hidden) = wizard.trim().split_once('\t').unwrap();
     assert!(n != "0" && n == hidden, "{wizard}");
+}
+
+#[test]
+fn a_report_out_of_date_order_is_asked_again_and_its_hidden_ads_still_sum_right() {
+    let env = Env::new();
+    env.control("/config", json!({"direct_ignore_order_by": true}));
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("out of date order although asked to sort it"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.loaded(), env.expected("2026-11-21", "2026-11-24"));
+    // Each login's report twice (201, 202, 200 each time), every time asking for date order.
+    let posts = env.reports_requested();
+    assert_eq!(posts.len(), 12, "{posts:?}");
+    for p in &posts {
+        let body: Value = serde_json::from_str(p["body"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            body["params"]["OrderBy"],
+            json!([{"Field": "Date", "SortOrder": "ASCENDING"}])
+        );
+    }
+    // One row per Campaign Wizard campaign and day, holding all of its ads.
+    let wizard = env.query(
+        "SELECT count(), uniqExact(stat_date, campaign_id) FROM {db}.fact_direct_daily FINAL \
+         WHERE campaign_name LIKE '% 1' AND ad_id = 0",
+    );
+    let (n, keys) = wizard.trim().split_once('\t').unwrap();
+    assert!(n != "0" && n == keys, "{wizard}");
 }
 
 #[test]
