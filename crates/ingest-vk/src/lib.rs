@@ -165,6 +165,32 @@ pub struct FactRow {
     pub _version: u64,
 }
 
+/// [`FactRow`] as written: its text borrowed from the banner's description.
+#[derive(Debug, clickhouse::Row, Serialize)]
+struct FactRowRef<'a> {
+    stat_date: u16,
+    account: &'a str,
+    ad_plan_id: u64,
+    ad_group_id: u64,
+    banner_id: u64,
+    ad_plan_name: &'a str,
+    ad_group_name: &'a str,
+    banner_name: &'a str,
+    shows: u64,
+    clicks: u64,
+    goals: u64,
+    vk_goals: u64,
+    spent: i64,
+    utm_source: &'a str,
+    utm_medium: &'a str,
+    utm_campaign: &'a str,
+    utm_content: &'a str,
+    utm_term: &'a str,
+    city: &'a str,
+    loaded_at: u32,
+    _version: u64,
+}
+
 const COLUMNS: &[&str] = &[
     "stat_date",
     "account",
@@ -390,23 +416,49 @@ impl<'a> Loader<'a> {
         // them).
         let mut insert = match self.ch {
             None => None,
-            Some(ch) => Some(ch.stream_insert::<FactRow>("fact_vk_ads_daily").await?),
+            Some(ch) => Some(
+                ch.stream_insert::<FactRowRef<'_>>("fact_vk_ads_daily")
+                    .await?,
+            ),
         };
-        for chunk in self.window.chunks(CHUNK_DAYS) {
-            for batch in ids.chunks(BATCH_IDS) {
-                let items = self
-                    .statistics(account, batch, chunk, &mut load.rejected_ids)
-                    .await?;
-                for item in items {
-                    for row in self.rows_of(account, &item, &banners)? {
+        let batches: Vec<(DateWindow, &[u64])> = self
+            .window
+            .chunks(CHUNK_DAYS)
+            .into_iter()
+            .flat_map(|dates| ids.chunks(BATCH_IDS).map(move |batch| (dates, batch)))
+            .collect();
+        let batches = &batches;
+        let fetch = |i: usize| async move {
+            match batches.get(i) {
+                Some(&(dates, batch)) => self.statistics(account, batch, dates).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        // One request at a time, as before; the next batch's request is under way while this
+        // batch's rows are read and written.
+        let mut fetched = fetch(0).await?;
+        for i in 0.. {
+            let Some((items, rejected)) = fetched.take() else {
+                break;
+            };
+            load.rejected_ids.extend(rejected);
+            let write = async {
+                for item in &items {
+                    for row in rows_of(account, item, &banners, self.window, self.stamp)? {
                         load.rows += 1;
                         load.spent += row.spent;
                         if let Some(insert) = insert.as_mut() {
                             insert.write(&row).await?;
                         }
                     }
+                    // Let the next request's answer be read meanwhile.
+                    tokio::task::yield_now().await;
                 }
-            }
+                anyhow::Ok(())
+            };
+            let (written, next) = tokio::join!(write, fetch(i + 1));
+            written?;
+            fetched = next?;
         }
         // A banner only the stored rows knew, which VK rejects, is gone: no warning, zeroed.
         let (gone, rejected): (Vec<u64>, Vec<u64>) = std::mem::take(&mut load.rejected_ids)
@@ -530,10 +582,11 @@ impl<'a> Loader<'a> {
         account: &str,
         ids: &[u64],
         dates: DateWindow,
-        rejected: &mut Vec<u64>,
-    ) -> anyhow::Result<Vec<Value>> {
+    ) -> anyhow::Result<(Vec<Value>, Vec<u64>)> {
         let mut pending: Vec<&[u64]> = vec![ids];
         let mut items = Vec::new();
+        // Banners VK rejects.
+        let mut rejected = Vec::new();
         while let Some(part) = pending.pop() {
             let query = [
                 (
@@ -552,10 +605,10 @@ impl<'a> Loader<'a> {
                 .get(account, "statistics/banners/day.json", &query)
                 .await
             {
-                Ok(answer) => {
+                Ok(mut answer) => {
                     // An answer without its items, or without an item for every id asked,
                     // is no proof of zero: loading it would zero the window.
-                    let Some(got) = answer.get("items").and_then(Value::as_array) else {
+                    let Some(got) = answer.get_mut("items").and_then(Value::as_array_mut) else {
                         return Err(anyhow::anyhow!(
                             "VK Ads answered statistics without `items`: {}",
                             zakaz_core::http::body_excerpt(&answer.to_string())
@@ -570,7 +623,7 @@ impl<'a> Loader<'a> {
                             "VK Ads left banner {missing} out of its statistics for {dates}: nothing of this account is written"
                         );
                     }
-                    items.extend(got.iter().cloned());
+                    items.append(got);
                 }
                 Err(VkError::WrongIds { code }) if part.len() == 1 => {
                     tracing::warn!(account = %label(account), banner_id = part[0], "VK Ads rejects banner {} ({code}): dropped, the rest of its batch is loaded", part[0]);
@@ -584,16 +637,7 @@ impl<'a> Loader<'a> {
                 Err(VkError::Other(e)) => return Err(e),
             }
         }
-        Ok(items)
-    }
-
-    fn rows_of(
-        &self,
-        account: &str,
-        item: &Value,
-        banners: &BTreeMap<u64, BannerInfo>,
-    ) -> anyhow::Result<Vec<FactRow>> {
-        rows_of(account, item, banners, self.window, self.stamp)
+        Ok((items, rejected))
     }
 }
 
@@ -656,13 +700,13 @@ async fn previously_loaded(
 }
 
 /// The fact rows of one statistics item (a banner's days) within `window`.
-fn rows_of(
-    account: &str,
+fn rows_of<'a>(
+    account: &'a str,
     item: &Value,
-    banners: &BTreeMap<u64, BannerInfo>,
+    banners: &'a BTreeMap<u64, BannerInfo>,
     window: DateWindow,
     stamp: Stamp,
-) -> anyhow::Result<Vec<FactRow>> {
+) -> anyhow::Result<Vec<FactRowRef<'a>>> {
     let id = zakaz_core::loose::uint(&item["id"])
         .ok()
         .flatten()
@@ -702,16 +746,16 @@ fn rows_of(
                 .map_err(|e| anyhow::anyhow!("banner {id} {date}: `spent`: {e}"))?,
             other => anyhow::bail!("banner {id} {date}: `spent` is `{other}`"),
         };
-        let [source, medium, campaign, content, term] = info.tags.clone();
-        out.push(FactRow {
+        let [source, medium, campaign, content, term] = &info.tags;
+        out.push(FactRowRef {
             stat_date: ch_date(date),
-            account: account.to_owned(),
+            account,
             ad_plan_id: info.plan_id,
             ad_group_id: info.group_id,
             banner_id: id,
-            ad_plan_name: info.plan_name.clone(),
-            ad_group_name: info.group_name.clone(),
-            banner_name: info.name.clone(),
+            ad_plan_name: &info.plan_name,
+            ad_group_name: &info.group_name,
+            banner_name: &info.name,
             shows: count(&base["shows"], "shows")?,
             clicks: count(&base["clicks"], "clicks")?,
             goals: count(&base["goals"], "goals")?,
@@ -722,7 +766,7 @@ fn rows_of(
             utm_campaign: campaign,
             utm_content: content,
             utm_term: term,
-            city: info.city.name().to_owned(),
+            city: info.city.name(),
             loaded_at: stamp.loaded_at,
             _version: stamp.version,
         });
