@@ -7,6 +7,8 @@ use zakaz_core::Secret;
 use zakaz_core::error::ConfigError;
 use zakaz_core::http::{HttpClient, body_excerpt};
 
+use crate::pruned::OrdersPage;
+
 #[derive(Clone)]
 pub struct QTickets {
     http: HttpClient,
@@ -23,6 +25,22 @@ pub struct Page {
 }
 
 impl Page {
+    fn of(path: &str, data: Option<Vec<Value>>, paging: Option<&Value>) -> anyhow::Result<Page> {
+        let data = data
+            .ok_or_else(|| anyhow::anyhow!("QTickets: `{path}` answered without a `data` list"))?;
+        let num = |k: &str| {
+            paging
+                .and_then(|p| p.get(k))
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+        };
+        Ok(Page {
+            per_page: num("perPage"),
+            total: num("total"),
+            data,
+        })
+    }
+
     /// A short page (fewer rows than the page size) is the last one.
     fn short(&self) -> bool {
         self.per_page.is_some_and(|p| self.data.len() < p)
@@ -59,6 +77,15 @@ impl QTickets {
 
     /// `GET {path}` with a JSON body; the answer parsed, vendor errors turned into one line.
     pub async fn get(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.get_as(path, body).await
+    }
+
+    /// The same, the answer read into `T`.
+    async fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
         let response = self
             .http
@@ -97,24 +124,18 @@ impl QTickets {
 
     /// One page of a list endpoint.
     pub async fn page(&self, path: &str, body: &Value) -> anyhow::Result<Page> {
-        let answer = self.get(path, body).await?;
+        let mut answer = self.get(path, body).await?;
         let data = answer
-            .get("data")
-            .and_then(Value::as_array)
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("QTickets: `{path}` answered without a `data` list"))?;
-        let paging = answer.get("paging");
-        let num = |k: &str| {
-            paging
-                .and_then(|p| p.get(k))
-                .and_then(Value::as_u64)
-                .map(|n| n as usize)
-        };
-        Ok(Page {
-            per_page: num("perPage"),
-            total: num("total"),
-            data,
-        })
+            .get_mut("data")
+            .and_then(Value::as_array_mut)
+            .map(std::mem::take);
+        Page::of(path, data, answer.get("paging"))
+    }
+
+    /// One page of orders, each read only as far as the transform looks (see [`crate::pruned`]).
+    async fn orders_page(&self, body: &Value) -> anyhow::Result<Page> {
+        let answer: OrdersPage = self.get_as("/orders", body).await?;
+        Page::of("/orders", answer.data, Some(&answer.paging))
     }
 
     /// Every row of a list that pages by `page` (events, clients): stops at
@@ -158,10 +179,7 @@ impl QTickets {
         }
         conditions.extend(extra.iter().cloned());
         let page = self
-            .page(
-                "/orders",
-                &json!({"where": conditions, "orderBy": {"id": "asc"}, "page": 1}),
-            )
+            .orders_page(&json!({"where": conditions, "orderBy": {"id": "asc"}, "page": 1}))
             .await?;
         // A server that ignored the id filter would loop forever: refuse it.
         if let Some(bad) = page
@@ -236,8 +254,7 @@ impl QTickets {
         // which the repeat check below stops).
         for page_no in 1..=ids.len().max(1) {
             let page = self
-                .page(
-                    "/orders",
+                .orders_page(
                     &json!({"where": [{"column": "id", "operator": "in", "value": ids}], "orderBy": {"id": "asc"}, "page": page_no}),
                 )
                 .await?;

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod facts;
 pub mod model;
+pub mod pruned;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
