@@ -61,21 +61,40 @@ enum Kind {
 }
 
 impl Kind {
-    /// What to keep of `key` in an object of this kind; `None`: skip it.
-    fn key(self, key: &str) -> Option<Shape> {
+    /// What to keep of `key` in an object of this kind, and the key itself as a static
+    /// string; `None`: skip it.
+    fn key(self, key: &str) -> Option<(&'static str, Shape)> {
         let keys = match self {
             Kind::Order => ORDER_KEYS,
             Kind::Basket => BASKET_KEYS,
             Kind::Client => CLIENT_KEYS,
         };
-        if !keys.contains(&key) {
-            return None;
-        }
-        Some(match (self, key) {
-            (Kind::Order, "client") => Shape::Object(Kind::Client),
-            (Kind::Order, "baskets") => Shape::Baskets,
-            _ => Shape::Whole,
+        let name = *keys.iter().find(|k| **k == key)?;
+        Some(match (self, name) {
+            (Kind::Order, "client") => (name, Shape::Object(Kind::Client)),
+            (Kind::Order, "baskets") => (name, Shape::Baskets),
+            _ => (name, Shape::Whole),
         })
+    }
+}
+
+/// Reads an object's key without allocating: what to keep of its value, or `None`.
+struct KeyOf(Kind);
+
+impl<'de> DeserializeSeed<'de> for KeyOf {
+    type Value = Option<(&'static str, Shape)>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeyOf {
+    type Value = Option<(&'static str, Shape)>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.key(key))
     }
 }
 
@@ -213,14 +232,16 @@ impl<'de> Visitor<'de> for Pruner {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let shape = match self.kind {
-                Some(kind) => kind.key(&key),
-                None => Some(Shape::Whole),
-            };
-            match shape {
-                Some(shape) => {
-                    object.insert(key, map.next_value_seed(Keep(shape))?);
+        let Some(kind) = self.kind else {
+            while let Some(key) = map.next_key::<String>()? {
+                object.insert(key, map.next_value()?);
+            }
+            return Ok(Value::Object(object));
+        };
+        while let Some(key) = map.next_key_seed(KeyOf(kind))? {
+            match key {
+                Some((name, shape)) => {
+                    object.insert(name.to_owned(), map.next_value_seed(Keep(shape))?);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
