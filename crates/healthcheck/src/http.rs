@@ -57,6 +57,9 @@ pub struct Response {
     pub code: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, &'static str)>,
+    /// Sent first: a part shared by many answers (a cached rendering), never copied per
+    /// request but into the socket's buffer.
+    pub shared: Option<Arc<str>>,
     pub body: String,
 }
 
@@ -66,6 +69,7 @@ impl Response {
             code,
             content_type,
             headers: Vec::new(),
+            shared: None,
             body: body.into(),
         }
     }
@@ -836,25 +840,27 @@ fn reason(code: u16) -> &'static str {
 /// The bytes of a response, in one buffer (one write: no delayed-ACK stall).
 fn encode(response: &Response, head_only: bool, keep_alive: bool) -> Vec<u8> {
     use std::fmt::Write;
-    let mut head = String::with_capacity(256);
+    let shared = response.shared.as_deref().unwrap_or_default();
+    let length = shared.len() + response.body.len();
+    let mut head = String::with_capacity(256 + if head_only { 0 } else { length });
     let _ = write!(
         head,
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n",
         response.code,
         reason(response.code),
         response.content_type,
-        response.body.len(),
+        length,
         if keep_alive { "keep-alive" } else { "close" },
     );
     for (name, value) in &response.headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }
     head.push_str("\r\n");
-    let mut out = head.into_bytes();
     if !head_only {
-        out.extend_from_slice(response.body.as_bytes());
+        head.push_str(shared);
+        head.push_str(&response.body);
     }
-    out
+    head.into_bytes()
 }
 
 /// Where a listener is reached from this host (`0.0.0.0` → `127.0.0.1`).

@@ -48,17 +48,17 @@ pub struct Config {
 pub struct Snapshot {
     pub report: Report,
     at: Instant,
-    detailed: String,
-    metrics: String,
-    html: String,
+    detailed: Arc<str>,
+    metrics: Arc<str>,
+    html: Arc<str>,
 }
 
 impl Snapshot {
     fn new(report: Report) -> Snapshot {
         Snapshot {
-            detailed: render::detailed(&report),
-            metrics: render::metrics(&report),
-            html: render::html(&report),
+            detailed: render::detailed(&report).into(),
+            metrics: render::metrics(&report).into(),
+            html: render::html(&report).into(),
             report,
             at: Instant::now(),
         }
@@ -347,8 +347,10 @@ fn handle(shared: &Shared, request: &Request) -> Response {
         .unwrap_or("other");
     let mut response = match request.method.as_str() {
         "GET" | "HEAD" => {
-            let (code, content_type, body) = answer(shared, route);
-            Response::new(code, content_type, body)
+            let (code, content_type, cached, body) = answer(shared, route);
+            let mut response = Response::new(code, content_type, body);
+            response.shared = cached;
+            response
         }
         _ => Response::new(
             405,
@@ -369,19 +371,23 @@ fn handle(shared: &Shared, request: &Request) -> Response {
 
 const JSON: &str = "application/json";
 
-fn answer(shared: &Shared, route: &'static str) -> (u16, &'static str, String) {
+/// An answer: its code, type, a cached part sent first, and the part made for this request.
+type Answer = (u16, &'static str, Option<Arc<str>>, String);
+
+fn answer(shared: &Shared, route: &'static str) -> Answer {
     let status = |ok: bool| if ok { 200 } else { 503 };
     match route {
         "/healthz/live" => {
             #[cfg(debug_assertions)]
             deaf_for_tests();
-            (200, JSON, r#"{"status":"ok"}"#.to_owned())
+            (200, JSON, None, r#"{"status":"ok"}"#.to_owned())
         }
         "/healthz" => {
             let s = shared.snapshot();
             (
                 status(s.report.clickhouse.reachable),
                 JSON,
+                None,
                 render::healthz(&s.report),
             )
         }
@@ -390,25 +396,25 @@ fn answer(shared: &Shared, route: &'static str) -> (u16, &'static str, String) {
             (
                 status(s.report.status == Verdict::Ok),
                 JSON,
-                s.detailed.clone(),
+                Some(s.detailed.clone()),
+                String::new(),
             )
         }
         "/healthz/freshness" => {
             let s = shared.snapshot();
             let (verdict, body) = render::freshness(&s.report);
-            (status(verdict == Verdict::Ok), JSON, body)
+            (status(verdict == Verdict::Ok), JSON, None, body)
         }
         "/metrics" => {
             let s = shared.snapshot();
             // The report's part was rendered with the snapshot; only the live counters are
-            // written per request, into a buffer sized for all of it at once.
-            let mut body = String::with_capacity(s.metrics.len() + 8 * 1024);
-            body.push_str(&s.metrics);
+            // written per request.
+            let mut live = String::with_capacity(8 * 1024);
             shared
                 .stats
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .render(&mut body);
+                .render(&mut live);
             render::connection_metrics(
                 &render::ConnectionStats {
                     open: shared.front.open.load(Ordering::Relaxed),
@@ -418,15 +424,25 @@ fn answer(shared: &Shared, route: &'static str) -> (u16, &'static str, String) {
                     rejected: shared.front.rejected.load(Ordering::Relaxed),
                     accept_errors: shared.front.accept_errors.load(Ordering::Relaxed),
                 },
-                &mut body,
+                &mut live,
             );
-            (200, "text/plain; version=0.0.4; charset=utf-8", body)
+            (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                Some(s.metrics.clone()),
+                live,
+            )
         }
         "/" => {
             let s = shared.snapshot();
-            (200, "text/html; charset=utf-8", s.html.clone())
+            (
+                200,
+                "text/html; charset=utf-8",
+                Some(s.html.clone()),
+                String::new(),
+            )
         }
-        _ => (404, JSON, r#"{"error":"not found"}"#.to_owned()),
+        _ => (404, JSON, None, r#"{"error":"not found"}"#.to_owned()),
     }
 }
 
