@@ -40,13 +40,14 @@ fn loader(sandbox: &SandboxProcess, db: &TestDb, from: &str) -> Command {
     cmd
 }
 
-/// The same report, downloaded and counted, not parsed.
+/// The same report (as the loader asks it, in date order), downloaded and counted, not parsed.
 async fn fetch_only(sandbox: &SandboxProcess, n: usize) -> u64 {
     let body = json!({"params": {
         "SelectionCriteria": {"DateFrom": FROM, "DateTo": TO},
         "FieldNames": ingest_direct::report::FIELDS,
         "ReportName": format!("fetch-only {n}"), "ReportType": "CUSTOM_REPORT",
-        "DateRangeType": "CUSTOM_DATE", "Format": "TSV", "IncludeVAT": "NO", "IncludeDiscount": "NO"
+        "DateRangeType": "CUSTOM_DATE", "Format": "TSV", "IncludeVAT": "NO", "IncludeDiscount": "NO",
+        "OrderBy": [{"Field": "Date", "SortOrder": "ASCENDING"}]
     }});
     let resp = reqwest::Client::new()
         .post(format!("{}/direct/json/v5/reports", sandbox.base_url))
