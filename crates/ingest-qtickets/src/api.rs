@@ -7,8 +7,6 @@ use zakaz_core::Secret;
 use zakaz_core::error::ConfigError;
 use zakaz_core::http::{HttpClient, body_excerpt};
 
-use crate::pruned::OrdersPage;
-
 #[derive(Clone)]
 pub struct QTickets {
     http: HttpClient,
@@ -25,9 +23,13 @@ pub struct Page {
 }
 
 impl Page {
-    fn of(path: &str, data: Option<Vec<Value>>, paging: Option<&Value>) -> anyhow::Result<Page> {
-        let data = data
+    fn of(path: &str, mut answer: Value) -> anyhow::Result<Page> {
+        let data = answer
+            .get_mut("data")
+            .and_then(Value::as_array_mut)
+            .map(std::mem::take)
             .ok_or_else(|| anyhow::anyhow!("QTickets: `{path}` answered without a `data` list"))?;
+        let paging = answer.get("paging");
         let num = |k: &str| {
             paging
                 .and_then(|p| p.get(k))
@@ -77,15 +79,17 @@ impl QTickets {
 
     /// `GET {path}` with a JSON body; the answer parsed, vendor errors turned into one line.
     pub async fn get(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.get_as(path, body).await
+        self.get_with(path, body, |text| serde_json::from_str(text))
+            .await
     }
 
-    /// The same, the answer read into `T`.
-    async fn get_as<T: serde::de::DeserializeOwned>(
+    /// The same, the answer read by `parse`.
+    async fn get_with(
         &self,
         path: &str,
         body: &Value,
-    ) -> anyhow::Result<T> {
+        parse: impl FnOnce(&str) -> serde_json::Result<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let response = self
             .http
@@ -104,7 +108,7 @@ impl QTickets {
         )
         .await?;
         match status {
-            200 => serde_json::from_str(&text).map_err(|e| {
+            200 => parse(&text).map_err(|e| {
                 anyhow::anyhow!("QTickets answered invalid JSON for `{path}` ({e}); the answer may have been cut off")
             }),
             401 | 403 => Err(ConfigError(format!(
@@ -124,18 +128,15 @@ impl QTickets {
 
     /// One page of a list endpoint.
     pub async fn page(&self, path: &str, body: &Value) -> anyhow::Result<Page> {
-        let mut answer = self.get(path, body).await?;
-        let data = answer
-            .get_mut("data")
-            .and_then(Value::as_array_mut)
-            .map(std::mem::take);
-        Page::of(path, data, answer.get("paging"))
+        Page::of(path, self.get(path, body).await?)
     }
 
     /// One page of orders, each read only as far as the transform looks (see [`crate::pruned`]).
     async fn orders_page(&self, body: &Value) -> anyhow::Result<Page> {
-        let answer: OrdersPage = self.get_as("/orders", body).await?;
-        Page::of("/orders", answer.data, Some(&answer.paging))
+        let answer = self
+            .get_with("/orders", body, crate::pruned::orders_page)
+            .await?;
+        Page::of("/orders", answer)
     }
 
     /// Every row of a list that pages by `page` (events, clients): stops at
