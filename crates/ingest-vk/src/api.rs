@@ -85,6 +85,18 @@ impl VkApi {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<Value, VkError> {
+        self.get_with(account, path, query, |text| serde_json::from_str(text))
+            .await
+    }
+
+    /// The same, an answer (HTTP 200) read by `parse` (an error's body is read whole).
+    pub async fn get_with(
+        &self,
+        account: &str,
+        path: &str,
+        query: &[(&str, String)],
+        parse: fn(&str) -> serde_json::Result<Value>,
+    ) -> Result<Value, VkError> {
         let now = || self.clock.now().timestamp();
         let url = format!("{}/api/v2/{path}", self.base);
         let mut token = self.tokens.access(account, now()).await?;
@@ -114,16 +126,17 @@ impl VkApi {
                 zakaz_core::http::MAX_VK_ANSWER_BYTES,
             )
             .await?;
+            if status == 200 {
+                limits.pace().await;
+                return parse(&text).map_err(|e| {
+                    VkError::Other(anyhow::anyhow!(
+                        "VK Ads answered invalid JSON for `{path}` ({e}); the answer may have been cut off"
+                    ))
+                });
+            }
+            // An error's body, read once it is known not to be an answer.
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             match status {
-                200 => {
-                    limits.pace().await;
-                    return serde_json::from_str(&text).map_err(|e| {
-                        VkError::Other(anyhow::anyhow!(
-                            "VK Ads answered invalid JSON for `{path}` ({e}); the answer may have been cut off"
-                        ))
-                    });
-                }
                 401 => {
                     let code = body.get("code").and_then(Value::as_str).unwrap_or_default();
                     let why = match code {

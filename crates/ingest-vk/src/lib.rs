@@ -34,6 +34,7 @@ use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
 use zakaz_core::error::config_error;
 use zakaz_core::http::HttpClient;
 use zakaz_core::journal::{Metrics, Outcome, journaled};
+use zakaz_core::pruned::Shape;
 use zakaz_core::time::{DateWindow, ch_date};
 use zakaz_core::utm::{City, city_of_content, merged};
 
@@ -164,6 +165,48 @@ pub struct FactRow {
     pub loaded_at: u32,
     pub _version: u64,
 }
+
+/// A statistics answer as the loader reads it: of each item its id and its rows' date and
+/// base counts (VK sends a dozen derived metrics more per row, skipped unread); the rest of
+/// the answer whole.
+static STATISTICS: Shape = Shape::Object {
+    keys: &[("items", Shape::Items(&STATISTICS_ITEM))],
+    others: true,
+};
+
+static STATISTICS_ITEM: Shape = Shape::Object {
+    keys: &[
+        ("id", Shape::Whole),
+        ("rows", Shape::Items(&STATISTICS_ROW)),
+    ],
+    others: false,
+};
+
+static STATISTICS_ROW: Shape = Shape::Object {
+    keys: &[
+        ("date", Shape::Whole),
+        (
+            "base",
+            Shape::Object {
+                keys: &[
+                    ("shows", Shape::Whole),
+                    ("clicks", Shape::Whole),
+                    ("goals", Shape::Whole),
+                    ("spent", Shape::Whole),
+                    (
+                        "vk",
+                        Shape::Object {
+                            keys: &[("goals", Shape::Whole)],
+                            others: false,
+                        },
+                    ),
+                ],
+                others: false,
+            },
+        ),
+    ],
+    others: false,
+};
 
 /// [`FactRow`] as written: its text borrowed from the banner's description.
 #[derive(Debug, clickhouse::Row, Serialize)]
@@ -602,7 +645,9 @@ impl<'a> Loader<'a> {
             ];
             match self
                 .api
-                .get(account, "statistics/banners/day.json", &query)
+                .get_with(account, "statistics/banners/day.json", &query, |text| {
+                    zakaz_core::pruned::from_str(text, &STATISTICS)
+                })
                 .await
             {
                 Ok(mut answer) => {
