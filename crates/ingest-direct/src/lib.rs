@@ -240,8 +240,9 @@ enum Answer {
     },
     /// HTTP 502: the period is too long for the server; split it.
     TooLarge,
-    /// The rows were not in date order although `OrderBy` asked for it: nothing of the piece
-    /// was written; ask again, summing hidden ads over the whole report.
+    /// A hidden ad's row came after its day's sums were written (the rows are not in date
+    /// order although `OrderBy` asked for it): nothing of the piece was written; ask again,
+    /// summing hidden ads over the whole report.
     NotByDate,
 }
 
@@ -525,7 +526,8 @@ impl Loader<'_> {
         let mut cities: HashMap<u64, String> = HashMap::new();
         // Rows of hidden ads, summed per (date, campaign).
         let mut hidden = HiddenSums::default();
-        let mut last_date = None;
+        // The latest day seen, and the latest whose hidden-ad sums are written.
+        let (mut latest, mut written_through) = (None, None);
         let failed = |e: anyhow::Error| {
             e.context(format!(
                 "Yandex Direct login {} report {piece}: nothing of it written",
@@ -546,17 +548,24 @@ impl Loader<'_> {
                     let e = anyhow::anyhow!("the report for {piece} holds a row of {}", r.date);
                     return Err(failed(e));
                 }
-                if last_date.is_some_and(|last| r.date < last) && sums == Sums::PerDay {
-                    // Dropping the insert unfinished aborts it.
-                    return Ok(Answer::NotByDate);
+                if sums == Sums::PerDay {
+                    if r.ad_hidden && written_through.is_some_and(|w| r.date <= w) {
+                        // A sum of this day is written already. Dropping the insert
+                        // unfinished aborts it.
+                        return Ok(Answer::NotByDate);
+                    }
+                    if latest.is_some_and(|d| r.date > d) {
+                        // Every sum held is of an earlier day.
+                        match insert.as_mut() {
+                            Some(insert) => {
+                                hidden.write(insert, login, &cities, self.stamp).await?
+                            }
+                            None => hidden.sums.clear(),
+                        }
+                        written_through = latest;
+                    }
                 }
-                if last_date.is_some_and(|last| r.date > last)
-                    && sums == Sums::PerDay
-                    && let Some(insert) = insert.as_mut()
-                {
-                    hidden.write(insert, login, &cities, self.stamp).await?;
-                }
-                last_date = Some(r.date);
+                latest = latest.max(Some(r.date));
                 cost += r.cost;
                 let city = cities.entry(r.campaign_id).or_insert_with(|| {
                     zakaz_core::utm::city_in_name(r.campaign_name)
