@@ -850,6 +850,14 @@ mod tests {
         let parsed = xlsx(&sheet, &limits).unwrap();
         assert_eq!(parsed.errors, []);
         assert_eq!(parsed.rows[0].revenue, 1_050);
+        // The table is the cells' span, no row or column more.
+        assert_eq!(
+            sheet_table(&sheet, &limits).unwrap(),
+            [
+                ["date", "event", "tickets", "revenue"],
+                ["2026-11-24", "Концерт", "2", "10.50"],
+            ]
+        );
         // Its 2 rows × 4 columns are 8 cells, wherever they start: 8 is enough.
         let eight = Limits {
             table_cells: 8,
@@ -861,6 +869,28 @@ mod tests {
             ..limits
         };
         assert!(xlsx(&sheet, &seven).is_err());
+    }
+
+    #[test]
+    fn the_default_limits_are_the_documented_ones() {
+        let reference = include_str!("../../../docs/configuration.md");
+        for (setting, value) in [
+            (
+                "GMAIL_MAX_ATTACHMENT_BYTES",
+                Limits::DEFAULT.attachment_bytes,
+            ),
+            ("GMAIL_MAX_SHEET_CELLS", Limits::DEFAULT.table_cells),
+            ("GMAIL_MAX_REPORT_ROWS", Limits::DEFAULT.rows),
+        ] {
+            let line = reference
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{setting}` |")))
+                .unwrap_or_else(|| panic!("{setting} is not in docs/configuration.md"));
+            assert!(
+                line.contains(&format!("| `{value}` |")),
+                "{setting}: {line}"
+            );
+        }
     }
 
     #[test]
