@@ -340,8 +340,10 @@ impl<'a> Loader<'a> {
             self.sweep_if_due(mode, &event_rows, now).await?
         };
 
-        let dates_recomputed = if self.dry() {
-            self.touched.len()
+        // Dates in both modes; the fact rows only when they were written.
+        let dates_recomputed = self.touched.len();
+        let daily_fact_rows = if self.dry() {
+            0
         } else {
             let n = facts::recompute(self.ch, &self.touched, self.loaded_at).await?;
             self.mark(&self.touched.clone(), false).await?;
@@ -370,6 +372,7 @@ impl<'a> Loader<'a> {
             .with("tickets", self.tickets)
             .with("events", events.len())
             .with("dates_recomputed", dates_recomputed)
+            .with("daily_fact_rows", daily_fact_rows)
             .with(
                 "touched_dates",
                 self.touched.iter().copied().collect::<Vec<_>>(),

@@ -667,4 +667,170 @@ mod tests {
             "past shows need no inventory"
         );
     }
+    #[test]
+    fn flags_read_booleans_numbers_and_their_strings() {
+        for yes in [json!(true), json!(1), json!(2.5), json!("1"), json!("true")] {
+            assert!(flag(&yes), "{yes}");
+        }
+        for no in [
+            json!(false),
+            json!(0),
+            json!("0"),
+            json!("false"),
+            json!(""),
+            json!(null),
+            json!([1]),
+        ] {
+            assert!(!flag(&no), "{no}");
+        }
+    }
+
+    #[test]
+    fn an_empty_timestamp_is_no_timestamp() {
+        let mut o = order();
+        o["deleted_at"] = json!("");
+        o["baskets"][1]["refunded_at"] = json!("");
+        let t = transform_order(&o, 1, None).unwrap();
+        assert_eq!(
+            (
+                t.order.deleted_at,
+                t.tickets[1].is_refunded,
+                t.tickets[1].refunded_amount
+            ),
+            (None, 0, 0)
+        );
+        assert_eq!(t.tickets[0].is_cancelled, 0);
+        o["payed_at"] = json!("");
+        let t = transform_order(&o, 1, None).unwrap();
+        assert_eq!(
+            (t.order.payed_at, t.sales_date, t.tickets[0].is_paid),
+            (None, None, 0)
+        );
+    }
+
+    #[test]
+    fn an_empty_salt_hashes_nothing() {
+        let t = transform_order(&order(), 1, Some(&Secret::new(""))).unwrap();
+        assert_eq!(t.order.client_hash, "");
+    }
+
+    #[test]
+    fn paid_needs_both_the_flag_and_the_payment_time() {
+        let paid = |payed: Value, payed_at: Value| {
+            let mut o = order();
+            o["payed"] = payed;
+            o["payed_at"] = payed_at;
+            let t = transform_order(&o, 1, None).unwrap();
+            (t.tickets[0].is_paid, t.sales_date.is_some())
+        };
+        assert_eq!(
+            paid(json!(1), json!("2025-05-01T23:30:00+03:00")),
+            (1, true)
+        );
+        assert_eq!(paid(json!(1), json!(null)), (0, false));
+        assert_eq!(
+            paid(json!(0), json!("2025-05-01T23:30:00+03:00")),
+            (0, false)
+        );
+        assert_eq!(paid(json!(0), json!(null)), (0, false));
+    }
+
+    #[test]
+    fn a_quantity_up_to_the_bound_is_taken_and_beyond_it_is_one_with_a_warning() {
+        let quantity = |q: Value| {
+            let mut o = order();
+            o["baskets"][0]["quantity"] = q;
+            let t = transform_order(&o, 1, None).unwrap();
+            (t.tickets[0].quantity, t.order.tickets, t.warnings.len())
+        };
+        assert_eq!(quantity(json!(3)), (3, 4, 0));
+        assert_eq!(
+            quantity(json!(MAX_QUANTITY)),
+            (MAX_QUANTITY, MAX_QUANTITY + 1, 0)
+        );
+        assert_eq!(quantity(json!(MAX_QUANTITY + 1)), (1, 2, 1));
+        assert_eq!(quantity(json!(null)), (1, 2, 1));
+        assert_eq!(quantity(json!("many")), (1, 2, 1));
+    }
+
+    #[test]
+    fn an_order_without_a_currency_is_in_roubles_and_any_other_is_kept() {
+        let currency = |c: Value| {
+            let mut o = order();
+            o["currency_id"] = c;
+            transform_order(&o, 1, None).unwrap().order.currency
+        };
+        assert_eq!(currency(json!("")), "RUB");
+        assert_eq!(currency(json!(null)), "RUB");
+        assert_eq!(currency(json!("USD")), "USD");
+    }
+
+    #[test]
+    fn seats_are_counted_flat_as_a_list_or_nested_by_zone() {
+        let seat = |max: u64, sold: u64, free: u64| json!({"max_quantity": max, "payed_quantity": sold, "free_quantity": free});
+        let flat = json!({"a": seat(2, 1, 1), "b": seat(5, 3, 2)});
+        assert_eq!(count_seats(9, &flat), (7, 4, 3, vec![]));
+        let list = json!([seat(2, 1, 1), seat(5, 3, 2), {"max_quantity": "4"}]);
+        assert_eq!(count_seats(9, &list), (11, 4, 3, vec![]));
+        let nested = json!({"zone 1": {"seats": {"a": seat(2, 2, 0)}}, "zone 2": {"seats": [seat(3, 1, 2), seat(1, 0, 1)]}});
+        let (max, sold, free, warnings) = count_seats(9, &nested);
+        assert_eq!((max, sold, free), (6, 3, 3));
+        assert_eq!(
+            warnings,
+            ["show 9: seats came nested by zone, not flat: read through the zones"]
+        );
+        let odd = json!({"a": seat(2, 1, 1), "b": {"name": "x"}, "c": {"max_quantity": "many"}});
+        let (max, sold, free, warnings) = count_seats(9, &odd);
+        assert_eq!((max, sold, free), (2, 1, 1));
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("show 9: 2 seat entr"),
+            "{warnings:?}"
+        );
+        let (max, sold, free, warnings) = count_seats(9, &json!("sold out"));
+        assert_eq!((max, sold, free), (0, 0, 0));
+        assert_eq!(
+            warnings,
+            ["show 9: seats are a string, not seats: counted as none"]
+        );
+    }
+
+    #[test]
+    fn event_names_and_cities_may_be_plain_strings_and_only_a_flagged_live_event_is_active() {
+        let event = |name: Value, city: Value, active: Value, deleted: Value| {
+            let e = json!({"id": 1, "name": name, "city": city, "is_active": active, "deleted_at": deleted,
+                "shows": [{"id": 5, "is_active": 1, "start_date": "2030-01-01T19:00:00+07:00"}]});
+            let (row, shows, _) = transform_event(&e, 1, 1_700_000_000).unwrap();
+            (
+                row.name,
+                row.city,
+                row.is_active,
+                row.is_deleted,
+                shows.len(),
+            )
+        };
+        let alive = || json!(null);
+        assert_eq!(
+            event(json!("Гамлет"), json!("Омск"), json!(1), alive()),
+            ("Гамлет".into(), "Омск".into(), 1, 0, 1)
+        );
+        assert_eq!(
+            event(
+                json!({"en": "Hamlet"}),
+                json!({"name": "Омск"}),
+                json!(0),
+                alive()
+            ),
+            ("Hamlet".into(), "Омск".into(), 0, 0, 0)
+        );
+        assert_eq!(
+            event(
+                json!(7),
+                json!(7),
+                json!(1),
+                json!("2025-01-01T00:00:00+03:00")
+            ),
+            (String::new(), String::new(), 0, 1, 0)
+        );
+    }
 }
