@@ -14,12 +14,12 @@ pub mod qtickets;
 pub mod rng;
 pub mod telegram;
 pub mod vk;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
@@ -942,12 +942,10 @@ fn mask_body(body: &str) -> String {
 /// A running sandbox server. Dropping it stops the server.
 pub struct Server {
     sandbox: Arc<Sandbox>,
-    http: Arc<tiny_http::Server>,
-    workers: Vec<JoinHandle<()>>,
+    // Dropped with the server: stops accepting and closes the open connections.
+    _listening: wire::Listening,
     pub base_url: String,
 }
-
-const WORKERS: usize = 8;
 
 impl Server {
     pub fn start(config: SandboxConfig, listen: SocketAddr) -> anyhow::Result<Server> {
@@ -955,28 +953,20 @@ impl Server {
         let listener = std::net::TcpListener::bind(listen).map_err(|e| {
             anyhow::anyhow!("cannot listen on `{listen}` (setting `SANDBOX_LISTEN`): {e}")
         })?;
-        // Accepted sockets inherit TCP_NODELAY on Linux. Without it, tiny_http's separate
-        // writes of head and body meet the client's delayed ACK: 40 ms per large answer.
+        // Accepted sockets inherit TCP_NODELAY on Linux. Without it, the separate writes of
+        // head and body meet the client's delayed ACK: 40 ms per large answer.
         socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
-        let http = Arc::new(
-            tiny_http::Server::from_listener(listener, None)
-                .map_err(|e| anyhow::anyhow!("cannot serve on `{listen}`: {e}"))?,
-        );
-        let addr = http
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| anyhow::anyhow!("the sandbox listens on a non-IP address"))?;
-        let workers = (0..WORKERS)
-            .map(|_| {
-                let (sandbox, http) = (sandbox.clone(), http.clone());
-                std::thread::spawn(move || serve(&sandbox, &http))
-            })
-            .collect();
+        let handler: wire::Handler = {
+            let sandbox = sandbox.clone();
+            Arc::new(move |req: &Req| sandbox.respond(req))
+        };
+        let listening = wire::serve(listener, handler)
+            .map_err(|e| anyhow::anyhow!("cannot serve on `{listen}`: {e}"))?;
+        let base_url = format!("http://{}", listening.addr());
         Ok(Server {
             sandbox,
-            http,
-            workers,
-            base_url: format!("http://{addr}"),
+            _listening: listening,
+            base_url,
         })
     }
 
@@ -1003,61 +993,6 @@ impl Server {
             "control": format!("{b}/_sandbox"),
         })
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        for _ in &self.workers {
-            self.http.unblock();
-        }
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
-    }
-}
-
-fn serve(sandbox: &Sandbox, http: &tiny_http::Server) {
-    while let Ok(mut request) = http.recv() {
-        let mut body = Vec::new();
-        if std::io::Read::read_to_end(request.as_reader(), &mut body).is_err() {
-            continue;
-        }
-        let url = request.url().to_owned();
-        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let req = Req {
-            method: request.method().as_str().to_owned(),
-            path: percent_decode(path),
-            query: url::form_urlencoded::parse(query.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-            headers: request
-                .headers()
-                .iter()
-                .map(|h| {
-                    (
-                        h.field.as_str().as_str().to_owned(),
-                        h.value.as_str().to_owned(),
-                    )
-                })
-                .collect(),
-            body,
-        };
-        let resp = sandbox.respond(&req);
-        let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
-        for (k, v) in resp.headers {
-            if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-                out.add_header(h);
-            }
-        }
-        let _ = request.respond(out);
-    }
-}
-
-fn percent_decode(path: &str) -> String {
-    url::form_urlencoded::parse(format!("p={}", path.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| path.to_owned())
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
