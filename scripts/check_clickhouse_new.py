@@ -89,7 +89,8 @@ def replayable(sql):
 
 NOW = re.compile(r"\bnow\(\s*\)", re.IGNORECASE)
 TODAY = re.compile(r"\btoday\(\s*\)", re.IGNORECASE)
-VIEW_SELECT = re.compile(r"^\s*CREATE\s+VIEW\s+\S+\s+AS\s+(.*)$", re.IGNORECASE | re.DOTALL)
+# The view's body: after its name and column list, the first `AS SELECT`.
+VIEW_SELECT = re.compile(r"^\s*CREATE\s+VIEW\s.*?\bAS\s+(SELECT\b.*)$", re.IGNORECASE | re.DOTALL)
 
 
 def pinned(sql, instant):
