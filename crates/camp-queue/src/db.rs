@@ -198,10 +198,26 @@ pub fn connect_with(args: &DbArgs, settings: PoolSettings) -> anyhow::Result<Dep
     })
 }
 
+/// How long a pooled connection may sit unused and still be taken without a ping.
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn pool(options: MySqlConnectOptions, settings: PoolSettings) -> MySqlPool {
     MySqlPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(settings.acquire_timeout)
+        // A connection handed back a moment ago was pinged on its way back (sqlx does that
+        // on every release); pinging it again on every take was a round trip for each of the
+        // nine a copy makes. One idle for a while (a restarted server, a dropped link) is
+        // still tested before use.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 // Row locks only, no gap locks: claims and enqueues of different clients never

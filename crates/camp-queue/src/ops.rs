@@ -119,12 +119,20 @@ pub async fn copy(
 ) -> anyhow::Result<Outcome> {
     let source = ctx.source;
     // Cheap refusals first, so that no cid is allocated for them (checked again below,
-    // under the job's lock, before anything is written).
-    let exists: Option<(u64,)> = sqlx::query_as("SELECT cid FROM campaigns WHERE cid = ?")
-        .bind(job.cid)
-        .fetch_optional(&source.pool)
-        .await
-        .context("reading the source campaign")?;
+    // under the job's lock, before anything is written). One round trip: whether the
+    // campaign is there, and the job's stored new cid (read from the row, not the claim: an
+    // earlier try of this attempt may have stored it).
+    let row: Option<(Option<u64>, Option<u64>)> = sqlx::query_as(
+        "SELECT (SELECT cid FROM campaigns WHERE cid = ?), new_cid FROM camp_operations_queue_copy WHERE id = ?",
+    )
+    .bind(job.cid)
+    .bind(job.id)
+    .fetch_optional(&source.pool)
+    .await
+    .context("reading the source campaign and the job's new cid")?;
+    let Some((exists, stored)) = row else {
+        return Ok(gone(job, source));
+    };
     let target = match target_of(ctx, job).await? {
         Ok(target) if exists.is_some() => target,
         Ok(_) => {
@@ -136,11 +144,9 @@ pub async fn copy(
         }
         Err(why) => return reject(ctx, job, &why, now()).await,
     };
-    // Read from the row, not the claim: an earlier try of this attempt may have stored it.
-    let new_cid = match stored_new_cid(source, job).await? {
-        None => return Ok(gone(job, source)),
-        Some(Some(c)) => c,
-        Some(None) => {
+    let new_cid = match stored {
+        Some(c) => c,
+        None => {
             pause_if(ctx.pause, PauseAt::BeforeAllocate).await;
             match allocate_cid(ctx.deployment, source, job).await? {
                 Some(c) => c,
@@ -311,14 +317,19 @@ async fn allocate_cid(
         .await
         .context("allocating a cid in ppcdict.shard_inc_cid")?
         .last_insert_id();
-    sqlx::query(
+    let stored = sqlx::query(
         "UPDATE camp_operations_queue_copy SET new_cid = ? WHERE id = ? AND new_cid IS NULL",
     )
     .bind(new_cid)
     .bind(job.id)
     .execute(&source.pool)
     .await
-    .context("storing the new cid in the job")?;
+    .context("storing the new cid in the job")?
+    .rows_affected();
+    if stored == 1 {
+        return Ok(Some(new_cid));
+    }
+    // Another process stored one first, or the row is gone: what the row says.
     Ok(stored_new_cid(source, job).await?.flatten())
 }
 
