@@ -311,6 +311,37 @@ mod tests {
     }
 
     #[test]
+    fn each_row_has_its_own_date_whatever_the_order() {
+        let dates = [
+            "2026-11-20",
+            "2026-11-20",
+            "2026-11-21",
+            "2026-11-20",
+            "2026-11-23",
+        ];
+        let text: String = dates
+            .iter()
+            .map(|d| format!("{d}\t5\tc\t50\tg\t500\t1\t1\t1.00\t0\n"))
+            .collect();
+        let rows = parse(&[HEADER, &text]).unwrap();
+        let got: Vec<String> = rows.iter().map(|r| r.date.to_string()).collect();
+        assert_eq!(got, dates);
+    }
+
+    #[test]
+    fn lines_read_are_let_go_so_the_buffer_holds_about_one_chunk() {
+        let line = "2026-11-20\t5\tc\t50\tg\t500\t1\t1\t1.00\t0\n";
+        let mut p = Parser::default();
+        p.feed(HEADER.as_bytes());
+        for _ in 0..10_000 {
+            p.feed(line.as_bytes());
+            while p.next_row().unwrap().is_some() {}
+        }
+        assert_eq!(p.rows, 10_000);
+        assert!(p.buf.len() <= 2 * line.len(), "{} bytes kept", p.buf.len());
+    }
+
+    #[test]
     fn without_header_or_summary_and_a_cut_off_answer() {
         let rows = parse(&["2026-11-20\t5\tc\t50\tg\t500\t1\t1\t1.00\t0"]).unwrap();
         assert_eq!(rows.len(), 1);

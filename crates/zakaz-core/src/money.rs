@@ -92,6 +92,25 @@ mod tests {
     }
 
     #[test]
+    fn the_amounts_apis_send_most_take_the_plain_path() {
+        // The fast path's reach (its answers are the general path's, by the property above):
+        // whole roubles, one or two decimals, up to 15 digits before the point.
+        for (text, kopecks) in [
+            ("1234", 123_400),
+            ("1234.5", 123_450),
+            ("1234.56", 123_456),
+            ("0.07", 7),
+            ("1.", 100),
+            ("999999999999999.99", 99_999_999_999_999_999),
+        ] {
+            assert_eq!(plain_kopecks(text.as_bytes()), Some(kopecks), "{text}");
+        }
+        for other in ["-1", "1,5", "1 234", ".5", "1.234", "1234567890123456", "x"] {
+            assert_eq!(plain_kopecks(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
     fn parses_exactly() {
         assert_eq!(parse_kopecks("23328.92"), Ok(2_332_892));
         assert_eq!(parse_kopecks("86.4"), Ok(8_640));

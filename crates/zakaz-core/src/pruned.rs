@@ -226,4 +226,59 @@ mod tests {
         let pruned = from_str(text, &TOP);
         assert_eq!(pruned.ok(), (!full.is_null()).then_some(full));
     }
+    /// What pruning means, written out on a whole tree.
+    fn pruned_tree(v: Value, shape: &Shape) -> Value {
+        match (shape, v) {
+            (Shape::Object { keys, others }, Value::Object(m)) => m
+                .into_iter()
+                .filter_map(|(k, v)| match keys.iter().find(|(name, _)| *name == k) {
+                    Some((_, inner)) => Some((k, pruned_tree(v, inner))),
+                    None => others.then_some((k, v)),
+                })
+                .collect(),
+            (Shape::Items(item), Value::Array(list)) => {
+                list.into_iter().map(|v| pruned_tree(v, item)).collect()
+            }
+            (_, v) => v,
+        }
+    }
+
+    /// Any JSON value, its keys mostly the ones the test shapes name.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,8}".prop_map(Value::String),
+        ];
+        let key = prop_oneof![
+            Just("list".to_owned()),
+            Just("a".to_owned()),
+            Just("deep".to_owned()),
+            Just("x".to_owned()),
+            Just("y".to_owned()),
+            r#"[a-z\\"é]{0,4}"#,
+        ];
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_pruned_read_is_the_full_tree_pruned(v in any_json()) {
+            let text = v.to_string();
+            let full: Value = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(from_str(&text, &TOP).unwrap(), pruned_tree(full, &TOP));
+        }
+    }
 }
