@@ -31,10 +31,16 @@ impl Default for Env {
 
 impl Env {
     pub fn new() -> Env {
-        let config = SandboxConfig {
+        Env::configured(|_| {})
+    }
+
+    /// A sandbox with `change` made to its default data.
+    pub fn configured(change: impl FnOnce(&mut SandboxConfig)) -> Env {
+        let mut config = SandboxConfig {
             now: Some(NOW.into()),
             ..SandboxConfig::default()
         };
+        change(&mut config);
         let db = TestDb::migrated_blocking();
         let env = Env {
             sandbox: Server::start_local(config.clone()).unwrap(),
@@ -243,6 +249,31 @@ fn a_report_out_of_date_order_is_asked_again_and_its_hidden_ads_still_sum_right(
     );
     let (n, keys) = wizard.trim().split_once('\t').unwrap();
     assert!(n != "0" && n == keys, "{wizard}");
+}
+
+#[test]
+fn plain_rows_out_of_date_order_are_written_as_they_come_without_asking_again() {
+    // One campaign per login: the first, never a Campaign Wizard one (those are every third
+    // from the second), so no row is a hidden ad's and none is summed.
+    let env = Env::configured(|c| c.direct_campaigns = 1);
+    env.control("/config", json!({"direct_ignore_order_by": true}));
+    let out = env.run_ok(&[]);
+    assert!(
+        !stderr(&out).contains("out of date order"),
+        "{}",
+        stderr(&out)
+    );
+    let expected = env.expected("2026-11-21", "2026-11-24");
+    let dates: std::collections::BTreeSet<&String> = expected.keys().map(|k| &k.0).collect();
+    assert!(
+        dates.len() > 1,
+        "rows of several dates, so their order can differ"
+    );
+    assert_eq!(env.loaded(), expected);
+    // Each login's report once (201, 202, 200).
+    assert_eq!(env.reports_requested().len(), 6);
+    let hidden = env.query("SELECT count() FROM {db}.fact_direct_daily FINAL WHERE ad_id = 0");
+    assert_eq!(hidden, "0\n");
 }
 
 #[test]
