@@ -31,7 +31,7 @@ use crate::queue::{self, CopyJob, Event, Operation, RestJob, Role, Table};
 pub enum PauseAt {
     /// The job claimed, its stored new cid read and found empty, none allocated yet.
     BeforeAllocate,
-    /// The source campaign, its banners and its phrases read (one statement), nothing written.
+    /// The source campaign and its banners read, its phrases not yet.
     SourceRead,
     /// Inside the target transaction, the campaign and its banners written, not committed.
     MidCopy,
@@ -175,7 +175,7 @@ pub async fn copy(
     }
     ctx.identity.verify().await?;
 
-    let Some(src) = read_source(&mut guard, job, ctx.pause).await? else {
+    let Some(src) = read_source(source, job, ctx.pause).await? else {
         guard.rollback().await?;
         let why = format!(
             "campaign {} is not on shard {} any more",
@@ -254,48 +254,47 @@ async fn target_of<'a>(
     }))
 }
 
-/// The campaign, its banners and its phrases, read by one statement: one read view even at
-/// READ COMMITTED, so what another session adds meanwhile is not half-seen (a phrase whose
-/// banner was not read). On the job's own transaction: no second connection, no snapshot
-/// transaction of its own. `None` when the campaign is gone.
+/// The campaign, its banners and its phrases, read in one consistent snapshot (a read-only
+/// REPEATABLE READ transaction): what another session adds in between is not half-seen.
+/// `None` when the campaign is gone.
 async fn read_source(
-    tx: &mut sqlx::Transaction<'_, MySql>,
+    source: &Shard,
     job: &CopyJob,
     pause: Option<PauseAt>,
 ) -> anyhow::Result<Option<Source>> {
-    // Part 0 is the campaign, 1 its banners, 2 its phrases; every numeric column cast alike,
-    // so the union's types stay unsigned integers.
-    type Part = (u64, u64, u64, String, String, String);
-    let parts: Vec<Part> = sqlx::query_as(
-        "SELECT CAST(0 AS UNSIGNED) AS part, CAST(0 AS UNSIGNED) AS id, CAST(0 AS UNSIGNED) AS bid, \
-                name AS a, type AS b, CAST('' AS CHAR) AS c \
-           FROM campaigns WHERE cid = ? \
-         UNION ALL \
-         SELECT CAST(1 AS UNSIGNED), bid, CAST(0 AS UNSIGNED), title, body, href \
-           FROM banners WHERE cid = ? \
-         UNION ALL \
-         SELECT CAST(2 AS UNSIGNED), ph_id, bid, phrase, CAST(price AS CHAR), CAST('' AS CHAR) \
-           FROM phrases WHERE cid = ? \
-         ORDER BY part, id",
-    )
-    .bind(job.cid)
-    .bind(job.cid)
-    .bind(job.cid)
-    .fetch_all(&mut **tx)
-    .await
-    .context("reading the source campaign, its banners and phrases")?;
-    pause_if(pause, PauseAt::SourceRead).await;
-    let mut parts = parts.into_iter().peekable();
-    let Some((_, _, _, name, kind, _)) = parts.next_if(|p| p.0 == 0) else {
+    // `SET TRANSACTION` (no scope) applies to the next transaction only: the session stays
+    // READ COMMITTED.
+    let mut snap = source
+        .pool
+        .begin_with(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;              START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+        )
+        .await
+        .context("starting a snapshot of the source campaign")?;
+    let campaign: Option<(String, String)> =
+        sqlx::query_as("SELECT name, type FROM campaigns WHERE cid = ?")
+            .bind(job.cid)
+            .fetch_optional(&mut *snap)
+            .await
+            .context("reading the source campaign")?;
+    let Some((name, kind)) = campaign else {
         return Ok(None);
     };
-    let (mut banners, mut phrases) = (Vec::new(), Vec::new());
-    for (part, id, bid, a, b, c) in parts {
-        match part {
-            1 => banners.push((id, a, b, c)),
-            _ => phrases.push((id, bid, a, b)),
-        }
-    }
+    let banners: Vec<BannerRow> =
+        sqlx::query_as("SELECT bid, title, body, href FROM banners WHERE cid = ? ORDER BY bid")
+            .bind(job.cid)
+            .fetch_all(&mut *snap)
+            .await
+            .context("reading the source banners")?;
+    pause_if(pause, PauseAt::SourceRead).await;
+    let phrases: Vec<PhraseRow> = sqlx::query_as(
+        "SELECT ph_id, bid, phrase, CAST(price AS CHAR) FROM phrases WHERE cid = ? ORDER BY ph_id",
+    )
+    .bind(job.cid)
+    .fetch_all(&mut *snap)
+    .await
+    .context("reading the source phrases")?;
+    snap.commit().await?;
     Ok(Some(Source {
         name,
         kind,

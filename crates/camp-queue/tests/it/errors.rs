@@ -278,8 +278,8 @@ fn a_copy_reads_its_source_in_one_snapshot() {
         "source-read",
     ]);
     w.wait_for("paused at");
-    // After the worker has read its source, before it writes, the campaign gains a banner
-    // with a phrase: the copy is of what was read, whole.
+    // Between the worker's reads of banners and phrases, the campaign gains a banner with a
+    // phrase.
     stand.sql(
         1,
         "INSERT INTO banners (cid, title, body, href) VALUES (1, 'late', 'late', 'https://late.example'); \
