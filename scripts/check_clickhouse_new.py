@@ -9,8 +9,8 @@ Called by scripts/check-clickhouse-new.sh, which ran the jobs against 18.16 (dat
    a fresh chdb database, statement by statement: every one must apply.
 2. Every table and view must exist on both, with the same columns and types.
 3. Every table's rows are copied from 18.16 (TabSeparated, typed by 18.16's columns).
-4. Every view (by its own SELECT), and every captured statement, is answered by both, with
-   `now()`/`today()` read once for both; the answers must be equal
+4. Every view (each server's own SELECT of it), and every captured statement, is answered by
+   both, with `now()`/`today()` read once for both; the answers must be equal
    (as sorted lines: a statement without ORDER BY may list rows in any order). An
    `INSERT … SELECT` (a recompute, `zero_stale`) is compared by its SELECT: what it would
    write. Statements about the server itself (`system.*`, `remote()`), DDL and plain data
@@ -195,15 +195,18 @@ def main():
     # 4. Views and captured statements, answered by both.
     instant = ch18(a.url, None, "SELECT toString(now())").strip()
 
-    def compare(what, sql):
+    def compare(what, sql, sql26=None):
+        """`sql` on both servers, or `sql` on 18.16 and `sql26` on 26.x (a view: each
+        server's own definition of it)."""
         sql = pinned(sql, instant)
+        sql26 = pinned(sql26, instant) if sql26 is not None else sql
         try:
             old = lines(ch18(a.url, a.db, f"{sql} FORMAT TabSeparated"))
         except RuntimeError as e:
             failures.append(f"{what}: fails on 18.16 itself: {e}\n    {sql[:300]}")
             return
         try:
-            cur = lines(new.run(f"{sql} SETTINGS {SETTINGS_26}"))
+            cur = lines(new.run(f"{sql26} SETTINGS {SETTINGS_26}"))
         except RuntimeError as e:
             failures.append(f"{what}: fails on {version26}: {e}\n    {sql[:300]}")
             return
@@ -211,13 +214,21 @@ def main():
             failures.append(f"{what}: answers differ\n    {sql[:300]}\n" + diff(old, cur))
 
     for v in views:
-        # The view's own SELECT (it may read the clock), as 18.16 stored it.
-        create = ch18(a.url, None, f"SHOW CREATE TABLE `{a.db}`.`{v}` FORMAT TabSeparatedRaw")
-        m = VIEW_SELECT.match(create)
-        if not m:
-            failures.append(f"view {v}: its definition cannot be read: {create[:200]}")
-            continue
-        compare(f"view {v}", m.group(1).strip())
+        # Each server's own SELECT of the view (it may read the clock): 18.16's as it stored
+        # it, 26.x's as it built it from the migrations' text.
+        show = f"SHOW CREATE TABLE `{a.db}`.`{v}`"
+        bodies = []
+        for server, create in (
+            ("18.16", ch18(a.url, None, f"{show} FORMAT TabSeparatedRaw")),
+            ("26.x", new.run(show, "TabSeparatedRaw")),
+        ):
+            m = VIEW_SELECT.match(create)
+            if not m:
+                failures.append(f"view {v}: {server}'s definition cannot be read: {create[:200]}")
+                break
+            bodies.append(m.group(1).strip())
+        if len(bodies) == 2:
+            compare(f"view {v}", bodies[0], bodies[1])
     replayed, skipped, insert_selects = 0, {}, 0
     for line in open(a.queries):
         line = line.strip()

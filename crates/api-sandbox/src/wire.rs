@@ -84,15 +84,37 @@ fn accept_loop(listener: &TcpListener, handler: &Handler, stopping: &AtomicBool,
             }
             Err(_) => continue,
         }
-        let (handler, served) = (handler.clone(), open.clone());
-        let spawned = std::thread::Builder::new()
+        let registered = Registered {
+            open: open.clone(),
+            id,
+        };
+        let handler = handler.clone();
+        // If the thread cannot start, the closure (and the registration) is dropped here.
+        let _ = std::thread::Builder::new()
             .name("sandbox-conn".into())
             .spawn(move || {
+                let _registered = registered;
                 let _ = connection(stream, &handler);
-                served.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             });
-        if spawned.is_err() {
-            open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+}
+
+/// A connection in [`Open`]; dropped (the connection over, however it ended), it leaves the
+/// list and closes the socket, so that no copy keeps a client waiting.
+struct Registered {
+    open: Open,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let stream = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        if let Some(stream) = stream {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 }
@@ -130,24 +152,23 @@ fn connection(stream: TcpStream, handler: &Handler) -> io::Result<()> {
         let head = match read_head(&mut reader) {
             Ok(Some(head)) => head,
             Ok(None) => return Ok(()),
-            Err(Refused(status, why)) => {
-                let _ = answer(&mut writer, false, false, &plain(status, why));
-                return Ok(());
-            }
+            Err(refused) => return refuse(&mut reader, &mut writer, refused),
         };
         let keep_alive = head.keep_alive();
-        if head
-            .header("expect")
-            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        let framing = match Framing::of(&head) {
+            Ok(framing) => framing,
+            Err(refused) => return refuse(&mut reader, &mut writer, refused),
+        };
+        if head.version == "HTTP/1.1"
+            && head
+                .header("expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
         {
             writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
-        let body = match read_body(&mut reader, &head) {
+        let body = match read_body(&mut reader, framing) {
             Ok(body) => body,
-            Err(Refused(status, why)) => {
-                let _ = answer(&mut writer, false, false, &plain(status, why));
-                return Ok(());
-            }
+            Err(refused) => return refuse(&mut reader, &mut writer, refused),
         };
         let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
         let req = Req {
@@ -159,12 +180,40 @@ fn connection(stream: TcpStream, handler: &Handler) -> io::Result<()> {
             headers: head.headers,
             body,
         };
-        let resp = handler(&req);
+        // A handler that panics answers 500 and ends the connection, as tiny_http did: the
+        // client gets an answer, never a wait.
+        let resp = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&req))) {
+            Ok(resp) => resp,
+            Err(_) => {
+                let _ = answer(
+                    &mut writer,
+                    false,
+                    false,
+                    &plain(500, "the sandbox failed on this request"),
+                );
+                return Ok(());
+            }
+        };
         answer(&mut writer, keep_alive, req.method == "HEAD", &resp)?;
         if !keep_alive {
             return Ok(());
         }
     }
+}
+
+/// Answer a refusal, then close without a reset: the client's unread bytes are read and
+/// dropped first (a bounded amount, for at most a second), or closing would reset the
+/// connection and could discard the answer before the client read it.
+fn refuse(
+    reader: &mut impl Read,
+    writer: &mut TcpStream,
+    Refused(status, why): Refused,
+) -> io::Result<()> {
+    let _ = answer(writer, false, false, &plain(status, why));
+    let _ = writer.shutdown(Shutdown::Write);
+    let _ = writer.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+    let _ = io::copy(&mut reader.take(MAX_HEAD_BYTES * 16), &mut io::sink());
+    Ok(())
 }
 
 /// Why a request is not read further: the status to answer with and a line saying why.
@@ -269,23 +318,57 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn read_body(reader: &mut impl BufRead, head: &Head) -> Result<Vec<u8>, Refused> {
-    if head
-        .header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
-        return read_chunked(reader);
+/// How a request's body is delimited.
+#[derive(Clone, Copy)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+impl Framing {
+    /// Strict, so that a request is never read two ways: `Transfer-Encoding` and
+    /// `Content-Length` together, a second `Content-Length`, a length that is not plain digits
+    /// or a coding other than `chunked` are refused.
+    fn of(head: &Head) -> Result<Framing, Refused> {
+        let values = |name: &str| {
+            head.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        let (codings, lengths) = (values("transfer-encoding"), values("content-length"));
+        match (codings.as_slice(), lengths.as_slice()) {
+            ([], []) => Ok(Framing::Empty),
+            ([coding], []) if coding.trim().eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+            ([_], []) => Err(Refused(501, "only the `chunked` transfer coding is served")),
+            ([], [length]) => {
+                let length = length.trim();
+                if length.is_empty() || !length.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(Refused(400, "`Content-Length` is not a number"));
+                }
+                match length.parse::<u64>() {
+                    Ok(n) if n <= MAX_BODY_BYTES => Ok(Framing::Length(n)),
+                    _ => Err(Refused(413, "the request body is too long")),
+                }
+            }
+            _ => Err(Refused(
+                400,
+                "the body's length is given more than once or two ways",
+            )),
+        }
     }
-    let Some(length) = head.header("content-length") else {
-        return Ok(Vec::new());
+}
+
+fn read_body(reader: &mut impl BufRead, framing: Framing) -> Result<Vec<u8>, Refused> {
+    let length = match framing {
+        Framing::Empty => return Ok(Vec::new()),
+        Framing::Chunked => return read_chunked(reader),
+        Framing::Length(n) => n,
     };
-    let length: u64 = length
-        .parse()
-        .map_err(|_| Refused(400, "`Content-Length` is not a number"))?;
-    if length > MAX_BODY_BYTES {
-        return Err(Refused(413, "the request body is too long"));
-    }
-    let mut body = Vec::with_capacity(length as usize);
+    // What the head says is not trusted with memory before the bytes arrive.
+    let mut body = Vec::with_capacity(length.min(64 * 1024) as usize);
     reader.take(length).read_to_end(&mut body)?;
     if body.len() as u64 != length {
         return Err(Refused(400, "the request body ends early"));
@@ -300,22 +383,27 @@ fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, Refused> {
     loop {
         line.clear();
         reader.take(1024).read_until(b'\n', &mut line)?;
+        if !line.ends_with(b"\n") {
+            return Err(Refused(400, "a chunk size line is too long or ends early"));
+        }
         let size = std::str::from_utf8(trim_line_end(&line))
             .ok()
             .and_then(|l| u64::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).ok())
             .ok_or(Refused(400, "a chunk size is not a number"))?;
         if size == 0 {
-            // Trailers, up to the empty line.
+            // Trailers, up to the empty line, all of them within the head's bound.
+            let mut trailers = reader.take(MAX_HEAD_BYTES);
             loop {
                 line.clear();
-                if reader.take(MAX_HEAD_BYTES).read_until(b'\n', &mut line)? == 0
-                    || trim_line_end(&line).is_empty()
-                {
+                if trailers.read_until(b'\n', &mut line)? == 0 || !line.ends_with(b"\n") {
+                    return Err(Refused(400, "the trailers are too long or end early"));
+                }
+                if trim_line_end(&line).is_empty() {
                     return Ok(body);
                 }
             }
         }
-        if body.len() as u64 + size > MAX_BODY_BYTES {
+        if (body.len() as u64).saturating_add(size) > MAX_BODY_BYTES {
             return Err(Refused(413, "the request body is too long"));
         }
         let before = body.len();
@@ -351,13 +439,18 @@ fn answer(out: &mut TcpStream, keep_alive: bool, head_only: bool, resp: &Resp) -
             head.push_str(&format!("{k}: {v}\r\n"));
         }
     }
-    head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
+    // 1xx, 204 and 304 answers have no body, whatever the handler gave (a client would read
+    // its bytes as the next answer).
+    let bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    if !bodiless {
+        head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
+    }
     if !keep_alive {
         head.push_str("Connection: close\r\n");
     }
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
-    if !head_only {
+    if !head_only && !bodiless {
         out.write_all(&resp.body)?;
     }
     out.flush()
@@ -386,6 +479,7 @@ fn reason(status: u16) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        501 => "Not Implemented",
         505 => "HTTP Version Not Supported",
         _ => "Status",
     }
@@ -410,7 +504,11 @@ mod tests {
         serve(
             listener,
             Arc::new(|req: &Req| Resp {
-                status: 200,
+                status: match req.path.as_str() {
+                    "/panic" => panic!("a handler's bug"),
+                    "/204" => 204,
+                    _ => 200,
+                },
                 headers: vec![("Content-Length".into(), "999".into())],
                 body: format!(
                     "{} {} {:?} {}",
@@ -433,7 +531,7 @@ mod tests {
         s
     }
 
-    /// One answer: its status line, headers and body (by its Content-Length).
+    /// One answer: its status line, headers and body (by its Content-Length, none without).
     fn read_answer(reader: &mut BufReader<TcpStream>) -> (String, Vec<String>, String) {
         let mut status = String::new();
         reader.read_line(&mut status).unwrap();
@@ -449,9 +547,7 @@ mod tests {
         let length: usize = headers
             .iter()
             .find_map(|h| h.strip_prefix("Content-Length: "))
-            .expect("a Content-Length")
-            .parse()
-            .unwrap();
+            .map_or(0, |n| n.parse().unwrap());
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
         (
@@ -531,12 +627,73 @@ mod tests {
                 b"POST / HTTP/1.1\r\nContent-Length: ten\r\n\r\n".to_vec(),
                 "HTTP/1.1 400 Bad Request",
             ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello".to_vec(),
+                "HTTP/1.1 400 Bad Request",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(),
+                "HTTP/1.1 400 Bad Request",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+                "HTTP/1.1 400 Bad Request",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec(),
+                "HTTP/1.1 501 Not Implemented",
+            ),
+            (
+                format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;{}\r\nhello\r\n0\r\n\r\n", "x".repeat(2000)).into_bytes(),
+                "HTTP/1.1 400 Bad Request",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n".to_vec(),
+                "HTTP/1.1 413 Content Too Large",
+            ),
         ] {
             let mut s = connect(&server);
             s.write_all(&request).unwrap();
             let (got, _, _) = read_answer(&mut BufReader::new(s));
             assert_eq!(got, status);
         }
+    }
+
+    #[test]
+    fn a_handler_that_panics_answers_500_and_closes() {
+        let server = echo();
+        let mut s = connect(&server);
+        s.write_all(b"GET /panic HTTP/1.1\r\n\r\n").unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        assert!(
+            all.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+            "{all}"
+        );
+        assert!(all.contains("Connection: close\r\n"), "{all}");
+        // The server goes on serving others.
+        let mut other = connect(&server);
+        other.write_all(b"GET /after HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_answer(&mut BufReader::new(other)).2, "GET /after [] ");
+    }
+
+    #[test]
+    fn a_204_has_no_body_so_the_next_answer_reads_right() {
+        let server = echo();
+        let mut s = connect(&server);
+        s.write_all(b"GET /204 HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n")
+            .unwrap();
+        let mut reader = BufReader::new(s);
+        let (status, headers, body) = read_answer(&mut reader);
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 204 No Content", "")
+        );
+        assert!(
+            !headers.iter().any(|h| h.starts_with("Content-Length")),
+            "{headers:?}"
+        );
+        assert_eq!(read_answer(&mut reader).2, "GET /next [] ");
     }
 
     #[test]
