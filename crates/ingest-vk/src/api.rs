@@ -128,7 +128,16 @@ impl VkApi {
             .await?;
             if status == 200 {
                 limits.pace().await;
-                return parse(&text).map_err(|e| {
+                // Parsed on a thread of its own: the loader writes the batch before meanwhile
+                // (on the task that awaits this), instead of taking turns with it.
+                let parsed = tokio::task::spawn_blocking(move || parse(&text))
+                    .await
+                    .map_err(|e| {
+                        VkError::Other(anyhow::anyhow!(
+                            "reading VK Ads' answer for `{path}` stopped: {e}"
+                        ))
+                    })?;
+                return parsed.map_err(|e| {
                     VkError::Other(anyhow::anyhow!(
                         "VK Ads answered invalid JSON for `{path}` ({e}); the answer may have been cut off"
                     ))
