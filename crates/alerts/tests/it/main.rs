@@ -188,6 +188,9 @@ pub struct Env {
     pub now: i64,
 }
 
+/// 2026-12-01 15:30:00 UTC (18:30 in Moscow): the instant every test acts as of.
+pub const PINNED_NOW: i64 = 1_796_139_000;
+
 /// The jobs the tests treat as switched on.
 pub const ENABLED: &[&str] = &["qtickets", "vk_ads", "direct", "alerts", "healthcheck"];
 
@@ -209,7 +212,9 @@ impl Env {
             smtp: Smtp::start(),
             state_dir,
             units: zakaz_core::testing::UnitDir::enabling(ENABLED),
-            now: chrono::Utc::now().timestamp(),
+            // A pinned instant, not the wall clock: the seeds, `--now` and every expectation
+            // follow from it.
+            now: PINNED_NOW,
         }
     }
 
