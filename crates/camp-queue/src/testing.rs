@@ -60,15 +60,7 @@ impl TestStand {
             );
         }
         // Unique per process and stand: tests run in parallel, several stands per process.
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let prefix = format!(
-            "cqt_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
+        let prefix = format!("cqt_{}", zakaz_core::testing::unique_suffix());
         let stand = TestStand {
             binary: binary.into(),
             prefix,

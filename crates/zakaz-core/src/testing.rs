@@ -36,6 +36,19 @@ pub struct TestDb {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A name part unique to this process and call — the process id, a counter and a random
+/// number (for a recycled process id) — for test databases, directories and stands. Never
+/// from the clock: no test takes anything from it.
+pub fn unique_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u32;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}_{n}_{random:08x}", std::process::id())
+}
+
 /// Every test database's name starts so, followed by its creation time (Unix seconds, by the
 /// ClickHouse server's clock).
 const PREFIX: &str = "zakaz_test_";

@@ -381,15 +381,11 @@ pub async fn seed(env: &Env) -> Page {
         .await
         .unwrap();
 
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
     // Both shards on the system MariaDB; the binary is never run (the schema comes from the
     // library).
     let stand = TestStand {
         binary: "camp-queue".into(),
-        prefix: format!("hct_{}_{nanos}", std::process::id()),
+        prefix: format!("hct_{}", zakaz_core::testing::unique_suffix()),
         shards: 2,
         ports: vec![3306],
         env: Vec::new(),

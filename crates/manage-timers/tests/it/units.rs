@@ -231,9 +231,8 @@ mod tempdir {
     impl Dir {
         pub fn new(tag: &str) -> Dir {
             let path = std::env::temp_dir().join(format!(
-                "zakaz-{tag}-{}-{}",
-                std::process::id(),
-                rand_suffix()
+                "zakaz-{tag}-{}",
+                zakaz_core::testing::unique_suffix()
             ));
             std::fs::create_dir_all(&path).unwrap();
             Dir(path)
@@ -246,11 +245,5 @@ mod tempdir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
-    }
-    fn rand_suffix() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
     }
 }

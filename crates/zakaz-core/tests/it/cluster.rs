@@ -315,7 +315,7 @@ use zakaz_core::lease;
 #[tokio::test]
 async fn the_lease_gives_each_tick_of_a_job_to_one_host() {
     let args = lease_args();
-    let db = format!("db_{}_{}", std::process::id(), rand_suffix());
+    let db = format!("db_{}", zakaz_core::testing::unique_suffix());
     let q = jobs::get("qtickets");
     let take = |host: &'static str, at: &'static str| {
         let (args, db) = (args.clone(), db.clone());
@@ -372,14 +372,6 @@ async fn the_lease_gives_each_tick_of_a_job_to_one_host() {
     .await
     .unwrap();
     assert!(matches!(off, lease::Claim::Off));
-}
-
-fn rand_suffix() -> u32 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
 }
 
 /// Poll an async state (bounded: 30 s) — never for time to pass.
