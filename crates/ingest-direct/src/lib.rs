@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zakaz_core::Secret;
 use zakaz_core::ads::{
-    Stamp, accounts_or_own, date_range, each_account, label, nightly_window, outcome_or_partial,
-    quote, zero_stale,
+    Before, Stamp, accounts_or_own, date_range, each_account, held_before, label, nightly_window,
+    outcome_or_partial, quote, zero_stale,
 };
 use zakaz_core::ch::{Ch, StreamInsert};
 use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
@@ -295,6 +295,15 @@ impl Loader<'_> {
 
     async fn login(&self, login: &str) -> anyhow::Result<LoginLoad> {
         let mut load = LoginLoad::default();
+        let scope = format!(
+            "client_login = {} AND {}",
+            quote(login),
+            date_range("stat_date", self.window)
+        );
+        let before = match self.ch {
+            Some(ch) => held_before(ch, "fact_direct_daily", &scope).await?,
+            None => Before::Held,
+        };
         // Pieces still to load, earliest first; a piece too large is split in two.
         let mut pending: Vec<(DateWindow, Sums)> = self
             .window
@@ -328,11 +337,6 @@ impl Loader<'_> {
             }
         }
         if let Some(ch) = self.ch {
-            let scope = format!(
-                "client_login = {} AND {}",
-                quote(login),
-                date_range("stat_date", self.window)
-            );
             zero_stale(
                 ch,
                 "fact_direct_daily",
@@ -340,6 +344,7 @@ impl Loader<'_> {
                 &["impressions", "clicks", "cost", "conversions"],
                 &scope,
                 self.stamp,
+                before,
             )
             .await?;
         }

@@ -35,10 +35,38 @@ impl Stamp {
     }
 }
 
+/// What `scope` of a table held before a load began (see [`held_before`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Before {
+    /// No row: every row of the scope after the load is the load's own.
+    Empty,
+    /// Some row, which the load may leave unwritten.
+    Held,
+}
+
+/// Read before a load writes anything: whether `table` holds a row of `scope`. One row by
+/// the primary key, so a first backfill need not read back everything it wrote to learn
+/// that nothing was there before it (loads of one job never overlap: the job's lease).
+pub async fn held_before(ch: &Ch, table: &str, scope: &str) -> anyhow::Result<Before> {
+    let sql = format!("SELECT count() FROM (SELECT 1 FROM {table} WHERE {scope} LIMIT 1)");
+    let sql = sql.as_str();
+    let found: u64 = ch
+        .read(
+            "whether the window held rows before the load",
+            |c| async move { c.query(sql).fetch_one::<u64>().await },
+        )
+        .await?;
+    Ok(if found == 0 {
+        Before::Empty
+    } else {
+        Before::Held
+    })
+}
+
 /// After a load wrote `scope` (an account and its dates) at `stamp`: every key of `scope`
 /// this load did not write (a banner gone, a row the vendor dropped) gets a zero row of the
 /// same version, so the window's totals are exactly this load's. `columns` lists the table's
-/// columns; `zeroed` the metrics set to 0.
+/// columns; `zeroed` the metrics set to 0. Nothing to do when the scope was empty `before`.
 pub async fn zero_stale(
     ch: &Ch,
     table: &str,
@@ -46,7 +74,15 @@ pub async fn zero_stale(
     zeroed: &[&str],
     scope: &str,
     stamp: Stamp,
+    before: Before,
 ) -> anyhow::Result<()> {
+    if before == Before::Empty {
+        tracing::debug!(
+            table,
+            "the window held no rows before this load: none to zero"
+        );
+        return Ok(());
+    }
     ch.execute(&zero_stale_sql(table, columns, zeroed, scope, stamp))
         .await
         .map_err(|e| {

@@ -1,5 +1,6 @@
 //! Integration tests of the shared library against the real local ClickHouse.
 
+mod ads;
 mod calendar;
 mod checks;
 mod cluster;
