@@ -89,7 +89,8 @@ impl VkApi {
             .await
     }
 
-    /// The same, an answer (HTTP 200) read by `parse` (an error's body is read whole).
+    /// The same, an answer (HTTP 200) read by `parse` on a thread of its own (an error's body
+    /// is read whole).
     pub async fn get_with(
         &self,
         account: &str,
@@ -97,6 +98,20 @@ impl VkApi {
         query: &[(&str, String)],
         parse: fn(&str) -> serde_json::Result<Value>,
     ) -> Result<Value, VkError> {
+        let text = self.get_text(account, path, query).await?;
+        parse_answer(path, text, parse)
+            .await
+            .map_err(VkError::Other)
+    }
+
+    /// The text of an answer (HTTP 200), unparsed: tokens replaced, limits kept and errors
+    /// told apart as [`VkApi::get_with`] does.
+    pub async fn get_text(
+        &self,
+        account: &str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<String, VkError> {
         let now = || self.clock.now().timestamp();
         let url = format!("{}/api/v2/{path}", self.base);
         let mut token = self.tokens.access(account, now()).await?;
@@ -128,20 +143,7 @@ impl VkApi {
             .await?;
             if status == 200 {
                 limits.pace().await;
-                // Parsed on a thread of its own: the loader writes the batch before meanwhile
-                // (on the task that awaits this), instead of taking turns with it.
-                let parsed = tokio::task::spawn_blocking(move || parse(&text))
-                    .await
-                    .map_err(|e| {
-                        VkError::Other(anyhow::anyhow!(
-                            "reading VK Ads' answer for `{path}` stopped: {e}"
-                        ))
-                    })?;
-                return parsed.map_err(|e| {
-                    VkError::Other(anyhow::anyhow!(
-                        "VK Ads answered invalid JSON for `{path}` ({e}); the answer may have been cut off"
-                    ))
-                });
+                return Ok(text);
             }
             // An error's body, read once it is known not to be an answer.
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -249,6 +251,23 @@ impl VkApi {
         }
         anyhow::bail!("VK Ads: `{path}` never reached its end")
     }
+}
+
+/// An answer's text read by `parse` on a blocking thread: the loader meanwhile writes the
+/// batch before and asks for the next, instead of taking turns with them.
+pub async fn parse_answer(
+    path: &str,
+    text: String,
+    parse: fn(&str) -> serde_json::Result<Value>,
+) -> anyhow::Result<Value> {
+    tokio::task::spawn_blocking(move || parse(&text))
+        .await
+        .map_err(|e| anyhow::anyhow!("reading VK Ads' answer for `{path}` stopped: {e}"))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "VK Ads answered invalid JSON for `{path}` ({e}); the answer may have been cut off"
+            )
+        })
 }
 
 /// The `X-RateLimit-*-Remaining` headers of an answer.

@@ -26,10 +26,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zakaz_core::Secret;
 use zakaz_core::ads::{
-    Stamp, accounts_or_own, date_range, each_account, label, nightly_window, outcome_or_partial,
-    quote, zero_stale,
+    Before, Stamp, accounts_or_own, date_range, each_account, held_before, label, nightly_window,
+    outcome_or_partial, quote, zero_stale,
 };
-use zakaz_core::ch::Ch;
+use zakaz_core::ch::{Ch, StreamInsert};
 use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
 use zakaz_core::error::config_error;
 use zakaz_core::http::HttpClient;
@@ -38,7 +38,7 @@ use zakaz_core::pruned::Shape;
 use zakaz_core::time::{DateWindow, ch_date};
 use zakaz_core::utm::{City, city_of_content, merged};
 
-use crate::api::{VkApi, VkError};
+use crate::api::{VkApi, VkError, parse_answer};
 use crate::token::Tokens;
 
 pub const JOB: &str = "vk_ads";
@@ -438,10 +438,17 @@ impl<'a> Loader<'a> {
         // Banners with spend in the window that the listing no longer shows (deleted since):
         // their statistics are asked for too, so real spend is not zeroed; a banner VK no
         // longer knows at all is rejected below and its rows zeroed.
+        let scope = format!(
+            "account = {} AND {}",
+            quote(account),
+            date_range("stat_date", self.window)
+        );
+        let mut before = Before::Held;
         if let Some(ch) = self.ch {
             for (id, info) in previously_loaded(ch, account, self.window).await? {
                 banners.entry(id).or_insert(info);
             }
+            before = held_before(ch, "fact_vk_ads_daily", &scope).await?;
         }
         let mut load = AccountLoad {
             banners: listed.len(),
@@ -477,31 +484,37 @@ impl<'a> Loader<'a> {
                 None => Ok(None),
             }
         };
-        // One request at a time, as before; the next batch's request is under way while this
-        // batch's rows are read and written.
+        // One request at a time, as before, in a pipeline of three: while the next batch is
+        // asked for, this batch's answers are parsed (on blocking threads) and the batch
+        // before's rows are written.
         let mut fetched = fetch(0).await?;
-        for i in 0.. {
-            let Some((items, rejected)) = fetched.take() else {
-                break;
-            };
-            load.rejected_ids.extend(rejected);
-            let write = async {
-                for item in &items {
-                    for row in rows_of(account, item, &banners, self.window, self.stamp)? {
-                        load.rows += 1;
-                        load.spent += row.spent;
-                        if let Some(insert) = insert.as_mut() {
-                            insert.write(&row).await?;
-                        }
-                    }
-                    // Let the next request's answer be read meanwhile.
-                    tokio::task::yield_now().await;
+        let mut items: Vec<Value> = Vec::new();
+        for i in 1.. {
+            let answers = fetched.take().map(|(answers, rejected)| {
+                load.rejected_ids.extend(rejected);
+                answers
+            });
+            let done = answers.is_none();
+            let read = async {
+                match answers {
+                    Some(answers) => read_statistics(answers).await,
+                    None => Ok(Vec::new()),
                 }
-                anyhow::Ok(())
             };
-            let (written, next) = tokio::join!(write, fetch(i + 1));
+            let next = async {
+                match done {
+                    true => Ok(None),
+                    false => fetch(i).await,
+                }
+            };
+            let write = self.write_rows(account, &items, &banners, insert.as_mut(), &mut load);
+            let (written, next, read) = tokio::join!(write, next, read);
             written?;
             fetched = next?;
+            items = read?;
+            if done {
+                break;
+            }
         }
         // A banner only the stored rows knew, which VK rejects, is gone: no warning, zeroed.
         let (gone, rejected): (Vec<u64>, Vec<u64>) = std::mem::take(&mut load.rejected_ids)
@@ -513,11 +526,6 @@ impl<'a> Loader<'a> {
         }
         if let (Some(insert), Some(ch)) = (insert, self.ch) {
             insert.end().await?;
-            let scope = format!(
-                "account = {} AND {}",
-                quote(account),
-                date_range("stat_date", self.window)
-            );
             zero_stale(
                 ch,
                 "fact_vk_ads_daily",
@@ -525,6 +533,7 @@ impl<'a> Loader<'a> {
                 &["shows", "clicks", "goals", "vk_goals", "spent"],
                 &scope,
                 self.stamp,
+                before,
             )
             .await?;
         }
@@ -620,14 +629,39 @@ impl<'a> Loader<'a> {
     /// Statistics of `ids` over `dates`. VK fails a whole request for one id it does not
     /// know (and need not say which): the batch is split until the bad ids are alone, they
     /// are dropped (added to `rejected`), and the rest is loaded.
+    /// The rows of `items` (one statistics batch) into `insert`, counted in `load`.
+    async fn write_rows<'b>(
+        &self,
+        account: &'b str,
+        items: &[Value],
+        banners: &'b BTreeMap<u64, BannerInfo>,
+        mut insert: Option<&mut StreamInsert<FactRowRef<'b>>>,
+        load: &mut AccountLoad,
+    ) -> anyhow::Result<()> {
+        for item in items {
+            for row in rows_of(account, item, banners, self.window, self.stamp)? {
+                load.rows += 1;
+                load.spent += row.spent;
+                if let Some(insert) = insert.as_mut() {
+                    insert.write(&row).await?;
+                }
+            }
+            // Let the next request's answer be read meanwhile.
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    /// The statistics answers of `ids` over `dates`, unparsed (several when VK rejected an id
+    /// and the batch was asked again in halves), and the ids VK rejects.
     async fn statistics(
         &self,
         account: &str,
         ids: &[u64],
         dates: DateWindow,
-    ) -> anyhow::Result<(Vec<Value>, Vec<u64>)> {
+    ) -> anyhow::Result<(Vec<StatisticsAnswer>, Vec<u64>)> {
         let mut pending: Vec<&[u64]> = vec![ids];
-        let mut items = Vec::new();
+        let mut answers = Vec::new();
         // Banners VK rejects.
         let mut rejected = Vec::new();
         while let Some(part) = pending.pop() {
@@ -643,33 +677,12 @@ impl<'a> Loader<'a> {
                 ("date_to", dates.to.to_string()),
                 ("metrics", "base".to_owned()),
             ];
-            match self
-                .api
-                .get_with(account, "statistics/banners/day.json", &query, |text| {
-                    zakaz_core::pruned::from_str(text, &STATISTICS)
-                })
-                .await
-            {
-                Ok(mut answer) => {
-                    // An answer without its items, or without an item for every id asked,
-                    // is no proof of zero: loading it would zero the window.
-                    let Some(got) = answer.get_mut("items").and_then(Value::as_array_mut) else {
-                        return Err(anyhow::anyhow!(
-                            "VK Ads answered statistics without `items`: {}",
-                            zakaz_core::http::body_excerpt(&answer.to_string())
-                        ));
-                    };
-                    let ids: std::collections::BTreeSet<u64> = got
-                        .iter()
-                        .filter_map(|i| zakaz_core::loose::uint(&i["id"]).ok().flatten())
-                        .collect();
-                    if let Some(missing) = part.iter().find(|id| !ids.contains(id)) {
-                        anyhow::bail!(
-                            "VK Ads left banner {missing} out of its statistics for {dates}: nothing of this account is written"
-                        );
-                    }
-                    items.append(got);
-                }
+            match self.api.get_text(account, STATISTICS_PATH, &query).await {
+                Ok(text) => answers.push(StatisticsAnswer {
+                    asked: part.to_vec(),
+                    dates,
+                    text,
+                }),
                 Err(VkError::WrongIds { code }) if part.len() == 1 => {
                     tracing::warn!(account = %label(account), banner_id = part[0], "VK Ads rejects banner {} ({code}): dropped, the rest of its batch is loaded", part[0]);
                     rejected.push(part[0]);
@@ -682,8 +695,47 @@ impl<'a> Loader<'a> {
                 Err(VkError::Other(e)) => return Err(e),
             }
         }
-        Ok((items, rejected))
+        Ok((answers, rejected))
     }
+}
+
+const STATISTICS_PATH: &str = "statistics/banners/day.json";
+
+/// A statistics answer as it came, with what it was asked for.
+struct StatisticsAnswer {
+    asked: Vec<u64>,
+    dates: DateWindow,
+    text: String,
+}
+
+/// The items of a batch's answers, parsed (only what the rows need) and checked: an answer
+/// without its items, or without an item for every id asked, is no proof of zero — loading
+/// it would zero the window.
+async fn read_statistics(answers: Vec<StatisticsAnswer>) -> anyhow::Result<Vec<Value>> {
+    let mut items = Vec::new();
+    for StatisticsAnswer { asked, dates, text } in answers {
+        let mut answer = parse_answer(STATISTICS_PATH, text, |text| {
+            zakaz_core::pruned::from_str(text, &STATISTICS)
+        })
+        .await?;
+        let Some(got) = answer.get_mut("items").and_then(Value::as_array_mut) else {
+            return Err(anyhow::anyhow!(
+                "VK Ads answered statistics without `items`: {}",
+                zakaz_core::http::body_excerpt(&answer.to_string())
+            ));
+        };
+        let ids: std::collections::BTreeSet<u64> = got
+            .iter()
+            .filter_map(|i| zakaz_core::loose::uint(&i["id"]).ok().flatten())
+            .collect();
+        if let Some(missing) = asked.iter().find(|id| !ids.contains(id)) {
+            anyhow::bail!(
+                "VK Ads left banner {missing} out of its statistics for {dates}: nothing of this account is written"
+            );
+        }
+        items.append(got);
+    }
+    Ok(items)
 }
 
 /// Banners of `account` with anything loaded in `window`, as their newest rows describe them.
