@@ -255,7 +255,7 @@ impl VkApi {
 
 /// An answer's text read by `parse` on a blocking thread: the loader meanwhile writes the
 /// batch before and asks for the next, instead of taking turns with them.
-pub async fn parse_answer(
+async fn parse_answer(
     path: &str,
     text: String,
     parse: fn(&str) -> serde_json::Result<Value>,

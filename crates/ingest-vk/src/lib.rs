@@ -34,11 +34,10 @@ use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
 use zakaz_core::error::config_error;
 use zakaz_core::http::HttpClient;
 use zakaz_core::journal::{Metrics, Outcome, journaled};
-use zakaz_core::pruned::Shape;
 use zakaz_core::time::{DateWindow, ch_date};
 use zakaz_core::utm::{City, city_of_content, merged};
 
-use crate::api::{VkApi, VkError, parse_answer};
+use crate::api::{VkApi, VkError};
 use crate::token::Tokens;
 
 pub const JOB: &str = "vk_ads";
@@ -167,46 +166,48 @@ pub struct FactRow {
 }
 
 /// A statistics answer as the loader reads it: of each item its id and its rows' date and
-/// base counts (VK sends a dozen derived metrics more per row, skipped unread); the rest of
-/// the answer whole.
-static STATISTICS: Shape = Shape::Object {
-    keys: &[("items", Shape::Items(&STATISTICS_ITEM))],
-    others: true,
-};
+/// base counts (VK sends a dozen derived metrics more per row, and other keys, skipped
+/// unread). Each value stays JSON, read as before: VK sends numbers as numbers or as strings,
+/// and a missing or `null` object reads as one without keys.
+#[derive(Deserialize)]
+struct StatisticsBody {
+    items: Option<Vec<StatItem>>,
+}
 
-static STATISTICS_ITEM: Shape = Shape::Object {
-    keys: &[
-        ("id", Shape::Whole),
-        ("rows", Shape::Items(&STATISTICS_ROW)),
-    ],
-    others: false,
-};
+#[derive(Deserialize)]
+struct StatItem {
+    #[serde(default)]
+    id: Value,
+    rows: Option<Vec<StatRow>>,
+}
 
-static STATISTICS_ROW: Shape = Shape::Object {
-    keys: &[
-        ("date", Shape::Whole),
-        (
-            "base",
-            Shape::Object {
-                keys: &[
-                    ("shows", Shape::Whole),
-                    ("clicks", Shape::Whole),
-                    ("goals", Shape::Whole),
-                    ("spent", Shape::Whole),
-                    (
-                        "vk",
-                        Shape::Object {
-                            keys: &[("goals", Shape::Whole)],
-                            others: false,
-                        },
-                    ),
-                ],
-                others: false,
-            },
-        ),
-    ],
-    others: false,
-};
+#[derive(Deserialize)]
+struct StatRow {
+    #[serde(default)]
+    date: Value,
+    #[serde(default)]
+    base: Option<StatBase>,
+}
+
+#[derive(Deserialize, Default)]
+struct StatBase {
+    #[serde(default)]
+    shows: Value,
+    #[serde(default)]
+    clicks: Value,
+    #[serde(default)]
+    goals: Value,
+    #[serde(default)]
+    spent: Value,
+    #[serde(default)]
+    vk: Option<StatVk>,
+}
+
+#[derive(Deserialize, Default)]
+struct StatVk {
+    #[serde(default)]
+    goals: Value,
+}
 
 /// [`FactRow`] as written: its text borrowed from the banner's description.
 #[derive(Debug, clickhouse::Row, Serialize)]
@@ -488,7 +489,7 @@ impl<'a> Loader<'a> {
         // asked for, this batch's answers are parsed (on blocking threads) and the batch
         // before's rows are written.
         let mut fetched = fetch(0).await?;
-        let mut items: Vec<Value> = Vec::new();
+        let mut items: Vec<StatItem> = Vec::new();
         for i in 1.. {
             let answers = fetched.take().map(|(answers, rejected)| {
                 load.rejected_ids.extend(rejected);
@@ -633,7 +634,7 @@ impl<'a> Loader<'a> {
     async fn write_rows<'b>(
         &self,
         account: &'b str,
-        items: &[Value],
+        items: &[StatItem],
         banners: &'b BTreeMap<u64, BannerInfo>,
         mut insert: Option<&mut StreamInsert<FactRowRef<'b>>>,
         load: &mut AccountLoad,
@@ -711,31 +712,43 @@ struct StatisticsAnswer {
 /// The items of a batch's answers, parsed (only what the rows need) and checked: an answer
 /// without its items, or without an item for every id asked, is no proof of zero — loading
 /// it would zero the window.
-async fn read_statistics(answers: Vec<StatisticsAnswer>) -> anyhow::Result<Vec<Value>> {
+async fn read_statistics(answers: Vec<StatisticsAnswer>) -> anyhow::Result<Vec<StatItem>> {
     let mut items = Vec::new();
     for StatisticsAnswer { asked, dates, text } in answers {
-        let mut answer = parse_answer(STATISTICS_PATH, text, |text| {
-            zakaz_core::pruned::from_str(text, &STATISTICS)
-        })
-        .await?;
-        let Some(got) = answer.get_mut("items").and_then(Value::as_array_mut) else {
-            return Err(anyhow::anyhow!(
-                "VK Ads answered statistics without `items`: {}",
-                zakaz_core::http::body_excerpt(&answer.to_string())
-            ));
-        };
+        // On a thread of its own: meanwhile the next batch is asked for and the one before
+        // written.
+        let mut got = tokio::task::spawn_blocking(move || statistics_items(&text))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("reading VK Ads' answer for `{STATISTICS_PATH}` stopped: {e}")
+            })??;
         let ids: std::collections::BTreeSet<u64> = got
             .iter()
-            .filter_map(|i| zakaz_core::loose::uint(&i["id"]).ok().flatten())
+            .filter_map(|i| zakaz_core::loose::uint(&i.id).ok().flatten())
             .collect();
         if let Some(missing) = asked.iter().find(|id| !ids.contains(id)) {
             anyhow::bail!(
                 "VK Ads left banner {missing} out of its statistics for {dates}: nothing of this account is written"
             );
         }
-        items.append(got);
+        items.append(&mut got);
     }
     Ok(items)
+}
+
+/// The items of one statistics answer.
+fn statistics_items(text: &str) -> anyhow::Result<Vec<StatItem>> {
+    let body: StatisticsBody = serde_json::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "VK Ads answered statistics that cannot be read ({e}): invalid JSON, not the documented shape, or cut off"
+        )
+    })?;
+    body.items.ok_or_else(|| {
+        anyhow::anyhow!(
+            "VK Ads answered statistics without `items`: {}",
+            zakaz_core::http::body_excerpt(text)
+        )
+    })
 }
 
 /// Banners of `account` with anything loaded in `window`, as their newest rows describe them.
@@ -799,42 +812,42 @@ async fn previously_loaded(
 /// The fact rows of one statistics item (a banner's days) within `window`.
 fn rows_of<'a>(
     account: &'a str,
-    item: &Value,
+    item: &StatItem,
     banners: &'a BTreeMap<u64, BannerInfo>,
     window: DateWindow,
     stamp: Stamp,
 ) -> anyhow::Result<Vec<FactRowRef<'a>>> {
-    let id = zakaz_core::loose::uint(&item["id"])
+    let id = zakaz_core::loose::uint(&item.id)
         .ok()
         .flatten()
         .ok_or_else(|| {
-            anyhow::anyhow!(
-                "VK Ads statistics item without a numeric id: {}",
-                zakaz_core::http::body_excerpt(&item.to_string())
-            )
+            anyhow::anyhow!("VK Ads statistics item without a numeric id: {}", item.id)
         })?;
     let Some(info) = banners.get(&id) else {
         anyhow::bail!("VK Ads sent statistics for banner {id}, which was not asked for");
     };
-    let Some(rows) = item.get("rows").and_then(Value::as_array) else {
+    let Some(rows) = &item.rows else {
         anyhow::bail!("VK Ads statistics of banner {id} came without `rows`");
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(rows.len());
+    let no_base = StatBase::default();
+    let no_vk = StatVk::default();
     for row in rows {
-        let date: NaiveDate = row["date"]
+        let date: NaiveDate = row
+            .date
             .as_str()
             .and_then(|d| d.parse().ok())
             .ok_or_else(|| anyhow::anyhow!("banner {id}: a statistics row without a date"))?;
         if !window.contains(date) {
             continue;
         }
-        let base = &row["base"];
+        let base = row.base.as_ref().unwrap_or(&no_base);
         let count = |v: &Value, k: &str| -> anyhow::Result<u64> {
             zakaz_core::loose::uint(v)
                 .map(Option::unwrap_or_default)
                 .map_err(|e| anyhow::anyhow!("banner {id} {date}: `{k}`: {e}"))
         };
-        let spent = match &base["spent"] {
+        let spent = match &base.spent {
             Value::Null => 0,
             Value::String(s) => zakaz_core::money::parse_kopecks(s)
                 .map_err(|e| anyhow::anyhow!("banner {id} {date}: `spent`: {e}"))?,
@@ -853,10 +866,10 @@ fn rows_of<'a>(
             ad_plan_name: &info.plan_name,
             ad_group_name: &info.group_name,
             banner_name: &info.name,
-            shows: count(&base["shows"], "shows")?,
-            clicks: count(&base["clicks"], "clicks")?,
-            goals: count(&base["goals"], "goals")?,
-            vk_goals: count(&base["vk"]["goals"], "vk.goals")?,
+            shows: count(&base.shows, "shows")?,
+            clicks: count(&base.clicks, "clicks")?,
+            goals: count(&base.goals, "goals")?,
+            vk_goals: count(&base.vk.as_ref().unwrap_or(&no_vk).goals, "vk.goals")?,
             spent,
             utm_source: source,
             utm_medium: medium,
@@ -950,7 +963,10 @@ mod tests {
                 to: "2026-11-24".parse().unwrap(),
             };
             let stamp = Stamp { loaded_at: 1, version: 1 };
-            if let Ok(rows) = rows_of("", &item, &banners, window, stamp) {
+            // An item of another shape fails the answer as it is read.
+            if let Ok(read) = serde_json::from_value::<StatItem>(item.clone())
+                && let Ok(rows) = rows_of("", &read, &banners, window, stamp)
+            {
                 let n = item.get("rows").and_then(Value::as_array).map_or(0, Vec::len);
                 prop_assert!(rows.len() <= n);
             }
