@@ -242,6 +242,10 @@ pub struct Loader<'a> {
     /// Set when the refund sweep stopped at the time budget: every order id up to this one
     /// was swept.
     sweep_resume_after: Option<u64>,
+    /// The inserts of the batch staged last, still running while paging and transforming go
+    /// on. At most one batch is in flight: it is awaited before the next batch's dates are
+    /// read or marked, and before anything reads staging.
+    staging: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl<'a> Loader<'a> {
@@ -275,6 +279,7 @@ impl<'a> Loader<'a> {
             progress: zakaz_core::progress::Progress::counter("QTickets", "orders"),
             warnings: Vec::new(),
             sweep_resume_after: None,
+            staging: None,
         }
     }
 
@@ -334,11 +339,13 @@ impl<'a> Loader<'a> {
             self.touched.extend(carried);
         }
         let mode = self.fetch_orders(previous).await?;
+        self.staged().await?;
         let sweep = if self.dry() || self.window.is_some() {
             None
         } else {
             self.sweep_if_due(mode, &event_rows, now).await?
         };
+        self.staged().await?;
 
         // Dates in both modes; the fact rows only when they were written.
         let dates_recomputed = self.touched.len();
@@ -725,6 +732,7 @@ impl<'a> Loader<'a> {
         if batch.is_empty() {
             return Ok(());
         }
+        self.staged().await?;
         let mut orders: Vec<OrderRow> = Vec::with_capacity(batch.len());
         let mut tickets: Vec<TicketRow> = Vec::with_capacity(batch.len() * 2);
         let mut dates: BTreeSet<NaiveDate> = BTreeSet::new();
@@ -776,13 +784,32 @@ impl<'a> Loader<'a> {
             self.marked.extend(new);
         }
         self.touched.extend(dates);
-        // Before the orders: a recompute finds a date's orders through this index.
-        self.ch
-            .insert_all("stg_qtickets_sale_dates", &sale_dates)
-            .await?;
-        self.ch.insert_all("stg_qtickets_orders", &orders).await?;
-        self.ch.insert_all("stg_qtickets_tickets", &tickets).await?;
+        let ch = self.ch.clone();
+        self.staging = Some(tokio::spawn(async move {
+            // Before the orders: a recompute finds a date's orders through this index.
+            ch.insert_all("stg_qtickets_sale_dates", &sale_dates)
+                .await?;
+            let (orders, tickets) = tokio::join!(
+                ch.insert_all("stg_qtickets_orders", &orders),
+                ch.insert_all("stg_qtickets_tickets", &tickets)
+            );
+            orders.and(tickets)
+        }));
         Ok(())
+    }
+
+    /// Wait for the batch staged last (see `staging`).
+    async fn staged(&mut self) -> anyhow::Result<()> {
+        match self.staging.take() {
+            None => Ok(()),
+            Some(inserts) => inserts.await.map_err(|e| {
+                if e.is_panic() {
+                    zakaz_core::panic::into_error(e.into_panic())
+                } else {
+                    anyhow::anyhow!("staging a batch of orders was cancelled: {e}")
+                }
+            })?,
+        }
     }
 
     /// Capacity, sold and free seats of every upcoming active show. A show that fails is
