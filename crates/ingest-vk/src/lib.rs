@@ -167,8 +167,8 @@ pub struct FactRow {
 
 /// A statistics answer as the loader reads it: of each item its id and its rows' date and
 /// base counts (VK sends a dozen derived metrics more per row, and other keys, skipped
-/// unread). Each value stays JSON, read as before: VK sends numbers as numbers or as strings,
-/// and a missing or `null` object reads as one without keys.
+/// unread). Each value stays JSON, read as before: VK sends numbers as numbers or as strings;
+/// a missing, `null` or `[]` object reads as one without keys, any other value fails the answer.
 #[derive(Deserialize)]
 struct StatisticsBody {
     items: Option<Vec<StatItem>>,
@@ -185,8 +185,8 @@ struct StatItem {
 struct StatRow {
     #[serde(default)]
     date: Value,
-    #[serde(default)]
-    base: Option<StatBase>,
+    #[serde(default, deserialize_with = "zakaz_core::loose::object")]
+    base: StatBase,
 }
 
 #[derive(Deserialize, Default)]
@@ -199,8 +199,8 @@ struct StatBase {
     goals: Value,
     #[serde(default)]
     spent: Value,
-    #[serde(default)]
-    vk: Option<StatVk>,
+    #[serde(default, deserialize_with = "zakaz_core::loose::object")]
+    vk: StatVk,
 }
 
 #[derive(Deserialize, Default)]
@@ -830,8 +830,6 @@ fn rows_of<'a>(
         anyhow::bail!("VK Ads statistics of banner {id} came without `rows`");
     };
     let mut out = Vec::with_capacity(rows.len());
-    let no_base = StatBase::default();
-    let no_vk = StatVk::default();
     for row in rows {
         let date: NaiveDate = row
             .date
@@ -841,7 +839,7 @@ fn rows_of<'a>(
         if !window.contains(date) {
             continue;
         }
-        let base = row.base.as_ref().unwrap_or(&no_base);
+        let base = &row.base;
         let count = |v: &Value, k: &str| -> anyhow::Result<u64> {
             zakaz_core::loose::uint(v)
                 .map(Option::unwrap_or_default)
@@ -869,7 +867,7 @@ fn rows_of<'a>(
             shows: count(&base.shows, "shows")?,
             clicks: count(&base.clicks, "clicks")?,
             goals: count(&base.goals, "goals")?,
-            vk_goals: count(&base.vk.as_ref().unwrap_or(&no_vk).goals, "vk.goals")?,
+            vk_goals: count(&base.vk.goals, "vk.goals")?,
             spent,
             utm_source: source,
             utm_medium: medium,

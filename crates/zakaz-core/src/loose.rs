@@ -58,10 +58,68 @@ fn kind(v: &Value) -> String {
     }
 }
 
+/// For `#[serde(deserialize_with = "...")]`: an object read as `T`; `null` and `[]` (how PHP
+/// encodes an empty object) as an object without keys. Anything else is an error.
+pub fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    use serde::de::{self, Visitor};
+    struct ObjectOrEmpty<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de> + Default> Visitor<'de> for ObjectOrEmpty<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object, null or []")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+            Ok(T::default())
+        }
+        fn visit_none<E: de::Error>(self) -> Result<T, E> {
+            Ok(T::default())
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+            match seq.next_element::<de::IgnoredAny>()? {
+                None => Ok(T::default()),
+                Some(_) => Err(de::Error::invalid_type(de::Unexpected::Seq, &self)),
+            }
+        }
+    }
+    d.deserialize_any(ObjectOrEmpty(std::marker::PhantomData))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+    struct Inner {
+        #[serde(default)]
+        a: Value,
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Outer {
+        #[serde(default, deserialize_with = "object")]
+        inner: Inner,
+    }
+
+    #[test]
+    fn an_object_is_read_and_null_or_an_empty_list_is_an_empty_one() {
+        let read = |text: &str| serde_json::from_str::<Outer>(text).map(|o| o.inner);
+        assert_eq!(read(r#"{"inner": {"a": 5, "b": 6}}"#).unwrap().a, json!(5));
+        for empty in [r#"{"inner": null}"#, r#"{"inner": []}"#, "{}"] {
+            assert_eq!(read(empty).unwrap(), Inner::default(), "{empty}");
+        }
+        for bad in [r#"{"inner": [1]}"#, r#"{"inner": 5}"#, r#"{"inner": "x"}"#] {
+            let e = read(bad).unwrap_err().to_string();
+            assert!(e.contains("expected an object, null or []"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn integers_as_numbers_or_strings() {
