@@ -34,6 +34,7 @@ use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
 use zakaz_core::error::config_error;
 use zakaz_core::http::HttpClient;
 use zakaz_core::journal::{Metrics, Outcome, journaled};
+use zakaz_core::loose::Object;
 use zakaz_core::time::{DateWindow, ch_date};
 use zakaz_core::utm::{City, city_of_content, merged};
 
@@ -171,14 +172,14 @@ pub struct FactRow {
 /// a missing, `null` or `[]` object reads as one without keys, any other value fails the answer.
 #[derive(Deserialize)]
 struct StatisticsBody {
-    items: Option<Vec<StatItem>>,
+    items: Option<Vec<Object<StatItem>>>,
 }
 
 #[derive(Deserialize)]
 struct StatItem {
     #[serde(default)]
     id: Value,
-    rows: Option<Vec<StatRow>>,
+    rows: Option<Vec<Object<StatRow>>>,
 }
 
 #[derive(Deserialize)]
@@ -510,9 +511,11 @@ impl<'a> Loader<'a> {
             };
             let write = self.write_rows(account, &items, &banners, insert.as_mut(), &mut load);
             let (written, next, read) = tokio::join!(write, next, read);
+            // In the order of the batches: what this batch's answer lacks is told before a
+            // failure of the request after it.
             written?;
-            fetched = next?;
             items = read?;
+            fetched = next?;
             if done {
                 break;
             }
@@ -719,9 +722,17 @@ async fn read_statistics(answers: Vec<StatisticsAnswer>) -> anyhow::Result<Vec<S
         // written.
         let mut got = tokio::task::spawn_blocking(move || statistics_items(&text))
             .await
+            .map_err(|e| match e.try_into_panic() {
+                Ok(panic) => zakaz_core::panic::into_error(panic),
+                Err(e) => {
+                    anyhow::anyhow!("reading VK Ads' answer for `{STATISTICS_PATH}` stopped: {e}")
+                }
+            })?
             .map_err(|e| {
-                anyhow::anyhow!("reading VK Ads' answer for `{STATISTICS_PATH}` stopped: {e}")
-            })??;
+                e.context(format!(
+                    "VK Ads statistics for {dates}: nothing of this account is written"
+                ))
+            })?;
         let ids: std::collections::BTreeSet<u64> = got
             .iter()
             .filter_map(|i| zakaz_core::loose::uint(&i.id).ok().flatten())
@@ -743,12 +754,13 @@ fn statistics_items(text: &str) -> anyhow::Result<Vec<StatItem>> {
             "VK Ads answered statistics that cannot be read ({e}): invalid JSON, not the documented shape, or cut off"
         )
     })?;
-    body.items.ok_or_else(|| {
+    let items = body.items.ok_or_else(|| {
         anyhow::anyhow!(
             "VK Ads answered statistics without `items`: {}",
             zakaz_core::http::body_excerpt(text)
         )
-    })
+    })?;
+    Ok(items.into_iter().map(|Object(item)| item).collect())
 }
 
 /// Banners of `account` with anything loaded in `window`, as their newest rows describe them.
@@ -830,7 +842,7 @@ fn rows_of<'a>(
         anyhow::bail!("VK Ads statistics of banner {id} came without `rows`");
     };
     let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
+    for Object(row) in rows {
         let date: NaiveDate = row
             .date
             .as_str()
@@ -911,6 +923,78 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    fn banner_7() -> BTreeMap<u64, BannerInfo> {
+        [(
+            7,
+            BannerInfo {
+                plan_id: 1,
+                group_id: 2,
+                plan_name: String::new(),
+                group_name: String::new(),
+                name: String::new(),
+                tags: Default::default(),
+                city: City::Unknown(String::new()),
+            },
+        )]
+        .into()
+    }
+
+    const WINDOW: DateWindow = DateWindow {
+        from: NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
+        to: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+    };
+
+    /// The rows of a statistics answer's items, as the loader would write them.
+    fn rows_in(answer: Value) -> anyhow::Result<Vec<(u16, u64, u64, i64)>> {
+        let banners = banner_7();
+        let stamp = Stamp {
+            loaded_at: 1,
+            version: 1,
+        };
+        let mut out = Vec::new();
+        for item in statistics_items(&answer.to_string())? {
+            for r in rows_of("", &item, &banners, WINDOW, stamp)? {
+                out.push((r.stat_date, r.shows, r.vk_goals, r.spent));
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn an_item_or_row_sent_as_a_list_fails_the_answer_instead_of_being_read_by_position() {
+        // Read by position, `[7, []]` would be banner 7 without rows: its spend zeroed.
+        for answer in [
+            json!({"items": [[7, []]]}),
+            json!({"items": [{"id": 7, "rows": [["2026-11-21"]]}]}),
+            json!({"items": [{"id": 7, "rows": [{"date": "2026-11-21", "base": [1, 2, 3, 4]}]}]}),
+        ] {
+            let e = rows_in(answer.clone()).unwrap_err().to_string();
+            assert!(e.contains("cannot be read"), "{answer}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_null_or_empty_list_base_reads_as_zero_counts() {
+        let day = ch_date(NaiveDate::from_ymd_opt(2026, 11, 21).unwrap());
+        for base in [json!(null), json!([]), json!({})] {
+            let answer =
+                json!({"items": [{"id": "7", "rows": [{"date": "2026-11-21", "base": base}]}]});
+            assert_eq!(rows_in(answer).unwrap(), vec![(day, 0, 0, 0)], "{base}");
+        }
+        let answer = json!({"items": [{"id": 7, "rows": [{"date": "2026-11-21"},
+            {"date": "2026-11-22", "base": {"shows": "5", "spent": "1.5", "vk": []}},
+            {"date": "2026-11-23", "base": {"shows": 6, "spent": 2, "vk": {"goals": "3"}}}]}]});
+        let next = |d: u16, n: u16| d + n;
+        assert_eq!(
+            rows_in(answer).unwrap(),
+            vec![
+                (day, 0, 0, 0),
+                (next(day, 1), 5, 0, 150),
+                (next(day, 2), 6, 3, 200)
+            ]
+        );
+    }
+
     fn any_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -946,20 +1030,7 @@ mod tests {
             if let Value::Object(m) = &mut item {
                 m.insert("id".into(), json!(id));
             }
-            let banners: BTreeMap<u64, BannerInfo> = [(7, BannerInfo {
-                plan_id: 1,
-                group_id: 2,
-                plan_name: String::new(),
-                group_name: String::new(),
-                name: String::new(),
-                tags: Default::default(),
-                city: City::Unknown(String::new()),
-            })]
-            .into();
-            let window = DateWindow {
-                from: "2026-11-20".parse().unwrap(),
-                to: "2026-11-24".parse().unwrap(),
-            };
+            let (banners, window) = (banner_7(), WINDOW);
             let stamp = Stamp { loaded_at: 1, version: 1 };
             // An item of another shape fails the answer as it is read.
             if let Ok(read) = serde_json::from_value::<StatItem>(item.clone())

@@ -46,7 +46,10 @@ pub enum Before {
 
 /// Read before a load writes anything: whether `table` holds a row of `scope`. One row by
 /// the primary key, so a first backfill need not read back everything it wrote to learn
-/// that nothing was there before it (loads of one job never overlap: the job's lease).
+/// that nothing was there before it. Rows another load writes meanwhile are not seen: with
+/// ZooKeeper the job's lease keeps its loads apart; without it two loads started by hand at
+/// once could each miss the other's (a re-run mends it), and on a cluster rows of an earlier
+/// load still on their way to this replica are missed, as the zero pass itself could.
 pub async fn held_before(ch: &Ch, table: &str, scope: &str) -> anyhow::Result<Before> {
     let sql = format!("SELECT count() FROM (SELECT 1 FROM {table} WHERE {scope} LIMIT 1)");
     let sql = sql.as_str();

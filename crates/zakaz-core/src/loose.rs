@@ -91,6 +91,30 @@ where
     d.deserialize_any(ObjectOrEmpty(std::marker::PhantomData))
 }
 
+/// `T` read from an object only. A struct derived with serde also reads a list, field by
+/// field in order (`[7, []]` as `{"id": 7, "rows": []}`): a vendor's answer of another shape
+/// must fail, not be read by position.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct MapOnly<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for MapOnly<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(MapOnly(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +130,18 @@ mod tests {
     struct Outer {
         #[serde(default, deserialize_with = "object")]
         inner: Inner,
+    }
+
+    #[test]
+    fn a_struct_is_read_from_an_object_never_from_a_list_by_position() {
+        let read = |text: &str| serde_json::from_str::<Object<Inner>>(text);
+        assert_eq!(read(r#"{"a": 7, "b": 1}"#).unwrap().0.a, json!(7));
+        // A derived struct alone takes a list as its fields in order.
+        assert_eq!(serde_json::from_str::<Inner>("[7]").unwrap().a, json!(7));
+        for bad in ["[7]", "[]", "null", "7", r#""x""#] {
+            let e = read(bad).unwrap_err().to_string();
+            assert!(e.contains("expected an object"), "{bad}: {e}");
+        }
     }
 
     #[test]
