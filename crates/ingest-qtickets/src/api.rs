@@ -7,6 +7,8 @@ use zakaz_core::Secret;
 use zakaz_core::error::ConfigError;
 use zakaz_core::http::{HttpClient, body_excerpt};
 
+use crate::model::RawOrder;
+
 #[derive(Clone)]
 pub struct QTickets {
     http: HttpClient,
@@ -16,8 +18,8 @@ pub struct QTickets {
 
 /// One page of a list: its rows and the server's paging numbers, when it sent them (a page
 /// without `paging` says nothing about what follows: only an empty page ends the list).
-pub struct Page {
-    pub data: Vec<Value>,
+pub struct Page<T = Value> {
+    pub data: Vec<T>,
     pub per_page: Option<usize>,
     pub total: Option<usize>,
 }
@@ -27,9 +29,67 @@ impl Page {
         let data = answer
             .get_mut("data")
             .and_then(Value::as_array_mut)
-            .map(std::mem::take)
+            .map(std::mem::take);
+        Page::with(path, data, answer.get("paging"))
+    }
+}
+
+/// An order page as the loader reads it: the orders typed (see [`RawOrder`]), `paging` as
+/// sent, everything else skipped.
+#[derive(serde::Deserialize)]
+struct OrdersAnswer {
+    #[serde(default, deserialize_with = "list_or_none")]
+    data: Option<Vec<RawOrder>>,
+    #[serde(default)]
+    paging: Option<Value>,
+}
+
+/// `data`: a list of orders, or `None` for anything else (an answer without its list).
+fn list_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<RawOrder>>, D::Error> {
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct ListOrNone;
+    impl<'de> Visitor<'de> for ListOrNone {
+        type Value = Option<Vec<RawOrder>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of orders")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut orders = Vec::with_capacity(seq.size_hint().unwrap_or(50));
+            while let Some(zakaz_core::loose::Object(order)) = seq.next_element()? {
+                orders.push(order);
+            }
+            Ok(Some(orders))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(ListOrNone)
+}
+
+impl<T> Page<T> {
+    fn with(path: &str, data: Option<Vec<T>>, paging: Option<&Value>) -> anyhow::Result<Self> {
+        let data = data
             .ok_or_else(|| anyhow::anyhow!("QTickets: `{path}` answered without a `data` list"))?;
-        let paging = answer.get("paging");
         let num = |k: &str| {
             paging
                 .and_then(|p| p.get(k))
@@ -84,12 +144,12 @@ impl QTickets {
     }
 
     /// The same, the answer read by `parse`.
-    async fn get_with(
+    async fn get_with<T>(
         &self,
         path: &str,
         body: &Value,
-        parse: impl FnOnce(&str) -> serde_json::Result<Value>,
-    ) -> anyhow::Result<Value> {
+        parse: impl FnOnce(&str) -> serde_json::Result<T>,
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
         let response = self
             .http
@@ -109,7 +169,7 @@ impl QTickets {
         .await?;
         match status {
             200 => parse(&text).map_err(|e| {
-                anyhow::anyhow!("QTickets answered invalid JSON for `{path}` ({e}); the answer may have been cut off")
+                anyhow::anyhow!("QTickets answered invalid JSON for `{path}` ({e}): not JSON, not the documented shape, or cut off")
             }),
             401 | 403 => Err(ConfigError(format!(
                 "QTickets rejected the token (HTTP {status}) for `{path}`: check `QTICKETS_TOKEN`"
@@ -131,12 +191,12 @@ impl QTickets {
         Page::of(path, self.get(path, body).await?)
     }
 
-    /// One page of orders, each read only as far as the transform looks (see [`crate::pruned`]).
-    async fn orders_page(&self, body: &Value) -> anyhow::Result<Page> {
-        let answer = self
-            .get_with("/orders", body, crate::pruned::orders_page)
+    /// One page of orders, each read only as far as the transform looks (see [`RawOrder`]).
+    async fn orders_page(&self, body: &Value) -> anyhow::Result<Page<RawOrder>> {
+        let answer: OrdersAnswer = self
+            .get_with("/orders", body, |text| serde_json::from_str(text))
             .await?;
-        Page::of("/orders", answer)
+        Page::with("/orders", answer.data, answer.paging.as_ref())
     }
 
     /// Every row of a list that pages by `page` (events, clients): stops at
@@ -173,7 +233,7 @@ impl QTickets {
         after: u64,
         before: Option<u64>,
         extra: &[Value],
-    ) -> anyhow::Result<Page> {
+    ) -> anyhow::Result<Page<RawOrder>> {
         let mut conditions = vec![json!({"column": "id", "operator": ">", "value": after})];
         if let Some(before) = before {
             conditions.push(json!({"column": "id", "operator": "<", "value": before}));
@@ -186,7 +246,7 @@ impl QTickets {
         if let Some(bad) = page
             .data
             .iter()
-            .filter_map(|o| o.get("id").and_then(Value::as_u64))
+            .filter_map(|o| o.id.as_u64())
             .find(|id| *id <= after || before.is_some_and(|b| *id >= b))
         {
             anyhow::bail!(
@@ -214,11 +274,7 @@ impl QTickets {
                 None => have,
             };
             let page = self.orders_after(probe, None, &[]).await?;
-            let newest = page
-                .data
-                .iter()
-                .filter_map(|o| o.get("id").and_then(Value::as_u64))
-                .max();
+            let newest = page.data.iter().filter_map(|o| o.id.as_u64()).max();
             match newest {
                 None if probe == have => return Ok(have),
                 None => above = Some(probe),
@@ -230,12 +286,7 @@ impl QTickets {
                         let far = have.saturating_add(step);
                         step = step.saturating_mul(2);
                         let ahead = self.orders_after(far, None, &[]).await?;
-                        match ahead
-                            .data
-                            .iter()
-                            .filter_map(|o| o.get("id").and_then(Value::as_u64))
-                            .max()
-                        {
+                        match ahead.data.iter().filter_map(|o| o.id.as_u64()).max() {
                             None => above = Some(far),
                             Some(id) if ahead.is_last_keyset() => return Ok(id),
                             Some(id) => have = id,
@@ -249,8 +300,8 @@ impl QTickets {
 
     /// The orders with these ids, ascending, over as many pages as the server makes of them;
     /// and the ids it did not return.
-    pub async fn orders_with_ids(&self, ids: &[u64]) -> anyhow::Result<(Vec<Value>, Vec<u64>)> {
-        let mut orders: Vec<Value> = Vec::with_capacity(ids.len());
+    pub async fn orders_with_ids(&self, ids: &[u64]) -> anyhow::Result<(Vec<RawOrder>, Vec<u64>)> {
+        let mut orders: Vec<RawOrder> = Vec::with_capacity(ids.len());
         // Bounded: a page beyond the ids asked for is empty (or the server ignores `page`,
         // which the repeat check below stops).
         for page_no in 1..=ids.len().max(1) {
@@ -259,21 +310,15 @@ impl QTickets {
                     &json!({"where": [{"column": "id", "operator": "in", "value": ids}], "orderBy": {"id": "asc"}, "page": page_no}),
                 )
                 .await?;
-            let got: Vec<u64> = page
-                .data
-                .iter()
-                .filter_map(|o| o.get("id").and_then(Value::as_u64))
-                .collect();
+            let got: Vec<u64> = page.data.iter().filter_map(|o| o.id.as_u64()).collect();
             if let Some(bad) = got.iter().find(|id| !ids.contains(id)) {
                 anyhow::bail!(
                     "QTickets ignored the `id in` filter (order {bad} was not asked for)"
                 );
             }
-            let repeated = got.first().is_some_and(|first| {
-                orders
-                    .iter()
-                    .any(|o| o.get("id").and_then(Value::as_u64) == Some(*first))
-            });
+            let repeated = got
+                .first()
+                .is_some_and(|first| orders.iter().any(|o| o.id.as_u64() == Some(*first)));
             let last = page.is_last_numbered(page_no) || repeated;
             if !repeated {
                 orders.extend(page.data);
@@ -282,10 +327,8 @@ impl QTickets {
                 break;
             }
         }
-        let returned: std::collections::BTreeSet<u64> = orders
-            .iter()
-            .filter_map(|o| o.get("id").and_then(Value::as_u64))
-            .collect();
+        let returned: std::collections::BTreeSet<u64> =
+            orders.iter().filter_map(|o| o.id.as_u64()).collect();
         let missing = ids
             .iter()
             .copied()
@@ -297,12 +340,10 @@ impl QTickets {
     /// The first order with `id >= id`, as (id, created_at text).
     async fn first_from(&self, id: u64) -> anyhow::Result<Option<(u64, String)>> {
         let page = self.orders_after(id.saturating_sub(1), None, &[]).await?;
-        Ok(page.data.first().and_then(|o| {
-            Some((
-                o.get("id")?.as_u64()?,
-                o.get("created_at")?.as_str()?.to_owned(),
-            ))
-        }))
+        Ok(page
+            .data
+            .first()
+            .and_then(|o| Some((o.id.as_u64()?, o.created_at.as_str()?.to_owned()))))
     }
 
     /// The smallest order id created at or after `since` (Unix seconds). Order ids grow with
@@ -340,5 +381,48 @@ impl QTickets {
             .get("data")
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("QTickets: seats of show {show_id} came without `data`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(text: &str) -> anyhow::Result<Page<RawOrder>> {
+        let answer: OrdersAnswer = serde_json::from_str(text)?;
+        Page::with("/orders", answer.data, answer.paging.as_ref())
+    }
+
+    #[test]
+    fn an_order_page_keeps_its_orders_and_paging_and_skips_the_rest() {
+        let p = page(
+            r#"{"data": [{"id": 7, "x": {"deep": [1]}}, {"id": "8"}], "paging": {"perPage": 50, "total": 2}, "meta": [1]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.data.len(), 2);
+        assert_eq!(
+            (p.data[0].id.as_u64(), p.data[1].id.as_str()),
+            (Some(7), Some("8"))
+        );
+        assert_eq!((p.per_page, p.total), (Some(50), Some(2)));
+        assert!(p.is_last_keyset());
+    }
+
+    #[test]
+    fn an_answer_without_a_list_of_orders_is_an_error() {
+        for text in [
+            r#"{"data": null}"#,
+            r#"{"data": {"id": 7}}"#,
+            r#"{"data": "x"}"#,
+            "{}",
+        ] {
+            let e = page(text).err().unwrap().to_string();
+            assert!(e.contains("without a `data` list"), "{text}: {e}");
+        }
+        // An order that is not an object is never read by position.
+        for text in [r#"{"data": [[7, 1001]]}"#, r#"{"data": [7]}"#] {
+            let e = page(text).err().unwrap().to_string();
+            assert!(e.contains("expected an object"), "{text}: {e}");
+        }
     }
 }

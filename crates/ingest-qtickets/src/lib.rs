@@ -19,7 +19,6 @@
 pub mod api;
 pub mod facts;
 pub mod model;
-pub mod pruned;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -245,7 +244,7 @@ pub struct Loader<'a> {
     /// The inserts of the batch staged last, still running while paging and transforming go
     /// on. At most one batch is in flight: it is awaited before the next batch's dates are
     /// read or marked, and before anything reads staging.
-    staging: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    staging: Option<Staging>,
 }
 
 impl<'a> Loader<'a> {
@@ -338,14 +337,20 @@ impl<'a> Loader<'a> {
             self.marked.extend(carried.iter().copied());
             self.touched.extend(carried);
         }
-        let mode = self.fetch_orders(previous).await?;
-        self.staged().await?;
+        // What was handed to staging is staged even when a later page failed (the next run
+        // finds it, its dates dirty), as when staging was waited for batch by batch.
+        let fetched = self.fetch_orders(previous).await;
+        let staged = self.staged().await;
+        let mode = fetched?;
+        staged?;
         let sweep = if self.dry() || self.window.is_some() {
-            None
+            Ok(None)
         } else {
-            self.sweep_if_due(mode, &event_rows, now).await?
+            self.sweep_if_due(mode, &event_rows, now).await
         };
-        self.staged().await?;
+        let staged = self.staged().await;
+        let sweep = sweep?;
+        staged?;
 
         // Dates in both modes; the fact rows only when they were written.
         let dates_recomputed = self.touched.len();
@@ -562,12 +567,7 @@ impl<'a> Loader<'a> {
         // The first page shows where the orders really start (ids need not start near 0); it
         // is read again below, one request spent for an even split.
         let first = self.api.orders_after(after, before, &[]).await?;
-        let Some(first_id) = first
-            .data
-            .first()
-            .and_then(|o| o.get("id"))
-            .and_then(Value::as_u64)
-        else {
+        let Some(first_id) = first.data.first().and_then(|o| o.id.as_u64()) else {
             return Ok(());
         };
         let after = first_id.saturating_sub(1);
@@ -785,7 +785,7 @@ impl<'a> Loader<'a> {
         }
         self.touched.extend(dates);
         let ch = self.ch.clone();
-        self.staging = Some(tokio::spawn(async move {
+        self.staging = Some(Staging(tokio::spawn(async move {
             // Before the orders: a recompute finds a date's orders through this index.
             ch.insert_all("stg_qtickets_sale_dates", &sale_dates)
                 .await?;
@@ -794,7 +794,7 @@ impl<'a> Loader<'a> {
                 ch.insert_all("stg_qtickets_tickets", &tickets)
             );
             orders.and(tickets)
-        }));
+        })));
         Ok(())
     }
 
@@ -802,7 +802,7 @@ impl<'a> Loader<'a> {
     async fn staged(&mut self) -> anyhow::Result<()> {
         match self.staging.take() {
             None => Ok(()),
-            Some(inserts) => inserts.await.map_err(|e| {
+            Some(mut inserts) => (&mut inserts.0).await.map_err(|e| {
                 if e.is_panic() {
                     zakaz_core::panic::into_error(e.into_panic())
                 } else {
@@ -1010,7 +1010,7 @@ pub fn next_watermark(
 /// One page of one of `fetch_range`'s concurrent id ranges.
 struct RangePage {
     range: usize,
-    rows: anyhow::Result<Vec<Value>>,
+    rows: anyhow::Result<Vec<model::RawOrder>>,
     /// The last id of the page (the range's start for an empty one).
     last_id: u64,
     /// The range is exhausted.
@@ -1029,12 +1029,7 @@ async fn produce_range(
         match api.orders_after(after, before, &[]).await {
             Ok(page) => {
                 let done = page.is_last_keyset();
-                if let Some(last) = page
-                    .data
-                    .last()
-                    .and_then(|o| o.get("id"))
-                    .and_then(Value::as_u64)
-                {
+                if let Some(last) = page.data.last().and_then(|o| o.id.as_u64()) {
                     after = last;
                 }
                 // Debug builds only: the tests' way to make one range's task die mid-way.
@@ -1068,6 +1063,17 @@ async fn produce_range(
                 return;
             }
         }
+    }
+}
+
+/// A batch's staging inserts in flight. A run that is cancelled (stopped, its lease lost)
+/// stops them too: nothing of it goes on writing after it ended. (A run that fails waits for
+/// them first, see `Loader::run`.)
+struct Staging(tokio::task::JoinHandle<anyhow::Result<()>>);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -96,14 +96,22 @@ fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
 }
 
 fn id(v: &Value, key: &str, what: &str) -> anyhow::Result<u64> {
-    let f = field(v, key);
+    id_in(field(v, key), key, what)
+}
+
+/// `f`, the value of `key`, as an id: a number or a numeric string.
+fn id_in(f: &Value, key: &str, what: &str) -> anyhow::Result<u64> {
     f.as_u64()
         .or_else(|| f.as_str().and_then(|s| s.parse().ok()))
         .ok_or_else(|| anyhow::anyhow!("{what}: `{key}` is missing or not an id ({f})"))
 }
 
 fn text(v: &Value, key: &str) -> String {
-    match field(v, key) {
+    text_of(field(v, key))
+}
+
+fn text_of(f: &Value) -> String {
+    match f {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
@@ -133,8 +141,9 @@ pub fn kopecks(v: &Value, what: &str) -> anyhow::Result<i64> {
         .map_err(|_| anyhow::anyhow!("{what}: money `{text}` is not a number"))
 }
 
-fn timestamp(v: &Value, key: &str, what: &str) -> anyhow::Result<Option<DateTime<FixedOffset>>> {
-    match field(v, key) {
+/// `f`, the value of `key`, as an instant: `null` or `""` is none.
+fn timestamp(f: &Value, key: &str, what: &str) -> anyhow::Result<Option<DateTime<FixedOffset>>> {
+    match f {
         Value::Null => Ok(None),
         Value::String(s) if s.is_empty() => Ok(None),
         // QTickets always sends an offset; without one the instant is unknown.
@@ -149,9 +158,8 @@ fn ch(t: Option<DateTime<FixedOffset>>) -> Option<u32> {
     t.map(|t| ch_datetime(&t))
 }
 
-/// UTM tags of an order: an object when filled, `[]` (or null) when empty.
-pub fn utm(order: &Value) -> [String; 5] {
-    let u = field(order, "utm");
+/// UTM tags of an order (its `utm`): an object when filled, `[]` (or null) when empty.
+pub fn utm(u: &Value) -> [String; 5] {
     let get = |k: &str| {
         u.get(k)
             .and_then(Value::as_str)
@@ -177,6 +185,246 @@ pub fn version(updated_at: u32, loaded_at: u32) -> u64 {
     (u64::from(loaded_at) << 32) | u64::from(updated_at)
 }
 
+/// An order as the transform reads it. QTickets' orders carry much more (the client's
+/// personal data, custom fields, integrations, refunds): skipped as they are read, never
+/// built. Each value stays JSON, read by the same loose rules as ever; a missing key is
+/// `null`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawOrder {
+    #[serde(default)]
+    pub id: Value,
+    #[serde(default)]
+    pub event_id: Value,
+    #[serde(default)]
+    pub payed: Value,
+    #[serde(default)]
+    pub payed_at: Value,
+    #[serde(default)]
+    pub created_at: Value,
+    #[serde(default)]
+    pub updated_at: Value,
+    #[serde(default)]
+    pub deleted_at: Value,
+    #[serde(default)]
+    pub utm: Value,
+    /// Of the client, only the e-mail (hashed with a salt, when one is configured); a client
+    /// that is not an object has none.
+    #[serde(default, rename = "client", deserialize_with = "email_of_client")]
+    pub client_email: Value,
+    #[serde(default)]
+    pub price: Value,
+    #[serde(default)]
+    pub original_price: Value,
+    #[serde(default)]
+    pub currency_id: Value,
+    #[serde(default)]
+    pub baskets: Baskets,
+}
+
+/// An order's `baskets`: a list, or what else it was (said in a warning; no tickets).
+#[derive(Debug)]
+pub enum Baskets {
+    List(Vec<Basket>),
+    Not(&'static str),
+}
+
+impl Default for Baskets {
+    fn default() -> Self {
+        Baskets::Not(shape(&Value::Null))
+    }
+}
+
+/// One element of `baskets`: a basket, or `None` for a value that is not an object (an order
+/// holding one fails: it has no id).
+#[derive(Debug)]
+pub struct Basket(pub Option<RawBasket>);
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBasket {
+    #[serde(default)]
+    pub id: Value,
+    #[serde(default)]
+    pub show_id: Value,
+    #[serde(default)]
+    pub seat_id: Value,
+    #[serde(default)]
+    pub seat_name: Value,
+    #[serde(default)]
+    pub price: Value,
+    #[serde(default)]
+    pub original_price: Value,
+    #[serde(default)]
+    pub discount_value: Value,
+    #[serde(default)]
+    pub quantity: Value,
+    #[serde(default)]
+    pub refunded_at: Value,
+    #[serde(default)]
+    pub refunded_amount: Value,
+    #[serde(default)]
+    pub deleted_at: Value,
+}
+
+impl<'de> Deserialize<'de> for Baskets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Anything but a list is read whole and named by its shape.
+        struct ListOrNot;
+        impl<'de> serde::de::Visitor<'de> for ListOrNot {
+            type Value = Baskets;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of baskets")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Baskets, A::Error> {
+                let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+                while let Some(b) = seq.next_element()? {
+                    list.push(b);
+                }
+                Ok(Baskets::List(list))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Baskets, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Baskets::Not(shape(&Value::Object(Default::default()))))
+            }
+            fn visit_unit<E>(self) -> Result<Baskets, E> {
+                Ok(Baskets::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Baskets, E> {
+                Ok(Baskets::Not(shape(&Value::Bool(false))))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Baskets, E> {
+                Ok(Baskets::Not(shape(&Value::from(0))))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Baskets, E> {
+                Ok(Baskets::Not(shape(&Value::from(0))))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Baskets, E> {
+                Ok(Baskets::Not(shape(&Value::from(0))))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Baskets, E> {
+                Ok(Baskets::Not(shape(&Value::String(String::new()))))
+            }
+        }
+        d.deserialize_any(ListOrNot)
+    }
+}
+
+impl<'de> Deserialize<'de> for Basket {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // An object is read as a basket; any other value skipped.
+        struct ObjectOrNone;
+        impl<'de> serde::de::Visitor<'de> for ObjectOrNone {
+            type Value = Basket;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a basket")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Basket, A::Error> {
+                RawBasket::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|b| Basket(Some(b)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Basket, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Basket(None))
+            }
+            fn visit_unit<E>(self) -> Result<Basket, E> {
+                Ok(Basket(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Basket, E> {
+                Ok(Basket(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Basket, E> {
+                Ok(Basket(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Basket, E> {
+                Ok(Basket(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Basket, E> {
+                Ok(Basket(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Basket, E> {
+                Ok(Basket(None))
+            }
+        }
+        d.deserialize_any(ObjectOrNone)
+    }
+}
+
+/// Whether an object's key is `email` (read without allocating).
+struct IsEmail;
+
+impl<'de> serde::de::DeserializeSeed<'de> for IsEmail {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for IsEmail {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(key == "email")
+    }
+}
+
+/// A client's `email`; `null` for a client without one or one that is not an object.
+fn email_of_client<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    struct EmailOf;
+    impl<'de> serde::de::Visitor<'de> for EmailOf {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a client")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut email = Value::Null;
+            while let Some(is_email) = map.next_key_seed(IsEmail)? {
+                if is_email {
+                    email = map.next_value()?;
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(email)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Value::Null)
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+    }
+    d.deserialize_any(EmailOf)
+}
+
 pub struct Transformed {
     pub order: OrderRow,
     pub tickets: Vec<TicketRow>,
@@ -188,25 +436,26 @@ pub struct Transformed {
 }
 
 pub fn transform_order(
-    v: &Value,
+    v: &RawOrder,
     loaded_at: u32,
     salt: Option<&Secret>,
 ) -> anyhow::Result<Transformed> {
-    let order_id = id(v, "id", "order")?;
+    let order_id = id_in(&v.id, "id", "order")?;
     let what = format!("order {order_id}");
-    let event_id = id(v, "event_id", &what)?;
-    let payed = flag(field(v, "payed"));
-    let payed_at = timestamp(v, "payed_at", &what)?;
-    let created_at = timestamp(v, "created_at", &what)?
+    let event_id = id_in(&v.event_id, "event_id", &what)?;
+    let payed = flag(&v.payed);
+    let payed_at = timestamp(&v.payed_at, "payed_at", &what)?;
+    let created_at = timestamp(&v.created_at, "created_at", &what)?
         .ok_or_else(|| anyhow::anyhow!("{what}: `created_at` is missing"))?;
-    let updated_at = timestamp(v, "updated_at", &what)?.unwrap_or(created_at);
-    let deleted_at = timestamp(v, "deleted_at", &what)?;
-    let [utm_source, utm_medium, utm_campaign, utm_content, utm_term] = utm(v);
+    let updated_at = timestamp(&v.updated_at, "updated_at", &what)?.unwrap_or(created_at);
+    let deleted_at = timestamp(&v.deleted_at, "deleted_at", &what)?;
+    let [utm_source, utm_medium, utm_campaign, utm_content, utm_term] = utm(&v.utm);
     let updated = ch_datetime(&updated_at);
     let ver = version(updated, loaded_at);
     let client_hash = match salt {
         Some(salt) if !salt.is_empty() => {
-            let email = field(field(v, "client"), "email")
+            let email = v
+                .client_email
                 .as_str()
                 .unwrap_or_default()
                 .trim()
@@ -223,24 +472,26 @@ pub fn transform_order(
     let paid = payed && payed_at.is_some();
     let cancelled = deleted_at.is_some();
     let mut warnings = Vec::new();
-    let baskets = match field(v, "baskets") {
-        Value::Array(list) => list.as_slice(),
-        other => {
+    let baskets = match &v.baskets {
+        Baskets::List(list) => list.as_slice(),
+        Baskets::Not(shape) => {
             warnings.push(format!(
-                "{what}: `baskets` is {}, not a list: no tickets counted for it",
-                shape(other)
+                "{what}: `baskets` is {shape}, not a list: no tickets counted for it"
             ));
             &[]
         }
     };
     let mut tickets = Vec::with_capacity(baskets.len());
+    // What a basket that is not an object holds: nothing, so not even an id.
+    let not_a_basket = RawBasket::default();
     for b in baskets {
-        let basket_id = id(b, "id", &what)?;
+        let b = b.0.as_ref().unwrap_or(&not_a_basket);
+        let basket_id = id_in(&b.id, "id", &what)?;
         let bwhat = format!("{what} basket {basket_id}");
-        let refunded_at = timestamp(b, "refunded_at", &bwhat)?;
-        let basket_deleted = timestamp(b, "deleted_at", &bwhat)?;
+        let refunded_at = timestamp(&b.refunded_at, "refunded_at", &bwhat)?;
+        let basket_deleted = timestamp(&b.deleted_at, "deleted_at", &bwhat)?;
         // One ticket per basket in every documented example; anything else is said aloud.
-        let quantity = match zakaz_core::loose::uint(field(b, "quantity")) {
+        let quantity = match zakaz_core::loose::uint(&b.quantity) {
             Ok(Some(q)) if q <= u64::from(MAX_QUANTITY) => q as u32,
             Ok(Some(q)) => {
                 warnings.push(format!(
@@ -261,15 +512,15 @@ pub fn transform_order(
             basket_id,
             order_id,
             event_id,
-            show_id: id(b, "show_id", &bwhat)?,
-            seat_id: text(b, "seat_id"),
-            seat_name: text(b, "seat_name"),
-            price: ticket_price(field(b, "price"), &bwhat)?,
-            original_price: kopecks(field(b, "original_price"), &bwhat)?,
-            discount_value: kopecks(field(b, "discount_value"), &bwhat)?,
+            show_id: id_in(&b.show_id, "show_id", &bwhat)?,
+            seat_id: text_of(&b.seat_id),
+            seat_name: text_of(&b.seat_name),
+            price: ticket_price(&b.price, &bwhat)?,
+            original_price: kopecks(&b.original_price, &bwhat)?,
+            discount_value: kopecks(&b.discount_value, &bwhat)?,
             quantity,
             refunded_amount: if refunded_at.is_some() {
-                kopecks(field(b, "refunded_amount"), &bwhat)?
+                kopecks(&b.refunded_amount, &bwhat)?
             } else {
                 0
             },
@@ -297,9 +548,9 @@ pub fn transform_order(
         created_at: ch_datetime(&created_at),
         updated_at: updated,
         deleted_at: ch(deleted_at),
-        price: kopecks(field(v, "price"), &what)?,
-        original_price: kopecks(field(v, "original_price"), &what)?,
-        currency: match text(v, "currency_id") {
+        price: kopecks(&v.price, &what)?,
+        original_price: kopecks(&v.original_price, &what)?,
+        currency: match text_of(&v.currency_id) {
             c if c.is_empty() => "RUB".to_owned(),
             c => c,
         },
@@ -440,7 +691,7 @@ pub fn transform_event(
         Value::String(s) => s.clone(),
         _ => String::new(),
     };
-    let deleted = timestamp(v, "deleted_at", &what)?.is_some();
+    let deleted = timestamp(field(v, "deleted_at"), "deleted_at", &what)?.is_some();
     let active = flag(field(v, "is_active")) && !deleted;
     let mut starts = Vec::new();
     let mut shows = Vec::new();
@@ -457,9 +708,9 @@ pub fn transform_event(
     };
     for s in list {
         let show_id = id(s, "id", &what)?;
-        let start = ch(timestamp(s, "start_date", &what)?);
+        let start = ch(timestamp(field(s, "start_date"), "start_date", &what)?);
         starts.extend(start);
-        let show_deleted = timestamp(s, "deleted_at", &what)?.is_some();
+        let show_deleted = timestamp(field(s, "deleted_at"), "deleted_at", &what)?.is_some();
         let upcoming = start.is_none_or(|t| i64::from(t) >= now);
         if active && flag(field(s, "is_active")) && !show_deleted && upcoming {
             shows.push(ShowRef {
@@ -521,6 +772,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// An order as JSON, read as the loader reads a page's orders, then transformed.
+    fn transform_order(
+        v: &Value,
+        loaded_at: u32,
+        salt: Option<&Secret>,
+    ) -> anyhow::Result<Transformed> {
+        let order: zakaz_core::loose::Object<RawOrder> = serde_json::from_value(v.clone())?;
+        super::transform_order(&order.0, loaded_at, salt)
+    }
+
     #[test]
     fn versions_order_by_load_then_update_and_never_wrap() {
         let (u, l) = (1_781_514_000u32, 1_781_514_100u32);
@@ -576,6 +837,86 @@ mod tests {
         let dump = format!("{:?}", t.order) + &format!("{:?}", t.tickets);
         assert!(!dump.to_lowercase().contains("someone@example.com"));
         assert!(!dump.contains("+7999"));
+    }
+
+    #[test]
+    fn what_the_transform_does_not_read_changes_nothing_and_is_never_built() {
+        let salt = Secret::new("pepper-salt");
+        let mut noisy = order();
+        noisy["client"]["phone"] = json!("+7 900");
+        noisy["client"]["name"] = json!({"first": "Иван", "list": [1, {"email": "other@x"}]});
+        noisy["custom"] = json!({"deep": [1, 2, {"id": 99, "baskets": []}]});
+        noisy["card_mask"] = json!("4111");
+        noisy["baskets"][0]["barcode"] = json!("123");
+        noisy["baskets"][0]["refunds"] = json!([{"id": 1, "price": 5}]);
+        let (plain, noisy) = (
+            transform_order(&order(), 100, Some(&salt)).unwrap(),
+            transform_order(&noisy, 100, Some(&salt)).unwrap(),
+        );
+        assert_eq!(
+            (&plain.order, &plain.tickets),
+            (&noisy.order, &noisy.tickets)
+        );
+        assert_ne!(
+            plain.order.client_hash, "",
+            "the e-mail is read from the client"
+        );
+    }
+
+    #[test]
+    fn a_client_that_is_not_an_object_has_no_email() {
+        let salt = Secret::new("pepper-salt");
+        for client in [
+            json!("a@b.c"),
+            json!([]),
+            json!(["a@b.c"]),
+            json!(null),
+            json!(5),
+            json!({}),
+        ] {
+            let mut o = order();
+            o["client"] = client.clone();
+            let t = transform_order(&o, 100, Some(&salt)).unwrap();
+            assert_eq!(t.order.client_hash, "", "{client}");
+        }
+    }
+
+    #[test]
+    fn baskets_that_are_not_a_list_are_named_by_their_shape() {
+        for (baskets, shape) in [
+            (Some(json!({"id": 1})), "an object"),
+            (Some(json!("x")), "a string"),
+            (Some(json!(3)), "a number"),
+            (Some(json!(true)), "a boolean"),
+            (Some(json!(null)), "missing"),
+            (None, "missing"),
+        ] {
+            let mut o = order();
+            match baskets {
+                Some(b) => o["baskets"] = b,
+                None => {
+                    o.as_object_mut().unwrap().remove("baskets");
+                }
+            }
+            let t = transform_order(&o, 100, None).unwrap();
+            assert!(t.tickets.is_empty());
+            assert_eq!(
+                t.warnings,
+                vec![format!(
+                    "order 7: `baskets` is {shape}, not a list: no tickets counted for it"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn a_basket_that_is_not_an_object_fails_its_order_for_want_of_an_id() {
+        for odd in [json!("odd"), json!(5), json!([1, 2]), json!(null)] {
+            let mut o = order();
+            o["baskets"][1] = odd.clone();
+            let e = transform_order(&o, 100, None).err().unwrap().to_string();
+            assert_eq!(e, "order 7: `id` is missing or not an id (null)", "{odd}");
+        }
     }
 
     #[test]

@@ -18,7 +18,6 @@ pub mod loose;
 pub mod money;
 pub mod panic;
 pub mod progress;
-pub mod pruned;
 pub mod replicas;
 pub mod schema;
 pub mod secret;

@@ -6,9 +6,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{FixedOffset, NaiveDate, TimeZone};
 use ingest_qtickets::facts::{SalesDailyRow, aggregate};
-use ingest_qtickets::model::transform_order;
+use ingest_qtickets::model::{RawOrder, Transformed};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+
+/// An order as JSON, read as the loader reads a page's orders (an object only), then
+/// transformed.
+fn transform_order(
+    v: &Value,
+    loaded_at: u32,
+    salt: Option<&zakaz_core::Secret>,
+) -> anyhow::Result<Transformed> {
+    let order: zakaz_core::loose::Object<RawOrder> = serde_json::from_value(v.clone())?;
+    ingest_qtickets::model::transform_order(&order.0, loaded_at, salt)
+}
 
 /// 2026-11-20T00:00:00Z: the random instants fall within ten days of it.
 const BASE: i64 = 1_795_132_800;
