@@ -1026,3 +1026,25 @@ async fn a_refund_sweep_cut_by_the_time_budget_goes_on_where_it_stopped() {
     assert!(asked.iter().all(|id| *id > cursor), "{cursor}: {asked:?}");
     assert_eq!(env.facts(), env.expected());
 }
+
+#[tokio::test]
+async fn a_staging_insert_that_fails_fails_the_run_naming_its_table() {
+    let env = Env::new().await;
+    // Staging runs beside the paging: its failure must still end the run, as itself.
+    zakaz_core::testing::http_post(
+        &zakaz_core::testing::clickhouse_url(),
+        &format!("DROP TABLE `{}`.stg_qtickets_tickets", env.db.name),
+    )
+    .unwrap();
+    let out = env.run(&[], &[("QTICKETS_STAGE_BATCH_ORDERS", "50")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("insert into `stg_qtickets_tickets` failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        env.query("SELECT status FROM {db}.meta_job_runs"),
+        "error\n"
+    );
+}
