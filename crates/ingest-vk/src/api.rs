@@ -85,27 +85,16 @@ impl VkApi {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<Value, VkError> {
-        self.get_with(account, path, query, |text| serde_json::from_str(text))
-            .await
-    }
-
-    /// The same, an answer (HTTP 200) read by `parse` on a thread of its own (an error's body
-    /// is read whole).
-    pub async fn get_with(
-        &self,
-        account: &str,
-        path: &str,
-        query: &[(&str, String)],
-        parse: fn(&str) -> serde_json::Result<Value>,
-    ) -> Result<Value, VkError> {
         let text = self.get_text(account, path, query).await?;
-        parse_answer(path, text, parse)
-            .await
-            .map_err(VkError::Other)
+        serde_json::from_str(&text).map_err(|e| {
+            VkError::Other(anyhow::anyhow!(
+                "VK Ads answered invalid JSON for `{path}` ({e}); the answer may have been cut off"
+            ))
+        })
     }
 
-    /// The text of an answer (HTTP 200), unparsed: tokens replaced, limits kept and errors
-    /// told apart as [`VkApi::get_with`] does.
+    /// The text of an answer (HTTP 200), unparsed: the token replaced when VK refuses it,
+    /// rate limits kept, errors told apart (wrong ids, limits, refusals).
     pub async fn get_text(
         &self,
         account: &str,
@@ -251,23 +240,6 @@ impl VkApi {
         }
         anyhow::bail!("VK Ads: `{path}` never reached its end")
     }
-}
-
-/// An answer's text read by `parse` on a blocking thread: the loader meanwhile writes the
-/// batch before and asks for the next, instead of taking turns with them.
-async fn parse_answer(
-    path: &str,
-    text: String,
-    parse: fn(&str) -> serde_json::Result<Value>,
-) -> anyhow::Result<Value> {
-    tokio::task::spawn_blocking(move || parse(&text))
-        .await
-        .map_err(|e| anyhow::anyhow!("reading VK Ads' answer for `{path}` stopped: {e}"))?
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "VK Ads answered invalid JSON for `{path}` ({e}); the answer may have been cut off"
-            )
-        })
 }
 
 /// The `X-RateLimit-*-Remaining` headers of an answer.
