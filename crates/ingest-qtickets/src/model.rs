@@ -267,7 +267,7 @@ pub struct RawBasket {
 
 impl<'de> Deserialize<'de> for Baskets {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Anything but a list is read whole and named by its shape.
+        // Anything but a list is skipped, named by its shape.
         struct ListOrNot;
         impl<'de> serde::de::Visitor<'de> for ListOrNot {
             type Value = Baskets;
