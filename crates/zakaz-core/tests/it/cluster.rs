@@ -399,8 +399,9 @@ async fn a_run_that_does_not_get_the_lease_is_recorded_as_skipped() {
     let ch = Ch::connect(&args).await.unwrap();
     schema::migrate(&ch).await.unwrap();
     let q = jobs::get("qtickets");
-    let now = chrono::Utc::now();
-    let other = lease::claim(&args.lease, ch.db(), q, "other-host", now)
+    // The other host holds the job's live lease: its tick does not matter (a pinned one).
+    let other_at = chrono::DateTime::from_timestamp(1_795_597_200, 0).unwrap();
+    let other = lease::claim(&args.lease, ch.db(), q, "other-host", other_at)
         .await
         .unwrap();
     assert!(matches!(other, lease::Claim::Held(_)));
@@ -413,7 +414,12 @@ async fn a_run_that_does_not_get_the_lease_is_recorded_as_skipped() {
     assert_eq!(outcome.message, "held by other-host");
     let runs = db.query("SELECT job, status, message, rows_processed FROM {db}.meta_job_runs");
     assert_eq!(runs, "qtickets\tskipped\theld by other-host\t0\n");
-    let states = zakaz_core::checks::job_states(&ch, 0, &now).await.unwrap();
+    // As of the skipped run's own start, the instant the journal gave it.
+    let skipped_at = db.query("SELECT toUnixTimestamp(started_at) FROM {db}.meta_job_runs");
+    let as_of = chrono::DateTime::from_timestamp(skipped_at.trim().parse().unwrap(), 0).unwrap();
+    let states = zakaz_core::checks::job_states(&ch, 0, &as_of)
+        .await
+        .unwrap();
     assert!(states.is_empty(), "a skipped run is no run: {states:?}");
 
     // Released: this host runs (ZooKeeper configured, the lease free, a tick nobody ran).
