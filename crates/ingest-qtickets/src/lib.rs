@@ -16,6 +16,31 @@
 //! The watermark lives in the run journal (`metrics` of the last `ok` run), so a failed run
 //! never advances it: the next run fetches at least what the failed one did.
 
+/// In a serde `Visitor`: null, booleans, numbers and strings all read as `$value` (the
+/// visitor says what an object or a list is).
+macro_rules! other_values_are {
+    ($ty:ty, $value:expr) => {
+        fn visit_unit<E>(self) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<$ty, E> {
+            Ok($value)
+        }
+    };
+}
+
 pub mod api;
 pub mod facts;
 pub mod model;

@@ -337,24 +337,7 @@ impl<'de> Deserialize<'de> for Basket {
                 while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                 Ok(Basket(None))
             }
-            fn visit_unit<E>(self) -> Result<Basket, E> {
-                Ok(Basket(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Basket, E> {
-                Ok(Basket(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Basket, E> {
-                Ok(Basket(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Basket, E> {
-                Ok(Basket(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Basket, E> {
-                Ok(Basket(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Basket, E> {
-                Ok(Basket(None))
-            }
+            other_values_are!(Basket, Basket(None));
         }
         d.deserialize_any(ObjectOrNone)
     }
@@ -403,24 +386,7 @@ fn email_of_client<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::E
             while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
             Ok(Value::Null)
         }
-        fn visit_unit<E>(self) -> Result<Value, E> {
-            Ok(Value::Null)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
-            Ok(Value::Null)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
-            Ok(Value::Null)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
-            Ok(Value::Null)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
-            Ok(Value::Null)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Value, E> {
-            Ok(Value::Null)
-        }
+        other_values_are!(Value, Value::Null);
     }
     d.deserialize_any(EmailOf)
 }

@@ -503,12 +503,7 @@ impl<'a> Loader<'a> {
                     None => Ok(Vec::new()),
                 }
             };
-            let next = async {
-                match done {
-                    true => Ok(None),
-                    false => fetch(i).await,
-                }
-            };
+            let next = async { if done { Ok(None) } else { fetch(i).await } };
             let write = self.write_rows(account, &items, &banners, insert.as_mut(), &mut load);
             let (written, next, read) = tokio::join!(write, next, read);
             // In the order of the batches: what this batch's answer lacks is told before a

@@ -8,6 +8,18 @@ const COLUMNS: &[&str] = &["stat_date", "account", "banner_id", "shows", "_versi
 const SCOPE: &str =
     "account = 'a' AND stat_date BETWEEN toDate('2026-11-01') AND toDate('2026-11-30')";
 
+/// A fresh database with a small facts table of the loaders' shape.
+async fn facts_table() -> (TestDb, zakaz_core::ch::Ch) {
+    let (db, ch) = TestDb::migrated().await;
+    ch.execute(
+        "CREATE TABLE facts (stat_date Date, account String, banner_id UInt64, shows UInt64, _version UInt64) \
+         ENGINE = ReplacingMergeTree(_version) ORDER BY (stat_date, account, banner_id)",
+    )
+    .await
+    .unwrap();
+    (db, ch)
+}
+
 async fn shows(ch: &zakaz_core::ch::Ch) -> Vec<(u64, u64)> {
     ch.client()
         .query("SELECT banner_id, shows FROM facts FINAL ORDER BY banner_id")
@@ -18,13 +30,7 @@ async fn shows(ch: &zakaz_core::ch::Ch) -> Vec<(u64, u64)> {
 
 #[tokio::test]
 async fn a_window_is_empty_until_a_row_of_its_account_and_dates_is_there() {
-    let (_db, ch) = TestDb::migrated().await;
-    ch.execute(
-        "CREATE TABLE facts (stat_date Date, account String, banner_id UInt64, shows UInt64, _version UInt64) \
-         ENGINE = ReplacingMergeTree(_version) ORDER BY (stat_date, account, banner_id)",
-    )
-    .await
-    .unwrap();
+    let (_db, ch) = facts_table().await;
     assert_eq!(
         held_before(&ch, "facts", SCOPE).await.unwrap(),
         Before::Empty
@@ -50,13 +56,7 @@ async fn a_window_is_empty_until_a_row_of_its_account_and_dates_is_there() {
 
 #[tokio::test]
 async fn rows_a_load_left_unwritten_are_zeroed_only_when_the_window_held_rows_before_it() {
-    let (_db, ch) = TestDb::migrated().await;
-    ch.execute(
-        "CREATE TABLE facts (stat_date Date, account String, banner_id UInt64, shows UInt64, _version UInt64) \
-         ENGINE = ReplacingMergeTree(_version) ORDER BY (stat_date, account, banner_id)",
-    )
-    .await
-    .unwrap();
+    let (_db, ch) = facts_table().await;
     let stamp = |version| Stamp {
         loaded_at: 1_796_000_000,
         version,
