@@ -182,16 +182,7 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     if !invocation.is_empty() {
         // The run's result does not depend on reading its log: a user whose journal is not
         // split off (volatile storage) may not read it, and is told so instead.
-        // Or the run's own copy of it: journald can miss the unit's fields on the last lines
-        // of a process that exited at once.
-        print_run_log(
-            scope,
-            &[
-                &format!("_SYSTEMD_INVOCATION_ID={invocation}"),
-                "+",
-                &format!("{}={invocation}", zakaz_core::logging::RUN_INVOCATION_FIELD),
-            ],
-        );
+        print_run_log(scope, &[&format!("_SYSTEMD_INVOCATION_ID={invocation}")]);
     }
     match started {
         Ok(_) => {

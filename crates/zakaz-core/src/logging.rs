@@ -33,12 +33,6 @@ pub struct LogArgs {
     pub log_file: Option<PathBuf>,
 }
 
-/// The unit's invocation, as systemd gives it to every service process.
-const RUN_INVOCATION_ENV: &str = "INVOCATION_ID";
-
-/// The journal field each native event carries the invocation in (see [`init`]).
-pub const RUN_INVOCATION_FIELD: &str = "ZAKAZ_INVOCATION_ID";
-
 /// Whether stderr is the journal stream systemd gave this process.
 pub fn stderr_is_journal() -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -93,16 +87,9 @@ pub fn init_with(args: &LogArgs, journal_fields: bool) -> anyhow::Result<()> {
     };
     let journal = stderr_is_journal();
     let native = if journal && journal_fields {
-        tracing_journald::layer().ok().map(|l| {
-            let l = l.with_field_prefix(None);
-            // journald takes a message's unit fields from /proc when it arrives: a run that
-            // logs and exits at once (a setting missing) can leave its last lines without
-            // `_SYSTEMD_INVOCATION_ID`. The run's own copy lets `manage-timers run` find them.
-            match std::env::var(RUN_INVOCATION_ENV) {
-                Ok(id) if !id.is_empty() => l.with_custom_fields([(RUN_INVOCATION_FIELD, id)]),
-                _ => l,
-            }
-        })
+        tracing_journald::layer()
+            .ok()
+            .map(|l| l.with_field_prefix(None))
     } else {
         None
     };
