@@ -318,6 +318,24 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
         "{}",
         output_text(&out)
     );
+    // Every such run shows its own lines, however quickly it exits: journald may take a line
+    // from a process already gone, without the run's invocation ID.
+    for attempt in 0..40 {
+        ok(
+            machine.exec(&["systemctl", "reset-failed", "qtickets.service"]),
+            "reset-failed",
+        );
+        let out = sh("manage-timers run qtickets");
+        assert_eq!(out.status.code(), Some(78), "{}", output_text(&out));
+        if !output_text(&out).contains("QTICKETS_TOKEN") {
+            let journal = machine.exec(&["journalctl", "-o", "export", "--no-pager", "-n", "12"]);
+            panic!(
+                "run {attempt}: {}\nthe journal's last entries:\n{}",
+                output_text(&out),
+                output_text(&journal)
+            );
+        }
+    }
     // Straight to failed: a restart would show `auto-restart` and count in NRestarts.
     assert_eq!(show(&machine, "qtickets.service", "SubState"), "failed");
     assert_eq!(show(&machine, "qtickets.service", "NRestarts"), "0");

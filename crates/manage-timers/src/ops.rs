@@ -145,6 +145,86 @@ fn print_run_log(scope: Scope, matches: &[&str]) {
     }
 }
 
+/// One finished run of a service, as systemd tells it.
+struct Run<'a> {
+    service: &'a str,
+    invocation: &'a str,
+    /// When the unit left `inactive` (CLOCK_MONOTONIC, µs): journald stamps entries on the
+    /// same clock.
+    started_monotonic: u64,
+}
+
+/// Print the lines of one run: those tagged with its invocation ID, and the service's own
+/// lines with no invocation ID since the run began. journald reads the ID from the sender's
+/// cgroup when a line arrives; a line that arrives after its process has exited (a run that
+/// fails at once on a busy machine) keeps only the unit its stream was opened for.
+fn print_invocation_log(scope: Scope, run: &Run) {
+    let _ = system::run_any("journalctl", &["--sync"]);
+    let by_id = format!("_SYSTEMD_INVOCATION_ID={}", run.invocation);
+    // Without its cgroup journald names the stream's unit in `_SYSTEMD_UNIT`, a user unit too.
+    let by_unit = format!("_SYSTEMD_UNIT={}", run.service);
+    let by_user_unit = format!("_SYSTEMD_USER_UNIT={}", run.service);
+    // The run's start to the second, so the journal is not read from the boot on.
+    let since = system::show_timestamp_unix(scope, run.service, "InactiveExitTimestamp");
+    let mut args = vec!["-b"];
+    if let Some(since) = &since {
+        args.extend(["--since", since]);
+    }
+    args.extend([&by_id, "+", &by_unit]);
+    if scope == Scope::User {
+        args.extend(["+", &by_user_unit]);
+    }
+    args.extend([
+        "-o",
+        "json",
+        "--all",
+        "--output-fields=MESSAGE,_SYSTEMD_INVOCATION_ID",
+        "--no-pager",
+    ]);
+    match system::journalctl(scope, &args) {
+        Ok(entries) => print!("{}", lines_of_run(&entries, run)),
+        Err(e) => println!(
+            "(the run's log is not readable here: {})",
+            zakaz_core::error::one_line(&e)
+        ),
+    }
+}
+
+/// The messages of `run` among journal entries (`journalctl -o json`, one per line).
+fn lines_of_run(entries: &str, run: &Run) -> String {
+    let mut out = String::new();
+    for entry in entries.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(entry) else {
+            continue;
+        };
+        let ours = match entry.get("_SYSTEMD_INVOCATION_ID") {
+            Some(id) => id.as_str() == Some(run.invocation),
+            None => entry
+                .get("__MONOTONIC_TIMESTAMP")
+                .and_then(|t| t.as_str()?.parse::<u64>().ok())
+                .is_some_and(|t| t >= run.started_monotonic),
+        };
+        if !ours {
+            continue;
+        }
+        // journald gives a message that is not UTF-8 as a list of bytes.
+        let message = match entry.get("MESSAGE") {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(serde_json::Value::Array(bytes)) => String::from_utf8_lossy(
+                &bytes
+                    .iter()
+                    .filter_map(|b| u8::try_from(b.as_u64()?).ok())
+                    .collect::<Vec<u8>>(),
+            )
+            .into_owned(),
+            _ => continue,
+        };
+        out.push_str(&message);
+        out.push('\n');
+    }
+    out
+}
+
 pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     system::require_root("run", scope)?;
     if job.job.is_workers() {
@@ -174,7 +254,12 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     let props: HashMap<String, String> = system::show(
         scope,
         &service,
-        &["InvocationID", "Result", "ExecMainStatus"],
+        &[
+            "InvocationID",
+            "Result",
+            "ExecMainStatus",
+            "InactiveExitTimestampMonotonic",
+        ],
     )?
     .into_iter()
     .collect();
@@ -182,7 +267,15 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     if !invocation.is_empty() {
         // The run's result does not depend on reading its log: a user whose journal is not
         // split off (volatile storage) may not read it, and is told so instead.
-        print_run_log(scope, &[&format!("_SYSTEMD_INVOCATION_ID={invocation}")]);
+        let run = Run {
+            service: &service,
+            invocation: &invocation,
+            started_monotonic: props
+                .get("InactiveExitTimestampMonotonic")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        };
+        print_invocation_log(scope, &run);
     }
     match started {
         Ok(_) => {
@@ -1082,6 +1175,30 @@ pub fn verify(unit_dir: &Path, threshold: f64) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runs_lines_are_its_own_and_the_units_untagged_ones_since_it_began() {
+        let run = Run {
+            service: "qtickets.service",
+            invocation: "ours",
+            started_monotonic: 1_000,
+        };
+        let entries = [
+            r#"{"__MONOTONIC_TIMESTAMP":"900","MESSAGE":"an earlier run, untagged"}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"950","_SYSTEMD_INVOCATION_ID":"before","MESSAGE":"an earlier run"}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"1000","_SYSTEMD_INVOCATION_ID":"ours","MESSAGE":"started"}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"1200","MESSAGE":"error: QTICKETS_TOKEN is missing"}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"1300","_SYSTEMD_INVOCATION_ID":"next","MESSAGE":"the next run"}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"1400","_SYSTEMD_INVOCATION_ID":"ours","MESSAGE":[104,105,255]}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"1500","_SYSTEMD_INVOCATION_ID":"ours","MESSAGE":null}"#,
+            "not json",
+        ]
+        .join("\n");
+        assert_eq!(
+            lines_of_run(&entries, &run),
+            "started\nerror: QTICKETS_TOKEN is missing\nhi\u{fffd}\n"
+        );
+    }
 
     #[test]
     fn a_transient_run_takes_the_services_settings_but_not_its_restarts() {

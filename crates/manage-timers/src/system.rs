@@ -100,6 +100,21 @@ pub fn show(scope: Scope, unit: &str, props: &[&str]) -> anyhow::Result<Vec<(Str
         .collect())
 }
 
+/// A unit's timestamp property as `@<seconds since the epoch>` (what `journalctl --since`
+/// reads); `None` when it is unset or systemd cannot say.
+pub fn show_timestamp_unix(scope: Scope, unit: &str, prop: &str) -> Option<String> {
+    let value = systemctl(
+        scope,
+        &["show", unit, "-p", prop, "--value", "--timestamp=unix"],
+    )
+    .ok()?;
+    let value = value.trim();
+    value
+        .strip_prefix('@')
+        .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| value.to_owned())
+}
+
 /// Run `journalctl` with the terminal attached (for `logs -f`).
 pub fn journalctl_interactive(scope: Scope, args: &[&str]) -> anyhow::Result<()> {
     let mut all: Vec<&str> = scope.flag().into_iter().collect();
