@@ -1187,6 +1187,7 @@ mod tests {
             r#"{"__MONOTONIC_TIMESTAMP":"900","MESSAGE":"an earlier run, untagged"}"#,
             r#"{"__MONOTONIC_TIMESTAMP":"950","_SYSTEMD_INVOCATION_ID":"before","MESSAGE":"an earlier run"}"#,
             r#"{"__MONOTONIC_TIMESTAMP":"1000","_SYSTEMD_INVOCATION_ID":"ours","MESSAGE":"started"}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"1000","MESSAGE":"at the very start, untagged"}"#,
             r#"{"__MONOTONIC_TIMESTAMP":"1200","MESSAGE":"error: QTICKETS_TOKEN is missing"}"#,
             r#"{"__MONOTONIC_TIMESTAMP":"1300","_SYSTEMD_INVOCATION_ID":"next","MESSAGE":"the next run"}"#,
             r#"{"__MONOTONIC_TIMESTAMP":"1400","_SYSTEMD_INVOCATION_ID":"ours","MESSAGE":[104,105,255]}"#,
@@ -1196,7 +1197,7 @@ mod tests {
         .join("\n");
         assert_eq!(
             lines_of_run(&entries, &run),
-            "started\nerror: QTICKETS_TOKEN is missing\nhi\u{fffd}\n"
+            "started\nat the very start, untagged\nerror: QTICKETS_TOKEN is missing\nhi\u{fffd}\n"
         );
     }
 
