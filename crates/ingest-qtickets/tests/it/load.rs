@@ -454,7 +454,15 @@ async fn a_run_that_dies_after_staging_leaves_its_dates_for_the_next_run() {
         "/faults",
         json!({"route": "/qtickets/api/rest/v1/orders", "status": 503, "after": 1, "count": 2}),
     );
+    // Staging made slow by ClickHouse itself (a view on the sale-date index, written first,
+    // that sleeps 3 s per block): the page fails while the first batch is still being staged,
+    // so the run must wait for that batch before it exits.
+    env.query(
+        "CREATE MATERIALIZED VIEW {db}.slow_staging ENGINE = Null \
+         AS SELECT sleep(3) AS slept FROM {db}.stg_qtickets_sale_dates",
+    );
     let failed = env.run(&[], &[("QTICKETS_STAGE_BATCH_ORDERS", "50")]);
+    env.query("DROP TABLE {db}.slow_staging");
     assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
     let staged = env.query(&format!(
         "SELECT order_id, payed FROM {{db}}.stg_qtickets_orders FINAL WHERE order_id IN ({unpaid}, {moved}) ORDER BY order_id"
