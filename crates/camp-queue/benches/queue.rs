@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use camp_queue::testing::TestStand;
 use sqlx::Connection as _;
-use zakaz_core::bench::{env_u32, figure, ratio, release_binary, reps};
+use zakaz_core::bench::{busy_cores, cores, env_u32, figure, ratio, release_binary, reps};
 
 /// Seconds for `workers` copy workers (separate processes) to drain shard 1's queue, at most
 /// `max` jobs each.
@@ -202,6 +202,8 @@ fn main() {
 
     let mut baseline = Vec::new();
     let mut rates: [Vec<f64>; 3] = Default::default();
+    // Cores kept busy (workers and both MariaDB servers) while 1 and 4 workers drain.
+    let mut busy: [Vec<f64>; 3] = Default::default();
     let (mut small_us, mut big_us) = (Vec::new(), Vec::new());
     for rep in 0..n {
         for side in zakaz_core::bench::rotation(rep, 6) {
@@ -210,7 +212,9 @@ fn main() {
                 1..=3 => {
                     let workers = [1, 2, 4][side - 1];
                     fill();
-                    rates[side - 1].push(jobs as f64 / drain(&main, workers, None));
+                    let (secs, cores) = busy_cores(|| drain(&main, workers, None));
+                    rates[side - 1].push(jobs as f64 / secs);
+                    busy[side - 1].push(cores);
                 }
                 4 => small_us.push(per_job(&small, "2")),
                 _ => big_us.push(per_job(&big, "1")),
@@ -242,6 +246,12 @@ fn main() {
     );
     ratio(NAME, "speedup_2_vs_1_worker", &rates[1], &rates[0], 2);
     ratio(NAME, "speedup_4_vs_1_worker", &rates[2], &rates[0], 2);
+    figure(NAME, "busy_cores_1_worker", &busy[0], 2);
+    figure(NAME, "busy_cores_4_workers", &busy[2], 2);
+    // What more workers can gain at most here: the machine's cores over those one worker's
+    // run keeps busy (the work of a job does not shrink with more of them).
+    let ceiling: Vec<f64> = busy[0].iter().map(|b| cores() as f64 / b).collect();
+    figure(NAME, "speedup_ceiling_cpu", &ceiling, 2);
     figure(NAME, "job_us_backlog_small", &small_us, 0);
     figure(NAME, "job_us_backlog_big", &big_us, 0);
     figure(

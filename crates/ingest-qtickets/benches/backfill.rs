@@ -21,7 +21,7 @@ use std::time::Instant;
 use ingest_qtickets::model::{OrderRow, TicketRow};
 use serde_json::{Value, json};
 use zakaz_core::bench::{
-    SandboxProcess, env_u32, figure, ratio, release_binary, reps, run_measuring_peak,
+    CpuMeter, SandboxProcess, env_u32, figure, ratio, release_binary, reps, run_measuring_peak,
 };
 use zakaz_core::testing::TestDb;
 
@@ -181,12 +181,16 @@ async fn main() {
 
     let (mut loader_rates, mut fetch_rates, mut bulk_rates, mut peaks) =
         (vec![], vec![], vec![], vec![]);
+    // Cores kept busy (loader or client, sandbox, ClickHouse) by each side.
+    let (mut loader_busy, mut fetch_busy) = (vec![], vec![]);
     for rep in 0..n {
         for side in zakaz_core::bench::rotation(rep, 3) {
             match side {
                 0 => {
                     let (db, ch) = TestDb::migrated().await;
+                    let meter = CpuMeter::start();
                     let (status, peak_kb, time) = run_measuring_peak(loader(&sandbox, &db, 4));
+                    loader_busy.push(meter.busy_cores());
                     assert!(status.success(), "the loader failed");
                     let count: u64 = ch
                         .client()
@@ -199,8 +203,9 @@ async fn main() {
                     peaks.push(peak_kb as f64 / 1024.0);
                 }
                 1 => {
-                    let t = Instant::now();
+                    let (t, meter) = (Instant::now(), CpuMeter::start());
                     let (n, _) = fetch_only(&sandbox, 4).await;
+                    fetch_busy.push(meter.busy_cores());
                     assert_eq!(n, orders.len());
                     fetch_rates.push(orders.len() as f64 / t.elapsed().as_secs_f64());
                 }
@@ -235,6 +240,8 @@ async fn main() {
     ratio(NAME, "loader_vs_fetch", &loader_rates, &fetch_rates, 3);
     ratio(NAME, "loader_vs_bulk", &loader_rates, &bulk_rates, 3);
     figure(NAME, "peak_rss_mib", &peaks, 1);
+    figure(NAME, "loader_busy_cores", &loader_busy, 2);
+    figure(NAME, "fetch_only_busy_cores", &fetch_busy, 2);
 
     // A far-away API: every order page 20 ms late. Concurrency 1 and 4, interleaved.
     let far = SandboxProcess::start(&[

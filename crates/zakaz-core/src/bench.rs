@@ -181,3 +181,59 @@ pub fn reps(default: usize) -> usize {
         .unwrap_or(default.max(5))
         .max(1)
 }
+
+/// The machine's CPU time so far, from `/proc/stat`: (busy, all) in clock ticks summed over
+/// every core, and the number of cores.
+fn cpu_ticks() -> (u64, u64, usize) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat is readable");
+    let cores = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    let total: Vec<u64> = stat
+        .lines()
+        .next()
+        .expect("/proc/stat starts with the `cpu` line")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().expect("a tick count"))
+        .collect();
+    // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
+    let idle = total[3] + total.get(4).copied().unwrap_or(0);
+    let all: u64 = total.iter().take(8).sum();
+    (all - idle, all, cores)
+}
+
+/// How many cores the whole machine keeps busy from `start` on, on average (every process:
+/// a job's own and its servers'). A run that keeps `b` of `c` cores busy by itself can go at
+/// most `c / b` times faster with more workers, and a side that keeps them all busy leaves
+/// another side nothing to overlap with.
+pub struct CpuMeter {
+    busy: u64,
+    all: u64,
+    cores: usize,
+}
+
+impl CpuMeter {
+    pub fn start() -> CpuMeter {
+        let (busy, all, cores) = cpu_ticks();
+        CpuMeter { busy, all, cores }
+    }
+
+    pub fn busy_cores(&self) -> f64 {
+        let (busy, all, _) = cpu_ticks();
+        (busy - self.busy) as f64 / (all - self.all).max(1) as f64 * self.cores as f64
+    }
+}
+
+/// `work`, and the cores kept busy meanwhile ([`CpuMeter`]).
+pub fn busy_cores<T>(work: impl FnOnce() -> T) -> (T, f64) {
+    let meter = CpuMeter::start();
+    let out = work();
+    (out, meter.busy_cores())
+}
+
+/// The number of cores `/proc/stat` lists.
+pub fn cores() -> usize {
+    cpu_ticks().2
+}
