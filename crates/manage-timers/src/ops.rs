@@ -152,57 +152,86 @@ struct Run<'a> {
     /// When the unit left `inactive` (CLOCK_MONOTONIC, µs): journald stamps entries on the
     /// same clock.
     started_monotonic: u64,
+    /// The same instant as `@<seconds>`, rounded down (for `journalctl --since`).
+    started_unix: Option<&'a str>,
+    /// The run's main process (0: unknown).
+    main_pid: u64,
 }
 
-/// Print the lines of one run: those tagged with its invocation ID, and the service's own
+/// How far before the run's start the journal is read: a wall clock stepped back during the
+/// run must not hide its lines (the monotonic start decides which are the run's).
+const SINCE_MARGIN_SECS: u64 = 60;
+
+/// Print the lines of one run: those tagged with its invocation ID, and its main process's
 /// lines with no invocation ID since the run began. journald reads the ID from the sender's
 /// cgroup when a line arrives; a line that arrives after its process has exited (a run that
-/// fails at once on a busy machine) keeps only the unit its stream was opened for.
+/// fails at once on a busy machine) keeps its sender's PID, and at most the unit its stream
+/// was opened for. `--user` cannot `--sync`: an empty answer is asked again, briefly.
 fn print_invocation_log(scope: Scope, run: &Run) {
-    let _ = system::run_any("journalctl", &["--sync"]);
     let by_id = format!("_SYSTEMD_INVOCATION_ID={}", run.invocation);
-    // Without its cgroup journald names the stream's unit in `_SYSTEMD_UNIT`, a user unit too.
     let by_unit = format!("_SYSTEMD_UNIT={}", run.service);
     let by_user_unit = format!("_SYSTEMD_USER_UNIT={}", run.service);
-    // The run's start to the second, so the journal is not read from the boot on.
-    let since = system::show_timestamp_unix(scope, run.service, "InactiveExitTimestamp");
+    let by_pid = format!("_PID={}", run.main_pid);
+    let since = run
+        .started_unix
+        .and_then(|t| t.strip_prefix('@')?.parse::<u64>().ok())
+        .map(|t| format!("@{}", t.saturating_sub(SINCE_MARGIN_SECS)));
     let mut args = vec!["-b"];
     if let Some(since) = &since {
         args.extend(["--since", since]);
     }
-    args.extend([&by_id, "+", &by_unit]);
-    if scope == Scope::User {
-        args.extend(["+", &by_user_unit]);
+    args.extend([&by_id, "+", &by_unit, "+", &by_user_unit]);
+    if run.main_pid != 0 {
+        args.extend(["+", &by_pid]);
     }
     args.extend([
         "-o",
         "json",
         "--all",
-        "--output-fields=MESSAGE,_SYSTEMD_INVOCATION_ID",
+        "--output-fields=MESSAGE,_SYSTEMD_INVOCATION_ID,_PID",
         "--no-pager",
     ]);
-    match system::journalctl(scope, &args) {
-        Ok(entries) => print!("{}", lines_of_run(&entries, run)),
-        Err(e) => println!(
-            "(the run's log is not readable here: {})",
-            zakaz_core::error::one_line(&e)
-        ),
+    for attempt in 0..5 {
+        let _ = system::run_any("journalctl", &["--sync"]);
+        match system::journalctl(scope, &args) {
+            Ok(entries) => {
+                let lines = lines_of_run(&entries, run);
+                if !lines.is_empty() || attempt == 4 {
+                    print!("{lines}");
+                    return;
+                }
+            }
+            Err(e) => {
+                println!(
+                    "(the run's log is not readable here: {})",
+                    zakaz_core::error::one_line(&e)
+                );
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 
-/// The messages of `run` among journal entries (`journalctl -o json`, one per line).
+/// The messages of `run` among journal entries (`journalctl -o json`, one per line): those
+/// tagged with its invocation ID, and untagged ones of its main process (or, when that is
+/// unknown, of its unit) since it began.
 fn lines_of_run(entries: &str, run: &Run) -> String {
     let mut out = String::new();
     for entry in entries.lines() {
         let Ok(entry) = serde_json::from_str::<serde_json::Value>(entry) else {
             continue;
         };
-        let ours = match entry.get("_SYSTEMD_INVOCATION_ID") {
-            Some(id) => id.as_str() == Some(run.invocation),
-            None => entry
-                .get("__MONOTONIC_TIMESTAMP")
-                .and_then(|t| t.as_str()?.parse::<u64>().ok())
-                .is_some_and(|t| t >= run.started_monotonic),
+        let field = |name: &str| entry.get(name).and_then(serde_json::Value::as_str);
+        let ours = match field("_SYSTEMD_INVOCATION_ID") {
+            Some(id) => id == run.invocation,
+            None => {
+                field("__MONOTONIC_TIMESTAMP")
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .is_some_and(|t| t >= run.started_monotonic)
+                    && (run.main_pid == 0
+                        || field("_PID").and_then(|p| p.parse::<u64>().ok()) == Some(run.main_pid))
+            }
         };
         if !ours {
             continue;
@@ -242,6 +271,10 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
         return Ok(());
     }
     let service = job.service();
+    let before = system::show(scope, &service, &["InvocationID"])?
+        .into_iter()
+        .find_map(|(k, v)| (k == "InvocationID").then_some(v))
+        .unwrap_or_default();
     println!("running {service} now…");
     // For a oneshot job `systemctl start` returns when the run has ended.
     let started = system::systemctl(scope, &["start", &service]);
@@ -251,29 +284,52 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
     {
         return started.map(|_| ());
     }
-    let props: HashMap<String, String> = system::show(
+    // One `show`, so that every value is of the same run; times as `@<seconds>`.
+    let props: HashMap<String, String> = system::show_with(
         scope,
         &service,
         &[
             "InvocationID",
             "Result",
             "ExecMainStatus",
+            "ExecMainPID",
+            "InactiveExitTimestamp",
             "InactiveExitTimestampMonotonic",
         ],
+        &["--timestamp=unix"],
     )?
     .into_iter()
     .collect();
     let invocation = props.get("InvocationID").cloned().unwrap_or_default();
+    if let Err(refusal) = &started
+        && invocation == before
+    {
+        // Refused before it ran (the start limit, a failed dependency): no run, no log of
+        // one, and not the exit status of the run before. systemd's words may describe that
+        // run (a refused start leaves the unit's result as it was), so the likeliest cause
+        // is named too.
+        let said = zakaz_core::error::one_line(refusal);
+        let reset = match scope {
+            Scope::System => format!("sudo systemctl reset-failed {service}"),
+            Scope::User => format!("systemctl --user reset-failed {service}"),
+        };
+        let hint = format!(
+            "; after several starts in a short time that is systemd's start limit: `{reset}` lets it start now"
+        );
+        return Err(anyhow::anyhow!(
+            "{service} did not start, so no run of it is shown (systemd said: {said}){hint}"
+        ));
+    }
     if !invocation.is_empty() {
         // The run's result does not depend on reading its log: a user whose journal is not
         // split off (volatile storage) may not read it, and is told so instead.
+        let number = |key: &str| props.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
         let run = Run {
             service: &service,
             invocation: &invocation,
-            started_monotonic: props
-                .get("InactiveExitTimestampMonotonic")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+            started_monotonic: number("InactiveExitTimestampMonotonic"),
+            started_unix: props.get("InactiveExitTimestamp").map(String::as_str),
+            main_pid: number("ExecMainPID"),
         };
         print_invocation_log(scope, &run);
     }
@@ -1177,18 +1233,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_runs_lines_are_its_own_and_the_units_untagged_ones_since_it_began() {
-        let run = Run {
+    fn a_runs_lines_are_its_own_and_its_main_processs_untagged_ones_since_it_began() {
+        let mut run = Run {
             service: "qtickets.service",
             invocation: "ours",
             started_monotonic: 1_000,
+            started_unix: Some("@1796630359"),
+            main_pid: 77,
         };
         let entries = [
-            r#"{"__MONOTONIC_TIMESTAMP":"900","MESSAGE":"an earlier run, untagged"}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"900","_PID":"77","MESSAGE":"an earlier run, untagged"}"#,
             r#"{"__MONOTONIC_TIMESTAMP":"950","_SYSTEMD_INVOCATION_ID":"before","MESSAGE":"an earlier run"}"#,
-            r#"{"__MONOTONIC_TIMESTAMP":"1000","_SYSTEMD_INVOCATION_ID":"ours","MESSAGE":"started"}"#,
-            r#"{"__MONOTONIC_TIMESTAMP":"1000","MESSAGE":"at the very start, untagged"}"#,
-            r#"{"__MONOTONIC_TIMESTAMP":"1200","MESSAGE":"error: QTICKETS_TOKEN is missing"}"#,
+            // Tagged lines are the run's whatever their stamp.
+            r#"{"__MONOTONIC_TIMESTAMP":"990","_PID":"77","_SYSTEMD_INVOCATION_ID":"ours","MESSAGE":"started"}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"1000","_PID":"77","MESSAGE":"at the very start, untagged"}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"1200","_PID":"77","MESSAGE":"error: QTICKETS_TOKEN is missing"}"#,
+            r#"{"__MONOTONIC_TIMESTAMP":"1250","_PID":"78","MESSAGE":"the next run, untagged"}"#,
             r#"{"__MONOTONIC_TIMESTAMP":"1300","_SYSTEMD_INVOCATION_ID":"next","MESSAGE":"the next run"}"#,
             r#"{"__MONOTONIC_TIMESTAMP":"1400","_SYSTEMD_INVOCATION_ID":"ours","MESSAGE":[104,105,255]}"#,
             r#"{"__MONOTONIC_TIMESTAMP":"1500","_SYSTEMD_INVOCATION_ID":"ours","MESSAGE":null}"#,
@@ -1198,6 +1258,12 @@ mod tests {
         assert_eq!(
             lines_of_run(&entries, &run),
             "started\nat the very start, untagged\nerror: QTICKETS_TOKEN is missing\nhi\u{fffd}\n"
+        );
+        // The main process unknown: every untagged line of the unit since the start.
+        run.main_pid = 0;
+        assert_eq!(
+            lines_of_run(&entries, &run),
+            "started\nat the very start, untagged\nerror: QTICKETS_TOKEN is missing\nthe next run, untagged\nhi\u{fffd}\n"
         );
     }
 

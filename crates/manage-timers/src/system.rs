@@ -88,7 +88,18 @@ pub fn systemctl(scope: Scope, args: &[&str]) -> anyhow::Result<String> {
 
 /// `systemctl show UNIT -p A -p B`, as pairs.
 pub fn show(scope: Scope, unit: &str, props: &[&str]) -> anyhow::Result<Vec<(String, String)>> {
+    show_with(scope, unit, props, &[])
+}
+
+/// `show` with more flags (`--timestamp=unix`).
+pub fn show_with(
+    scope: Scope,
+    unit: &str,
+    props: &[&str],
+    flags: &[&str],
+) -> anyhow::Result<Vec<(String, String)>> {
     let mut args = vec!["show", unit];
+    args.extend_from_slice(flags);
     for p in props {
         args.push("-p");
         args.push(p);
@@ -98,21 +109,6 @@ pub fn show(scope: Scope, unit: &str, props: &[&str]) -> anyhow::Result<Vec<(Str
         .lines()
         .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect())
-}
-
-/// A unit's timestamp property as `@<seconds since the epoch>` (what `journalctl --since`
-/// reads); `None` when it is unset or systemd cannot say.
-pub fn show_timestamp_unix(scope: Scope, unit: &str, prop: &str) -> Option<String> {
-    let value = systemctl(
-        scope,
-        &["show", unit, "-p", prop, "--value", "--timestamp=unix"],
-    )
-    .ok()?;
-    let value = value.trim();
-    value
-        .strip_prefix('@')
-        .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| value.to_owned())
 }
 
 /// Run `journalctl` with the terminal attached (for `logs -f`).
