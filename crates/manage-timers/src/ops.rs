@@ -285,21 +285,23 @@ pub fn run_now(job: &JobRef, scope: Scope) -> anyhow::Result<()> {
         return started.map(|_| ());
     }
     // One `show`, so that every value is of the same run; times as `@<seconds>`.
-    let props: HashMap<String, String> = system::show_with(
-        scope,
-        &service,
-        &[
-            "InvocationID",
-            "Result",
-            "ExecMainStatus",
-            "ExecMainPID",
-            "InactiveExitTimestamp",
-            "InactiveExitTimestampMonotonic",
-        ],
-        &["--timestamp=unix"],
-    )?
-    .into_iter()
-    .collect();
+    let wanted = [
+        "InvocationID",
+        "Result",
+        "ExecMainStatus",
+        "ExecMainPID",
+        "InactiveExitTimestamp",
+        "InactiveExitTimestampMonotonic",
+    ];
+    let props: HashMap<String, String> =
+        match system::show_with(scope, &service, &wanted, &["--timestamp=unix"]) {
+            Ok(props) => props,
+            // systemd before 247 has no `--timestamp`: the journal is then read without
+            // `--since` (the monotonic start still decides).
+            Err(_) => system::show(scope, &service, &wanted)?,
+        }
+        .into_iter()
+        .collect();
     let invocation = props.get("InvocationID").cloned().unwrap_or_default();
     if let Err(refusal) = &started
         && invocation == before
