@@ -168,29 +168,8 @@ const SINCE_MARGIN_SECS: u64 = 60;
 /// fails at once on a busy machine) keeps its sender's PID, and at most the unit its stream
 /// was opened for. `--user` cannot `--sync`: an empty answer is asked again, briefly.
 fn print_invocation_log(scope: Scope, run: &Run) {
-    let by_id = format!("_SYSTEMD_INVOCATION_ID={}", run.invocation);
-    let by_unit = format!("_SYSTEMD_UNIT={}", run.service);
-    let by_user_unit = format!("_SYSTEMD_USER_UNIT={}", run.service);
-    let by_pid = format!("_PID={}", run.main_pid);
-    let since = run
-        .started_unix
-        .and_then(|t| t.strip_prefix('@')?.parse::<u64>().ok())
-        .map(|t| format!("@{}", t.saturating_sub(SINCE_MARGIN_SECS)));
-    let mut args = vec!["-b"];
-    if let Some(since) = &since {
-        args.extend(["--since", since]);
-    }
-    args.extend([&by_id, "+", &by_unit, "+", &by_user_unit]);
-    if run.main_pid != 0 {
-        args.extend(["+", &by_pid]);
-    }
-    args.extend([
-        "-o",
-        "json",
-        "--all",
-        "--output-fields=MESSAGE,_SYSTEMD_INVOCATION_ID,_PID",
-        "--no-pager",
-    ]);
+    let query = run_log_query(run);
+    let args: Vec<&str> = query.iter().map(String::as_str).collect();
     for attempt in 0..5 {
         let _ = system::run_any("journalctl", &["--sync"]);
         match system::journalctl(scope, &args) {
@@ -211,6 +190,39 @@ fn print_invocation_log(scope: Scope, run: &Run) {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// `journalctl` arguments for the entries that may be `run`'s (`lines_of_run` picks them):
+/// this boot, from a margin before its start, tagged with its invocation ID or from its unit
+/// or main process.
+fn run_log_query(run: &Run) -> Vec<String> {
+    let mut args = vec!["-b".to_owned()];
+    if let Some(since) = run
+        .started_unix
+        .and_then(|t| t.strip_prefix('@')?.parse::<u64>().ok())
+    {
+        args.push("--since".to_owned());
+        args.push(format!("@{}", since.saturating_sub(SINCE_MARGIN_SECS)));
+    }
+    args.push(format!("_SYSTEMD_INVOCATION_ID={}", run.invocation));
+    for field in ["_SYSTEMD_UNIT", "_SYSTEMD_USER_UNIT"] {
+        args.push("+".to_owned());
+        args.push(format!("{field}={}", run.service));
+    }
+    if run.main_pid != 0 {
+        args.push("+".to_owned());
+        args.push(format!("_PID={}", run.main_pid));
+    }
+    for arg in [
+        "-o",
+        "json",
+        "--all",
+        "--output-fields=MESSAGE,_SYSTEMD_INVOCATION_ID,_PID",
+        "--no-pager",
+    ] {
+        args.push(arg.to_owned());
+    }
+    args
 }
 
 /// The messages of `run` among journal entries (`journalctl -o json`, one per line): those
@@ -1233,6 +1245,35 @@ pub fn verify(unit_dir: &Path, threshold: f64) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runs_journal_query_starts_a_margin_early_and_asks_for_its_id_unit_and_process() {
+        let mut run = Run {
+            service: "qtickets.service",
+            invocation: "ours",
+            started_monotonic: 1_000,
+            started_unix: Some("@1796630359"),
+            main_pid: 77,
+        };
+        let tail = "-o json --all --output-fields=MESSAGE,_SYSTEMD_INVOCATION_ID,_PID --no-pager";
+        assert_eq!(
+            run_log_query(&run).join(" "),
+            format!(
+                "-b --since @1796630299 _SYSTEMD_INVOCATION_ID=ours + _SYSTEMD_UNIT=qtickets.service \
+                 + _SYSTEMD_USER_UNIT=qtickets.service + _PID=77 {tail}"
+            )
+        );
+        // No start in `@<seconds>` (systemd before 247), no main process known.
+        run.started_unix = Some("Mon 2026-12-07 08:54:03 UTC");
+        run.main_pid = 0;
+        assert_eq!(
+            run_log_query(&run).join(" "),
+            format!(
+                "-b _SYSTEMD_INVOCATION_ID=ours + _SYSTEMD_UNIT=qtickets.service \
+                 + _SYSTEMD_USER_UNIT=qtickets.service {tail}"
+            )
+        );
+    }
 
     #[test]
     fn a_runs_lines_are_its_own_and_its_main_processs_untagged_ones_since_it_began() {
