@@ -363,6 +363,14 @@ pub trait JobUnderTest {
     fn run_ok(&self, args: &[&str]) -> std::process::Output {
         output_ok(&mut self.command(args))
     }
+
+    /// Run to the end; it must exit with `code`. Its stderr, for what the failure says.
+    fn run_failing(&self, args: &[&str], extra_env: &[(&str, &str)], code: i32) -> String {
+        let out = self.run(args, extra_env);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        stderr
+    }
 }
 
 /// The sandbox's request log under `prefix` (`GET <base>/_sandbox/requests`).

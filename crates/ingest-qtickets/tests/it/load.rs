@@ -934,13 +934,8 @@ async fn a_secret_shorter_than_eight_characters_is_refused_naming_the_setting() 
 #[tokio::test]
 async fn numbers_out_of_range_are_refused_naming_the_setting() {
     let env = Env::new().await;
-    let out = env.run(&[], &[("QTICKETS_OVERLAP_MINUTES", "4000000000")]);
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("QTICKETS_OVERLAP_MINUTES"),
-        "{}",
-        stderr(&out)
-    );
+    let said = env.run_failing(&[], &[("QTICKETS_OVERLAP_MINUTES", "4000000000")], 78);
+    assert!(said.contains("QTICKETS_OVERLAP_MINUTES"), "{said}");
     assert!(
         env.sandbox.sandbox().state().log.is_empty(),
         "nothing was requested"
@@ -1039,17 +1034,11 @@ async fn a_refund_sweep_cut_by_the_time_budget_goes_on_where_it_stopped() {
 async fn a_staging_insert_that_fails_fails_the_run_naming_its_table() {
     let env = Env::new().await;
     // Staging runs beside the paging: its failure must still end the run, as itself.
-    zakaz_core::testing::http_post(
-        &zakaz_core::testing::clickhouse_url(),
-        &format!("DROP TABLE `{}`.stg_qtickets_tickets", env.db.name),
-    )
-    .unwrap();
-    let out = env.run(&[], &[("QTICKETS_STAGE_BATCH_ORDERS", "50")]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    env.query("DROP TABLE {db}.stg_qtickets_tickets");
+    let said = env.run_failing(&[], &[("QTICKETS_STAGE_BATCH_ORDERS", "50")], 1);
     assert!(
-        stderr(&out).contains("insert into `stg_qtickets_tickets` failed"),
-        "{}",
-        stderr(&out)
+        said.contains("insert into `stg_qtickets_tickets` failed"),
+        "{said}"
     );
     assert_eq!(
         env.query("SELECT status FROM {db}.meta_job_runs"),
