@@ -352,7 +352,8 @@ impl Ch {
             .map_err(|e| anyhow::anyhow!("ClickHouse query failed ({what}): {}", short(&e)))
     }
 
-    /// Insert `rows` in one `INSERT` (one request, so a failure writes nothing).
+    /// Insert `rows` in one `INSERT` (one request, sent as [`StreamInsert`] sends it, so a
+    /// failure writes nothing).
     ///
     /// On a cluster a network failure is retried with the same rows: the tables are
     /// `Replicated*`, whose block de-duplication (the last `replicated_deduplication_window`
@@ -369,14 +370,14 @@ impl Ch {
             anyhow::anyhow!("ClickHouse insert into `{table}` failed: {}", short(&e))
         };
         let all = || async {
-            let mut insert = self.client.insert::<T>(table).await?;
+            let mut insert = self.stream_insert::<T>(table);
             for row in rows {
-                insert.write(row).await?;
+                insert.send_row(row).await?;
             }
-            insert.end().await
+            insert.finish().await
         };
         if self.cluster.is_none() {
-            // A timed-out insert is dropped unfinished, which aborts it: nothing half-written.
+            // A timed-out insert is dropped unfinished, its last row cut short: nothing written.
             return within(self.timeout, all()).await.map_err(fail);
         }
         let mut attempt = 1;
@@ -393,20 +394,36 @@ impl Ch {
     }
 
     /// One `INSERT` fed row by row as the rows arrive (a large report is never held whole),
-    /// committed by [`StreamInsert::end`]; dropped unfinished, it writes nothing.
-    pub async fn stream_insert<T>(&self, table: &str) -> anyhow::Result<StreamInsert<T>>
+    /// committed by [`StreamInsert::end`]; dropped unfinished, or the process killed, it
+    /// writes nothing (see [`StreamInsert`]).
+    pub fn stream_insert<T>(&self, table: &str) -> StreamInsert<T>
     where
         T: clickhouse::RowWrite,
     {
-        let insert = self
-            .client
-            .insert::<T>(table)
-            .await
-            .map_err(|e| insert_failed(table, &e))?;
-        Ok(StreamInsert {
-            insert,
+        let columns: Vec<String> = T::COLUMN_NAMES.iter().map(|c| format!("`{c}`")).collect();
+        let sql = format!(
+            "INSERT INTO `{table}` ({}) FORMAT RowBinary",
+            columns.join(",")
+        );
+        StreamInsert {
+            insert: self.client.insert_formatted_with(sql),
+            buf: Vec::with_capacity(INSERT_CHUNK_BYTES + 4096),
             table: table.to_owned(),
-        })
+            row: std::marker::PhantomData,
+        }
+    }
+
+    /// `inserts` [`StreamInsert`]s into one table at once, fed row by row (see
+    /// [`SplitInsert`]).
+    pub fn split_insert<T>(&self, table: &str, inserts: usize) -> SplitInsert<T>
+    where
+        T: clickhouse::RowWrite,
+    {
+        SplitInsert {
+            inserts: (0..inserts.max(1))
+                .map(|_| self.stream_insert(table))
+                .collect(),
+        }
     }
 
     /// Run one statement (DDL or `INSERT … SELECT`), no retries: it may not be idempotent.
@@ -427,28 +444,83 @@ fn insert_failed(table: &str, e: &clickhouse::error::Error) -> anyhow::Error {
     anyhow::anyhow!("ClickHouse insert into `{table}` failed: {}", short(e))
 }
 
-/// An insert in progress (see [`Ch::stream_insert`]).
-pub struct StreamInsert<T: clickhouse::Row> {
-    insert: clickhouse::insert::Insert<T>,
+/// Bytes of rows sent to ClickHouse at a time.
+const INSERT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// An insert in progress (see [`Ch::stream_insert`]). What ClickHouse has received always
+/// ends one byte short of a whole row, until [`StreamInsert::end`] sends that byte: over HTTP,
+/// ClickHouse takes a request body that stops (a dropped insert, a killed process, a closed
+/// connection) for the end of the data and writes the rows it got, but a row cut short is an
+/// error that writes none of them.
+pub struct StreamInsert<T> {
+    insert: clickhouse::insert_formatted::InsertFormatted,
+    /// Rows not sent yet, after the last byte of the rows sent.
+    buf: Vec<u8>,
     table: String,
+    row: std::marker::PhantomData<fn(&T)>,
 }
 
 /// `T` may borrow (`Row<'a>` with `&'a str` fields): a row is serialised as it is written.
 impl<T: clickhouse::RowWrite> StreamInsert<T> {
     pub async fn write(&mut self, row: &T::Value<'_>) -> anyhow::Result<()> {
-        self.insert
-            .write(row)
+        self.send_row(row)
             .await
             .map_err(|e| insert_failed(&self.table, &e))
     }
 
     /// Commit every row written.
     pub async fn end(self) -> anyhow::Result<()> {
-        let table = self.table;
-        self.insert
-            .end()
+        let table = self.table.clone();
+        self.finish().await.map_err(|e| insert_failed(&table, &e))
+    }
+
+    async fn send_row(&mut self, row: &T::Value<'_>) -> clickhouse::error::Result<()> {
+        crate::rowbinary::write_row(&mut self.buf, row)
+            .map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?;
+        if self.buf.len() >= INSERT_CHUNK_BYTES {
+            // Everything but the last byte, which starts the next chunk.
+            let mut chunk =
+                std::mem::replace(&mut self.buf, Vec::with_capacity(INSERT_CHUNK_BYTES + 4096));
+            self.buf.extend(chunk.pop());
+            self.insert.send(chunk.into()).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> clickhouse::error::Result<()> {
+        if !self.buf.is_empty() {
+            self.insert
+                .send(std::mem::take(&mut self.buf).into())
+                .await?;
+        }
+        self.insert.end().await
+    }
+}
+
+/// Several `INSERT`s into one table, open at once, each row sent to one of them by a key:
+/// ClickHouse takes each insert on a thread of its own, so parsing, sorting and writing the
+/// parts use as many cores. Rows of one key go to one insert in the order written, so rows
+/// written in the table's key order stay in it within each insert (ClickHouse then skips the
+/// sort). [`SplitInsert::end`] commits them together; dropped unfinished, nothing is written.
+/// Each insert commits alone, though: a failure at the very end may leave some written, as
+/// a single insert longer than ClickHouse's block size may; a loader's next run replaces
+/// them.
+pub struct SplitInsert<T> {
+    inserts: Vec<StreamInsert<T>>,
+}
+
+impl<T: clickhouse::RowWrite> SplitInsert<T> {
+    /// Write `row` into the insert of `key`.
+    pub async fn write(&mut self, key: u64, row: &T::Value<'_>) -> anyhow::Result<()> {
+        let n = self.inserts.len() as u64;
+        self.inserts[(key % n) as usize].write(row).await
+    }
+
+    /// Commit every insert, all at once: each sends its last rows, then waits for the server.
+    pub async fn end(self) -> anyhow::Result<()> {
+        futures_util::future::try_join_all(self.inserts.into_iter().map(StreamInsert::end))
             .await
-            .map_err(|e| insert_failed(&table, &e))
+            .map(drop)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod money;
 pub mod panic;
 pub mod progress;
 pub mod replicas;
+pub mod rowbinary;
 pub mod schema;
 pub mod secret;
 pub mod settings;

@@ -4,5 +4,6 @@ mod ads;
 mod calendar;
 mod checks;
 mod cluster;
+mod insert;
 mod journal;
 mod schema;
