@@ -6,9 +6,10 @@
 //! split), with a unique `ReportName`, money as decimals (`returnMoneyInMicros: false`), the
 //! offline mode waited out (201/202 → `retryIn`, bounded by `DIRECT_MAX_WAIT_SECS`), a full
 //! queue (9000) and the retryable codes retried, fatal codes reported with the API's own
-//! words. The TSV is parsed as it streams in and streamed into one ClickHouse insert per
-//! piece, so a large report is never held in memory; the summary line is asked for and a
-//! report whose row count differs (or lacks it: a cut answer) writes nothing. Rows whose ad
+//! words. The TSV is parsed as it streams in and streamed into ClickHouse (a piece's months
+//! spread over a few inserts open at once, committed together), so a large report is never
+//! held in memory; the summary line is asked for and a report whose row count differs (or
+//! lacks it: a cut answer) writes nothing. Rows whose ad
 //! the report hides (`--`, Campaign Wizard campaigns) are summed per campaign and day, so
 //! every served row counts; the report is asked in date order (`OrderBy`) so that a day's
 //! sums are written when the next day begins, and a report served out of that order is asked
@@ -20,6 +21,7 @@ pub mod report;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use chrono::{Datelike, NaiveDate};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -28,7 +30,7 @@ use zakaz_core::ads::{
     Before, Stamp, accounts_or_own, date_range, each_account, held_before, label, nightly_window,
     outcome_or_partial, quote, zero_stale,
 };
-use zakaz_core::ch::{Ch, StreamInsert};
+use zakaz_core::ch::{Ch, SplitInsert};
 use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
 use zakaz_core::error::ConfigError;
 use zakaz_core::http::{HttpClient, body_excerpt};
@@ -45,6 +47,12 @@ const LOGINS_AT_ONCE: usize = 4;
 
 /// Error codes worth another try (temporary server trouble, a full offline queue).
 const RETRY_CODES: &[i64] = &[52, 56, 152, 506, 1000, 1001, 1002, 9000];
+/// `INSERT`s a report's rows are spread over, month by month (the table's partition, so each
+/// partition still gets one part per report). ClickHouse takes each insert on a thread of its
+/// own and sorts and writes its rows when it ends, so a report of several months is written on
+/// several cores at once: a year's report loads about a fifth faster here
+/// (docs/performance.md).
+const INSERTS_PER_REPORT: usize = 4;
 /// Attempts for a report that keeps answering a retryable error code.
 const CODE_ATTEMPTS: u32 = 5;
 /// `retryIn` when the header is missing or malformed, and its cap.
@@ -501,10 +509,10 @@ impl Loader<'_> {
         anyhow::bail!("the report {piece} never came")
     }
 
-    /// Parse the TSV as it arrives; rows go straight into one insert, committed at the end
-    /// (a failure mid-way aborts it: nothing of a piece under ClickHouse's block size — about a
-    /// million rows — is written; a longer piece may keep its first blocks, which the next
-    /// run's rows and zero rows replace).
+    /// Parse the TSV as it arrives; rows go straight into the piece's inserts, committed at
+    /// the end (a failure mid-way aborts them: nothing of a piece under ClickHouse's block size
+    /// — about a million rows an insert — is written; a longer piece, or a failure while the
+    /// inserts commit, may keep some rows, which the next run's rows and zero rows replace).
     async fn stream(
         &self,
         login: &str,
@@ -516,10 +524,9 @@ impl Loader<'_> {
         let mut progress_rows = 0;
         let mut insert = match self.ch {
             None => None,
-            Some(ch) => Some(
-                ch.stream_insert::<FactRowRef<'_>>("fact_direct_daily")
-                    .await?,
-            ),
+            Some(ch) => {
+                Some(ch.split_insert::<FactRowRef<'_>>("fact_direct_daily", INSERTS_PER_REPORT))
+            }
         };
         let mut cost = 0i64;
         // A live count on a terminal; nothing under systemd.
@@ -581,22 +588,25 @@ impl Loader<'_> {
                     hidden.add(&r);
                 } else if let Some(insert) = insert.as_mut() {
                     insert
-                        .write(&FactRowRef {
-                            stat_date: ch_date(r.date),
-                            client_login: login,
-                            campaign_id: r.campaign_id,
-                            campaign_name: r.campaign_name,
-                            ad_group_id: r.ad_group_id,
-                            ad_group_name: r.ad_group_name,
-                            ad_id: r.ad_id,
-                            impressions: r.impressions,
-                            clicks: r.clicks,
-                            cost: r.cost,
-                            conversions: r.conversions,
-                            city,
-                            loaded_at: self.stamp.loaded_at,
-                            _version: self.stamp.version,
-                        })
+                        .write(
+                            partition(r.date),
+                            &FactRowRef {
+                                stat_date: ch_date(r.date),
+                                client_login: login,
+                                campaign_id: r.campaign_id,
+                                campaign_name: r.campaign_name,
+                                ad_group_id: r.ad_group_id,
+                                ad_group_name: r.ad_group_name,
+                                ad_id: r.ad_id,
+                                impressions: r.impressions,
+                                clicks: r.clicks,
+                                cost: r.cost,
+                                conversions: r.conversions,
+                                city,
+                                loaded_at: self.stamp.loaded_at,
+                                _version: self.stamp.version,
+                            },
+                        )
                         .await?;
                 }
             }
@@ -622,11 +632,16 @@ impl Loader<'_> {
     }
 }
 
+/// The table's partition of a row (`toYYYYMM(stat_date)`), as consecutive numbers.
+fn partition(date: NaiveDate) -> u64 {
+    date.year() as u64 * 12 + date.month0() as u64
+}
+
 /// Rows of hidden ads, summed per campaign and day: only the numbers per (date, campaign),
 /// the text once per campaign, so a report of many such rows stays small in memory.
 #[derive(Default)]
 struct HiddenSums {
-    sums: BTreeMap<(u16, u64), Sum>,
+    sums: BTreeMap<(NaiveDate, u64), Sum>,
     /// Per campaign: its name, as the first of its hidden rows gave it.
     names: HashMap<u64, String>,
 }
@@ -643,30 +658,33 @@ impl HiddenSums {
     /// Write every sum held, and forget them.
     async fn write(
         &mut self,
-        insert: &mut StreamInsert<FactRowRef<'_>>,
+        insert: &mut SplitInsert<FactRowRef<'_>>,
         login: &str,
         cities: &HashMap<u64, String>,
         stamp: Stamp,
     ) -> anyhow::Result<()> {
-        for ((stat_date, campaign_id), sum) in std::mem::take(&mut self.sums) {
+        for ((date, campaign_id), sum) in std::mem::take(&mut self.sums) {
             insert
-                .write(&FactRowRef {
-                    stat_date,
-                    client_login: login,
-                    campaign_id,
-                    campaign_name: &self.names[&campaign_id],
-                    // The ad is unknown.
-                    ad_group_id: 0,
-                    ad_group_name: "",
-                    ad_id: 0,
-                    impressions: sum.impressions,
-                    clicks: sum.clicks,
-                    cost: sum.cost,
-                    conversions: sum.conversions,
-                    city: &cities[&campaign_id],
-                    loaded_at: stamp.loaded_at,
-                    _version: stamp.version,
-                })
+                .write(
+                    partition(date),
+                    &FactRowRef {
+                        stat_date: ch_date(date),
+                        client_login: login,
+                        campaign_id,
+                        campaign_name: &self.names[&campaign_id],
+                        // The ad is unknown.
+                        ad_group_id: 0,
+                        ad_group_name: "",
+                        ad_id: 0,
+                        impressions: sum.impressions,
+                        clicks: sum.clicks,
+                        cost: sum.cost,
+                        conversions: sum.conversions,
+                        city: &cities[&campaign_id],
+                        loaded_at: stamp.loaded_at,
+                        _version: stamp.version,
+                    },
+                )
                 .await?;
         }
         Ok(())
@@ -676,10 +694,7 @@ impl HiddenSums {
         self.names
             .entry(r.campaign_id)
             .or_insert_with(|| r.campaign_name.to_owned());
-        let sum = self
-            .sums
-            .entry((ch_date(r.date), r.campaign_id))
-            .or_default();
+        let sum = self.sums.entry((r.date, r.campaign_id)).or_default();
         sum.impressions += r.impressions;
         sum.clicks += r.clicks;
         sum.cost += r.cost;

@@ -468,10 +468,7 @@ impl<'a> Loader<'a> {
         // them).
         let mut insert = match self.ch {
             None => None,
-            Some(ch) => Some(
-                ch.stream_insert::<FactRowRef<'_>>("fact_vk_ads_daily")
-                    .await?,
-            ),
+            Some(ch) => Some(ch.stream_insert::<FactRowRef<'_>>("fact_vk_ads_daily")),
         };
         let batches: Vec<(DateWindow, &[u64])> = self
             .window

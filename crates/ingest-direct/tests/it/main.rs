@@ -467,3 +467,46 @@ fn a_report_cut_short_writes_nothing_of_that_piece_and_fails_naming_login_and_da
         );
     }
 }
+
+#[test]
+fn a_report_of_several_months_writes_one_part_a_month_and_a_cut_one_writes_nothing() {
+    // Enough rows that every month's insert has sent some to ClickHouse before the cut.
+    let env = Env::configured(|c| c.direct_campaigns = 40);
+    let (from, to) = ("2026-09-01", "2026-11-24");
+    let window = ["--since", from, "--until", to];
+    let one_piece = [("DIRECT_CHUNK_DAYS", "100")];
+    let served = env.twin_rows(from, to);
+    let fewest = ["client-a", "client-b"]
+        .map(|l| served.iter().filter(|(login, _)| login == l).count())
+        .into_iter()
+        .min()
+        .unwrap();
+    // Cut in November: September's and October's rows are whole by then.
+    let cut = fewest * 9 / 10;
+    let november = served
+        .iter()
+        .filter(|(l, f)| l == "client-a" && f[0].starts_with("2026-11"))
+        .count();
+    assert!(fewest - cut < november, "the cut falls in the last month");
+    env.control("/config", json!({"direct_cut_after_rows": cut}));
+    let err = env.run_failing(&window, &one_piece, 1);
+    assert!(err.contains("nothing of it written"), "{err}");
+    assert_eq!(
+        env.query("SELECT count() FROM {db}.fact_direct_daily"),
+        "0\n",
+        "nothing of a cut report"
+    );
+
+    env.control("/config", json!({"direct_cut_after_rows": null}));
+    let out = env.run(&window, &one_piece);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.loaded(), env.expected(from, to));
+    // Parts written by inserts (level 0, merged ones too): one a month for each login's
+    // report, as a month's rows go to one insert.
+    let parts = env.query(&format!(
+        "SELECT partition, countIf(level = 0) FROM system.parts \
+         WHERE database = '{}' AND table = 'fact_direct_daily' GROUP BY partition ORDER BY partition",
+        env.db.name
+    ));
+    assert_eq!(parts, "202609\t2\n202610\t2\n202611\t2\n");
+}
