@@ -60,7 +60,7 @@ macro_rules! numbers {
     };
 }
 
-impl<'b> ser::Serializer for &'b mut Writer<'_> {
+impl ser::Serializer for &mut Writer<'_> {
     type Ok = ();
     type Error = Error;
     type SerializeSeq = Self;
