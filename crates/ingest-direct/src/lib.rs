@@ -522,12 +522,9 @@ impl Loader<'_> {
     ) -> anyhow::Result<Answer> {
         let mut parser = report::Parser::expecting_summary();
         let mut progress_rows = 0;
-        let mut insert = match self.ch {
-            None => None,
-            Some(ch) => {
-                Some(ch.split_insert::<FactRowRef<'_>>("fact_direct_daily", INSERTS_PER_REPORT))
-            }
-        };
+        let mut insert = self
+            .ch
+            .map(|ch| ch.split_insert::<FactRowRef<'_>>("fact_direct_daily", INSERTS_PER_REPORT));
         let mut cost = 0i64;
         // A live count on a terminal; nothing under systemd.
         let progress = zakaz_core::progress::Progress::counter(

@@ -466,10 +466,9 @@ impl<'a> Loader<'a> {
         // stays bounded on long windows, and a failure mid-way writes nothing below ClickHouse's
         // block size (~a million rows; beyond, the first blocks stay until a re-run replaces
         // them).
-        let mut insert = match self.ch {
-            None => None,
-            Some(ch) => Some(ch.stream_insert::<FactRowRef<'_>>("fact_vk_ads_daily")),
-        };
+        let mut insert = self
+            .ch
+            .map(|ch| ch.stream_insert::<FactRowRef<'_>>("fact_vk_ads_daily"));
         let batches: Vec<(DateWindow, &[u64])> = self
             .window
             .chunks(CHUNK_DAYS)
