@@ -377,7 +377,8 @@ impl Ch {
             insert.finish().await
         };
         if self.cluster.is_none() {
-            // A timed-out insert is dropped unfinished, its last row cut short: nothing written.
+            // A timed-out insert is dropped: one still sending writes nothing (its last row is
+            // cut short); one the server is already writing may still be written.
             return within(self.timeout, all()).await.map_err(fail);
         }
         let mut attempt = 1;
@@ -406,7 +407,12 @@ impl Ch {
             columns.join(",")
         );
         StreamInsert {
-            insert: self.client.insert_formatted_with(sql),
+            // LZ4 even on loopback: see `StreamInsert`.
+            insert: self
+                .client
+                .clone()
+                .with_compression(clickhouse::Compression::Lz4)
+                .insert_formatted_with(sql),
             buf: Vec::with_capacity(INSERT_CHUNK_BYTES + 4096),
             table: table.to_owned(),
             row: std::marker::PhantomData,
@@ -447,11 +453,13 @@ fn insert_failed(table: &str, e: &clickhouse::error::Error) -> anyhow::Error {
 /// Bytes of rows sent to ClickHouse at a time.
 const INSERT_CHUNK_BYTES: usize = 256 * 1024;
 
-/// An insert in progress (see [`Ch::stream_insert`]). What ClickHouse has received always
-/// ends one byte short of a whole row, until [`StreamInsert::end`] sends that byte: over HTTP,
-/// ClickHouse takes a request body that stops (a dropped insert, a killed process, a closed
-/// connection) for the end of the data and writes the rows it got, but a row cut short is an
-/// error that writes none of them.
+/// An insert in progress (see [`Ch::stream_insert`]). Over HTTP, ClickHouse takes a request
+/// body that stops (a dropped insert, a killed process, a closed connection) for the end of
+/// the data and writes every whole row it got, wherever the stop fell. So the body is always
+/// LZ4 blocks, which ClickHouse checks: a stop inside a block is an error. And what has been
+/// sent always ends one byte short of a whole row, until [`StreamInsert::end`] sends that
+/// byte, so a stop between blocks ends inside a row, an error too: either way, nothing is
+/// written.
 pub struct StreamInsert<T> {
     insert: clickhouse::insert_formatted::InsertFormatted,
     /// Rows not sent yet, after the last byte of the rows sent.
@@ -501,10 +509,10 @@ impl<T: clickhouse::RowWrite> StreamInsert<T> {
 /// ClickHouse takes each insert on a thread of its own, so parsing, sorting and writing the
 /// parts use as many cores. Rows of one key go to one insert in the order written, so rows
 /// written in the table's key order stay in it within each insert (ClickHouse then skips the
-/// sort). [`SplitInsert::end`] commits them together; dropped unfinished, nothing is written.
-/// Each insert commits alone, though: a failure at the very end may leave some written, as
-/// a single insert longer than ClickHouse's block size may; a loader's next run replaces
-/// them.
+/// sort). [`SplitInsert::end`] ends them all at once; dropped unfinished, nothing is
+/// written. Each insert commits alone, though: when one fails at the end, the others' rows
+/// are written (as a single insert longer than ClickHouse's block size keeps its first
+/// blocks); a loader's next run replaces them.
 pub struct SplitInsert<T> {
     inserts: Vec<StreamInsert<T>>,
 }
@@ -517,10 +525,25 @@ impl<T: clickhouse::RowWrite> SplitInsert<T> {
     }
 
     /// Commit every insert, all at once: each sends its last rows, then waits for the server.
+    /// Each insert sends its last rows, then waits for the server; every one is waited for,
+    /// so none is left running when this returns, and every failure is reported.
     pub async fn end(self) -> anyhow::Result<()> {
-        futures_util::future::try_join_all(self.inserts.into_iter().map(StreamInsert::end))
-            .await
-            .map(drop)
+        let results =
+            futures_util::future::join_all(self.inserts.into_iter().map(StreamInsert::end)).await;
+        let count = results.len();
+        let failures: Vec<String> = results
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| e.to_string()))
+            .collect();
+        match failures.as_slice() {
+            [] => Ok(()),
+            [only] if count == 1 => anyhow::bail!("{only}"),
+            _ => anyhow::bail!(
+                "{} of {count} inserts failed (the others' rows are written): {}",
+                failures.len(),
+                failures.join("; ")
+            ),
+        }
     }
 }
 

@@ -24,9 +24,11 @@ impl ser::Error for Error {
     }
 }
 
-/// Append `row` to `buf`.
+/// Append `row` to `buf`; on an error, `buf` is left as it was (no half row).
 pub fn write_row<T: Serialize + ?Sized>(buf: &mut Vec<u8>, row: &T) -> Result<(), Error> {
+    let len = buf.len();
     row.serialize(&mut Writer { buf })
+        .inspect_err(|_| buf.truncate(len))
 }
 
 struct Writer<'a> {
@@ -74,6 +76,11 @@ impl ser::Serializer for &mut Writer<'_> {
     numbers!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
         serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
         serialize_u64: u64, serialize_u128: u128, serialize_f32: f32, serialize_f64: f64);
+
+    /// Binary: types with two forms (UUIDs, dates of other crates) take the binary one.
+    fn is_human_readable(&self) -> bool {
+        false
+    }
 
     fn serialize_bool(self, v: bool) -> Result<(), Error> {
         self.buf.push(u8::from(v));
@@ -270,7 +277,9 @@ mod tests {
         enum E {
             A,
         }
-        let err = write_row(&mut Vec::new(), &E::A).unwrap_err();
+        let mut buf = vec![9];
+        let err = write_row(&mut buf, &(7u8, E::A)).unwrap_err();
         assert!(err.to_string().contains("enum variant `A`"), "{err}");
+        assert_eq!(buf, [9], "no half row left behind");
     }
 }

@@ -31,14 +31,19 @@ async fn table(name: &str) -> (TestDb, Ch) {
     (db, ch)
 }
 
-/// Every month's rows, keyed by month (0, 1, 2): into three inserts of two.
+/// Every month's rows, keyed by month (0, 1, 2): into three inserts of two. Their text is
+/// made of pseudo-random numbers, which LZ4 cannot shrink much.
 async fn write_months(insert: &mut SplitInsert<Row>) {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
     for (month, d) in MONTHS.iter().enumerate() {
         for k in 0..ROWS_PER_MONTH {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
             let row = Row {
                 d: *d,
                 k,
-                s: format!("row {k} of a month, padded to a real row's length"),
+                s: format!("{x:016x}{:016x}", x.rotate_left(29)),
             };
             insert.write(month as u64, &row).await.unwrap();
         }
@@ -111,4 +116,111 @@ async fn inserts_dropped_unfinished_write_nothing_of_what_they_sent() {
     }
     assert_eq!(left, 0, "the dropped inserts are over");
     assert_eq!(count(&ch, "SELECT count() FROM dropped").await, 0);
+}
+
+/// A proxy to ClickHouse that passes the first `limit` bytes a client sends on a connection,
+/// then ends that connection cleanly (FIN, as a killed client's kernel does): ClickHouse
+/// sees a body that stops wherever `limit` falls, inside an HTTP chunk or not.
+fn cutting_proxy(limit: usize) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let server = zakaz_core::testing::clickhouse_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let server = server.clone();
+            std::thread::spawn(move || {
+                let mut upstream = TcpStream::connect(&server).unwrap();
+                let timeout = Some(Duration::from_secs(30));
+                for s in [&client, &upstream] {
+                    s.set_read_timeout(timeout).unwrap();
+                }
+                let (mut from_server, mut to_client) =
+                    (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+                let answers = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                });
+                let (mut sent, mut buf) = (0, vec![0u8; 8192]);
+                while sent < limit {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n.min(limit - sent),
+                    };
+                    if upstream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                let _ = upstream.shutdown(Shutdown::Write);
+                let _ = answers.join();
+                let _ = client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    url
+}
+
+#[derive(Debug, clickhouse::Row, serde::Serialize)]
+struct Short {
+    v: u16,
+}
+
+/// Rows of two bytes (so that half of all places in the data are row ends) that LZ4 cannot
+/// shrink, cut off at places spread over the body: none may be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_cut_anywhere_in_its_body_writes_nothing() {
+    let (db, ch) = TestDb::migrated().await;
+    ch.execute("CREATE TABLE cut (v UInt16) ENGINE = MergeTree ORDER BY tuple()")
+        .await
+        .unwrap();
+    // xorshift: values LZ4 cannot shrink, so the body is about as long as the rows.
+    let mut x = 0x2545_f491_u32;
+    let rows: Vec<u16> = (0..1_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u16
+        })
+        .collect();
+    for cut in (0..8).map(|k| 150_000 + k * 229_373) {
+        let mut args = db.args.clone();
+        args.clickhouse_url = cutting_proxy(cut);
+        let via_proxy = zakaz_core::ch::Ch::connect(&args).await.unwrap();
+        let mut insert = via_proxy.stream_insert::<Short>("cut");
+        let mut failed = false;
+        for v in &rows {
+            if insert.write(&Short { v: *v }).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        if !failed {
+            failed = insert.end().await.is_err();
+        }
+        assert!(
+            failed,
+            "cut after {cut} bytes: the insert cannot have succeeded"
+        );
+        let running = "SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO %cut%' AND query NOT LIKE '%system.processes%'";
+        let mut left = u64::MAX;
+        for _ in 0..200 {
+            left = count(&ch, running).await;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(left, 0, "cut after {cut} bytes: the insert is over");
+        assert_eq!(
+            count(&ch, "SELECT count() FROM cut").await,
+            0,
+            "cut after {cut} bytes"
+        );
+    }
 }
