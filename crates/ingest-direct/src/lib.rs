@@ -7,7 +7,7 @@
 //! offline mode waited out (201/202 → `retryIn`, bounded by `DIRECT_MAX_WAIT_SECS`), a full
 //! queue (9000) and the retryable codes retried, fatal codes reported with the API's own
 //! words. The TSV is parsed as it streams in and streamed into ClickHouse (a piece's months
-//! spread over a few inserts open at once, committed together), so a large report is never
+//! spread over a few inserts open at once, ended together), so a large report is never
 //! held in memory; the summary line is asked for and a report whose row count differs (or
 //! lacks it: a cut answer) writes nothing. Rows whose ad
 //! the report hides (`--`, Campaign Wizard campaigns) are summed per campaign and day, so
@@ -50,8 +50,8 @@ const RETRY_CODES: &[i64] = &[52, 56, 152, 506, 1000, 1001, 1002, 9000];
 /// `INSERT`s a report's rows are spread over, month by month (the table's partition, so each
 /// partition still gets one part per report). ClickHouse takes each insert on a thread of its
 /// own and sorts and writes its rows when it ends, so a report of several months is written on
-/// several cores at once: a year's report loads about a fifth faster here
-/// (docs/performance.md).
+/// several cores at once (a backfill with `DIRECT_CHUNK_DAYS` above 31; a year's report loads
+/// about a fifth faster here, docs/performance.md).
 const INSERTS_PER_REPORT: usize = 4;
 /// Attempts for a report that keeps answering a retryable error code.
 const CODE_ATTEMPTS: u32 = 5;
