@@ -525,8 +525,8 @@ impl<T: clickhouse::RowWrite> SplitInsert<T> {
     }
 
     /// Commit every insert, all at once: each sends its last rows, then waits for the server.
-    /// Each insert sends its last rows, then waits for the server; every one is waited for,
-    /// so none is left running when this returns, and every failure is reported.
+    /// Every one is waited for, so none is left running when this returns, and every failure
+    /// is reported.
     pub async fn end(self) -> anyhow::Result<()> {
         let results =
             futures_util::future::join_all(self.inserts.into_iter().map(StreamInsert::end)).await;
