@@ -258,3 +258,27 @@ fn a_used_up_daily_limit_stops_the_run_saying_when_it_resets() {
     );
     assert!(!stderr(&out).contains("retrying"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_load_that_fails_after_its_first_rows_were_sent_writes_none_of_them() {
+    // 2 000 banners: ten statistics requests of 200, whose rows run to about 2 MB, so the
+    // first requests' rows have gone to ClickHouse when a later one fails.
+    let env = Env::with(api_sandbox::SandboxConfig {
+        vk_campaigns: 100,
+        vk_banners_per_group: 10,
+        ..Default::default()
+    });
+    env.control(
+        "/faults",
+        json!({"route": "/vk/api/v2/statistics/banners/day.json", "status": 500, "after": 6}),
+    );
+    let err = env.run_failing(&[], &[("HTTP_MAX_ATTEMPTS", "1")], 1);
+    assert!(err.contains("500"), "{err}");
+    let served = env.requests("/vk/api/v2/statistics/");
+    assert!(served.len() > 6, "the failure came after six answers");
+    assert_eq!(
+        env.query("SELECT count() FROM {db}.fact_vk_ads_daily"),
+        "0\n",
+        "nothing of a failed load"
+    );
+}
