@@ -167,66 +167,29 @@ impl ser::Serializer for &mut Writer<'_> {
     }
 }
 
-impl ser::SerializeSeq for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Error> {
-        Ok(())
-    }
+/// The parts of a compound value (elements, fields, keys and values) are written in turn;
+/// nothing marks where it ends.
+macro_rules! in_turn {
+    ($($part:ident: $($method:ident($($name:ty)?)),+;)*) => {$(
+        impl ser::$part for &mut Writer<'_> {
+            type Ok = ();
+            type Error = Error;
+            $(fn $method<T: Serialize + ?Sized>(&mut self, $(_: $name,)? v: &T) -> Result<(), Error> {
+                v.serialize(&mut **self)
+            })+
+            fn end(self) -> Result<(), Error> {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Error> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Error> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeMap for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> Result<(), Error> {
-        k.serialize(&mut **self)
-    }
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Error> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Error> {
-        Ok(())
-    }
+in_turn! {
+    SerializeSeq: serialize_element();
+    SerializeTuple: serialize_element();
+    SerializeTupleStruct: serialize_field();
+    SerializeMap: serialize_key(), serialize_value();
+    SerializeStruct: serialize_field(&'static str);
 }
 
 #[cfg(test)]
@@ -269,6 +232,10 @@ mod tests {
         write_row(&mut buf, long.as_str()).unwrap();
         assert_eq!(&buf[..2], &[0xc8, 0x01]);
         assert_eq!(buf.len(), 202);
+        // An array is its length and its elements; a tuple, its elements.
+        buf.clear();
+        write_row(&mut buf, &(vec![1u8, 2], 3u16)).unwrap();
+        assert_eq!(buf, [2, 1, 2, 3, 0]);
     }
 
     #[test]
