@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use camp_queue::testing::TestStand;
 use sqlx::Connection as _;
-use zakaz_core::bench::{busy_cores, cores, env_u32, figure, ratio, release_binary, reps};
+use zakaz_core::bench::{CpuMeter, env_u32, figure, ratio, release_binary, reps};
 
 /// Seconds for `workers` copy workers (separate processes) to drain shard 1's queue, at most
 /// `max` jobs each.
@@ -212,9 +212,9 @@ fn main() {
                 1..=3 => {
                     let workers = [1, 2, 4][side - 1];
                     fill();
-                    let (secs, cores) = busy_cores(|| drain(&main, workers, None));
-                    rates[side - 1].push(jobs as f64 / secs);
-                    busy[side - 1].push(cores);
+                    let meter = CpuMeter::start();
+                    rates[side - 1].push(jobs as f64 / drain(&main, workers, None));
+                    busy[side - 1].push(meter.busy_cores());
                 }
                 4 => small_us.push(per_job(&small, "2")),
                 _ => big_us.push(per_job(&big, "1")),
@@ -250,7 +250,8 @@ fn main() {
     figure(NAME, "busy_cores_4_workers", &busy[2], 2);
     // What more workers can gain at most here: the machine's cores over those one worker's
     // run keeps busy (the work of a job does not shrink with more of them).
-    let ceiling: Vec<f64> = busy[0].iter().map(|b| cores() as f64 / b).collect();
+    let cores = CpuMeter::start().cores() as f64;
+    let ceiling: Vec<f64> = busy[0].iter().map(|b| cores / b).collect();
     figure(NAME, "speedup_ceiling_cpu", &ceiling, 2);
     figure(NAME, "job_us_backlog_small", &small_us, 0);
     figure(NAME, "job_us_backlog_big", &big_us, 0);

@@ -224,16 +224,9 @@ impl CpuMeter {
         let (busy, all, _) = cpu_ticks();
         (busy - self.busy) as f64 / (all - self.all).max(1) as f64 * self.cores as f64
     }
-}
 
-/// `work`, and the cores kept busy meanwhile ([`CpuMeter`]).
-pub fn busy_cores<T>(work: impl FnOnce() -> T) -> (T, f64) {
-    let meter = CpuMeter::start();
-    let out = work();
-    (out, meter.busy_cores())
-}
-
-/// The number of cores `/proc/stat` lists.
-pub fn cores() -> usize {
-    cpu_ticks().2
+    /// The number of cores `/proc/stat` lists.
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
 }
