@@ -1246,15 +1246,20 @@ pub fn verify(unit_dir: &Path, threshold: f64) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_runs_journal_query_starts_a_margin_early_and_asks_for_its_id_unit_and_process() {
-        let mut run = Run {
+    /// A run of qtickets that began at monotonic 1 000 µs (unix second 1796630359), PID 77.
+    fn a_run() -> Run<'static> {
+        Run {
             service: "qtickets.service",
             invocation: "ours",
             started_monotonic: 1_000,
             started_unix: Some("@1796630359"),
             main_pid: 77,
-        };
+        }
+    }
+
+    #[test]
+    fn a_runs_journal_query_starts_a_margin_early_and_asks_for_its_id_unit_and_process() {
+        let mut run = a_run();
         let tail = "-o json --all --output-fields=MESSAGE,_SYSTEMD_INVOCATION_ID,_PID --no-pager";
         assert_eq!(
             run_log_query(&run).join(" "),
@@ -1277,13 +1282,7 @@ mod tests {
 
     #[test]
     fn a_runs_lines_are_its_own_and_its_main_processs_untagged_ones_since_it_began() {
-        let mut run = Run {
-            service: "qtickets.service",
-            invocation: "ours",
-            started_monotonic: 1_000,
-            started_unix: Some("@1796630359"),
-            main_pid: 77,
-        };
+        let mut run = a_run();
         let entries = [
             r#"{"__MONOTONIC_TIMESTAMP":"900","_PID":"77","MESSAGE":"an earlier run, untagged"}"#,
             r#"{"__MONOTONIC_TIMESTAMP":"950","_SYSTEMD_INVOCATION_ID":"before","MESSAGE":"an earlier run"}"#,
