@@ -575,14 +575,19 @@ impl Loader<'_> {
                     }
                 }
                 latest = latest.max(Some(r.date));
-                cost += r.cost;
+                cost = cost.checked_add(r.cost).ok_or_else(|| {
+                    failed(anyhow::anyhow!(
+                        "its costs add up past what a sum can hold (a row of {})",
+                        r.date
+                    ))
+                })?;
                 let city = cities.entry(r.campaign_id).or_insert_with(|| {
                     zakaz_core::utm::city_in_name(r.campaign_name)
                         .name()
                         .to_owned()
                 });
                 if r.ad_hidden {
-                    hidden.add(&r);
+                    hidden.add(&r).map_err(failed)?;
                 } else if let Some(insert) = insert.as_mut() {
                     insert
                         .write(
@@ -643,12 +648,27 @@ struct HiddenSums {
     names: HashMap<u64, String>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct Sum {
     impressions: u64,
     clicks: u64,
     cost: i64,
     conversions: Option<u64>,
+}
+
+impl Sum {
+    /// This sum with a row added, or `None` when a figure would overflow.
+    fn plus(self, r: &ReportRow<'_>) -> Option<Sum> {
+        Some(Sum {
+            impressions: self.impressions.checked_add(r.impressions)?,
+            clicks: self.clicks.checked_add(r.clicks)?,
+            cost: self.cost.checked_add(r.cost)?,
+            conversions: match (self.conversions, r.conversions) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0).checked_add(b.unwrap_or(0))?),
+            },
+        })
+    }
 }
 
 impl HiddenSums {
@@ -687,18 +707,23 @@ impl HiddenSums {
         Ok(())
     }
 
-    fn add(&mut self, r: &ReportRow<'_>) {
+    /// Adds a hidden row to its day's campaign sum; an error, never a wrapped number, when
+    /// the report's figures add up past what a sum can hold.
+    fn add(&mut self, r: &ReportRow<'_>) -> anyhow::Result<()> {
+        let key = (r.date, r.campaign_id);
+        let held = self.sums.get(&key).copied().unwrap_or_default();
+        let sum = held.plus(r).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the hidden ads of campaign {} on {} add up past what a sum can hold",
+                r.campaign_id,
+                r.date
+            )
+        })?;
         self.names
             .entry(r.campaign_id)
             .or_insert_with(|| r.campaign_name.to_owned());
-        let sum = self.sums.entry((r.date, r.campaign_id)).or_default();
-        sum.impressions += r.impressions;
-        sum.clicks += r.clicks;
-        sum.cost += r.cost;
-        sum.conversions = match (sum.conversions, r.conversions) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-        };
+        self.sums.insert(key, sum);
+        Ok(())
     }
 }
 
@@ -738,5 +763,68 @@ impl ApiError {
             }
             None => body_excerpt(body),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hidden_row(
+        date: &str,
+        impressions: u64,
+        cost: i64,
+        conversions: Option<u64>,
+    ) -> ReportRow<'static> {
+        ReportRow {
+            date: date.parse().unwrap(),
+            campaign_id: 7,
+            campaign_name: "Wizard",
+            ad_group_id: 0,
+            ad_group_name: "",
+            ad_id: 0,
+            impressions,
+            clicks: 1,
+            cost,
+            conversions,
+            ad_hidden: true,
+        }
+    }
+
+    #[test]
+    fn hidden_ads_sum_per_day_and_a_sum_that_would_wrap_is_an_error() {
+        let mut hidden = HiddenSums::default();
+        hidden.add(&hidden_row("2026-11-20", 5, 100, None)).unwrap();
+        hidden
+            .add(&hidden_row("2026-11-20", 7, 250, Some(2)))
+            .unwrap();
+        hidden
+            .add(&hidden_row("2026-11-21", u64::MAX, 1, None))
+            .unwrap();
+        let day = |hidden: &HiddenSums, d: &str| hidden.sums[&(d.parse().unwrap(), 7)];
+        let s = day(&hidden, "2026-11-20");
+        assert_eq!(
+            (s.impressions, s.clicks, s.cost, s.conversions),
+            (12, 2, 350, Some(2))
+        );
+        let e = hidden
+            .add(&hidden_row("2026-11-21", 1, 1, None))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the hidden ads of campaign 7 on 2026-11-21 add up past what a sum can hold"
+        );
+        assert_eq!(
+            day(&hidden, "2026-11-21").impressions,
+            u64::MAX,
+            "the sum held is unchanged"
+        );
+        let e = hidden
+            .add(&hidden_row("2026-11-20", 1, i64::MAX, None))
+            .unwrap_err();
+        assert!(e.to_string().contains("2026-11-20"), "{e}");
+        hidden
+            .add(&hidden_row("2026-11-20", 1, 0, Some(u64::MAX)))
+            .unwrap_err();
     }
 }

@@ -605,7 +605,7 @@ pub fn count_seats(show_id: u64, seats: &Value) -> (u64, u64, u64, Vec<String>) 
     }
     if odd > 0 {
         warnings.push(format!(
-            "show {show_id}: {odd} seat entr(y/ies) without a number in `max_quantity`, `payed_quantity` or `free_quantity`: counted as 0"
+            "show {show_id}: {odd} seat entr(y/ies) without a count in `max_quantity`, `payed_quantity` or `free_quantity` (missing, not a number, or too large to add up): counted as 0"
         ));
     }
     if !seats.is_object() && !seats.is_array() {
@@ -617,15 +617,24 @@ pub fn count_seats(show_id: u64, seats: &Value) -> (u64, u64, u64, Vec<String>) 
     (totals.0, totals.1, totals.2, warnings)
 }
 
+/// Adds one seat's quantities to the totals. A seat whose quantities are not numbers, or
+/// would carry a total past `u64` (no hall has such a count: a hostile or broken answer),
+/// is counted as odd and adds nothing, so the totals never wrap.
 fn add_seat(seat: &Value, totals: &mut (u64, u64, u64), odd: &mut usize) {
     let n = |k: &str| zakaz_core::loose::uint(field(seat, k));
-    match (n("max_quantity"), n("payed_quantity"), n("free_quantity")) {
-        (Ok(Some(max)), Ok(sold), Ok(free)) => {
-            totals.0 += max;
-            totals.1 += sold.unwrap_or(0);
-            totals.2 += free.unwrap_or(0);
-        }
-        _ => *odd += 1,
+    let sum = match (n("max_quantity"), n("payed_quantity"), n("free_quantity")) {
+        (Ok(Some(max)), Ok(sold), Ok(free)) => totals.0.checked_add(max).and_then(|capacity| {
+            Some((
+                capacity,
+                totals.1.checked_add(sold.unwrap_or(0))?,
+                totals.2.checked_add(free.unwrap_or(0))?,
+            ))
+        }),
+        _ => None,
+    };
+    match sum {
+        Some(sum) => *totals = sum,
+        None => *odd += 1,
     }
 }
 
@@ -1090,6 +1099,22 @@ mod tests {
         let (max, sold, free, warnings) = count_seats(9, &odd);
         assert_eq!((max, sold, free), (2, 1, 1));
         assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("show 9: 2 seat entr"),
+            "{warnings:?}"
+        );
+        let huge = json!([
+            seat(2, 1, 1),
+            seat(u64::MAX, 0, 0),
+            seat(1, u64::MAX, 0),
+            seat(1, 0, 1)
+        ]);
+        let (max, sold, free, warnings) = count_seats(9, &huge);
+        assert_eq!(
+            (max, sold, free),
+            (3, 1, 2),
+            "a seat that would wrap is left out whole"
+        );
         assert!(
             warnings[0].starts_with("show 9: 2 seat entr"),
             "{warnings:?}"
