@@ -8,7 +8,8 @@ Called by scripts/check-clickhouse-new.sh, which ran the jobs against 18.16 (dat
 1. The migrations' own text (--schema, from `cargo run --example schema_sql`) is applied to
    a fresh chdb database, statement by statement: every one must apply.
 2. Every table and view must exist on both, with the same columns and types.
-3. Every table's rows are copied from 18.16 (TabSeparated, typed by 18.16's columns).
+3. Every table's rows are copied from 18.16 as RowBinary (the jobs' insert format), typed by
+   18.16's columns, and read back from both: they must be equal.
 4. Every view (each server's own SELECT of it), and every captured statement, is answered by
    both, with `now()`/`today()` read once for both; the answers must be equal
    (as sorted lines: a statement without ORDER BY may list rows in any order). An
@@ -35,17 +36,22 @@ from chdb import session as chdb_session
 SETTINGS_26 = "output_format_decimal_trailing_zeros = 1"
 
 
-def ch18(url, db, sql):
-    """One statement on 18.16 over HTTP; the answer as TabSeparated text."""
+def ch18_bytes(url, db, sql):
+    """One statement on 18.16 over HTTP; the answer's bytes."""
     query = urllib.parse.urlencode({"database": db} if db else {})
     req = urllib.request.Request(
         f"{url}/?{query}", data=sql.encode(), method="POST"
     )
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.read().decode()
+            return resp.read()
     except urllib.error.HTTPError as e:
         raise RuntimeError(e.read().decode(errors="replace").splitlines()[0]) from None
+
+
+def ch18(url, db, sql):
+    """One statement on 18.16 over HTTP; the answer as TabSeparated text."""
+    return ch18_bytes(url, db, sql).decode()
 
 
 class Chdb:
@@ -169,6 +175,7 @@ def main():
 
     # 3. The data.
     copied = 0
+    table_rows = []
     for t in tables:
         names = ch18(
             a.url,
@@ -177,20 +184,24 @@ def main():
         ).splitlines()
         structure = ", ".join(f"`{n}` {ty}" for n, ty in (l.split("\t") for l in names))
         column_list = ", ".join(f"`{l.split(chr(9))[0]}`" for l in names)
-        data = ch18(a.url, a.db, f"SELECT {column_list} FROM `{t}` FORMAT TabSeparated")
-        path = f"{a.work}/{t}.tsv"
-        with open(path, "w") as f:
+        # As RowBinary, the format the jobs insert in (zakaz_core::rowbinary, held to what
+        # 18.16 reads by the tests): 26.x must read it as 18.16 wrote it (step 4 compares
+        # every table's rows).
+        data = ch18_bytes(a.url, a.db, f"SELECT {column_list} FROM `{t}` FORMAT RowBinary")
+        path = f"{a.work}/{t}.bin"
+        with open(path, "wb") as f:
             f.write(data)
         try:
             new.run(
                 # As they are: 26.x would otherwise merge duplicate keys of a Replacing table
                 # within the inserted block (`optimize_on_insert`), which 18.16 never does.
-                f"INSERT INTO `{t}` ({column_list}) SELECT * FROM file('{path}', 'TabSeparated', '{structure}') "
+                f"INSERT INTO `{t}` ({column_list}) SELECT * FROM file('{path}', 'RowBinary', '{structure}') "
                 "SETTINGS optimize_on_insert = 0"
             )
         except RuntimeError as e:
             failures.append(f"table {t}: rows do not load: {e}")
-        copied += data.count("\n")
+        copied += int(ch18(a.url, a.db, f"SELECT count() FROM `{t}`"))
+        table_rows.append((t, column_list))
 
     # 4. Views and captured statements, answered by both.
     instant = ch18(a.url, None, "SELECT toString(now())").strip()
@@ -213,6 +224,8 @@ def main():
         if old != cur:
             failures.append(f"{what}: answers differ\n    {sql[:300]}\n" + diff(old, cur))
 
+    for t, column_list in table_rows:
+        compare(f"table {t}", f"SELECT {column_list} FROM `{t}`")
     for v in views:
         # Each server's own SELECT of the view (it may read the clock): 18.16's as it stored
         # it, 26.x's as it built it from the migrations' text.
