@@ -390,6 +390,18 @@ pub fn parse_base_url(s: &str) -> Result<String, String> {
                 .into(),
         );
     }
+    // A URL is printed in errors and logs; a credential in its query would be too
+    // (ClickHouse reads `?user=…&password=…`, APIs `?access_token=…`).
+    if let Some((name, _)) = url.query_pairs().find(|(name, _)| {
+        let name = name.to_ascii_lowercase();
+        ["password", "passwd", "token", "secret", "user", "auth"]
+            .iter()
+            .any(|c| name.contains(c))
+    }) {
+        return Err(format!(
+            "the URL's query carries `{name}`, a credential: credentials go in their own settings, never in a URL"
+        ));
+    }
     Ok(s.trim().trim_end_matches('/').to_owned())
 }
 
