@@ -537,12 +537,15 @@ impl Loader<'_> {
         let mut hidden = HiddenSums::default();
         // The latest day seen, and the latest whose hidden-ad sums are written.
         let (mut latest, mut written_through) = (None, None);
-        let failed = |e: anyhow::Error| {
+        let failed = |e: anyhow::Error, most_rows: u64| {
             e.context(format!(
-                "Yandex Direct login {} report {piece}: nothing of it written",
-                label(login)
+                "Yandex Direct login {} report {piece}: {}",
+                label(login),
+                left_by_failure(most_rows)
             ))
         };
+        let most_rows =
+            |insert: &Option<SplitInsert<_>>| insert.as_ref().map_or(0, |i| i.most_rows());
         loop {
             let chunk = response
                 .chunk()
@@ -552,10 +555,13 @@ impl Loader<'_> {
                 Some(bytes) => parser.feed(bytes),
                 None => parser.end(),
             }
-            while let Some(r) = parser.next_row().map_err(failed)? {
+            while let Some(r) = parser
+                .next_row()
+                .map_err(|e| failed(e, most_rows(&insert)))?
+            {
                 if !piece.contains(r.date) {
                     let e = anyhow::anyhow!("the report for {piece} holds a row of {}", r.date);
-                    return Err(failed(e));
+                    return Err(failed(e, most_rows(&insert)));
                 }
                 if sums == Sums::PerDay {
                     if r.ad_hidden && written_through.is_some_and(|w| r.date <= w) {
@@ -576,10 +582,11 @@ impl Loader<'_> {
                 }
                 latest = latest.max(Some(r.date));
                 cost = cost.checked_add(r.cost).ok_or_else(|| {
-                    failed(anyhow::anyhow!(
+                    let e = anyhow::anyhow!(
                         "its costs add up past what a sum can hold (a row of {})",
                         r.date
-                    ))
+                    );
+                    failed(e, most_rows(&insert))
                 })?;
                 let city = cities.entry(r.campaign_id).or_insert_with(|| {
                     zakaz_core::utm::city_in_name(r.campaign_name)
@@ -587,7 +594,7 @@ impl Loader<'_> {
                         .to_owned()
                 });
                 if r.ad_hidden {
-                    hidden.add(&r).map_err(failed)?;
+                    hidden.add(&r).map_err(|e| failed(e, most_rows(&insert)))?;
                 } else if let Some(insert) = insert.as_mut() {
                     insert
                         .write(
@@ -619,7 +626,7 @@ impl Loader<'_> {
                 break;
             }
         }
-        parser.finish().map_err(failed)?;
+        parser.finish().map_err(|e| failed(e, most_rows(&insert)))?;
         if let Some(mut insert) = insert {
             hidden
                 .write(&mut insert, login, &cities, self.stamp)
@@ -646,6 +653,19 @@ struct HiddenSums {
     sums: BTreeMap<(NaiveDate, u64), Sum>,
     /// Per campaign: its name, as the first of its hidden rows gave it.
     names: HashMap<u64, String>,
+}
+
+/// What a piece that failed left in ClickHouse, told truthfully: ClickHouse writes each
+/// whole block of an insert as soon as it has gathered it.
+fn left_by_failure(most_rows: u64) -> String {
+    if most_rows < zakaz_core::ch::INSERT_BLOCK_ROWS {
+        "nothing of it written".to_owned()
+    } else {
+        format!(
+            "an insert of it had {most_rows} rows, so ClickHouse may have written its first blocks of {} (the next run's rows replace them)",
+            zakaz_core::ch::INSERT_BLOCK_ROWS
+        )
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -789,6 +809,18 @@ mod tests {
             conversions,
             ad_hidden: true,
         }
+    }
+
+    #[test]
+    fn a_failure_says_nothing_was_written_only_below_a_block() {
+        assert_eq!(left_by_failure(0), "nothing of it written");
+        assert_eq!(left_by_failure(1_048_575), "nothing of it written");
+        assert!(
+            left_by_failure(1_048_576)
+                .starts_with("an insert of it had 1048576 rows, so ClickHouse may have written"),
+            "{}",
+            left_by_failure(1_048_576)
+        );
     }
 
     #[test]

@@ -275,6 +275,14 @@ impl Ch {
         }
     }
 
+    /// This connection with `name = value` on every request, as a server profile would set
+    /// it (tests stand for a profile with it; a URL's own query is never sent).
+    pub fn with_setting(mut self, name: &str, value: &str) -> Ch {
+        self.client = self.client.with_setting(name, value);
+        self.server = self.server.with_setting(name, value);
+        self
+    }
+
     /// The client bound to the jobs' database.
     pub fn client(&self) -> &Client {
         &self.client
@@ -412,8 +420,21 @@ impl Ch {
                 .client
                 .clone()
                 .with_compression(clickhouse::Compression::Lz4)
-                .insert_formatted_with(sql),
+                .insert_formatted_with(sql)
+                // Ours, whatever the server's profile says (see `INSERT_BLOCK_ROWS`); and a
+                // block a cluster's retry sends again is dropped as a duplicate.
+                .with_setting("max_insert_block_size", INSERT_BLOCK_ROWS.to_string())
+                .with_setting("min_insert_block_size_rows", INSERT_BLOCK_ROWS.to_string())
+                .with_setting(
+                    "min_insert_block_size_bytes",
+                    INSERT_BLOCK_BYTES.to_string(),
+                )
+                .with_setting("insert_deduplicate", "1")
+                // A chunk the server does not take, or an answer it does not give, within the
+                // timeout fails the insert (once ended, the server may still write it).
+                .with_timeouts(Some(self.timeout), Some(self.timeout)),
             buf: Vec::with_capacity(INSERT_CHUNK_BYTES + 4096),
+            rows: 0,
             table: table.to_owned(),
             row: std::marker::PhantomData,
         }
@@ -447,11 +468,28 @@ impl Ch {
 }
 
 fn insert_failed(table: &str, e: &clickhouse::error::Error) -> anyhow::Error {
-    anyhow::anyhow!("ClickHouse insert into `{table}` failed: {}", short(e))
+    match e {
+        clickhouse::error::Error::TimedOut => anyhow::anyhow!(
+            "ClickHouse insert into `{table}` failed: no progress within CLICKHOUSE_TIMEOUT_SECS (a server that was already writing it may still do so)"
+        ),
+        e => anyhow::anyhow!("ClickHouse insert into `{table}` failed: {}", short(e)),
+    }
 }
 
 /// Bytes of rows sent to ClickHouse at a time.
 const INSERT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Rows of an insert ClickHouse gathers into one block before it writes it: set on every
+/// insert (`max_insert_block_size`, `min_insert_block_size_rows`; their defaults), since a
+/// server profile may set them lower. ClickHouse writes each gathered block as soon as it is
+/// whole, so an insert that fails writes nothing only while it is below this (and below
+/// [`INSERT_BLOCK_BYTES`]); beyond, its first blocks stay written (a loader's next run
+/// replaces them).
+pub const INSERT_BLOCK_ROWS: u64 = 1_048_576;
+
+/// Bytes at which ClickHouse writes a gathered block whatever its rows
+/// (`min_insert_block_size_bytes`, set on every insert; its default).
+pub const INSERT_BLOCK_BYTES: u64 = 268_435_456;
 
 /// An insert in progress (see [`Ch::stream_insert`]). Over HTTP, ClickHouse takes a request
 /// body that stops (a dropped insert, a killed process, a closed connection) for the end of
@@ -464,6 +502,8 @@ pub struct StreamInsert<T> {
     insert: clickhouse::insert_formatted::InsertFormatted,
     /// Rows not sent yet, after the last byte of the rows sent.
     buf: Vec<u8>,
+    /// Rows written so far.
+    rows: u64,
     table: String,
     row: std::marker::PhantomData<fn(&T)>,
 }
@@ -482,14 +522,22 @@ impl<T: clickhouse::RowWrite> StreamInsert<T> {
         self.finish().await.map_err(|e| insert_failed(&table, &e))
     }
 
+    /// Rows written so far: beyond [`INSERT_BLOCK_ROWS`], a failure may leave some written.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
     async fn send_row(&mut self, row: &T::Value<'_>) -> clickhouse::error::Result<()> {
         crate::rowbinary::write_row(&mut self.buf, row)
             .map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?;
+        self.rows += 1;
         if self.buf.len() >= INSERT_CHUNK_BYTES {
             // Everything but the last byte, which starts the next chunk.
             let mut chunk =
                 std::mem::replace(&mut self.buf, Vec::with_capacity(INSERT_CHUNK_BYTES + 4096));
             self.buf.extend(chunk.pop());
+            // Not cancel-safe: a `write` dropped here loses the chunk, and the insert must be
+            // dropped too (every caller does: none ends an insert after a cancelled write).
             self.insert.send(chunk.into()).await?;
         }
         Ok(())
@@ -522,6 +570,16 @@ impl<T: clickhouse::RowWrite> SplitInsert<T> {
     pub async fn write(&mut self, key: u64, row: &T::Value<'_>) -> anyhow::Result<()> {
         let n = self.inserts.len() as u64;
         self.inserts[(key % n) as usize].write(row).await
+    }
+
+    /// The rows of the fullest insert: beyond [`INSERT_BLOCK_ROWS`], a failure may leave
+    /// some written.
+    pub fn most_rows(&self) -> u64 {
+        self.inserts
+            .iter()
+            .map(StreamInsert::rows)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Commit every insert, all at once: each sends its last rows, then waits for the server.
@@ -721,6 +779,11 @@ mod tests {
         assert!(parse_http_url("https://ch.example.org:8443").is_ok());
         assert!(parse_http_url("tcp://x").is_err());
         assert!(parse_http_url("http://u:p@x").is_err());
+        let e = parse_http_url("http://x:8123/?user=default&password=hunter2").unwrap_err();
+        assert!(e.contains("`user`") && !e.contains("hunter2"), "{e}");
+        let e = parse_http_url("http://x:8123/?PASSWORD=hunter2").unwrap_err();
+        assert!(e.contains("credential") && !e.contains("hunter2"), "{e}");
+        assert!(parse_http_url("http://x:8123/?max_insert_block_size=3").is_ok());
         assert!(parse_identifier("zakaz_test_1").is_ok());
         assert!(parse_identifier("zakaz; DROP").is_err());
         assert!(parse_identifier("1abc").is_err());

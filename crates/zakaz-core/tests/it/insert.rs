@@ -1,4 +1,5 @@
-//! Rows of one table spread over several `INSERT`s open at once ([`Ch::split_insert`]).
+//! Inserts: rows of one table spread over several `INSERT`s open at once
+//! ([`Ch::split_insert`]), and what a stopped, cut, hanging or small-block insert writes.
 
 use std::time::Duration;
 
@@ -174,6 +175,19 @@ struct Short {
     v: u16,
 }
 
+/// `n` values by xorshift, which LZ4 cannot shrink: a body about as long as the rows.
+fn noise(n: usize) -> Vec<u16> {
+    let mut x = 0x2545_f491_u32;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u16
+        })
+        .collect()
+}
+
 /// Rows of two bytes (so that half of all places in the data are row ends) that LZ4 cannot
 /// shrink, cut off at places spread over the body: none may be written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,16 +196,7 @@ async fn an_insert_cut_anywhere_in_its_body_writes_nothing() {
     ch.execute("CREATE TABLE cut (v UInt16) ENGINE = MergeTree ORDER BY tuple()")
         .await
         .unwrap();
-    // xorshift: values LZ4 cannot shrink, so the body is about as long as the rows.
-    let mut x = 0x2545_f491_u32;
-    let rows: Vec<u16> = (0..1_000_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u16
-        })
-        .collect();
+    let rows = noise(1_000_000);
     for cut in (0..8).map(|k| 150_000 + k * 229_373) {
         let mut args = db.args.clone();
         args.clickhouse_url = cutting_proxy(cut);
@@ -222,4 +227,114 @@ async fn an_insert_cut_anywhere_in_its_body_writes_nothing() {
             "cut after {cut} bytes"
         );
     }
+}
+
+/// A server whose profile sets small insert blocks writes each block as soon as it has
+/// gathered it; every insert sets its own block sizes, so one dropped after its first chunks
+/// were sent still writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_is_one_block_whatever_the_servers_profile_says() {
+    let (db, ch) = TestDb::migrated().await;
+    ch.execute("CREATE TABLE small_blocks (v UInt16) ENGINE = MergeTree ORDER BY tuple()")
+        .await
+        .unwrap();
+    // As such a profile would: every request carries the settings.
+    let small = Ch::connect(&db.args)
+        .await
+        .unwrap()
+        .with_setting("max_insert_block_size", "3")
+        .with_setting("min_insert_block_size_rows", "3")
+        .with_setting("min_insert_block_size_bytes", "4");
+    let setting: String = small
+        .client()
+        .query("SELECT value FROM system.settings WHERE name = 'min_insert_block_size_rows'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(setting, "3", "the profile's setting is in force");
+    // 2 MB that LZ4 cannot shrink, all but the last chunk sent before the drop: more than
+    // the 1 MiB that 18.16 reads before it starts the query.
+    let rows = noise(1_000_000);
+    let mut insert = small.stream_insert::<Short>("small_blocks");
+    for v in &rows {
+        insert.write(&Short { v: *v }).await.unwrap();
+    }
+    drop(insert);
+    assert_eq!(inserts_running(&ch, "small_blocks", 0).await, 0);
+    assert_eq!(count(&ch, "SELECT count() FROM small_blocks").await, 0);
+    let mut insert = small.stream_insert::<Short>("small_blocks");
+    for v in &rows {
+        insert.write(&Short { v: *v }).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    assert_eq!(
+        count(&ch, "SELECT count() FROM small_blocks").await,
+        rows.len() as u64
+    );
+}
+
+/// A proxy to ClickHouse that passes a connection's requests until one is an `INSERT`, then
+/// reads on and never answers: a server that hangs on an insert.
+fn hanging_on_inserts_proxy() -> String {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let server = zakaz_core::testing::clickhouse_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(8) {
+            let Ok(mut client) = client else { return };
+            let server = server.clone();
+            std::thread::spawn(move || {
+                let mut upstream = TcpStream::connect(&server).unwrap();
+                // Bounded: the test ends long before; a leftover thread then ends too.
+                let timeout = Some(Duration::from_secs(30));
+                client.set_read_timeout(timeout).unwrap();
+                let (mut from_server, mut to_client) =
+                    (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                });
+                let (mut hanging, mut buf) = (false, vec![0u8; 8192]);
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    hanging = hanging || buf[..n].windows(6).any(|w| w == b"INSERT");
+                    if !hanging && upstream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// An insert the server never answers fails once the timeout passes, with a message that
+/// names the setting, instead of hanging the job until systemd kills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_the_server_never_answers_fails_at_the_timeout() {
+    let (db, _ch) = TestDb::migrated().await;
+    let mut args = db.args.clone();
+    args.clickhouse_url = hanging_on_inserts_proxy();
+    args.clickhouse_timeout_secs = 3;
+    let hanging = Ch::connect(&args).await.unwrap();
+    let mut insert = hanging.stream_insert::<Short>("never");
+    for v in 0..10 {
+        insert.write(&Short { v }).await.unwrap();
+    }
+    // Bounded, so that an insert without its timeout fails this test instead of hanging it.
+    let ended = tokio::time::timeout(Duration::from_secs(120), insert.end())
+        .await
+        .expect("the insert ended by its own timeout");
+    let e = ended.unwrap_err().to_string();
+    assert!(
+        e.contains("no progress within CLICKHOUSE_TIMEOUT_SECS"),
+        "{e}"
+    );
 }
