@@ -633,6 +633,7 @@ pub async fn migrate_with(ch: &Ch, migrations: &[Migration]) -> anyhow::Result<M
     let db = ch.db();
     if let Some(cluster) = ch.cluster() {
         check_every_replica_answers(ch, cluster).await?;
+        check_replicated(ch, cluster).await?;
     }
     run(
         ch,
@@ -681,6 +682,46 @@ pub async fn migrate_with(ch: &Ch, migrations: &[Migration]) -> anyhow::Result<M
         complete_every_replica(ch, cluster, migrations, journal_table).await?;
     }
     Ok(report)
+}
+
+/// On a cluster, every table of the database on the server this run uses must be
+/// replicated: an insert whose answer was lost is sent again, which only a `Replicated*`
+/// table drops as a duplicate. A database first migrated without `CLICKHOUSE_CLUSTER` keeps
+/// its plain tables (`CREATE TABLE IF NOT EXISTS` leaves them), so it is refused by name.
+async fn check_replicated(ch: &Ch, cluster: &str) -> anyhow::Result<()> {
+    let db = ch.db().to_owned();
+    let plain: Vec<(String, String)> = ch
+        .read_server("table engines", |c| {
+            let db = db.clone();
+            async move {
+                c.query(
+                    "SELECT name, engine FROM system.tables WHERE database = ? \
+                     AND engine LIKE '%MergeTree' AND engine NOT LIKE 'Replicated%' ORDER BY name",
+                )
+                .bind(db)
+                .fetch_all()
+                .await
+            }
+        })
+        .await?;
+    if plain.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = plain
+        .iter()
+        .take(5)
+        .map(|(name, engine)| format!("{name} ({engine})"))
+        .collect();
+    let more = match plain.len() {
+        n if n > 5 => format!(" and {} more", n - 5),
+        _ => String::new(),
+    };
+    Err(ConfigError(format!(
+        "CLICKHOUSE_CLUSTER is `{cluster}`, but database `{db}` at `{}` holds tables that are not replicated: {}{more}. It was migrated without CLICKHOUSE_CLUSTER; a retried insert could double their rows. Use a database migrated on the cluster (CLICKHOUSE_DB) and move the data there",
+        ch.url(),
+        named.join(", ")
+    ))
+    .into())
 }
 
 /// The table of applied migrations, created before any migration runs.
@@ -997,6 +1038,11 @@ async fn complete_every_replica(
 /// At start-up: apply what is missing, warn when the database is newer than this binary.
 pub async fn ensure(ch: &Ch) -> anyhow::Result<()> {
     let current = current_version(ch).await.unwrap_or(0);
+    if let Some(cluster) = ch.cluster()
+        && current > 0
+    {
+        check_replicated(ch, cluster).await?;
+    }
     if current >= latest_version() {
         if current > latest_version() {
             tracing::warn!(

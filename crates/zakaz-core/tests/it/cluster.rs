@@ -205,6 +205,39 @@ async fn a_half_migrated_cluster_is_completed_or_named() {
     schema::migrate(&ch).await.unwrap();
 }
 
+/// A database migrated on one replica without `CLICKHOUSE_CLUSTER` holds plain tables; with
+/// the cluster set, jobs and `migrate` refuse it by name instead of retrying inserts into
+/// tables that cannot drop a duplicate.
+#[tokio::test]
+async fn a_database_migrated_without_the_cluster_is_refused_with_it() {
+    let db = ClusterDb::empty();
+    let mut single = db.args.clone();
+    single.clickhouse_url = cluster_urls()[0].clone();
+    single.clickhouse_cluster = String::new();
+    let alone = zakaz_core::ch::Ch::connect(&single).await.unwrap();
+    schema::migrate(&alone).await.unwrap();
+    schema::ensure(&alone).await.unwrap();
+
+    let ch = db.connect().await;
+    for (what, err) in [
+        ("ensure", schema::ensure(&ch).await.unwrap_err()),
+        ("migrate", schema::migrate(&ch).await.unwrap_err()),
+    ] {
+        let text = format!("{err:#}");
+        assert!(
+            err.downcast_ref::<zakaz_core::error::ConfigError>()
+                .is_some(),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains("CLICKHOUSE_CLUSTER is `zakaz`")
+                && text.contains("alerts (MergeTree)")
+                && text.contains("more"),
+            "{what}: {text}"
+        );
+    }
+}
+
 fn http_insert(url: &str, sql: &str) {
     zakaz_core::testing::http_post(url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
 }

@@ -338,3 +338,41 @@ async fn an_insert_the_server_never_answers_fails_at_the_timeout() {
         "{e}"
     );
 }
+
+/// A server that refuses an insert while its rows are still being sent (here its memory
+/// limit): the error is the server's own, not the client's "channel closed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_the_server_refuses_half_way_fails_with_the_servers_reason() {
+    let (db, ch) = table("refused").await;
+    let tight = Ch::connect(&db.args)
+        .await
+        .unwrap()
+        .with_setting("max_memory_usage", "20000000");
+    let mut insert = tight.split_insert::<Row>("refused", 1);
+    // About 50 MB, more than twice the limit, in rows LZ4 cannot shrink much.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut failed = None;
+    for k in 0..800_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let s = format!(
+            "{x:016x}{:016x}{:016x}{:016x}",
+            x.rotate_left(7),
+            x.rotate_left(29),
+            x.rotate_left(41)
+        );
+        if let Err(e) = insert.write(0, &Row { d: MONTHS[0], k, s }).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let e = match failed {
+        Some(e) => e,
+        None => insert.end().await.unwrap_err(),
+    }
+    .to_string();
+    assert!(e.contains("Memory limit (for query) exceeded"), "{e}");
+    assert_eq!(inserts_running(&ch, "refused", 0).await, 0);
+    assert_eq!(count(&ch, "SELECT count() FROM refused").await, 0);
+}
