@@ -220,17 +220,21 @@ fn date(text: &str) -> Option<NaiveDate> {
     let text = text.trim();
     for f in ["%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y", "%Y/%m/%d", "%d.%m.%y"] {
         // `%Y` takes any number of digits: `24.11.26` is the year 26 to it, not 2026.
+        // and a date ClickHouse cannot hold would be stored as another one.
         if let Ok(d) = NaiveDate::parse_from_str(text, f)
-            && d.year() >= 1900
+            && zakaz_core::time::fits_ch_date(d)
         {
             return Some(d);
         }
     }
     // An XLSX date cell read as its serial number (days since 1899-12-30).
     let serial: f64 = text.parse().ok()?;
-    (20_000.0..80_000.0).contains(&serial).then(|| {
-        NaiveDate::from_ymd_opt(1899, 12, 30).expect("epoch") + chrono::Days::new(serial as u64)
-    })
+    (20_000.0..80_000.0)
+        .contains(&serial)
+        .then(|| {
+            NaiveDate::from_ymd_opt(1899, 12, 30).expect("epoch") + chrono::Days::new(serial as u64)
+        })
+        .filter(|d| zakaz_core::time::fits_ch_date(*d))
 }
 
 fn strip_spaces(text: &str) -> String {
@@ -739,6 +743,12 @@ mod tests {
         // A two-digit year is this century's, never the year 26.
         assert_eq!(date("24.11.26"), NaiveDate::from_ymd_opt(2026, 11, 24));
         assert_eq!(date("0026-11-24"), None);
+        // Outside what ClickHouse's Date holds: not a date, never another one.
+        assert_eq!(date("31.12.1969"), None);
+        assert_eq!(date("25000"), None, "1968-06-12");
+        assert_eq!(date("2149-06-07"), None);
+        assert_eq!(date("2149-06-06"), NaiveDate::from_ymd_opt(2149, 6, 6));
+        assert_eq!(date("01.01.1970"), NaiveDate::from_ymd_opt(1970, 1, 1));
     }
 
     #[test]

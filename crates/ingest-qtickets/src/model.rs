@@ -147,9 +147,15 @@ fn timestamp(f: &Value, key: &str, what: &str) -> anyhow::Result<Option<DateTime
         Value::Null => Ok(None),
         Value::String(s) if s.is_empty() => Ok(None),
         // QTickets always sends an offset; without one the instant is unknown.
-        Value::String(s) => parse_offset_timestamp(s)
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("{what}: `{key}`: {e}")),
+        Value::String(s) => match parse_offset_timestamp(s) {
+            // ClickHouse would hold another instant in its place.
+            Ok(t) if !zakaz_core::time::fits_ch_datetime(&t) => anyhow::bail!(
+                "{what}: `{key}`: {} is outside 1970 to 2106, the instants ClickHouse holds",
+                t.to_rfc3339()
+            ),
+            Ok(t) => Ok(Some(t)),
+            Err(e) => anyhow::bail!("{what}: `{key}`: {e}"),
+        },
         other => anyhow::bail!("{what}: `{key}` is not a timestamp ({other})"),
     }
 }
@@ -783,6 +789,17 @@ mod tests {
             "order 7: `updated_at`: timestamp `2025-05-02 10:00:00` has no UTC offset"
         );
         o["updated_at"] = json!("2025-05-02T07:00:00Z");
+        assert!(transform_order(&o, 1, None).is_ok());
+        // An instant ClickHouse cannot hold is refused, never stored as 1970 or 2106.
+        o["payed_at"] = json!("1969-12-31T23:00:00+00:00");
+        let err = transform_order(&o, 1, None).err().expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "order 7: `payed_at`: 1969-12-31T23:00:00+00:00 is outside 1970 to 2106, the instants ClickHouse holds"
+        );
+        o["payed_at"] = json!("2200-01-01T00:00:00+03:00");
+        assert!(transform_order(&o, 1, None).is_err());
+        o["payed_at"] = json!("1970-01-01T03:00:00+03:00");
         assert!(transform_order(&o, 1, None).is_ok());
     }
 

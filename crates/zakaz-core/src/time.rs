@@ -55,6 +55,19 @@ pub fn moscow_date<Z: TimeZone>(t: &DateTime<Z>) -> NaiveDate {
     t.with_timezone(&MOSCOW).date_naive()
 }
 
+/// Whether ClickHouse's `Date` can hold `d` (1970-01-01 to 2149-06-06): input from outside
+/// is checked with this, since [`ch_date`] clamps what it cannot hold.
+pub fn fits_ch_date(d: NaiveDate) -> bool {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    (0..=i64::from(u16::MAX)).contains(&(d - epoch).num_days())
+}
+
+/// Whether ClickHouse's `DateTime` can hold `t` (1970 to 2106-02-07): input from outside is
+/// checked with this, since [`ch_datetime`] clamps what it cannot hold.
+pub fn fits_ch_datetime<Z: TimeZone>(t: &DateTime<Z>) -> bool {
+    u32::try_from(t.timestamp()).is_ok()
+}
+
 /// Days since 1970-01-01: ClickHouse's `Date` on the wire.
 pub fn ch_date(d: NaiveDate) -> u16 {
     let days = d.num_days_from_ce()
