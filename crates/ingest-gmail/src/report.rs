@@ -7,7 +7,7 @@
 //! bounded by [`Limits`] (no input makes it take more than a few times the limits in memory,
 //! nor more than linear time); what it refuses is an error naming the setting to raise.
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 
 /// How much of a report the parsers take in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
