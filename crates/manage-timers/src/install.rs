@@ -172,6 +172,44 @@ fn ensure_dir(
     Ok(())
 }
 
+/// Set on the `manage-timers` an install hands over to, so that it never hands over again.
+const HANDED_OVER: &str = "ZAKAZ_INSTALL_HANDED_OVER";
+
+/// An upgrade (`install --binaries DIR`) is usually typed as the installed, older
+/// `manage-timers`, whose units, docs and binary list are its own release's. When `DIR`
+/// holds another `manage-timers`, the install is handed to it (the same arguments, this
+/// process replaced), so the new release writes its own units. Returns only when there is
+/// nothing to hand over.
+pub fn hand_over_to_the_new_release(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let new = dir.join("manage-timers");
+    if std::env::var_os(HANDED_OVER).is_some() || !new.is_file() {
+        return Ok(());
+    }
+    let running = std::env::current_exe()?;
+    let same = |a: &Path, b: &Path| -> std::io::Result<bool> {
+        if fs::canonicalize(a)? == fs::canonicalize(b)? {
+            return Ok(true);
+        }
+        Ok(fs::metadata(a)?.len() == fs::metadata(b)?.len() && fs::read(a)? == fs::read(b)?)
+    };
+    if same(&running, &new)? {
+        return Ok(());
+    }
+    eprintln!(
+        "manage-timers: handing the install to {} (the new release writes its own units)",
+        new.display()
+    );
+    let err = std::process::Command::new(&new)
+        .args(std::env::args_os().skip(1))
+        .env(HANDED_OVER, "1")
+        .exec();
+    Err(anyhow::anyhow!(
+        "cannot run `{}` to install its release: {err}",
+        new.display()
+    ))
+}
+
 /// An install's remembered choices (`PREFIX/install.json`, root-owned 0644).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Remembered {

@@ -458,6 +458,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if show {
                 install::show(&place)
             } else {
+                if let Some(dir) = binaries.as_deref() {
+                    install::hand_over_to_the_new_release(dir)?;
+                }
                 install::install(&place, &choices, binaries.as_deref(), force, no_enable)
             }
         }

@@ -528,3 +528,37 @@ impl Drop for Cleanup {
 fn scopeguard(dir: &std::path::Path) -> Cleanup {
     Cleanup(dir.to_owned())
 }
+
+/// An upgrade typed as the installed (older) `manage-timers` hands the install to the new
+/// release's own `manage-timers`, with the same arguments, so the new release writes its
+/// units; the one handed to is marked so that it never hands over again.
+#[test]
+fn an_upgrade_is_installed_by_the_new_releases_own_manage_timers() {
+    use std::os::unix::fs::PermissionsExt;
+    let release = zakaz_core::testing::TempDir::new("new-release");
+    let new = release.path.join("manage-timers");
+    let called = release.path.join("called");
+    // The new release's manage-timers, standing in: it records how it was called.
+    std::fs::write(
+        &new,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"handed=$ZAKAZ_INSTALL_HANDED_OVER\" \"$@\" > '{}'\nexit 7\n",
+            called.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = release.path.to_str().unwrap();
+    let out = manage_timers(&["install", "--binaries", dir, "--queue-shards", "2"], &[]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("handing the install to {}", new.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&called).unwrap(),
+        format!("handed=1\ninstall\n--binaries\n{dir}\n--queue-shards\n2\n")
+    );
+    let _ = std::fs::remove_dir_all(&release.path);
+}
