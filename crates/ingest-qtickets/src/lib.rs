@@ -684,6 +684,40 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// The dates a staged batch makes stale: a window run's own, and those at its edges
+    /// that have facts already. Those facts were computed from the staging of earlier runs,
+    /// which holds every order of the date; left alone, the newer rows staged now (say, a
+    /// refund) would never reach them, since the staged row no longer looks refundable.
+    async fn stale_dates(&self, dates: &mut BTreeSet<NaiveDate>) -> anyhow::Result<()> {
+        let Some(window) = self.window else {
+            return Ok(());
+        };
+        let edges: Vec<String> = dates
+            .iter()
+            .filter(|d| !window.contains(**d))
+            .map(|d| zakaz_core::time::ch_date(*d).to_string())
+            .collect();
+        if edges.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT DISTINCT sales_date FROM fact_qtickets_sales_daily WHERE sales_date IN ({})",
+            edges.join(",")
+        );
+        let with_facts: BTreeSet<u16> = self
+            .ch
+            .read("facts at the window's edges", |c| {
+                let sql = sql.clone();
+                async move { c.query(&sql).fetch_all::<u16>().await }
+            })
+            .await?
+            .into_iter()
+            .collect();
+        dates
+            .retain(|d| window.contains(*d) || with_facts.contains(&zakaz_core::time::ch_date(*d)));
+        Ok(())
+    }
+
     fn stage_batch(&self) -> usize {
         self.args.qtickets_stage_batch_orders as usize
     }
@@ -802,7 +836,7 @@ impl<'a> Loader<'a> {
                 .await?;
             dates.extend(old.into_iter().map(zakaz_core::time::ch_date_to_naive));
         }
-        self.own_dates(&mut dates);
+        self.stale_dates(&mut dates).await?;
         let new: BTreeSet<NaiveDate> = dates.difference(&self.marked).copied().collect();
         if !new.is_empty() {
             self.mark(&new, true).await?;

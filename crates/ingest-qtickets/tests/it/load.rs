@@ -782,6 +782,56 @@ fn refundable_order(env: &Env, before: i64) -> u64 {
         .expect("an order paid long ago with a ticket to refund")
 }
 
+/// A window run reads the orders created a day before its window and two after; a change
+/// it stages for a date at its edges that has facts already (here a refund that never moved
+/// `updated_at`, which no later run would see again) is counted there too.
+#[tokio::test]
+async fn a_window_run_counts_what_it_staged_for_the_dates_at_its_edges() {
+    let env = Env::new().await;
+    env.run_ok(&[]);
+    let facts = env.facts();
+    // An order paid and created on a past day, with a ticket still to refund.
+    let moscow_day = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&zakaz_core::time::MOSCOW)
+            .date_naive()
+    };
+    let today = env.sandbox.sandbox().today();
+    let day = today - chrono::Days::new(10);
+    let order = env
+        .sandbox
+        .sandbox()
+        .qtickets_orders()
+        .iter()
+        .filter(|o| o["payed"] == true && o["deleted_at"].is_null())
+        .filter(|o| {
+            moscow_day(o["payed_at"].as_str().unwrap()) == day
+                && moscow_day(o["created_at"].as_str().unwrap()) == day
+        })
+        .find(|o| {
+            o["baskets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["refunded_at"].is_null() && b["deleted_at"].is_null())
+        })
+        .map(|o| o["id"].as_u64().unwrap())
+        .expect("an order paid and created on the day, with a ticket to refund");
+    env.control(
+        "/qtickets/refund",
+        json!({"order_id": order, "bump_updated_at": false}),
+    );
+    assert_ne!(env.expected(), facts, "the refund changes the day's totals");
+    let next = (day + chrono::Days::new(1)).to_string();
+    env.run_ok(&["--since", &next, "--until", &next]);
+    let refunded = env.query(&format!(
+        "SELECT max(is_refunded) FROM {{db}}.stg_qtickets_tickets FINAL WHERE order_id = {order}"
+    ));
+    assert_eq!(refunded, "1\n", "the window run read the order");
+    assert_eq!(env.facts(), env.expected());
+}
+
 #[tokio::test]
 async fn the_refund_sweep_finds_a_refund_forty_days_late_that_never_moved_updated_at() {
     let env = Env::with(api_sandbox::SandboxConfig {
