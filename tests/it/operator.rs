@@ -289,6 +289,24 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
     assert!(!output_text(&out).contains("Failed to add filter"));
     let all = ok(sh("manage-timers logs -n 200"), "logs");
     assert!(all.contains("run finished"), "{all}");
+    // A user who may not read the system journal is told so, never that nothing ran.
+    let out = machine.exec(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/local/bin/manage-timers",
+        "logs",
+        "-n",
+        "200",
+    ]);
+    assert_eq!(out.status.code(), Some(77), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("that this user may read")
+            && !output_text(&out).contains("has not run"),
+        "{}",
+        output_text(&out)
+    );
 
     // --- a run exiting 78 is not restarted; status exits 3 ----------------------------------
     // Short restart periods, so a restart that should happen is seen quickly.

@@ -622,6 +622,15 @@ pub fn logs(job: Option<&JobRef>, scope: Scope, opts: &LogOptions) -> anyhow::Re
     all.extend(args.iter().map(String::as_str));
     let (code, stdout, stderr) = system::run_any("journalctl", &all)?;
     let nothing = stdout.trim().is_empty() || stdout.trim() == "-- No entries --";
+    // journalctl shows a user outside `systemd-journal`/`adm` only that user's own lines,
+    // saying so on stderr: nothing found then is no sign that the job never ran.
+    let partial = stderr.contains("insufficient permissions")
+        || stderr.contains("not seeing messages from other users");
+    if nothing && partial && scope == Scope::System {
+        return Err(crate::front::noperm_error(format!(
+            "no log lines of {what} that this user may read: the system journal is readable by root and the `systemd-journal` group (run `sudo manage-timers logs …`)"
+        )));
+    }
     if code != Some(0) && !stderr.contains("Failed to add filter for units") {
         let line = stderr
             .lines()
