@@ -527,22 +527,48 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
     // The default port, inside the machine's own network.
     let port = 8080;
+    let env_file = "/opt/zakaz_dashboard/secrets/healthcheck.env";
+    let settings = format!("CLICKHOUSE_DB={}\nHEALTHCHECK_CACHE_SECONDS=1\n", db.name);
+    // First on a port its user may not bind: the install goes on, enables it, remembers
+    // its choices, and names the unit that did not start (exit 1).
     write_inside(
         &machine,
-        "/opt/zakaz_dashboard/secrets/healthcheck.env",
-        &format!("CLICKHOUSE_DB={}\nHEALTHCHECK_CACHE_SECONDS=1\n", db.name),
+        env_file,
+        &format!("{settings}HEALTHCHECK_LISTEN=127.0.0.1:80\n"),
     );
     let bin = machine.stage_binaries();
-    let install = ok(
-        &machine,
-        &[
-            &format!("{bin}/manage-timers"),
-            "install",
-            "--binaries",
-            bin,
-        ],
+    let manage = format!("{bin}/manage-timers");
+    let out = machine.exec(&[&manage, "install", "--binaries", bin, "--queue-shards", "2"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("enabled healthcheck.service, but it did not start")
+            && text.contains("installed, but healthcheck.service (")
+            && text.contains("enabled qtickets.timer"),
+        "{text}"
     );
-    assert!(install.contains("enabled healthcheck.service"), "{install}");
+    assert_eq!(
+        ok(
+            &machine,
+            &["systemctl", "is-enabled", "healthcheck.service"]
+        )
+        .trim(),
+        "enabled"
+    );
+    assert!(
+        std::fs::read_to_string(machine.path("/opt/zakaz_dashboard/install.json"))
+            .unwrap()
+            .contains("\"queue_shards\": 2"),
+        "the choices are remembered"
+    );
+    // Fixed as the message says.
+    write_inside(&machine, env_file, &settings);
+    ok(&machine, &["systemctl", "start", "healthcheck.service"]);
+    let install = ok(&machine, &[&manage, "install", "--binaries", bin]);
+    assert!(
+        install.contains("kept the remembered choices") && install.contains("queue shards 2"),
+        "a bare reinstall keeps the remembered shards: {install}"
+    );
     let show = |prop: &str| {
         ok(
             &machine,
@@ -625,8 +651,6 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     // worker that takes the server's own probe hangs (`ZAKAZ_TEST_DEAF`, a debug-build hook).
     // Its pinger keeps running, so only a pinger that pings while the probe is answered lets
     // the watchdog kill it; a stopped process (above) would be killed by any pinger.
-    let env_file = "/opt/zakaz_dashboard/secrets/healthcheck.env";
-    let settings = format!("CLICKHOUSE_DB={}\nHEALTHCHECK_CACHE_SECONDS=1\n", db.name);
     write_inside(
         &machine,
         env_file,
@@ -706,7 +730,8 @@ async fn healthcheck_is_ready_under_systemd_and_its_watchdog_restarts_it() {
     );
 
     let out = ok(&machine, &[&format!("{bin}/manage-timers"), "uninstall"]);
-    assert!(out.contains("uninstalled 17 units"), "{out}");
+    // The 17 units of one queue shard, and the 4 worker units of the second.
+    assert!(out.contains("uninstalled 21 units"), "{out}");
     drop(machine);
     let _ = std::fs::remove_file(&log);
 }

@@ -684,6 +684,7 @@ pub fn install(
             "systemd is not running here: units written, nothing reloaded or started".to_owned(),
         );
     }
+    let mut not_started = Vec::new();
     if !no_enable {
         for job in JOBS.iter().filter(|j| j.enabled_by_default) {
             let unit = if job.is_timer() {
@@ -700,12 +701,16 @@ pub fn install(
             if was_ours {
                 continue;
             }
-            let mut cmd = vec!["enable"];
-            if system::systemd_running() || scope == Scope::User {
-                cmd.push("--now");
+            system::systemctl(scope, &["enable", &unit])?;
+            // A unit that does not start (the healthcheck's port taken) stays enabled and
+            // the install goes on: the rest is installed and remembered, and it is named.
+            if (system::systemd_running() || scope == Scope::User)
+                && let Err(e) = system::systemctl(scope, &["start", &unit])
+            {
+                report.push(format!("enabled {unit}, but it did not start"));
+                not_started.push(format!("{unit} ({})", zakaz_core::error::one_line(&e)));
+                continue;
             }
-            cmd.push(&unit);
-            system::systemctl(scope, &cmd)?;
             report.push(format!("enabled {unit}"));
         }
     }
@@ -717,6 +722,12 @@ pub fn install(
     }
     for line in &report {
         println!("{line}");
+    }
+    if !not_started.is_empty() {
+        anyhow::bail!(
+            "installed, but {} did not start: see `manage-timers logs NAME`, fix its settings, then `sudo systemctl start` it",
+            not_started.join("; ")
+        );
     }
     println!(
         "install complete: {} units in {}, prefix {}; fill in {}/*.env, then `manage-timers status`",
