@@ -1046,3 +1046,66 @@ fn the_queue_timers_fire_per_shard_and_drain_a_copy_across_servers() {
     drop(machine);
     let _ = std::fs::remove_file(&log);
 }
+
+/// `--env-file` (manual runs) reads an env file exactly as systemd's `EnvironmentFile=` (the
+/// timers' runs): quotes, backslashes, comments, continuation lines. A password with a quote
+/// or a backslash must be the same password on both paths. (A line systemd ignores, such as
+/// `export KEY=…`, is refused by `--env-file`: zakaz-core's own tests.)
+#[test]
+fn env_files_read_as_systemd_reads_them() {
+    let log = std::env::temp_dir().join(format!("zakaz-e2e-envfile-{}.log", std::process::id()));
+    let machine = Machine::boot(&log).expect("a real systemd boots in a namespace (needs root)");
+    let text = concat!(
+        "Z_PLAIN=abc\n",
+        "Z_SPACES = padded value  \n",
+        "Z_DQ=\"two words\"\n",
+        "Z_SQ='x=y'\n",
+        "Z_BS_UNQ=a\\b\n",
+        "Z_BS_TWO=a\\\\b\n",
+        "Z_DQ_ESC=\"say \\\"hi\\\" \\\\ \\$ok \\x\"\n",
+        "Z_SQ_BS='c:\\path'\n",
+        "Z_HASH=a#b\n",
+        "Z_MIXED=\"a\"b'c'\n",
+        "; a semicolon comment\n",
+        "# a hash comment\n",
+        "  # an indented comment\n",
+        "Z_CONT=first\\\n",
+        "second\n",
+        "Z_EMPTY=\n",
+        "Z_TRAIL_DQ=\"x\"  \n",
+        "Z_INNER_SPACE=a b  c\n",
+        "Z_DQ_NL=\"line1\n",
+        "line2\"\n",
+        "Z_LAST=end\n",
+    );
+    write_inside(&machine, "/run/zakaz-envfile-test.env", text);
+    let out = machine.exec(&[
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "-p",
+        "EnvironmentFile=/run/zakaz-envfile-test.env",
+        "/usr/bin/env",
+        "-0",
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let systemd: Vec<(String, String)> = out
+        .stdout
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
+        .filter(|(k, _)| k.starts_with("Z_"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let ours = zakaz_core::env_file::parse(Path::new("test.env"), text)
+        .unwrap()
+        .into_iter()
+        .collect::<Vec<_>>();
+    let sorted = |mut v: Vec<(String, String)>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(ours), sorted(systemd));
+    drop(machine);
+    let _ = std::fs::remove_file(&log);
+}
