@@ -83,6 +83,15 @@ pub struct SandboxConfig {
     /// `+03:00` everywhere, which is what the real service was seen to send.
     #[arg(long)]
     pub qtickets_city_offsets: bool,
+    /// Every Nth QTickets order is synced late (0: none), as a box office's sales reach the
+    /// service later with their own times: it appears `--qtickets-late-sync-minutes` after
+    /// it was created, with an id newer than the orders before its appearance and every
+    /// timestamp older.
+    #[arg(long, default_value_t = 0)]
+    pub qtickets_late_sync_every: u32,
+    /// How late a late-synced order appears (minutes after its `created_at`).
+    #[arg(long, default_value_t = 180)]
+    pub qtickets_late_sync_minutes: u32,
 }
 
 impl Default for SandboxConfig {
@@ -101,6 +110,8 @@ impl Default for SandboxConfig {
             emails: 6,
             now: None,
             qtickets_city_offsets: false,
+            qtickets_late_sync_every: 0,
+            qtickets_late_sync_minutes: 180,
         }
     }
 }

@@ -130,6 +130,8 @@ pub struct Order {
     pub id: u64,
     pub event: usize,
     pub created: i64,
+    /// When the service shows it: `created`, or later for a late-synced order.
+    pub revealed: i64,
     pub payed_at: Option<i64>,
     pub deleted_at: Option<i64>,
     pub client_id: u64,
@@ -222,7 +224,7 @@ pub struct QData {
     /// {"qtickets_shapes": [...]}` ([`SHAPES`]).
     pub shapes: std::sync::atomic::AtomicU8,
     pub events: Vec<Event>,
-    /// Sorted by `created` and `id` alike.
+    /// Sorted by `revealed` and `id` alike (and by `created`, unless orders sync late).
     pub orders: Vec<Order>,
 }
 
@@ -388,10 +390,18 @@ impl QData {
                         },
                     ]
                 });
+                let late = cfg.qtickets_late_sync_every > 0
+                    && orders.len() as u64 % u64::from(cfg.qtickets_late_sync_every)
+                        == u64::from(cfg.qtickets_late_sync_every) - 1;
                 orders.push(Order {
                     id: 0,
                     event,
                     created,
+                    revealed: if late {
+                        created + i64::from(cfg.qtickets_late_sync_minutes) * 60
+                    } else {
+                        created
+                    },
                     payed_at,
                     deleted_at,
                     client_id: 70_000 + rng.range(1, 5_000),
@@ -402,7 +412,8 @@ impl QData {
                 });
             }
         }
-        orders.sort_by_key(|o| o.created);
+        // Ids in the order the service shows them.
+        orders.sort_by_key(|o| (o.revealed, o.created));
         for (i, order) in orders.iter_mut().enumerate() {
             order.id = 100_001 + i as u64;
         }
@@ -449,9 +460,9 @@ impl QData {
         }
     }
 
-    /// Orders created by `now`: a prefix of the list.
+    /// Orders shown by `now`: a prefix of the list.
     pub fn visible(&self, now: i64) -> &[Order] {
-        let n = self.orders.partition_point(|o| o.created <= now);
+        let n = self.orders.partition_point(|o| o.revealed <= now);
         &self.orders[..n]
     }
 

@@ -145,6 +145,51 @@ async fn a_later_run_picks_up_new_orders_and_refunds_of_old_ones() {
     );
 }
 
+/// Sales a box office syncs late reach QTickets hours after they were made, with their own
+/// (older) times: the `updated_at` filter of an incremental run cannot return them, so new
+/// orders are read by id too.
+#[tokio::test]
+async fn orders_synced_late_with_old_times_are_loaded_by_the_next_run() {
+    let env = Env::with(api_sandbox::SandboxConfig {
+        qtickets_late_sync_every: 4,
+        qtickets_late_sync_minutes: 240,
+        ..Default::default()
+    })
+    .await;
+    env.run_ok(&[]);
+    let seen: std::collections::BTreeSet<u64> = env
+        .sandbox
+        .sandbox()
+        .qtickets_orders()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect();
+    let first_run_at = env.sandbox.sandbox().now();
+    env.control("/advance", json!({"hours": 6}));
+    // Orders that appeared since, stamped before the first run's overlap (an hour).
+    let stamped = |o: &serde_json::Value, key: &str| {
+        chrono::DateTime::parse_from_rfc3339(o[key].as_str().unwrap())
+            .unwrap()
+            .timestamp()
+    };
+    let late = env
+        .sandbox
+        .sandbox()
+        .qtickets_orders()
+        .iter()
+        .filter(|o| !seen.contains(&o["id"].as_u64().unwrap()))
+        .filter(|o| stamped(o, "updated_at") < first_run_at - 3600)
+        .count();
+    assert!(late > 0, "the sandbox synced some orders late");
+    let out = env.run_ok(&[]);
+    assert!(
+        stderr(&out).contains("mode updated_since"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.facts(), env.expected());
+}
+
 #[tokio::test]
 async fn when_the_server_ignores_date_filters_the_loader_rescans_recent_orders() {
     let env = Env::new().await;
