@@ -512,6 +512,17 @@ pub fn transform_order(
             _version: ver,
         });
     }
+    let currency = match text_of(&v.currency_id) {
+        c if c.is_empty() => "RUB".to_owned(),
+        c => c,
+    };
+    if payed && !currency.eq_ignore_ascii_case("RUB") {
+        // The facts keep no currency: said, never summed silently.
+        let shown: String = currency.chars().take(16).collect();
+        warnings.push(format!(
+            "{what}: paid in `{shown}`, which the facts sum with roubles (they keep no currency)"
+        ));
+    }
     let order = OrderRow {
         order_id,
         event_id,
@@ -522,10 +533,7 @@ pub fn transform_order(
         deleted_at: ch(deleted_at),
         price: kopecks(&v.price, &what)?,
         original_price: kopecks(&v.original_price, &what)?,
-        currency: match text_of(&v.currency_id) {
-            c if c.is_empty() => "RUB".to_owned(),
-            c => c,
-        },
+        currency,
         tickets: tickets
             .iter()
             .fold(0u32, |n, t| n.saturating_add(t.quantity)),
@@ -1096,6 +1104,25 @@ mod tests {
         assert_eq!(currency(json!("")), "RUB");
         assert_eq!(currency(json!(null)), "RUB");
         assert_eq!(currency(json!("USD")), "USD");
+        // A paid order in another currency is said, never summed with roubles silently.
+        let mut o = order();
+        o["currency_id"] = json!("KZT");
+        let warnings = transform_order(&o, 1, None).unwrap().warnings;
+        assert!(
+            warnings.contains(
+                &"order 7: paid in `KZT`, which the facts sum with roubles (they keep no currency)"
+                    .to_owned()
+            ),
+            "{warnings:?}"
+        );
+        o["currency_id"] = json!("rub");
+        assert!(
+            !transform_order(&o, 1, None)
+                .unwrap()
+                .warnings
+                .iter()
+                .any(|w| w.contains("paid in")),
+        );
     }
 
     #[test]
