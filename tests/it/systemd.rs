@@ -875,6 +875,22 @@ fn install_refuses_before_writing_anything_and_keeps_the_operators_choices() {
     let state = machine.exec(&["systemctl", "is-enabled", "qtickets.timer"]);
     assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "disabled");
     ok(&machine, &[&manage, "uninstall"]);
+
+    // Under root's umask 077, the parents the install creates are still 0755: the jobs'
+    // user must pass through them.
+    let install = format!(
+        "umask 077 && {manage} install --binaries {bin} --prefix /run/zakaz-umask/a/b --no-enable"
+    );
+    ok(&machine, &["sh", "-c", &install]);
+    for dir in [
+        "/run/zakaz-umask",
+        "/run/zakaz-umask/a",
+        "/run/zakaz-umask/a/b",
+    ] {
+        assert_eq!(mode(&machine.path(dir)), 0o755, "{dir}");
+    }
+    assert_eq!(mode(&machine.path("/run/zakaz-umask/a/b/secrets")), 0o700);
+    ok(&machine, &[&manage, "uninstall"]);
     drop(machine);
     let _ = std::fs::remove_file(&log);
 }

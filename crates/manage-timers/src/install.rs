@@ -151,6 +151,19 @@ fn ids(user: &str) -> anyhow::Result<(u32, u32)> {
     Ok((uid, gid))
 }
 
+/// `create_dir_all`, with every directory it creates 0755 whatever the umask: a root umask
+/// of 077 would leave a new parent (`/srv/zakaz` of `--prefix /srv/zakaz/prod`, a man page
+/// directory) unreadable to the jobs' user and to every other user.
+fn create_dirs(path: &Path) -> anyhow::Result<()> {
+    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
+    fs::create_dir_all(path)
+        .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", path.display()))?;
+    for dir in missing {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
 /// A directory with an owner and a mode; reports what it did.
 fn ensure_dir(
     path: &Path,
@@ -159,8 +172,7 @@ fn ensure_dir(
     report: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let existed = path.is_dir();
-    fs::create_dir_all(path)
-        .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", path.display()))?;
+    create_dirs(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::chown(path, Some(uid), Some(gid))
@@ -639,8 +651,7 @@ pub fn install(
 
     install_docs(&layout, scope, &mut report)?;
 
-    fs::create_dir_all(&unit_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", unit_dir.display()))?;
+    create_dirs(&unit_dir)?;
     let mut unchanged = 0;
     for unit in &rendered {
         let path = unit_dir.join(&unit.name);
@@ -783,8 +794,7 @@ fn link_binaries(layout: &Layout, scope: Scope, report: &mut Vec<String>) -> any
             }
             Err(_) => {}
         }
-        fs::create_dir_all(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", dir.display()))?;
+        create_dirs(&dir)?;
         let tmp = dir.join(format!(".{name}.manage-timers-{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&target, &tmp)
@@ -875,8 +885,7 @@ fn install_docs(layout: &Layout, scope: Scope, report: &mut Vec<String>) -> anyh
     };
     let mut write = |path: PathBuf, text: &str| -> anyhow::Result<()> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", dir.display()))?;
+            create_dirs(dir)?;
         }
         if write_if_changed(&path, text, 0o644)? {
             report.push(format!("wrote {}", path.display()));
