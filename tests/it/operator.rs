@@ -230,11 +230,32 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
     );
 
     // --- a manual run with arguments -------------------------------------------------------
+    // With the unit's drop-ins, as the timer's runs have them (`systemctl edit`).
+    let drop_in = "/etc/systemd/system/qtickets.service.d/test-debug.conf";
+    write_inside(
+        &machine,
+        drop_in,
+        "[Service]\nEnvironment=LOG_LEVEL=debug\n",
+    );
+    ok(
+        machine.exec(&["systemctl", "daemon-reload"]),
+        "daemon-reload",
+    );
     let out = sh("manage-timers run qtickets -- --days 2");
     let said = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(said.contains("run finished"), "the run's log: {said}");
     assert!(said.contains("finished: success"), "{said}");
+    // A debug line: the drop-in's LOG_LEVEL is in force.
+    assert!(
+        said.contains("connected to ClickHouse url="),
+        "the drop-in's LOG_LEVEL: {said}"
+    );
+    std::fs::remove_file(machine.path(drop_in)).unwrap();
+    ok(
+        machine.exec(&["systemctl", "daemon-reload"]),
+        "daemon-reload",
+    );
     let runs = query_tsv(&format!(
         "SELECT count() FROM `{}`.meta_job_runs WHERE job = 'qtickets' AND status = 'ok'",
         db.name

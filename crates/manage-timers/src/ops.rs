@@ -391,7 +391,8 @@ pub fn transient_properties(unit_text: &str) -> (Option<String>, Vec<String>) {
         let Some((key, value)) = line.split_once('=') else {
             continue;
         };
-        if key == "ExecStart" {
+        // A drop-in's empty `ExecStart=` only clears the list before its own.
+        if key == "ExecStart" && !value.trim().is_empty() {
             exec = first_word(value);
         }
         if DROPPED.contains(&key) {
@@ -433,18 +434,27 @@ pub fn run_with_args(job: &JobRef, scope: Scope, args: &[OsString]) -> anyhow::R
     } else {
         job.service()
     };
-    let props: HashMap<String, String> =
-        system::show(scope, &service, &["LoadState", "FragmentPath"])?
-            .into_iter()
-            .collect();
+    let props: HashMap<String, String> = system::show(
+        scope,
+        &service,
+        &["LoadState", "FragmentPath", "DropInPaths"],
+    )?
+    .into_iter()
+    .collect();
     let fragment = props.get("FragmentPath").cloned().unwrap_or_default();
     if props.get("LoadState").map(String::as_str) != Some("loaded") || fragment.is_empty() {
         return Err(config_error(format!(
             "`{service}` is not installed: run `manage-timers install` first"
         )));
     }
-    let text = fs::read_to_string(&fragment)
-        .map_err(|e| anyhow::anyhow!("cannot read `{fragment}`: {e}"))?;
+    // The unit as systemd runs it: its file, then its drop-ins (`systemctl edit`) in order.
+    let drop_ins = props.get("DropInPaths").map_or("", String::as_str);
+    let mut text = String::new();
+    for path in std::iter::once(fragment.as_str()).chain(drop_ins.split_whitespace()) {
+        text +=
+            &fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read `{path}`: {e}"))?;
+        text.push('\n');
+    }
     let (exec, properties) = transient_properties(&text);
     let exec = exec.ok_or_else(|| anyhow::anyhow!("`{fragment}` has no ExecStart="))?;
     let stamp = Utc::now().format("%Y%m%dT%H%M%S");
@@ -1357,5 +1367,17 @@ mod tests {
                 "{dropped}: {props:?}"
             );
         }
+        // With a drop-in that replaces the command (an empty `ExecStart=` clears it first)
+        // and adds a setting: the drop-in's command, and the setting after the unit's.
+        let with_drop_in = format!(
+            "{}\n[Service]\nExecStart=\nExecStart=/opt/other/bin/ingest-qtickets --x\nEnvironment=LOG_LEVEL=debug\n",
+            unit.content
+        );
+        let (exec, props) = transient_properties(&with_drop_in);
+        assert_eq!(exec.as_deref(), Some("/opt/other/bin/ingest-qtickets"));
+        assert_eq!(
+            props.last().map(String::as_str),
+            Some("Environment=LOG_LEVEL=debug")
+        );
     }
 }
