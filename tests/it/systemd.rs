@@ -1085,6 +1085,8 @@ fn env_files_read_as_systemd_reads_them() {
         "; a semicolon comment\n",
         "# a hash comment\n",
         "  # an indented comment\n",
+        "# a comment whose line ends in a backslash \\\n",
+        "Z_AFTER_COMMENT=1\n",
         "Z_CONT=first\\\n",
         "second\n",
         "Z_EMPTY=\n",

@@ -219,8 +219,8 @@ fn row(row_no: u32, columns: &[Option<Column>], cells: &[String]) -> Result<Row,
 fn date(text: &str) -> Option<NaiveDate> {
     let text = text.trim();
     for f in ["%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y", "%Y/%m/%d", "%d.%m.%y"] {
-        // `%Y` takes any number of digits: `24.11.26` is the year 26 to it, not 2026.
-        // and a date ClickHouse cannot hold would be stored as another one.
+        // `%Y` takes any number of digits (`24.11.26` is the year 26 to it, not 2026), and
+        // a date ClickHouse cannot hold would be stored as another one: both are refused.
         if let Ok(d) = NaiveDate::parse_from_str(text, f)
             && zakaz_core::time::fits_ch_date(d)
         {

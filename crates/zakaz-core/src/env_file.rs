@@ -6,7 +6,8 @@ use std::path::Path;
 use crate::error::config_error;
 
 /// Parse `KEY=VALUE` lines as systemd's `EnvironmentFile=` does (its `env-file.c`), so that a
-/// manual run and a timer's run see the same values: `#` and `;` start comment lines; space
+/// manual run and a timer's run see the same values: `#` and `;` start comment lines (a
+/// backslash at the end of one comments out the next line too); space
 /// around the key and the value is dropped; outside quotes a backslash takes the next
 /// character as it is (a backslash at the end of a line joins the next); `'…'` is literal;
 /// inside `"…"` a backslash escapes only `"`, `\`, `` ` ``, `$` and a line end; quoted parts
@@ -25,6 +26,7 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Vec<(String, String)>> {
         DoubleQuote,
         DoubleQuoteEscape,
         Comment,
+        CommentEscape,
     }
     let err = |line: usize, what: String| {
         config_error(format!("env file `{}` line {line}: {what}", path.display()))
@@ -119,7 +121,10 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Vec<(String, String)>> {
                 state = State::DoubleQuote;
             }
             State::Comment if newline => state = State::PreKey,
+            // As systemd: a comment line ending in a backslash takes the next line too.
+            State::Comment if c == '\\' => state = State::CommentEscape,
             State::Comment => {}
+            State::CommentEscape => state = State::Comment,
         }
         if newline {
             line += 1;
