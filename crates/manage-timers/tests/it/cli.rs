@@ -536,6 +536,7 @@ fn scopeguard(dir: &std::path::Path) -> Cleanup {
 fn an_upgrade_is_installed_by_the_new_releases_own_manage_timers() {
     use std::os::unix::fs::PermissionsExt;
     let release = zakaz_core::testing::TempDir::new("new-release");
+    let _cleanup = scopeguard(&release.path);
     let new = release.path.join("manage-timers");
     let called = release.path.join("called");
     // The new release's manage-timers, standing in: it records how it was called.
@@ -549,7 +550,27 @@ fn an_upgrade_is_installed_by_the_new_releases_own_manage_timers() {
     .unwrap();
     std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
     let dir = release.path.to_str().unwrap();
-    let out = manage_timers(&["install", "--binaries", dir, "--queue-shards", "2"], &[]);
+    // Were it not handed over, this install would stop before writing anything: its prefix
+    // is writable by everyone, which `install` refuses (the test runs as root in CI).
+    let prefix = release.path.join("prefix");
+    std::fs::create_dir(&prefix).unwrap();
+    std::fs::set_permissions(&prefix, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let units = release.path.join("units");
+    let (prefix, units) = (prefix.to_str().unwrap(), units.to_str().unwrap());
+    let out = manage_timers(
+        &[
+            "install",
+            "--binaries",
+            dir,
+            "--prefix",
+            prefix,
+            "--unit-dir",
+            units,
+            "--queue-shards",
+            "2",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!("handing the install to {}", new.display())),
@@ -558,7 +579,8 @@ fn an_upgrade_is_installed_by_the_new_releases_own_manage_timers() {
     );
     assert_eq!(
         std::fs::read_to_string(&called).unwrap(),
-        format!("handed=1\ninstall\n--binaries\n{dir}\n--queue-shards\n2\n")
+        format!(
+            "handed=1\ninstall\n--binaries\n{dir}\n--prefix\n{prefix}\n--unit-dir\n{units}\n--queue-shards\n2\n"
+        )
     );
-    let _ = std::fs::remove_dir_all(&release.path);
 }
