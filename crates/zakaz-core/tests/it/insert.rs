@@ -122,10 +122,23 @@ async fn inserts_dropped_unfinished_write_nothing_of_what_they_sent() {
     assert_eq!(count(&ch, "SELECT count() FROM dropped").await, 0);
 }
 
-/// A proxy to ClickHouse that passes the first `limit` bytes a client sends on a connection,
-/// then ends that connection cleanly (FIN, as a killed client's kernel does): ClickHouse
-/// sees a body that stops wherever `limit` falls, inside an HTTP chunk or not.
-fn cutting_proxy(limit: usize) -> String {
+/// What a proxy does with the bytes a client just sent.
+enum Step {
+    /// Pass the first n on to ClickHouse.
+    Pass(usize),
+    /// Pass the first n on, then end the connection to ClickHouse cleanly (FIN, as a killed
+    /// client's kernel does).
+    PassAndEnd(usize),
+    /// Read them and pass nothing on: ClickHouse waits, and never answers.
+    Hold,
+}
+
+/// A proxy to ClickHouse: each connection's bytes go through a `rule` of its own (made by
+/// `rule()`), ClickHouse's answers straight back.
+fn proxy<R>(rule: impl Fn() -> R + Send + 'static) -> String
+where
+    R: FnMut(&[u8]) -> Step + Send + 'static,
+{
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     let server = zakaz_core::testing::clickhouse_url()
@@ -138,9 +151,10 @@ fn cutting_proxy(limit: usize) -> String {
         // The connect probe and the insert take one or two connections; the rest is bound.
         for client in listener.incoming().take(8) {
             let Ok(mut client) = client else { return };
-            let server = server.clone();
+            let (server, mut step) = (server.clone(), rule());
             std::thread::spawn(move || {
                 let mut upstream = TcpStream::connect(&server).unwrap();
+                // Bounded: the test ends long before; a leftover thread then ends too.
                 let timeout = Some(Duration::from_secs(30));
                 for s in [&client, &upstream] {
                     s.set_read_timeout(timeout).unwrap();
@@ -150,16 +164,20 @@ fn cutting_proxy(limit: usize) -> String {
                 let answers = std::thread::spawn(move || {
                     let _ = std::io::copy(&mut from_server, &mut to_client);
                 });
-                let (mut sent, mut buf) = (0, vec![0u8; 8192]);
-                while sent < limit {
+                let mut buf = vec![0u8; 8192];
+                loop {
                     let n = match client.read(&mut buf) {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => n.min(limit - sent),
+                        Ok(n) => n,
                     };
-                    if upstream.write_all(&buf[..n]).is_err() {
+                    let (pass, end) = match step(&buf[..n]) {
+                        Step::Pass(k) => (k, false),
+                        Step::PassAndEnd(k) => (k, true),
+                        Step::Hold => (0, false),
+                    };
+                    if upstream.write_all(&buf[..pass]).is_err() || end {
                         break;
                     }
-                    sent += n;
                 }
                 let _ = upstream.shutdown(Shutdown::Write);
                 let _ = answers.join();
@@ -168,6 +186,24 @@ fn cutting_proxy(limit: usize) -> String {
         }
     });
     url
+}
+
+/// A proxy that passes the first `limit` bytes a client sends on a connection, then ends that
+/// connection: ClickHouse sees a body that stops wherever `limit` falls, inside an HTTP chunk
+/// or not.
+fn cutting_proxy(limit: usize) -> String {
+    proxy(move || {
+        let mut sent = 0;
+        move |bytes: &[u8]| {
+            let n = bytes.len().min(limit - sent);
+            sent += n;
+            if sent == limit {
+                Step::PassAndEnd(n)
+            } else {
+                Step::Pass(n)
+            }
+        }
+    })
 }
 
 #[derive(Debug, clickhouse::Row, serde::Serialize)]
@@ -273,46 +309,20 @@ async fn an_insert_is_one_block_whatever_the_servers_profile_says() {
     );
 }
 
-/// A proxy to ClickHouse that passes a connection's requests until one is an `INSERT`, then
-/// reads on and never answers: a server that hangs on an insert.
+/// A proxy that passes a connection's requests until one is an `INSERT`, then reads on and
+/// never answers: a server that hangs on an insert.
 fn hanging_on_inserts_proxy() -> String {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    let server = zakaz_core::testing::clickhouse_url()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for client in listener.incoming().take(8) {
-            let Ok(mut client) = client else { return };
-            let server = server.clone();
-            std::thread::spawn(move || {
-                let mut upstream = TcpStream::connect(&server).unwrap();
-                // Bounded: the test ends long before; a leftover thread then ends too.
-                let timeout = Some(Duration::from_secs(30));
-                client.set_read_timeout(timeout).unwrap();
-                let (mut from_server, mut to_client) =
-                    (upstream.try_clone().unwrap(), client.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from_server, &mut to_client);
-                });
-                let (mut hanging, mut buf) = (false, vec![0u8; 8192]);
-                loop {
-                    let n = match client.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    hanging = hanging || buf[..n].windows(6).any(|w| w == b"INSERT");
-                    if !hanging && upstream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
+    proxy(|| {
+        let mut hanging = false;
+        move |bytes: &[u8]| {
+            hanging = hanging || bytes.windows(6).any(|w| w == b"INSERT");
+            if hanging {
+                Step::Hold
+            } else {
+                Step::Pass(bytes.len())
+            }
         }
-    });
-    url
+    })
 }
 
 /// An insert the server never answers fails once the timeout passes, with a message that
