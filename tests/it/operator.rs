@@ -288,15 +288,19 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
     // --- exit codes ---------------------------------------------------------------------------
     let out = sh("manage-timers run nosuchjob");
     assert_eq!(out.status.code(), Some(64), "{}", output_text(&out));
-    let out = machine.exec(&[
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "/usr/local/bin/manage-timers",
-        "enable",
-        "qtickets",
-    ]);
+    // `manage-timers ARGS` as a user who is not root (nobody, no groups).
+    let as_nobody = |args: &[&str]| {
+        let mut all = vec![
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/local/bin/manage-timers",
+        ];
+        all.extend_from_slice(args);
+        machine.exec(&all)
+    };
+    let out = as_nobody(&["enable", "qtickets"]);
     assert_eq!(out.status.code(), Some(77), "{}", output_text(&out));
 
     // --- logs before any run, and every job's log ------------------------------------------
@@ -311,16 +315,7 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
     let all = ok(sh("manage-timers logs -n 200"), "logs");
     assert!(all.contains("run finished"), "{all}");
     // A user who may not read the system journal is told so, never that nothing ran.
-    let out = machine.exec(&[
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "/usr/local/bin/manage-timers",
-        "logs",
-        "-n",
-        "200",
-    ]);
+    let out = as_nobody(&["logs", "-n", "200"]);
     assert_eq!(out.status.code(), Some(77), "{}", output_text(&out));
     assert!(
         output_text(&out).contains("that this user may read")

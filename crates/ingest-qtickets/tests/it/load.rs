@@ -167,18 +167,13 @@ async fn orders_synced_late_with_old_times_are_loaded_by_the_next_run() {
     let first_run_at = env.sandbox.sandbox().now();
     env.control("/advance", json!({"hours": 6}));
     // Orders that appeared since, stamped before the first run's overlap (an hour).
-    let stamped = |o: &serde_json::Value, key: &str| {
-        chrono::DateTime::parse_from_rfc3339(o[key].as_str().unwrap())
-            .unwrap()
-            .timestamp()
-    };
     let late = env
         .sandbox
         .sandbox()
         .qtickets_orders()
         .iter()
         .filter(|o| !seen.contains(&o["id"].as_u64().unwrap()))
-        .filter(|o| stamped(o, "updated_at") < first_run_at - 3600)
+        .filter(|o| instant(o, "updated_at").timestamp() < first_run_at - 3600)
         .count();
     assert!(late > 0, "the sandbox synced some orders late");
     let out = env.run_ok(&[]);
@@ -803,19 +798,15 @@ async fn no_order_listing_goes_out_unfiltered_in_any_mode() {
     }
 }
 
-/// A paid order paid before `before` (Unix seconds) with a ticket still to refund.
-fn refundable_order(env: &Env, before: i64) -> u64 {
+/// A paid order with a ticket still to refund, of those `pick` takes (`what` they are, for
+/// the message when there is none).
+fn refundable_order(env: &Env, what: &str, pick: impl Fn(&serde_json::Value) -> bool) -> u64 {
     env.sandbox
         .sandbox()
         .qtickets_orders()
         .iter()
         .filter(|o| o["payed"] == true && o["deleted_at"].is_null())
-        .filter(|o| {
-            chrono::DateTime::parse_from_rfc3339(o["payed_at"].as_str().unwrap())
-                .unwrap()
-                .timestamp()
-                < before
-        })
+        .filter(|o| pick(o))
         .find(|o| {
             o["baskets"]
                 .as_array()
@@ -824,7 +815,12 @@ fn refundable_order(env: &Env, before: i64) -> u64 {
                 .any(|b| b["refunded_at"].is_null() && b["deleted_at"].is_null())
         })
         .map(|o| o["id"].as_u64().unwrap())
-        .expect("an order paid long ago with a ticket to refund")
+        .unwrap_or_else(|| panic!("an order {what}, with a ticket to refund"))
+}
+
+/// An order's timestamp `key`.
+fn instant(o: &serde_json::Value, key: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(o[key].as_str().unwrap()).unwrap()
 }
 
 /// A window run reads the orders created a day before its window and two after; a change
@@ -836,33 +832,15 @@ async fn a_window_run_counts_what_it_staged_for_the_dates_at_its_edges() {
     env.run_ok(&[]);
     let facts = env.facts();
     // An order paid and created on a past day, with a ticket still to refund.
-    let moscow_day = |text: &str| {
-        chrono::DateTime::parse_from_rfc3339(text)
-            .unwrap()
+    let day = env.sandbox.sandbox().today() - chrono::Days::new(10);
+    let moscow_day = |o: &serde_json::Value, key: &str| {
+        instant(o, key)
             .with_timezone(&zakaz_core::time::MOSCOW)
             .date_naive()
     };
-    let today = env.sandbox.sandbox().today();
-    let day = today - chrono::Days::new(10);
-    let order = env
-        .sandbox
-        .sandbox()
-        .qtickets_orders()
-        .iter()
-        .filter(|o| o["payed"] == true && o["deleted_at"].is_null())
-        .filter(|o| {
-            moscow_day(o["payed_at"].as_str().unwrap()) == day
-                && moscow_day(o["created_at"].as_str().unwrap()) == day
-        })
-        .find(|o| {
-            o["baskets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|b| b["refunded_at"].is_null() && b["deleted_at"].is_null())
-        })
-        .map(|o| o["id"].as_u64().unwrap())
-        .expect("an order paid and created on the day, with a ticket to refund");
+    let order = refundable_order(&env, "paid and created on the day", |o| {
+        moscow_day(o, "payed_at") == day && moscow_day(o, "created_at") == day
+    });
     env.control(
         "/qtickets/refund",
         json!({"order_id": order, "bump_updated_at": false}),
@@ -888,7 +866,9 @@ async fn the_refund_sweep_finds_a_refund_forty_days_late_that_never_moved_update
     // A show was postponed: a ticket paid more than 40 days ago is refunded now, and the
     // order's `updated_at` does not move.
     let now = env.sandbox.sandbox().now();
-    let order = refundable_order(&env, now - 40 * 86_400);
+    let order = refundable_order(&env, "paid long ago", |o| {
+        instant(o, "payed_at").timestamp() < now - 40 * 86_400
+    });
     env.control(
         "/qtickets/refund",
         json!({"order_id": order, "bump_updated_at": false}),
