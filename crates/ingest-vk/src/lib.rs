@@ -29,7 +29,7 @@ use zakaz_core::ads::{
     Before, Stamp, accounts_or_own, date_range, each_account, held_before, label, nightly_window,
     outcome_or_partial, quote, zero_stale,
 };
-use zakaz_core::ch::{Ch, StreamInsert};
+use zakaz_core::ch::{Ch, SplitInsert};
 use zakaz_core::cli::{CommonArgs, JobCli, LoaderArgs};
 use zakaz_core::error::config_error;
 use zakaz_core::http::HttpClient;
@@ -49,6 +49,10 @@ pub const BATCH_IDS: usize = 200;
 const CHUNK_DAYS: u32 = 31;
 /// Daily statistics reach back this many days.
 const HISTORY_DAYS: u64 = 365;
+/// Inserts an account's rows are spread over, by banner: ClickHouse sorts and writes each
+/// insert's block on a thread of its own when the inserts end, so the wait after the last
+/// answer is shared between cores (docs/performance.md).
+const INSERTS_PER_ACCOUNT: usize = 2;
 
 /// The tags VK appends to the banner URLs of a group with `enable_utm` on and no `utm` of its
 /// own (VK Ads help, "UTM-метки"; docs/vendor-facts.md): `{{campaign_id}}` is the ad group
@@ -462,13 +466,13 @@ impl<'a> Loader<'a> {
             }
         }
         let ids: Vec<u64> = banners.keys().copied().collect();
-        // Rows stream into one insert per account, committed once every batch is in: memory
+        // Rows stream into the account's inserts, committed once every batch is in: memory
         // stays bounded on long windows, and a failure mid-way writes nothing below ClickHouse's
-        // block size (~a million rows; beyond, the first blocks stay until a re-run replaces
-        // them).
+        // block size (~a million rows an insert; beyond, the first blocks stay until a re-run
+        // replaces them; so may one insert's rows when another fails as they commit).
         let mut insert = self
             .ch
-            .map(|ch| ch.stream_insert::<FactRowRef<'_>>("fact_vk_ads_daily"));
+            .map(|ch| ch.split_insert::<FactRowRef<'_>>("fact_vk_ads_daily", INSERTS_PER_ACCOUNT));
         let batches: Vec<(DateWindow, &[u64])> = self
             .window
             .chunks(CHUNK_DAYS)
@@ -621,16 +625,13 @@ impl<'a> Loader<'a> {
         Ok(out)
     }
 
-    /// Statistics of `ids` over `dates`. VK fails a whole request for one id it does not
-    /// know (and need not say which): the batch is split until the bad ids are alone, they
-    /// are dropped (added to `rejected`), and the rest is loaded.
     /// The rows of `items` (one statistics batch) into `insert`, counted in `load`.
     async fn write_rows<'b>(
         &self,
         account: &'b str,
         items: &[StatItem],
         banners: &'b BTreeMap<u64, BannerInfo>,
-        mut insert: Option<&mut StreamInsert<FactRowRef<'b>>>,
+        mut insert: Option<&mut SplitInsert<FactRowRef<'b>>>,
         load: &mut AccountLoad,
     ) -> anyhow::Result<()> {
         for item in items {
@@ -638,7 +639,7 @@ impl<'a> Loader<'a> {
                 load.rows += 1;
                 load.spent += row.spent;
                 if let Some(insert) = insert.as_mut() {
-                    insert.write(&row).await?;
+                    insert.write(row.banner_id, &row).await?;
                 }
             }
             // Let the next request's answer be read meanwhile.
@@ -648,7 +649,9 @@ impl<'a> Loader<'a> {
     }
 
     /// The statistics answers of `ids` over `dates`, unparsed (several when VK rejected an id
-    /// and the batch was asked again in halves), and the ids VK rejects.
+    /// and the batch was asked again in halves), and the ids VK rejects. VK fails a whole
+    /// request for one id it does not know (and need not say which): the batch is split until
+    /// the bad ids are alone, they are dropped, and the rest is loaded.
     async fn statistics(
         &self,
         account: &str,
