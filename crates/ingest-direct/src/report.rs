@@ -102,7 +102,8 @@ impl Parser {
     pub fn next_row(&mut self) -> anyhow::Result<Option<ReportRow<'_>>> {
         loop {
             let rest = &self.buf[self.pos..];
-            let (line, used) = match rest.iter().position(|b| *b == b'\n') {
+            // memchr: the line scan was a quarter of the parse, byte by byte.
+            let (line, used) = match memchr::memchr(b'\n', rest) {
                 Some(n) => (&rest[..n], n + 1),
                 None if self.ended && !rest.is_empty() => (rest, rest.len()),
                 None => {
@@ -192,10 +193,14 @@ impl State {
         let fields_of_columns = self.fields_of_columns.as_ref().expect("set above");
         // Each field's cell; a missing cell is empty.
         let mut cells = [""; FIELDS.len()];
-        for (column, cell) in text.split('\t').enumerate() {
+        // Cells end at each tab (found by memchr: `split` searched cell by cell) and at the end.
+        let ends = memchr::memchr_iter(b'\t', text.as_bytes()).chain([text.len()]);
+        let mut start = 0;
+        for (column, end) in ends.enumerate() {
             if let Some(Some(field)) = fields_of_columns.get(column) {
-                cells[*field] = cell;
+                cells[*field] = &text[start..end];
             }
+            start = end + 1;
         }
         let line_no = self.line_no;
         let at = |what: &str, e: String| anyhow::anyhow!("report line {line_no}: `{what}`: {e}");
