@@ -711,17 +711,8 @@ impl<'a> Loader<'a> {
             "SELECT DISTINCT sales_date FROM fact_qtickets_sales_daily WHERE sales_date IN ({})",
             edges.join(",")
         );
-        let with_facts: BTreeSet<u16> = self
-            .ch
-            .read("facts at the window's edges", |c| {
-                let sql = sql.clone();
-                async move { c.query(&sql).fetch_all::<u16>().await }
-            })
-            .await?
-            .into_iter()
-            .collect();
-        dates
-            .retain(|d| window.contains(*d) || with_facts.contains(&zakaz_core::time::ch_date(*d)));
+        let with_facts = read_dates(&self.ch, "facts at the window's edges", &sql).await?;
+        dates.retain(|d| window.contains(*d) || with_facts.contains(d));
         Ok(())
     }
 
@@ -834,14 +825,7 @@ impl<'a> Loader<'a> {
                  WHERE payed = 1 AND payed_at IS NOT NULL AND order_id IN ({})",
                 ids.join(",")
             );
-            let old: Vec<u16> = self
-                .ch
-                .read("previous payment dates", |c| {
-                    let sql = sql.clone();
-                    async move { c.query(&sql).fetch_all::<u16>().await }
-                })
-                .await?;
-            dates.extend(old.into_iter().map(zakaz_core::time::ch_date_to_naive));
+            dates.extend(read_dates(&self.ch, "previous payment dates", &sql).await?);
         }
         self.stale_dates(&mut dates).await?;
         let new: BTreeSet<NaiveDate> = dates.difference(&self.marked).copied().collect();
@@ -1161,11 +1145,16 @@ struct DirtyDateRow {
 
 /// Dates a failed run marked dirty and no later run has recomputed.
 async fn dirty_dates(ch: &Ch) -> anyhow::Result<BTreeSet<NaiveDate>> {
+    let sql = "SELECT sales_date FROM stg_qtickets_dirty_dates FINAL WHERE dirty = 1";
+    read_dates(ch, "dirty dates", sql).await
+}
+
+/// The dates `sql` selects (one `Date` column); `what` names the read in errors.
+async fn read_dates(ch: &Ch, what: &str, sql: &str) -> anyhow::Result<BTreeSet<NaiveDate>> {
     let days: Vec<u16> = ch
-        .read("dirty dates", |c| async move {
-            c.query("SELECT sales_date FROM stg_qtickets_dirty_dates FINAL WHERE dirty = 1")
-                .fetch_all::<u16>()
-                .await
+        .read(what, |c| {
+            let sql = sql.to_owned();
+            async move { c.query(&sql).fetch_all::<u16>().await }
         })
         .await?;
     Ok(days
