@@ -49,9 +49,10 @@ pub const BATCH_IDS: usize = 200;
 const CHUNK_DAYS: u32 = 31;
 /// Daily statistics reach back this many days.
 const HISTORY_DAYS: u64 = 365;
-/// Inserts an account's rows are spread over, by banner: ClickHouse sorts and writes each
-/// insert's block on a thread of its own when the inserts end, so the wait after the last
-/// answer is shared between cores (docs/performance.md).
+/// Inserts an account's rows are spread over, by banner id (odd and even): ClickHouse sorts
+/// and writes each insert's block on a thread of its own when the inserts end, so the wait
+/// after the last answer is shared between cores (docs/performance.md). Each insert writes a
+/// part per month, so a load makes twice the parts, which ClickHouse merges.
 const INSERTS_PER_ACCOUNT: usize = 2;
 
 /// The tags VK appends to the banner URLs of a group with `enable_utm` on and no `utm` of its
@@ -524,7 +525,13 @@ impl<'a> Loader<'a> {
             tracing::info!(account = %label(account), banners = ?gone, "VK Ads no longer knows these deleted banners: their rows of the window are zeroed");
         }
         if let (Some(insert), Some(ch)) = (insert, self.ch) {
-            insert.end().await?;
+            insert.end().await.map_err(|e| {
+                e.context(format!(
+                    "VK Ads account {}: some banners' rows of {} may be written, none zeroed: re-run this window",
+                    label(account),
+                    self.window
+                ))
+            })?;
             zero_stale(
                 ch,
                 "fact_vk_ads_daily",

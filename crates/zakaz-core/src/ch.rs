@@ -596,6 +596,9 @@ impl<T: clickhouse::RowWrite> SplitInsert<T> {
         match failures.as_slice() {
             [] => Ok(()),
             [only] if count == 1 => anyhow::bail!("{only}"),
+            _ if failures.len() == count => {
+                anyhow::bail!("all {count} inserts failed: {}", failures.join("; "))
+            }
             _ => anyhow::bail!(
                 "{} of {count} inserts failed (the others' rows are written): {}",
                 failures.len(),

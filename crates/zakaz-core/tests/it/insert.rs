@@ -386,3 +386,23 @@ async fn an_insert_the_server_refuses_half_way_fails_with_the_servers_reason() {
     assert_eq!(inserts_running(&ch, "refused", 0).await, 0);
     assert_eq!(count(&ch, "SELECT count() FROM refused").await, 0);
 }
+
+/// Every insert of a split refused (here: no such table): the error says all failed, and
+/// does not claim that some other insert's rows are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_insert_that_fails_whole_says_so() {
+    let (_db, ch) = table("present").await;
+    let mut insert = ch.split_insert::<Row>("absent", 2);
+    for k in 0..10 {
+        let row = Row {
+            d: MONTHS[0],
+            k,
+            s: String::new(),
+        };
+        insert.write(k, &row).await.unwrap();
+    }
+    let e = insert.end().await.unwrap_err().to_string();
+    assert!(e.starts_with("all 2 inserts failed: "), "{e}");
+    assert!(!e.contains("written"), "{e}");
+    assert!(e.contains("absent"), "{e}");
+}
