@@ -711,7 +711,7 @@ impl<'a> Loader<'a> {
             "SELECT DISTINCT sales_date FROM fact_qtickets_sales_daily WHERE sales_date IN ({})",
             edges.join(",")
         );
-        let with_facts = read_dates(&self.ch, "facts at the window's edges", &sql).await?;
+        let with_facts = read_dates(self.ch, "facts at the window's edges", &sql).await?;
         dates.retain(|d| window.contains(*d) || with_facts.contains(d));
         Ok(())
     }
@@ -825,7 +825,7 @@ impl<'a> Loader<'a> {
                  WHERE payed = 1 AND payed_at IS NOT NULL AND order_id IN ({})",
                 ids.join(",")
             );
-            dates.extend(read_dates(&self.ch, "previous payment dates", &sql).await?);
+            dates.extend(read_dates(self.ch, "previous payment dates", &sql).await?);
         }
         self.stale_dates(&mut dates).await?;
         let new: BTreeSet<NaiveDate> = dates.difference(&self.marked).copied().collect();
