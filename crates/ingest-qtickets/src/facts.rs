@@ -55,7 +55,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, t: &TicketRow) {
+    fn add(&mut self, t: &Sale<'_>) {
         // Saturating: hostile numbers give a wrong-looking total, never a panic or a wrap
         // (each ticket's price is bounded when it is read, `model::MAX_PRICE_KOPECKS`).
         if t.is_refunded == 0 {
@@ -67,6 +67,87 @@ impl Totals {
             .saturating_add(t.price.saturating_mul(i64::from(t.quantity)));
         self.refunds = self.refunds.saturating_add(t.refunded_amount);
         self.orders.insert(t.order_id);
+    }
+}
+
+/// What the facts read of a staged ticket.
+pub struct Sale<'a> {
+    order_id: u64,
+    event_id: u64,
+    price: i64,
+    quantity: u32,
+    refunded_amount: i64,
+    is_paid: u8,
+    is_cancelled: u8,
+    is_refunded: u8,
+    payed_at: Option<u32>,
+    /// Source, medium, campaign, content, term.
+    utm: [&'a str; 5],
+}
+
+impl TicketRow {
+    fn sale(&self) -> Sale<'_> {
+        Sale {
+            order_id: self.order_id,
+            event_id: self.event_id,
+            price: self.price,
+            quantity: self.quantity,
+            refunded_amount: self.refunded_amount,
+            is_paid: self.is_paid,
+            is_cancelled: self.is_cancelled,
+            is_refunded: self.is_refunded,
+            payed_at: self.payed_at,
+            utm: [
+                &self.utm_source,
+                &self.utm_medium,
+                &self.utm_campaign,
+                &self.utm_content,
+                &self.utm_term,
+            ],
+        }
+    }
+}
+
+/// The columns of `stg_qtickets_tickets` the facts read, borrowed from the answer: the
+/// recompute reads these alone, never a whole ticket (its seat, times and prices).
+#[derive(clickhouse::Row, Deserialize)]
+struct SaleRow<'a> {
+    order_id: u64,
+    event_id: u64,
+    price: i64,
+    quantity: u32,
+    refunded_amount: i64,
+    is_paid: u8,
+    is_cancelled: u8,
+    is_refunded: u8,
+    payed_at: Option<u32>,
+    utm_source: &'a str,
+    utm_medium: &'a str,
+    utm_campaign: &'a str,
+    utm_content: &'a str,
+    utm_term: &'a str,
+}
+
+impl SaleRow<'_> {
+    fn sale(&self) -> Sale<'_> {
+        Sale {
+            order_id: self.order_id,
+            event_id: self.event_id,
+            price: self.price,
+            quantity: self.quantity,
+            refunded_amount: self.refunded_amount,
+            is_paid: self.is_paid,
+            is_cancelled: self.is_cancelled,
+            is_refunded: self.is_refunded,
+            payed_at: self.payed_at,
+            utm: [
+                self.utm_source,
+                self.utm_medium,
+                self.utm_campaign,
+                self.utm_content,
+                self.utm_term,
+            ],
+        }
     }
 }
 
@@ -141,37 +222,74 @@ pub fn aggregate<'a, F: Fact>(
     loaded_at: u32,
     version: u64,
 ) -> BTreeMap<Key, F> {
-    // Grouped by borrowed text, owned once per group: a key cloned per ticket (city and five
-    // tags) put malloc and memcmp on top of a backfill's profile.
-    let mut totals: BTreeMap<(u16, u64, &str, [&str; 5]), Totals> = BTreeMap::new();
+    let mut grouping = Grouping::<F>::new(cities);
     for t in tickets {
+        grouping.add(&t.sale());
+    }
+    grouping.rows(loaded_at, version)
+}
+
+/// One fact table's totals, fed a ticket at a time, so tickets read from staging are
+/// counted as they arrive and never held. Text is kept once (a number per distinct city or
+/// tag), so a ticket adds no allocation unless it brings new text.
+struct Grouping<'c, F> {
+    cities: &'c HashMap<u64, String>,
+    texts: Vec<String>,
+    numbers: HashMap<String, u32>,
+    totals: HashMap<(u16, u64, u32, [u32; 5]), Totals>,
+    fact: std::marker::PhantomData<F>,
+}
+
+impl<'c, F: Fact> Grouping<'c, F> {
+    fn new(cities: &'c HashMap<u64, String>) -> Self {
+        Grouping {
+            cities,
+            // Number 0 is the empty text.
+            texts: vec![String::new()],
+            numbers: HashMap::from([(String::new(), 0)]),
+            totals: HashMap::new(),
+            fact: std::marker::PhantomData,
+        }
+    }
+
+    fn number(&mut self, text: &str) -> u32 {
+        if let Some(n) = self.numbers.get(text) {
+            return *n;
+        }
+        let n = self.texts.len() as u32;
+        self.texts.push(text.to_owned());
+        self.numbers.insert(text.to_owned(), n);
+        n
+    }
+
+    fn add(&mut self, t: &Sale<'_>) {
         let Some(paid) = t.payed_at.filter(|_| t.is_paid == 1 && t.is_cancelled == 0) else {
-            continue;
+            return;
         };
-        let city = cities.get(&t.event_id).map_or("", String::as_str);
+        let cities = self.cities;
+        let city = self.number(cities.get(&t.event_id).map_or("", String::as_str));
         let tags = if F::BY_UTM {
-            [
-                t.utm_source.as_str(),
-                t.utm_medium.as_str(),
-                t.utm_campaign.as_str(),
-                t.utm_content.as_str(),
-                t.utm_term.as_str(),
-            ]
+            t.utm.map(|tag| self.number(tag))
         } else {
-            [""; 5]
+            [0; 5]
         };
-        totals
+        self.totals
             .entry((sales_date(paid), t.event_id, city, tags))
             .or_default()
             .add(t);
     }
-    totals
-        .into_iter()
-        .map(|((date, event_id, city, tags), s)| {
-            let key: Key = (date, event_id, city.to_owned(), tags.map(str::to_owned));
-            (key.clone(), F::build(key, &s, loaded_at, version))
-        })
-        .collect()
+
+    /// The fact rows, by key.
+    fn rows(self, loaded_at: u32, version: u64) -> BTreeMap<Key, F> {
+        let text = |n: u32| self.texts[n as usize].clone();
+        self.totals
+            .iter()
+            .map(|((date, event_id, city, tags), s)| {
+                let key: Key = (*date, *event_id, text(*city), tags.map(text));
+                (key.clone(), F::build(key, s, loaded_at, version))
+            })
+            .collect()
+    }
 }
 
 /// The Moscow sales date of a payment instant, as ClickHouse `Date`.
@@ -203,11 +321,12 @@ pub async fn recompute(
     let cities = event_cities(ch).await?;
     let version = chrono::Utc::now().timestamp_micros() as u64;
     let mut written = 0;
-    // A week at a time: the tickets of a chunk are held in memory, so a long backfill's
-    // recompute stays bounded (all 30 dates at once peaked at 160 MiB for 100 000 orders).
+    // A week at a time: each chunk's totals are held in memory (its tickets are counted as
+    // they are read, never held), and each query stays short.
     for chunk in dates.chunks(DATES_PER_CHUNK) {
         let list = date_list(chunk);
-        let tickets: Vec<TicketRow> = ch
+        let cities = &cities;
+        let (daily, utm) = ch
             .read("staged tickets of touched dates", |c| {
                 // Through the date → orders index, so the read follows the tickets' primary
                 // key (order_id) instead of scanning all staging: its cost follows what the
@@ -217,26 +336,42 @@ pub async fn recompute(
                      WHERE order_id IN (SELECT order_id FROM stg_qtickets_sale_dates WHERE sales_date IN ({list})) \
                      AND payed_at IS NOT NULL AND toDate(assumeNotNull(payed_at), 'Europe/Moscow') IN ({list})"
                 );
-                async move { c.query(&sql).fetch_all::<TicketRow>().await }
+                async move {
+                    let mut cursor = c.query(&sql).fetch::<SaleRow<'_>>()?;
+                    // Both tables' totals from one read; a retried read starts them afresh.
+                    let mut daily = Grouping::<SalesDailyRow>::new(cities);
+                    let mut utm = Grouping::<UtmDailyRow>::new(cities);
+                    while let Some(row) = cursor.next().await? {
+                        let sale = row.sale();
+                        daily.add(&sale);
+                        utm.add(&sale);
+                    }
+                    Ok((daily, utm))
+                }
             })
             .await?;
-        written += write::<SalesDailyRow>(ch, &list, &tickets, &cities, loaded_at, version).await?;
-        write::<UtmDailyRow>(ch, &list, &tickets, &cities, loaded_at, version).await?;
+        written += write(
+            ch,
+            &list,
+            daily.rows(loaded_at, version),
+            loaded_at,
+            version,
+        )
+        .await?;
+        write(ch, &list, utm.rows(loaded_at, version), loaded_at, version).await?;
     }
     Ok(written)
 }
 
-/// Fresh rows for the dates in `list`, plus zero rows for keys that had sales before and
-/// have none now; one insert.
+/// `rows` (fresh, for the dates in `list`), plus zero rows for keys that had sales before
+/// and have none now; one insert.
 async fn write<F: Fact>(
     ch: &Ch,
     list: &str,
-    tickets: &[TicketRow],
-    cities: &HashMap<u64, String>,
+    mut rows: BTreeMap<Key, F>,
     loaded_at: u32,
     version: u64,
 ) -> anyhow::Result<usize> {
-    let mut rows = aggregate::<F>(tickets, cities, loaded_at, version);
     let tags = if F::BY_UTM {
         "utm_source, utm_medium, utm_campaign, utm_content, utm_term"
     } else {
