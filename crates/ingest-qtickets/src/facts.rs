@@ -57,7 +57,8 @@ pub struct Totals {
 impl Totals {
     fn add(&mut self, t: &Sale<'_>) {
         // Saturating: hostile numbers give a wrong-looking total, never a panic or a wrap
-        // (each ticket's price is bounded when it is read, `model::MAX_PRICE_KOPECKS`).
+        // (each ticket's price is bounded when the API's answer is read,
+        // `model::MAX_PRICE_KOPECKS`).
         if t.is_refunded == 0 {
             self.tickets = self.tickets.saturating_add(u64::from(t.quantity));
         }
@@ -109,7 +110,7 @@ impl TicketRow {
 }
 
 /// The columns of `stg_qtickets_tickets` the facts read, borrowed from the answer: the
-/// recompute reads these alone, never a whole ticket (its seat, times and prices).
+/// recompute reads these alone, never a whole ticket (its seat, times and other prices).
 #[derive(clickhouse::Row, Deserialize)]
 struct SaleRow<'a> {
     order_id: u64,
@@ -177,7 +178,7 @@ impl Fact for SalesDailyRow {
             tickets_sold: s.tickets,
             revenue: s.revenue,
             refunds: s.refunds,
-            net_revenue: s.revenue - s.refunds,
+            net_revenue: s.revenue.saturating_sub(s.refunds),
             orders: s.orders.len() as u64,
             loaded_at,
             _version: version,
@@ -207,7 +208,7 @@ impl Fact for UtmDailyRow {
             tickets_sold: s.tickets,
             revenue: s.revenue,
             refunds: s.refunds,
-            net_revenue: s.revenue - s.refunds,
+            net_revenue: s.revenue.saturating_sub(s.refunds),
             orders: s.orders.len() as u64,
             loaded_at,
             _version: version,
@@ -230,8 +231,9 @@ pub fn aggregate<'a, F: Fact>(
 }
 
 /// One fact table's totals, fed a ticket at a time, so tickets read from staging are
-/// counted as they arrive and never held. Text is kept once (a number per distinct city or
-/// tag), so a ticket adds no allocation unless it brings new text.
+/// counted as they arrive and never held. Keys hold numbers, one per distinct city or tag
+/// (its text kept in `texts` and `numbers`), so a ticket adds no allocation unless it brings
+/// new text.
 struct Grouping<'c, F> {
     cities: &'c HashMap<u64, String>,
     texts: Vec<String>,
@@ -256,7 +258,7 @@ impl<'c, F: Fact> Grouping<'c, F> {
         if let Some(n) = self.numbers.get(text) {
             return *n;
         }
-        let n = self.texts.len() as u32;
+        let n = u32::try_from(self.texts.len()).expect("fewer than 2^32 texts in memory");
         self.texts.push(text.to_owned());
         self.numbers.insert(text.to_owned(), n);
         n
