@@ -191,6 +191,9 @@ proptest! {
             let t = transform_order(&order_json(i as u64 + 1, o), 1, None).unwrap();
             tickets.extend(t.tickets);
         }
+        // In any order: here each order's first baskets, then their second ones, and so on
+        // (a basket's id is its order's id × 10 + its place), so an order's tickets are apart.
+        tickets.sort_by_key(|t| t.basket_id % 10);
         let produced: Naive = aggregate::<SalesDailyRow>(&tickets, &cities, 0, 0)
             .into_values()
             .map(|r| {
@@ -293,4 +296,31 @@ proptest! {
         let (_, _, _, warnings) = ingest_qtickets::model::count_seats(1, &seats);
         prop_assert!(warnings.len() <= 3);
     }
+}
+
+/// A refund of a hostile size (nothing bounds a refunded amount) saturates the net revenue
+/// instead of overflowing it: a panic in a debug build, a wrapped number in release.
+#[test]
+fn a_hostile_refund_saturates_the_net_revenue() {
+    let cities: HashMap<u64, String> = HashMap::from([(1, "city-1".to_owned())]);
+    let refunded = Basket {
+        quantity: 1,
+        price_kopecks: 100_000,
+        refunded: Some(-9_000_000_000_000_000_000),
+        deleted: false,
+        price_as_number: false,
+    };
+    let order = Order {
+        event_id: 1,
+        payed: true,
+        paid_after: 0,
+        offset_hours: 3,
+        deleted: false,
+        baskets: vec![refunded.clone(), refunded],
+    };
+    let t = transform_order(&order_json(1, &order), 1, None).unwrap();
+    let rows = aggregate::<SalesDailyRow>(&t.tickets, &cities, 0, 0);
+    let row = rows.values().next().unwrap();
+    assert_eq!((row.revenue, row.refunds), (200_000, i64::MIN));
+    assert_eq!(row.net_revenue, i64::MAX);
 }
