@@ -71,48 +71,11 @@ impl Totals {
     }
 }
 
-/// What the facts read of a staged ticket.
-pub struct Sale<'a> {
-    order_id: u64,
-    event_id: u64,
-    price: i64,
-    quantity: u32,
-    refunded_amount: i64,
-    is_paid: u8,
-    is_cancelled: u8,
-    is_refunded: u8,
-    payed_at: Option<u32>,
-    /// Source, medium, campaign, content, term.
-    utm: [&'a str; 5],
-}
-
-impl TicketRow {
-    fn sale(&self) -> Sale<'_> {
-        Sale {
-            order_id: self.order_id,
-            event_id: self.event_id,
-            price: self.price,
-            quantity: self.quantity,
-            refunded_amount: self.refunded_amount,
-            is_paid: self.is_paid,
-            is_cancelled: self.is_cancelled,
-            is_refunded: self.is_refunded,
-            payed_at: self.payed_at,
-            utm: [
-                &self.utm_source,
-                &self.utm_medium,
-                &self.utm_campaign,
-                &self.utm_content,
-                &self.utm_term,
-            ],
-        }
-    }
-}
-
-/// The columns of `stg_qtickets_tickets` the facts read, borrowed from the answer: the
-/// recompute reads these alone, never a whole ticket (its seat, times and other prices).
+/// What the facts read of a staged ticket: the columns of `stg_qtickets_tickets` the
+/// recompute reads (never a whole ticket: its seat, times and other prices), borrowed from
+/// the answer; a ticket in memory lends its own (`TicketRow::sale`).
 #[derive(clickhouse::Row, Deserialize)]
-struct SaleRow<'a> {
+pub struct Sale<'a> {
     order_id: u64,
     event_id: u64,
     price: i64,
@@ -129,7 +92,7 @@ struct SaleRow<'a> {
     utm_term: &'a str,
 }
 
-impl SaleRow<'_> {
+impl TicketRow {
     fn sale(&self) -> Sale<'_> {
         Sale {
             order_id: self.order_id,
@@ -141,13 +104,11 @@ impl SaleRow<'_> {
             is_cancelled: self.is_cancelled,
             is_refunded: self.is_refunded,
             payed_at: self.payed_at,
-            utm: [
-                self.utm_source,
-                self.utm_medium,
-                self.utm_campaign,
-                self.utm_content,
-                self.utm_term,
-            ],
+            utm_source: &self.utm_source,
+            utm_medium: &self.utm_medium,
+            utm_campaign: &self.utm_campaign,
+            utm_content: &self.utm_content,
+            utm_term: &self.utm_term,
         }
     }
 }
@@ -271,7 +232,14 @@ impl<'c, F: Fact> Grouping<'c, F> {
         let cities = self.cities;
         let city = self.number(cities.get(&t.event_id).map_or("", String::as_str));
         let tags = if F::BY_UTM {
-            t.utm.map(|tag| self.number(tag))
+            [
+                t.utm_source,
+                t.utm_medium,
+                t.utm_campaign,
+                t.utm_content,
+                t.utm_term,
+            ]
+            .map(|tag| self.number(tag))
         } else {
             [0; 5]
         };
@@ -288,31 +256,27 @@ impl<'c, F: Fact> Grouping<'c, F> {
         self.totals.entry((date, event_id, city, tags)).or_default();
     }
 
-    /// The fact rows, in no order; a row's text owned once.
-    fn rows(self, loaded_at: u32, version: u64) -> Vec<F> {
+    /// Each total with its key, the key's text owned.
+    fn keyed(&self) -> impl Iterator<Item = (Key, &Totals)> {
         let text = |n: u32| self.texts[n as usize].clone();
         self.totals
             .iter()
-            .map(|((date, event_id, city, tags), s)| {
-                F::build(
-                    (*date, *event_id, text(*city), tags.map(text)),
-                    s,
-                    loaded_at,
-                    version,
-                )
+            .map(move |((date, event_id, city, tags), s)| {
+                ((*date, *event_id, text(*city), tags.map(text)), s)
             })
+    }
+
+    /// The fact rows, in no order; a row's text owned once.
+    fn rows(self, loaded_at: u32, version: u64) -> Vec<F> {
+        self.keyed()
+            .map(|(key, s)| F::build(key, s, loaded_at, version))
             .collect()
     }
 
     /// The fact rows, by key.
     fn rows_by_key(self, loaded_at: u32, version: u64) -> BTreeMap<Key, F> {
-        let text = |n: u32| self.texts[n as usize].clone();
-        self.totals
-            .iter()
-            .map(|((date, event_id, city, tags), s)| {
-                let key: Key = (*date, *event_id, text(*city), tags.map(text));
-                (key.clone(), F::build(key, s, loaded_at, version))
-            })
+        self.keyed()
+            .map(|(key, s)| (key.clone(), F::build(key, s, loaded_at, version)))
             .collect()
     }
 }
@@ -363,12 +327,11 @@ pub async fn recompute(
                      AND payed_at IS NOT NULL AND toDate(assumeNotNull(payed_at), 'Europe/Moscow') IN ({list})"
                 );
                 async move {
-                    let mut cursor = c.query(&sql).fetch::<SaleRow<'_>>()?;
+                    let mut cursor = c.query(&sql).fetch::<Sale<'_>>()?;
                     // Both tables' totals from one read; a retried read starts them afresh.
                     let mut daily = Grouping::<SalesDailyRow>::new(cities);
                     let mut utm = Grouping::<UtmDailyRow>::new(cities);
-                    while let Some(row) = cursor.next().await? {
-                        let sale = row.sale();
+                    while let Some(sale) = cursor.next().await? {
                         daily.add(&sale);
                         utm.add(&sale);
                     }
